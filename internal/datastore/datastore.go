@@ -1,0 +1,182 @@
+// Package datastore defines what a server tier persists — bundles, registration
+// entries, attested nodes and join tokens — and the small interfaces through
+// which each part of the server reaches it. Backends live in subpackages
+// (sqlite, the embedded default; postgres, for servers of one tier sharing a
+// database).
+//
+// The server keeps entries and nodes in memory and writes through to the
+// store; the store is the durable truth that is loaded at start and, when
+// several servers share it, polled through the event logs (EntryEventsSince,
+// NodeEventsSince) to pick up the others' writes.
+package datastore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/selector"
+)
+
+// Errors returned by every backend. Callers branch with errors.Is.
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("datastore: not found")
+	// ErrAlreadyExists: a record with the same identity exists (for entries:
+	// same parent ID, SPIFFE ID and selector set; or the same entry ID).
+	ErrAlreadyExists = errors.New("datastore: already exists")
+	// ErrConflict: a concurrent writer changed the record first; retry.
+	ErrConflict = errors.New("datastore: conflict")
+)
+
+// Entry is a registration entry. Times are Unix seconds as in the SPIRE API.
+type Entry struct {
+	ID             string
+	SPIFFEID       spiffeid.ID
+	ParentID       spiffeid.ID
+	Selectors      []selector.Selector
+	X509SVIDTTL    int32 // seconds; 0 means the server default
+	JWTSVIDTTL     int32 // seconds; 0 means the server default
+	FederatesWith  []spiffeid.TrustDomain
+	Admin          bool
+	Downstream     bool
+	DNSNames       []string
+	RevisionNumber int64
+	StoreSVID      bool
+	Hint           string
+	CreatedAt      int64 // Unix seconds, set by the store on create
+	ExpiresAt      int64 // Unix seconds; 0 means never
+	// JWTSVIDIncludeJTI and DisableX509SVIDPrefetch mirror the SPIRE API's
+	// Entry.AdditionalAttributes.
+	JWTSVIDIncludeJTI       bool
+	DisableX509SVIDPrefetch bool
+}
+
+// Node is an attested agent.
+type Node struct {
+	ID              spiffeid.ID
+	AttestationType string
+	// CertSerial is the serial (decimal string) of the agent's current SVID and
+	// NewCertSerial the one issued by a renewal not yet used. A node whose
+	// serials are both empty is banned (SPIRE's representation).
+	CertSerial      string
+	CertNotAfter    int64 // Unix seconds
+	NewCertSerial   string
+	NewCertNotAfter int64 // Unix seconds
+	CanReattest     bool
+	Selectors       []selector.Selector
+	AgentVersion    string
+}
+
+// Banned reports whether the node was banned (both serials cleared).
+func (n *Node) Banned() bool { return n.CertSerial == "" && n.NewCertSerial == "" }
+
+// JoinToken is a single-use attestation secret.
+type JoinToken struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// X509Authority is one trusted X.509 root or intermediate of a bundle.
+type X509Authority struct {
+	Cert    []byte // ASN.1 DER
+	Tainted bool
+}
+
+// JWTAuthority is one JWT signing public key of a bundle.
+type JWTAuthority struct {
+	KeyID     string
+	PublicKey []byte // PKIX, ASN.1 DER
+	ExpiresAt int64  // Unix seconds; 0 means none
+	Tainted   bool
+}
+
+// Bundle is a trust domain's trust bundle: this server's own trust domain or a
+// federated one.
+type Bundle struct {
+	TrustDomain     spiffeid.TrustDomain
+	X509Authorities []X509Authority
+	JWTAuthorities  []JWTAuthority
+	RefreshHint     int64 // seconds
+	SequenceNumber  uint64
+}
+
+// Event records that an entry or node was created, updated or deleted. IDs
+// increase monotonically; a poller remembers the last ID it applied.
+type Event struct {
+	ID  uint64
+	Key string // entry ID, or node SPIFFE ID string
+}
+
+// EntryStore persists registration entries.
+type EntryStore interface {
+	// CreateEntries creates the entries in one transaction, each independently:
+	// errs[i] is nil, ErrAlreadyExists (out[i] then holds the existing entry)
+	// or another error. An empty ID gets a new random UUID; CreatedAt and
+	// RevisionNumber (0) are set by the store.
+	CreateEntries(ctx context.Context, entries []*Entry) (out []*Entry, errs []error)
+	// UpdateEntry replaces the entry with e.ID, incrementing its revision.
+	// ErrNotFound if missing; ErrAlreadyExists if it would duplicate another.
+	UpdateEntry(ctx context.Context, e *Entry) (*Entry, error)
+	// DeleteEntry deletes and returns the entry; ErrNotFound if missing.
+	DeleteEntry(ctx context.Context, id string) (*Entry, error)
+	// FetchEntry returns one entry; ErrNotFound if missing.
+	FetchEntry(ctx context.Context, id string) (*Entry, error)
+	// ListEntries returns every entry (loaded once at start into memory).
+	ListEntries(ctx context.Context) ([]*Entry, error)
+	// EntryEventsSince returns entry events with ID > after, oldest first, and
+	// the highest event ID that exists (so a fresh poller can start there).
+	EntryEventsSince(ctx context.Context, after uint64) ([]Event, error)
+}
+
+// NodeStore persists attested nodes.
+type NodeStore interface {
+	// CreateNode stores a newly attested node; ErrAlreadyExists if present.
+	CreateNode(ctx context.Context, n *Node) error
+	// UpdateNode replaces the node (selectors included) in one transaction;
+	// ErrNotFound if missing.
+	UpdateNode(ctx context.Context, n *Node) error
+	FetchNode(ctx context.Context, id spiffeid.ID) (*Node, error)
+	ListNodes(ctx context.Context) ([]*Node, error)
+	// DeleteNode deletes and returns the node; ErrNotFound if missing.
+	DeleteNode(ctx context.Context, id spiffeid.ID) (*Node, error)
+	NodeEventsSince(ctx context.Context, after uint64) ([]Event, error)
+}
+
+// TokenStore persists join tokens.
+type TokenStore interface {
+	// CreateJoinToken stores t; ErrAlreadyExists if the token value exists.
+	CreateJoinToken(ctx context.Context, t *JoinToken) error
+	// ConsumeJoinToken atomically deletes and returns the token, so it can be
+	// used once even by servers sharing the store; ErrNotFound if missing.
+	// The caller checks expiry (an expired token is consumed all the same).
+	ConsumeJoinToken(ctx context.Context, token string) (*JoinToken, error)
+	// PruneJoinTokens deletes tokens that expired before the given time.
+	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
+}
+
+// BundleStore persists trust bundles.
+type BundleStore interface {
+	// FetchBundle returns ErrNotFound if the trust domain has no bundle.
+	FetchBundle(ctx context.Context, td spiffeid.TrustDomain) (*Bundle, error)
+	ListBundles(ctx context.Context) ([]*Bundle, error)
+	// UpdateBundle reads the bundle for td (nil if none), calls fn, and stores
+	// what fn returns, all in one transaction that excludes concurrent updaters
+	// of the same bundle (also across servers sharing the store). fn returning
+	// an error aborts with that error; returning the input unchanged (same
+	// pointer) writes nothing.
+	UpdateBundle(ctx context.Context, td spiffeid.TrustDomain, fn func(*Bundle) (*Bundle, error)) (*Bundle, error)
+	// DeleteBundle returns ErrNotFound if missing.
+	DeleteBundle(ctx context.Context, td spiffeid.TrustDomain) error
+}
+
+// Store is everything a backend provides.
+type Store interface {
+	EntryStore
+	NodeStore
+	TokenStore
+	BundleStore
+	Close() error
+}
