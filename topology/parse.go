@@ -1,0 +1,617 @@
+package topology
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// ParseFile reads and parses a topology file. Files whose name ends in
+// ".json" are read as HCL's JSON syntax, all others as native HCL.
+//
+// When the diagnostics hold an error the returned File is nil. Warnings
+// come back with a File.
+func ParseFile(path string) (*File, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read topology file",
+			Detail:   fmt.Sprintf("%v. Check the path given to --topology.", err),
+		}}
+	}
+	return Parse(src, path)
+}
+
+// Parse parses a topology file held in memory. filename appears in
+// diagnostics, and its directory is the base of relative paths: file()
+// arguments, state_dir, admin_socket, datastore and CA bundle paths.
+func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
+	p := newParser(filename, os.LookupEnv)
+	f := p.parse(src)
+	diags := sortDiagnostics(explain(p.diags))
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return f, diags
+}
+
+// parser holds the state of one Parse call.
+type parser struct {
+	filename string
+	dir      string
+	ctx      *hcl.EvalContext
+	diags    hcl.Diagnostics
+	reported map[reportKey]bool
+}
+
+type reportKey struct {
+	rng  hcl.Range
+	what string
+}
+
+func newParser(filename string, lookupEnv func(string) (string, bool)) *parser {
+	dir := filepath.Dir(filename)
+	return &parser{
+		filename: filename,
+		dir:      dir,
+		ctx:      &hcl.EvalContext{Functions: functions(dir, lookupEnv)},
+		reported: map[reportKey]bool{},
+	}
+}
+
+func (p *parser) parse(src []byte) *File {
+	hp := hclparse.NewParser()
+	var hf *hcl.File
+	var diags hcl.Diagnostics
+	if strings.HasSuffix(p.filename, ".json") {
+		hf, diags = hp.ParseJSON(src, p.filename)
+	} else {
+		hf, diags = hp.ParseHCL(src, p.filename)
+	}
+	p.diags = append(p.diags, diags...)
+	if diags.HasErrors() {
+		return nil
+	}
+
+	content := p.content(hf.Body, fileSchema)
+	f := &File{Path: p.filename}
+
+	if attr, ok := content.Attributes["trust_domain"]; ok {
+		if s, ok := p.str(attr); ok {
+			td, err := spiffeid.TrustDomainFromString(s)
+			if err != nil {
+				p.errorf(attr.Expr.Range(), "Invalid trust domain",
+					"%q is not a valid trust domain: %v. Use a lowercase DNS-like name such as \"example.org\".", s, err)
+			} else {
+				f.TrustDomain = td
+			}
+		}
+	}
+
+	var defaults *defaultsBlock
+	for _, b := range content.Blocks.OfType("defaults") {
+		if defaults != nil {
+			p.errorf(b.DefRange, "Duplicate defaults block",
+				"A defaults block is already declared at line %d. Merge the two blocks into one.", defaults.Range.Start.Line)
+			continue
+		}
+		defaults = p.defaults(b)
+	}
+	if defaults == nil {
+		defaults = &defaultsBlock{}
+	}
+	f.Defaults = defaults.Defaults
+
+	seen := map[string]*Server{}
+	for _, b := range content.Blocks.OfType("server") {
+		s := p.server(b, defaults)
+		if first, dup := seen[s.Name]; dup {
+			p.errorf(b.LabelRanges[0], "Duplicate server name",
+				"A server named %q is already declared at line %d. Rename one of them: server names must be unique within a topology.", s.Name, first.Range.Start.Line)
+			continue
+		}
+		seen[s.Name] = s
+		f.Servers = append(f.Servers, s)
+	}
+	if len(content.Blocks.OfType("server")) == 0 && !p.diags.HasErrors() {
+		p.errorf(hf.Body.MissingItemRange(), "No servers",
+			"The topology declares no server blocks. Add at least one, for example:\n  server \"root\" {\n    listen = \"127.0.0.1:8081\"\n  }")
+	}
+	p.checkParents(f)
+	return f
+}
+
+// content decodes body against schema, turning blocks that the full language
+// plans but this version lacks into a clearer diagnostic.
+func (p *parser) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
+	content, diags := body.Content(schema)
+	for _, d := range diags {
+		switch {
+		case strings.Contains(d.Detail, "Did you mean"):
+		case d.Summary == "Unsupported argument" || d.Summary == "Extraneous JSON object property":
+			d.Detail += " Remove it, or use what is allowed here: " + schemaNames(schema) + "."
+		case d.Summary == "Unsupported block type":
+			d.Detail += " Remove it, or use what is allowed here: " + schemaNames(schema) + "."
+		case d.Summary == "Missing required argument":
+			d.Detail += " Add it to this block."
+		}
+	}
+	if planned := plannedBlocks[schema]; len(planned) > 0 {
+		if sb, ok := body.(*hclsyntax.Body); ok {
+			for _, d := range diags {
+				if d.Summary != "Unsupported block type" || d.Subject == nil {
+					continue
+				}
+				for _, b := range sb.Blocks {
+					if b.TypeRange == *d.Subject && slices.Contains(planned, b.Type) {
+						d.Summary = "Block type not supported yet"
+						d.Detail = fmt.Sprintf("%q blocks belong to the topology language but this version of arbor does not implement them yet. Remove the block, or upgrade arbor.", b.Type)
+					}
+				}
+			}
+		}
+	}
+	p.diags = append(p.diags, diags...)
+	return content
+}
+
+// setting is an effective value and where it was written; rng is nil for a
+// built-in default.
+type setting[T any] struct {
+	val T
+	rng *hcl.Range
+}
+
+// from returns the setting written in the server block if any, else the one
+// from the defaults block if any, else the built-in default.
+func from[T any](server, defaults setting[T], builtin T) setting[T] {
+	switch {
+	case server.rng != nil:
+		return server
+	case defaults.rng != nil:
+		return defaults
+	}
+	return setting[T]{val: builtin}
+}
+
+// defaultsBlock is the decoded defaults block with where each value came from.
+type defaultsBlock struct {
+	Defaults
+	caTTL, x509TTL, jwtTTL setting[time.Duration]
+	keyType, jwtKeyType    setting[KeyType]
+	logLevel, logFormat    setting[string]
+}
+
+func (p *parser) defaults(b *hcl.Block) *defaultsBlock {
+	content := p.content(b.Body, defaultsSchema)
+	d := &defaultsBlock{}
+	d.Range = b.DefRange
+	a := content.Attributes
+	d.caTTL = p.durationSetting(a["ca_ttl"])
+	d.x509TTL = p.durationSetting(a["x509_svid_ttl"])
+	d.jwtTTL = p.durationSetting(a["jwt_svid_ttl"])
+	d.keyType = p.keyTypeSetting(a["key_type"])
+	d.jwtKeyType = p.keyTypeSetting(a["jwt_key_type"])
+	d.logLevel = p.enumSetting(a["log_level"], logLevels)
+	d.logFormat = p.enumSetting(a["log_format"], logFormats)
+	d.CATTL, d.X509SVIDTTL, d.JWTSVIDTTL = d.caTTL.val, d.x509TTL.val, d.jwtTTL.val
+	d.KeyType, d.JWTKeyType = d.keyType.val, d.jwtKeyType.val
+	d.LogLevel, d.LogFormat = d.logLevel.val, d.logFormat.val
+	return d
+}
+
+var (
+	logLevels     = []string{"debug", "info", "warn", "error"}
+	logFormats    = []string{"text", "json"}
+	caKeyStorages = []string{CAKeyStorageDisk, CAKeyStorageMemory}
+	serverNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// maxSocketPath is the longest Unix socket path every supported OS accepts
+// (sun_path is 104 bytes on the BSDs and macOS, 108 on Linux, NUL included).
+const maxSocketPath = 103
+
+func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
+	name := b.Labels[0]
+	s := &Server{Name: name, Range: b.DefRange, attrs: map[string]hcl.Range{}}
+	if !serverNameRE.MatchString(name) {
+		p.errorf(b.LabelRanges[0], "Invalid server name",
+			"%q cannot name a server: names are used in paths and SPIFFE IDs. Start with a letter or digit and use only letters, digits, '.', '-' and '_'.", name)
+	}
+
+	content := p.content(b.Body, serverSchema)
+	a := content.Attributes
+	for n, attr := range a {
+		s.attrs[n] = attr.Expr.Range()
+	}
+
+	if attr, ok := a["parent"]; ok {
+		s.Parent, _ = p.str(attr)
+	}
+
+	s.Listen = DefaultListen
+	if attr, ok := a["listen"]; ok {
+		if v, ok := p.hostPort(attr); ok {
+			s.Listen = v
+		}
+	}
+	s.Address = s.Listen
+	if attr, ok := a["address"]; ok {
+		if v, ok := p.hostPort(attr); ok {
+			s.Address = v
+		}
+	}
+	s.HealthListen = DefaultHealthListen
+	if attr, ok := a["health_listen"]; ok {
+		if v, ok := p.str(attr); ok {
+			if v == "" || v == "off" {
+				s.HealthListen = ""
+			} else if v, ok := p.hostPort(attr); ok {
+				s.HealthListen = v
+			}
+		}
+	}
+
+	s.StateDir = resolvePath(p.dir, filepath.Join(DefaultStateDirName, name))
+	if attr, ok := a["state_dir"]; ok {
+		if v, ok := p.nonEmptyStr(attr); ok {
+			s.StateDir = resolvePath(p.dir, v)
+		}
+	}
+	s.AdminSocket = filepath.Join(s.StateDir, "admin.sock")
+	adminRange := s.Range
+	if attr, ok := a["admin_socket"]; ok {
+		if v, ok := p.nonEmptyStr(attr); ok {
+			s.AdminSocket = resolvePath(p.dir, v)
+		}
+		adminRange = attr.Expr.Range()
+	}
+	if len(s.AdminSocket) > maxSocketPath {
+		p.errorf(adminRange, "Admin socket path too long",
+			"The admin socket path %s is %d bytes; Unix sockets allow at most %d. Set admin_socket (or state_dir) to a shorter path, for example admin_socket = \"/tmp/arbor-%s.sock\".",
+			s.AdminSocket, len(s.AdminSocket), maxSocketPath, name)
+	}
+
+	caTTL := from(p.durationSetting(a["ca_ttl"]), d.caTTL, DefaultCATTL)
+	x509TTL := from(p.durationSetting(a["x509_svid_ttl"]), d.x509TTL, DefaultX509SVIDTTL)
+	jwtTTL := from(p.durationSetting(a["jwt_svid_ttl"]), d.jwtTTL, DefaultJWTSVIDTTL)
+	s.CATTL, s.X509SVIDTTL, s.JWTSVIDTTL = caTTL.val, x509TTL.val, jwtTTL.val
+	p.checkSVIDTTL(s, "x509_svid_ttl", x509TTL, caTTL)
+	p.checkSVIDTTL(s, "jwt_svid_ttl", jwtTTL, caTTL)
+
+	keyType := from(p.keyTypeSetting(a["key_type"]), d.keyType, DefaultKeyType)
+	s.KeyType = keyType.val
+	s.JWTKeyType = from(p.keyTypeSetting(a["jwt_key_type"]), d.jwtKeyType, keyType.val).val
+	s.CAKeyStorage = from(p.enumSetting(a["ca_key_storage"], caKeyStorages), setting[string]{}, DefaultCAKeyStorage).val
+	s.LogLevel = from(p.enumSetting(a["log_level"], logLevels), d.logLevel, DefaultLogLevel).val
+	s.LogFormat = from(p.enumSetting(a["log_format"], logFormats), d.logFormat, DefaultLogFormat).val
+	if attr, ok := a["jwt_issuer"]; ok {
+		s.JWTIssuer, _ = p.str(attr)
+	}
+
+	s.Datastore = Datastore{Kind: DatastoreSQLite, Path: filepath.Join(s.StateDir, "datastore.sqlite3")}
+	var datastoreBlock *hcl.Block
+	for _, db := range content.Blocks.OfType("datastore") {
+		if datastoreBlock != nil {
+			p.errorf(db.DefRange, "Duplicate datastore block",
+				"Server %q already has a datastore block at line %d; a server has exactly one datastore. Remove one of them.", name, datastoreBlock.DefRange.Start.Line)
+			continue
+		}
+		datastoreBlock = db
+		if ds, ok := p.datastore(db, s.StateDir); ok {
+			s.Datastore = ds
+		}
+	}
+
+	seen := map[string]*hcl.Block{}
+	for _, nb := range content.Blocks.OfType("node_attestor") {
+		kind := nb.Labels[0]
+		if first, dup := seen[kind]; dup {
+			p.errorf(nb.LabelRanges[0], "Duplicate node attestor",
+				"Server %q already configures node_attestor %q at line %d. Merge the two blocks into one.", name, kind, first.DefRange.Start.Line)
+			continue
+		}
+		seen[kind] = nb
+		if na, ok := p.nodeAttestor(nb); ok {
+			s.NodeAttestors = append(s.NodeAttestors, na)
+		}
+	}
+	if len(seen) == 0 {
+		s.NodeAttestors = []NodeAttestor{{Kind: NodeAttestorJoinToken, JoinToken: JoinToken{DefaultTTL: DefaultJoinTokenTTL}}}
+	}
+	return s
+}
+
+func (p *parser) datastore(b *hcl.Block, stateDir string) (Datastore, bool) {
+	kind := b.Labels[0]
+	schema, ok := datastoreSchemas[kind]
+	if !ok {
+		p.errorf(b.LabelRanges[0], "Unknown datastore kind",
+			"%q is not a datastore kind. Use %s.", kind, quotedList(sortedKeys(datastoreSchemas)))
+		return Datastore{}, false
+	}
+	content := p.content(b.Body, schema)
+	ds := Datastore{Kind: kind}
+	switch kind {
+	case DatastoreSQLite:
+		ds.Path = filepath.Join(stateDir, "datastore.sqlite3")
+		if attr, ok := content.Attributes["path"]; ok {
+			if v, ok := p.nonEmptyStr(attr); ok {
+				ds.Path = resolvePath(p.dir, v)
+			}
+		}
+	case DatastorePostgres:
+		attr, ok := content.Attributes["dsn"]
+		if !ok {
+			p.errorf(b.DefRange, "Missing PostgreSQL DSN",
+				"A postgres datastore needs a connection string. Add dsn inside the block, for example dsn = env(\"ARBOR_DSN\") or dsn = \"postgres://arbor@db.internal/arbor\".")
+			return ds, false
+		}
+		v, ok := p.nonEmptyStr(attr)
+		if !ok {
+			return ds, false
+		}
+		ds.DSN = v
+	}
+	return ds, true
+}
+
+func (p *parser) nodeAttestor(b *hcl.Block) (NodeAttestor, bool) {
+	kind := b.Labels[0]
+	schema, ok := nodeAttestorSchemas[kind]
+	if !ok {
+		p.errorf(b.LabelRanges[0], "Unknown node attestor kind",
+			"%q is not a node attestor this version supports. Use %s.", kind, quotedList(sortedKeys(nodeAttestorSchemas)))
+		return NodeAttestor{}, false
+	}
+	content := p.content(b.Body, schema)
+	na := NodeAttestor{Kind: kind}
+	a := content.Attributes
+	switch kind {
+	case NodeAttestorJoinToken:
+		na.JoinToken.DefaultTTL = DefaultJoinTokenTTL
+		if st := p.durationSetting(a["default_ttl"]); st.rng != nil {
+			na.JoinToken.DefaultTTL = st.val
+		}
+	case NodeAttestorX509PoP:
+		if attr, ok := a["ca_bundle_paths"]; ok {
+			paths, ok := p.strList(attr)
+			if ok && len(paths) == 0 {
+				p.errorf(attr.Expr.Range(), "No CA bundles",
+					"x509pop needs at least one PEM file of CA certificates that agent certificates chain to, for example ca_bundle_paths = [\"agent-ca.pem\"].")
+			}
+			for _, v := range paths {
+				if v == "" {
+					p.errorf(attr.Expr.Range(), "Empty CA bundle path", "Remove the empty string from ca_bundle_paths.")
+					continue
+				}
+				na.X509PoP.CABundlePaths = append(na.X509PoP.CABundlePaths, resolvePath(p.dir, v))
+			}
+		}
+		if attr, ok := a["agent_path_template"]; ok {
+			if v, ok := p.str(attr); ok {
+				if _, err := template.New("agent_path_template").Parse(v); err != nil {
+					p.errorf(attr.Expr.Range(), "Invalid agent path template",
+						"agent_path_template is not a valid Go text/template: %v. Fix the template, or remove the attribute to use the default x509pop/<fingerprint>.", err)
+				}
+				na.X509PoP.AgentPathTemplate = v
+			}
+		}
+	}
+	return na, true
+}
+
+// checkParents rejects parent names that no server block declares. The
+// deeper checks of the tree (cycles, CA TTL nesting) belong to the full
+// validation.
+func (p *parser) checkParents(f *File) {
+	var names []string
+	for _, s := range f.Servers {
+		names = append(names, s.Name)
+	}
+	for _, s := range f.Servers {
+		if s.Parent == "" {
+			continue
+		}
+		rng := s.AttrRange("parent")
+		switch {
+		case s.Parent == s.Name:
+			p.errorf(rng, "Server is its own parent",
+				"Server %q names itself as parent. Remove parent for a root server, or name the server it obtains its CA from.", s.Name)
+		case !slices.Contains(names, s.Parent):
+			hint := ""
+			if sug := suggest(s.Parent, names); sug != "" {
+				hint = fmt.Sprintf(" Did you mean %q?", sug)
+			}
+			p.errorf(rng, "Unknown parent server",
+				"Server %q names parent %q, but no server block has that name.%s Servers in this file: %s.", s.Name, s.Parent, hint, strings.Join(names, ", "))
+		}
+	}
+}
+
+// checkSVIDTTL enforces that an SVID lives at most half as long as the CA
+// that signs it, so the CA can be rotated at half-life and still cover
+// every SVID it issued for its full lifetime.
+func (p *parser) checkSVIDTTL(s *Server, attr string, svid, ca setting[time.Duration]) {
+	if svid.val == 0 || ca.val == 0 || svid.val <= ca.val/2 {
+		return
+	}
+	rng := s.Range
+	switch {
+	case svid.rng != nil:
+		rng = *svid.rng
+	case ca.rng != nil:
+		rng = *ca.rng
+	}
+	// A bad value in the defaults block is reported once, not per server.
+	key := reportKey{rng, attr}
+	if p.reported[key] {
+		return
+	}
+	p.reported[key] = true
+	p.errorf(rng, "SVID TTL too long for the CA",
+		"Server %q: %s is %s (%s) but ca_ttl is %s (%s); an SVID may live at most half the CA TTL. Lower %s to at most %s, or raise ca_ttl to at least %s.",
+		s.Name, attr, formatDuration(svid.val), origin(svid.rng), formatDuration(ca.val), origin(ca.rng),
+		attr, formatDuration(ca.val/2), formatDuration(2*svid.val))
+}
+
+func origin(r *hcl.Range) string {
+	if r == nil {
+		return "the built-in default"
+	}
+	return fmt.Sprintf("set at line %d", r.Start.Line)
+}
+
+// value evaluates attr and converts it to ty, reporting failures. A null
+// value is an error: every attribute of the language has a meaning only
+// when set.
+func (p *parser) value(attr *hcl.Attribute, ty cty.Type, want string) (cty.Value, bool) {
+	v, diags := attr.Expr.Value(p.ctx)
+	p.diags = append(p.diags, diags...)
+	if diags.HasErrors() {
+		return cty.NilVal, false
+	}
+	if v.IsNull() {
+		p.errorf(attr.Expr.Range(), "Missing value", "%s must be %s, not null. Set a value or remove the attribute.", attr.Name, want)
+		return cty.NilVal, false
+	}
+	cv, err := convert.Convert(v, ty)
+	if err != nil || !cv.IsWhollyKnown() {
+		p.errorf(attr.Expr.Range(), "Wrong value type", "%s must be %s; got %s.", attr.Name, want, v.Type().FriendlyName())
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+func (p *parser) str(attr *hcl.Attribute) (string, bool) {
+	v, ok := p.value(attr, cty.String, "a string")
+	if !ok {
+		return "", false
+	}
+	return v.AsString(), true
+}
+
+func (p *parser) nonEmptyStr(attr *hcl.Attribute) (string, bool) {
+	s, ok := p.str(attr)
+	if ok && s == "" {
+		p.errorf(attr.Expr.Range(), "Empty value", "%s must not be empty. Set a value or remove the attribute to use the default.", attr.Name)
+		return "", false
+	}
+	return s, ok
+}
+
+func (p *parser) strList(attr *hcl.Attribute) ([]string, bool) {
+	v, ok := p.value(attr, cty.List(cty.String), "a list of strings")
+	if !ok {
+		return nil, false
+	}
+	out := []string{}
+	for _, e := range v.AsValueSlice() {
+		if e.IsNull() {
+			p.errorf(attr.Expr.Range(), "Missing value", "%s must not contain null.", attr.Name)
+			return nil, false
+		}
+		out = append(out, e.AsString())
+	}
+	return out, true
+}
+
+// hostPort evaluates a "host:port" listen or dial address.
+func (p *parser) hostPort(attr *hcl.Attribute) (string, bool) {
+	s, ok := p.str(attr)
+	if !ok {
+		return "", false
+	}
+	if err := checkHostPort(s); err != nil {
+		p.errorf(attr.Expr.Range(), "Invalid address",
+			"%s = %q is not a host:port address: %v. Write it as host:port, for example \"127.0.0.1:8081\" or \"[::1]:8081\".", attr.Name, s, err)
+		return "", false
+	}
+	return s, true
+}
+
+func (p *parser) durationSetting(attr *hcl.Attribute) setting[time.Duration] {
+	if attr == nil {
+		return setting[time.Duration]{}
+	}
+	s, ok := p.str(attr)
+	if !ok {
+		return setting[time.Duration]{}
+	}
+	d, err := ParseDuration(s)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("it must be longer than zero")
+	}
+	if err != nil {
+		p.errorf(attr.Expr.Range(), "Invalid duration",
+			"%s = %q is not a valid duration (%v). Write a number with a unit: \"90s\", \"30m\", \"1h\", \"1h30m\" or \"7d\".",
+			attr.Name, s, strings.TrimPrefix(err.Error(), "topology: "))
+		return setting[time.Duration]{}
+	}
+	r := attr.Expr.Range()
+	return setting[time.Duration]{val: d, rng: &r}
+}
+
+func (p *parser) enumSetting(attr *hcl.Attribute, allowed []string) setting[string] {
+	if attr == nil {
+		return setting[string]{}
+	}
+	s, ok := p.str(attr)
+	if !ok {
+		return setting[string]{}
+	}
+	if !slices.Contains(allowed, s) {
+		hint := ""
+		if sug := suggest(s, allowed); sug != "" {
+			hint = fmt.Sprintf(" Did you mean %q?", sug)
+		}
+		p.errorf(attr.Expr.Range(), fmt.Sprintf("Invalid %s", attr.Name),
+			"%q is not a valid %s.%s Use %s.", s, attr.Name, hint, quotedList(allowed))
+		return setting[string]{}
+	}
+	r := attr.Expr.Range()
+	return setting[string]{val: s, rng: &r}
+}
+
+func (p *parser) keyTypeSetting(attr *hcl.Attribute) setting[KeyType] {
+	st := p.enumSetting(attr, keyTypes)
+	return setting[KeyType]{val: KeyType(st.val), rng: st.rng}
+}
+
+func (p *parser) errorf(rng hcl.Range, summary, detail string, args ...any) {
+	r := rng
+	p.diags = append(p.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(detail, args...),
+		Subject:  &r,
+	})
+}
+
+// schemaNames lists what a schema accepts, for "not expected here" details.
+func schemaNames(schema *hcl.BodySchema) string {
+	var names []string
+	for _, a := range schema.Attributes {
+		names = append(names, a.Name)
+	}
+	for _, b := range schema.Blocks {
+		names = append(names, b.Type+" { }")
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
