@@ -36,7 +36,7 @@ server "root" {
   # never on the network. This is also the default: <state_dir>/admin.sock.
   admin_socket = ".arbor/root/admin.sock"
 
-  # Plain HTTP liveness/readiness checks for a supervisor; "off" disables them.
+  # Plain HTTP liveness/readiness checks and metrics; "off" disables them.
   health_listen = "127.0.0.1:8080"
 
   # Registration entries, attested agents and join tokens are stored in an
