@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "arbor",
+		Short: "A nested-first SPIFFE identity plane",
+		Long: `arbor runs every tier of a SPIFFE trust domain — root, regional and leaf
+servers, and their agents — from one declarative topology file. It speaks
+SPIRE's server API and the SPIFFE Workload API, so spire-agent, spire-server
+and go-spiffe clients work with it on any tier.`,
+		Example: `  # Run the single root server of the quickstart topology
+  arbor server --topology examples/quickstart.hcl --node root
+
+  # Register a workload and create a join token for an agent
+  arbor entry create -socketPath examples/.arbor/root/admin.sock \
+      -parentID spiffe://example.org/host -spiffeID spiffe://example.org/web -selector unix:uid:1000
+  arbor token generate -socketPath examples/.arbor/root/admin.sock`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServerCommand())
+	for _, c := range adminCommands() {
+		root.AddCommand(c)
+	}
+	return root
+}
+
+// newLogger builds the process logger from level and format names.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "", "info":
+		l = slog.LevelInfo
+	case "debug":
+		l = slog.LevelDebug
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch strings.ToLower(format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("unknown log format %q (want text or json)", format)
+}

@@ -1,0 +1,456 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/selector"
+)
+
+// parseCSR parses and checks the signature of a PKCS#10 request.
+func parseCSR(der []byte) (*x509.CertificateRequest, error) {
+	if len(der) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "missing CSR")
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "malformed CSR: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "CSR signature does not verify: %v", err)
+	}
+	return csr, nil
+}
+
+// AttestAgent runs node attestation: params, optional challenges, then the agent SVID.
+func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
+	ctx := stream.Context()
+	req, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "receiving attestation request: %v", err)
+	}
+	params := req.GetParams()
+	if params == nil || params.Data == nil {
+		return status.Error(codes.InvalidArgument, "first message must carry params with attestation data")
+	}
+	if params.Params == nil {
+		return status.Error(codes.InvalidArgument, "missing agent X509-SVID params (CSR)")
+	}
+	if params.Data.Type == "" {
+		return status.Error(codes.InvalidArgument, "missing attestation data type")
+	}
+	attestor, ok := s.attestors[params.Data.Type]
+	if !ok {
+		return status.Errorf(codes.InvalidArgument, "node attestor %q is not enabled on this server", params.Data.Type)
+	}
+	// Parse the CSR before attesting, so a bad request consumes no join token.
+	csr, err := parseCSR(params.Params.Csr)
+	if err != nil {
+		return err
+	}
+	challenge := func(ctx context.Context, c []byte) ([]byte, error) {
+		if err := stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Challenge{Challenge: c}}); err != nil {
+			return nil, fmt.Errorf("sending challenge: %w", err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, fmt.Errorf("receiving challenge response: %w", err)
+		}
+		r := resp.GetChallengeResponse()
+		if r == nil {
+			return nil, fmt.Errorf("%w: expected a challenge response", nodeattest.ErrInvalid)
+		}
+		return r, nil
+	}
+	result, err := attestor.Attest(ctx, params.Data.Payload, challenge)
+	switch {
+	case err == nil:
+	case errors.Is(err, nodeattest.ErrInvalid):
+		return status.Errorf(codes.InvalidArgument, "attestation failed: %v", err)
+	case errors.Is(err, nodeattest.ErrDenied):
+		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", err)
+	default:
+		return s.internalError(ctx, "attestation failed", err)
+	}
+	if result.AgentID.TrustDomain() != s.td {
+		return s.internalError(ctx, "attestor returned an agent ID outside the trust domain", errors.New(result.AgentID.String()))
+	}
+	existing, exists := s.nodes.get(result.AgentID)
+	if exists && existing.Banned() {
+		return status.Errorf(codes.PermissionDenied, "agent %s is banned", result.AgentID)
+	}
+	chain, err := s.ca.SignX509SVID(ctx, ca.X509SVIDParams{ID: result.AgentID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
+	if err != nil {
+		return s.internalError(ctx, "signing agent SVID", err)
+	}
+	leaf := chain[0]
+	node := &datastore.Node{
+		ID:              result.AgentID,
+		AttestationType: params.Data.Type,
+		CertSerial:      leaf.SerialNumber.String(),
+		CertNotAfter:    leaf.NotAfter.Unix(),
+		CanReattest:     result.CanReattest,
+		Selectors:       selector.Sorted(result.Selectors),
+	}
+	if exists {
+		node.AgentVersion = existing.AgentVersion
+		err = s.store.UpdateNode(ctx, node)
+	} else {
+		err = s.store.CreateNode(ctx, node)
+	}
+	if err != nil {
+		return s.internalError(ctx, "storing attested node", err)
+	}
+	s.nodes.put(node)
+	s.entries.PutNodeSelectors(node.ID, node.Selectors)
+	s.metrics.agents.Set(float64(len(s.nodes.list())))
+	s.metrics.svids.WithLabelValues("agent").Inc()
+	s.log.InfoContext(ctx, "agent attested", "spiffe_id", node.ID.String(), "attestation_type", node.AttestationType, "reattested", exists)
+	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{
+		Result: &agentv1.AttestAgentResponse_Result{
+			Svid:         x509SVIDToProto(node.ID, chain, ""),
+			Reattestable: result.CanReattest,
+		},
+	}})
+}
+
+// RenewAgent issues a new agent SVID; the old one stays valid until the new
+// one is first used.
+func (s *Service) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
+	caller := CallerFrom(ctx)
+	if req.Params == nil {
+		return nil, status.Error(codes.InvalidArgument, "missing params")
+	}
+	csr, err := parseCSR(req.Params.Csr)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := s.ca.SignX509SVID(ctx, ca.X509SVIDParams{ID: caller.ID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
+	if err != nil {
+		return nil, s.internalError(ctx, "signing agent SVID", err)
+	}
+	node := *caller.Node
+	node.NewCertSerial = chain[0].SerialNumber.String()
+	node.NewCertNotAfter = chain[0].NotAfter.Unix()
+	if err := s.store.UpdateNode(ctx, &node); err != nil {
+		return nil, s.internalError(ctx, "storing renewed agent SVID serial", err)
+	}
+	s.nodes.put(&node)
+	s.metrics.svids.WithLabelValues("agent").Inc()
+	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(caller.ID, chain, "")}, nil
+}
+
+// PostStatus records the agent's version.
+func (s *Service) PostStatus(ctx context.Context, req *agentv1.PostStatusRequest) (*agentv1.PostStatusResponse, error) {
+	caller := CallerFrom(ctx)
+	if req.AgentVersion != "" && req.AgentVersion != caller.Node.AgentVersion {
+		node := *caller.Node
+		node.AgentVersion = req.AgentVersion
+		if err := s.store.UpdateNode(ctx, &node); err != nil {
+			return nil, s.internalError(ctx, "storing agent version", err)
+		}
+		s.nodes.put(&node)
+	}
+	return &agentv1.PostStatusResponse{}, nil
+}
+
+// CreateJoinToken creates a single-use join token, and with agent_id a
+// node-alias entry for the agent that will use it.
+func (s *Service) CreateJoinToken(ctx context.Context, req *agentv1.CreateJoinTokenRequest) (*types.JoinToken, error) {
+	if req.Ttl < 1 {
+		return nil, status.Error(codes.InvalidArgument, "ttl is required and must be at least 1 second")
+	}
+	token := req.Token
+	if token == "" {
+		u, err := uuid.NewRandomFromReader(s.rand())
+		if err != nil {
+			return nil, s.internalError(ctx, "generating join token", err)
+		}
+		token = u.String()
+	} else if err := validateToken(token); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "token: %v", err)
+	}
+	agentID, err := spiffeid.FromSegments(s.td, "spire", "agent", "join_token", token)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "token: cannot form an agent ID: %v", err)
+	}
+	var alias *datastore.Entry
+	if req.AgentId != nil {
+		id, err := idFromProto("agent_id", req.AgentId)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if id.TrustDomain() != s.td {
+			return nil, status.Errorf(codes.InvalidArgument, "agent_id: %q is not a member of trust domain %q", id, s.td)
+		}
+		if isReservedPath(id) {
+			return nil, status.Errorf(codes.InvalidArgument, "agent_id: %q is reserved for servers and agents", id)
+		}
+		alias = &datastore.Entry{
+			SPIFFEID:  id,
+			ParentID:  agentID,
+			Selectors: []selector.Selector{{Type: "spiffe_id", Value: agentID.String()}},
+		}
+	}
+	jt := &datastore.JoinToken{Token: token, ExpiresAt: s.now().Add(time.Duration(req.Ttl) * time.Second).Truncate(time.Second)}
+	if err := s.store.CreateJoinToken(ctx, jt); err != nil {
+		if errors.Is(err, datastore.ErrAlreadyExists) {
+			return nil, status.Error(codes.AlreadyExists, "join token already exists")
+		}
+		return nil, s.internalError(ctx, "storing join token", err)
+	}
+	if alias != nil {
+		if _, err := s.createEntries(ctx, []*datastore.Entry{alias}); err[0] != nil && !errors.Is(err[0], datastore.ErrAlreadyExists) {
+			return nil, s.internalError(ctx, "creating the join token's alias entry", err[0])
+		}
+	}
+	s.log.InfoContext(ctx, "join token created", "expires_at", jt.ExpiresAt)
+	return &types.JoinToken{Value: token, ExpiresAt: jt.ExpiresAt.Unix()}, nil
+}
+
+func validateToken(t string) error {
+	if len(t) > 256 {
+		return errors.New("longer than 256 characters")
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.", r)) {
+			return fmt.Errorf("invalid character %q (use letters, digits, '-', '_', '.')", r)
+		}
+	}
+	return nil
+}
+
+func (s *Service) rand() io.Reader {
+	if s.cfg.Rand != nil {
+		return s.cfg.Rand
+	}
+	return rand.Reader
+}
+
+// agentFilter is ListAgents' and CountAgents' shared filter.
+type agentFilter struct {
+	attestationType string
+	selectors       *types.SelectorMatch
+	banned          *bool
+	canReattest     *bool
+	expiresBefore   int64
+}
+
+func (s *Service) parseAgentFilter(attType string, sm *types.SelectorMatch, banned, canReattest interface{ GetValue() bool }, expiresBefore string) (agentFilter, error) {
+	f := agentFilter{attestationType: attType, selectors: sm}
+	if sm != nil {
+		if _, err := selectorsFromProto("by_selector_match", sm.Selectors); err != nil {
+			return f, err
+		}
+	}
+	if banned != nil {
+		b := banned.GetValue()
+		f.banned = &b
+	}
+	if canReattest != nil {
+		b := canReattest.GetValue()
+		f.canReattest = &b
+	}
+	if expiresBefore != "" {
+		t, err := time.Parse(time.RFC3339, expiresBefore)
+		if err != nil {
+			return f, fmt.Errorf("by_expires_before: want RFC 3339 time, got %q", expiresBefore)
+		}
+		f.expiresBefore = t.Unix()
+	}
+	return f, nil
+}
+
+func (f agentFilter) match(n *datastore.Node) bool {
+	if f.attestationType != "" && n.AttestationType != f.attestationType {
+		return false
+	}
+	if f.banned != nil && n.Banned() != *f.banned {
+		return false
+	}
+	if f.canReattest != nil && n.CanReattest != *f.canReattest {
+		return false
+	}
+	if f.expiresBefore != 0 && n.CertNotAfter >= f.expiresBefore {
+		return false
+	}
+	if f.selectors != nil {
+		want, _ := selectorsFromProto("", f.selectors.Selectors)
+		if !matchSelectors(n.Selectors, want, f.selectors.Match) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchSelectors applies a SelectorMatch behaviour: have is the record's set.
+func matchSelectors(have, want []selector.Selector, how types.SelectorMatch_MatchBehavior) bool {
+	switch how {
+	case types.SelectorMatch_MATCH_EXACT:
+		return selector.Equal(have, want)
+	case types.SelectorMatch_MATCH_SUBSET:
+		return selector.IsSubset(have, want)
+	case types.SelectorMatch_MATCH_SUPERSET:
+		return selector.IsSubset(want, have)
+	case types.SelectorMatch_MATCH_ANY:
+		for _, w := range want {
+			if slices.Contains(have, w) {
+				return true
+			}
+		}
+		return false
+	}
+	return false
+}
+
+func boolValue(b interface{ GetValue() bool }, isNil bool) interface{ GetValue() bool } {
+	if isNil {
+		return nil
+	}
+	return b
+}
+
+// ListAgents lists attested agents, sorted by SPIFFE ID, with paging.
+func (s *Service) ListAgents(ctx context.Context, req *agentv1.ListAgentsRequest) (*agentv1.ListAgentsResponse, error) {
+	if req.PageSize < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "page_size: %d is negative", req.PageSize)
+	}
+	fl := req.Filter
+	var f agentFilter
+	if fl != nil {
+		var err error
+		f, err = s.parseAgentFilter(fl.ByAttestationType, fl.BySelectorMatch,
+			boolValue(fl.ByBanned, fl.ByBanned == nil), boolValue(fl.ByCanReattest, fl.ByCanReattest == nil), fl.ByExpiresBefore)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	nodes := s.nodes.list()
+	slices.SortFunc(nodes, func(a, b *datastore.Node) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+	resp := &agentv1.ListAgentsResponse{}
+	var lastID string
+	for _, n := range nodes {
+		if req.PageToken != "" && n.ID.String() <= req.PageToken {
+			continue
+		}
+		if !f.match(n) {
+			continue
+		}
+		if req.PageSize > 0 && len(resp.Agents) == int(req.PageSize) {
+			resp.NextPageToken = lastID
+			break
+		}
+		resp.Agents = append(resp.Agents, nodeToProto(n, req.OutputMask))
+		lastID = n.ID.String()
+	}
+	return resp, nil
+}
+
+// CountAgents counts attested agents matching the filter.
+func (s *Service) CountAgents(ctx context.Context, req *agentv1.CountAgentsRequest) (*agentv1.CountAgentsResponse, error) {
+	fl := req.Filter
+	var f agentFilter
+	if fl != nil {
+		var err error
+		f, err = s.parseAgentFilter(fl.ByAttestationType, fl.BySelectorMatch,
+			boolValue(fl.ByBanned, fl.ByBanned == nil), boolValue(fl.ByCanReattest, fl.ByCanReattest == nil), fl.ByExpiresBefore)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	var n int32
+	for _, node := range s.nodes.list() {
+		if f.match(node) {
+			n++
+		}
+	}
+	return &agentv1.CountAgentsResponse{Count: n}, nil
+}
+
+func (s *Service) agentIDFromRequest(p *types.SPIFFEID) (spiffeid.ID, error) {
+	id, err := idFromProto("id", p)
+	if err != nil {
+		return id, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if id.TrustDomain() != s.td {
+		return id, status.Errorf(codes.InvalidArgument, "id: %q is not a member of trust domain %q", id, s.td)
+	}
+	if !isAgentPath(id) {
+		return id, status.Errorf(codes.InvalidArgument, "id: %q is not an agent SPIFFE ID (want spiffe://%s/spire/agent/...)", id, s.td)
+	}
+	return id, nil
+}
+
+// GetAgent returns one attested agent.
+func (s *Service) GetAgent(ctx context.Context, req *agentv1.GetAgentRequest) (*types.Agent, error) {
+	id, err := s.agentIDFromRequest(req.Id)
+	if err != nil {
+		return nil, err
+	}
+	n, ok := s.nodes.get(id)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
+	}
+	return nodeToProto(n, req.OutputMask), nil
+}
+
+// DeleteAgent evicts an agent: it must attest again (where its attestor allows).
+func (s *Service) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgentRequest) (*emptypb.Empty, error) {
+	id, err := s.agentIDFromRequest(req.Id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.store.DeleteNode(ctx, id); err != nil {
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
+		}
+		return nil, s.internalError(ctx, "deleting agent", err)
+	}
+	s.nodes.delete(id)
+	s.entries.DeleteNode(id)
+	s.metrics.agents.Set(float64(len(s.nodes.list())))
+	s.log.InfoContext(ctx, "agent evicted", "spiffe_id", id.String())
+	return &emptypb.Empty{}, nil
+}
+
+// BanAgent bans an agent: its SVID stops working and it cannot re-attest
+// until deleted.
+func (s *Service) BanAgent(ctx context.Context, req *agentv1.BanAgentRequest) (*emptypb.Empty, error) {
+	id, err := s.agentIDFromRequest(req.Id)
+	if err != nil {
+		return nil, err
+	}
+	n, ok := s.nodes.get(id)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
+	}
+	banned := *n
+	banned.CertSerial, banned.NewCertSerial = "", ""
+	if err := s.store.UpdateNode(ctx, &banned); err != nil {
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
+		}
+		return nil, s.internalError(ctx, "banning agent", err)
+	}
+	s.nodes.put(&banned)
+	s.log.InfoContext(ctx, "agent banned", "spiffe_id", id.String())
+	return &emptypb.Empty{}, nil
+}

@@ -1,0 +1,308 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/arborid/arbor/internal/datastore"
+)
+
+// Rule is the single authorization rule of an RPC (DESIGN.md, security model).
+type Rule int
+
+const (
+	// RuleAdmin: the local admin socket, or an X509-SVID whose SPIFFE ID has an
+	// entry with admin = true.
+	RuleAdmin Rule = iota + 1
+	// RuleAgent: an attested agent presenting its current agent SVID.
+	RuleAgent
+	// RuleDownstream: an X509-SVID whose SPIFFE ID has an entry with downstream = true.
+	RuleDownstream
+	// RuleAdminOrAgent: admin (as RuleAdmin) or attested agent (as RuleAgent).
+	RuleAdminOrAgent
+	// RuleAnyone: no authentication.
+	RuleAnyone
+)
+
+func (r Rule) String() string {
+	switch r {
+	case RuleAdmin:
+		return "admin"
+	case RuleAgent:
+		return "agent"
+	case RuleDownstream:
+		return "downstream"
+	case RuleAdminOrAgent:
+		return "admin or agent"
+	case RuleAnyone:
+		return "anyone"
+	}
+	return "unknown"
+}
+
+// Rules maps every served RPC's full method name to its rule. A method missing
+// here is denied to everyone, so a new RPC cannot be exposed by accident.
+var Rules = map[string]Rule{
+	"/spire.api.server.agent.v1.Agent/CountAgents":     RuleAdmin,
+	"/spire.api.server.agent.v1.Agent/ListAgents":      RuleAdmin,
+	"/spire.api.server.agent.v1.Agent/GetAgent":        RuleAdmin,
+	"/spire.api.server.agent.v1.Agent/DeleteAgent":     RuleAdmin,
+	"/spire.api.server.agent.v1.Agent/BanAgent":        RuleAdmin,
+	"/spire.api.server.agent.v1.Agent/CreateJoinToken": RuleAdmin,
+	"/spire.api.server.agent.v1.Agent/AttestAgent":     RuleAnyone,
+	"/spire.api.server.agent.v1.Agent/RenewAgent":      RuleAgent,
+	"/spire.api.server.agent.v1.Agent/PostStatus":      RuleAgent,
+
+	"/spire.api.server.entry.v1.Entry/CountEntries":          RuleAdmin,
+	"/spire.api.server.entry.v1.Entry/ListEntries":           RuleAdmin,
+	"/spire.api.server.entry.v1.Entry/GetEntry":              RuleAdmin,
+	"/spire.api.server.entry.v1.Entry/BatchCreateEntry":      RuleAdmin,
+	"/spire.api.server.entry.v1.Entry/BatchUpdateEntry":      RuleAdmin,
+	"/spire.api.server.entry.v1.Entry/BatchDeleteEntry":      RuleAdmin,
+	"/spire.api.server.entry.v1.Entry/GetAuthorizedEntries":  RuleAgent,
+	"/spire.api.server.entry.v1.Entry/SyncAuthorizedEntries": RuleAgent,
+
+	"/spire.api.server.svid.v1.SVID/MintX509SVID":        RuleAdmin,
+	"/spire.api.server.svid.v1.SVID/MintJWTSVID":         RuleAdmin,
+	"/spire.api.server.svid.v1.SVID/BatchNewX509SVID":    RuleAgent,
+	"/spire.api.server.svid.v1.SVID/NewJWTSVID":          RuleAgent,
+	"/spire.api.server.svid.v1.SVID/NewDownstreamX509CA": RuleDownstream,
+
+	"/spire.api.server.bundle.v1.Bundle/GetBundle":                  RuleAnyone,
+	"/spire.api.server.bundle.v1.Bundle/CountBundles":               RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/AppendBundle":               RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/PublishJWTAuthority":        RuleDownstream,
+	"/spire.api.server.bundle.v1.Bundle/ListFederatedBundles":       RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/GetFederatedBundle":         RuleAdminOrAgent,
+	"/spire.api.server.bundle.v1.Bundle/BatchCreateFederatedBundle": RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchUpdateFederatedBundle": RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchSetFederatedBundle":    RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": RuleAdmin,
+
+	"/grpc.health.v1.Health/Check": RuleAnyone,
+	"/grpc.health.v1.Health/Watch": RuleAnyone,
+	"/grpc.health.v1.Health/List":  RuleAnyone,
+}
+
+// Caller is who made a request, as established by the authorization interceptor.
+type Caller struct {
+	// Local is true on the admin Unix socket.
+	Local bool
+	// ID is the SPIFFE ID of the caller's verified X509-SVID (zero when none).
+	ID spiffeid.ID
+	// Cert is the caller's verified leaf certificate (nil when none).
+	Cert *x509.Certificate
+	// Node is set when the caller is an attested agent in good standing.
+	Node *datastore.Node
+}
+
+type callerKey struct{}
+
+// CallerFrom returns the caller stored in ctx by the interceptor.
+func CallerFrom(ctx context.Context) Caller {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	return c
+}
+
+// withCaller returns ctx carrying c (used by the interceptors and by tests).
+func withCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// localAuthInfo marks connections accepted on the admin socket.
+type localAuthInfo struct{ credentials.CommonAuthInfo }
+
+func (localAuthInfo) AuthType() string { return "arbor-local" }
+
+// LocalCredentials returns transport credentials for the admin Unix socket;
+// callers on it are administrators (the socket's file mode is the control).
+func LocalCredentials() credentials.TransportCredentials { return localCreds{} }
+
+// authorize establishes the caller and applies the method's rule.
+func (s *Service) authorize(ctx context.Context, method string) (context.Context, error) {
+	rule, ok := Rules[method]
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "method %s is not authorized for any caller", method)
+	}
+	caller, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch rule {
+	case RuleAnyone:
+	case RuleAdmin:
+		if !s.isAdmin(caller) {
+			return nil, denied(caller, rule)
+		}
+	case RuleAgent:
+		if err := s.checkAgent(ctx, &caller); err != nil {
+			return nil, err
+		}
+	case RuleAdminOrAgent:
+		if !s.isAdmin(caller) {
+			if err := s.checkAgent(ctx, &caller); err != nil {
+				return nil, err
+			}
+		}
+	case RuleDownstream:
+		if !s.isDownstream(caller) {
+			return nil, denied(caller, rule)
+		}
+	}
+	return withCaller(ctx, caller), nil
+}
+
+func denied(c Caller, rule Rule) error {
+	if !c.Local && c.ID.IsZero() {
+		return status.Errorf(codes.Unauthenticated, "caller presented no X509-SVID; this call needs %s credentials", rule)
+	}
+	who := "local caller"
+	if !c.ID.IsZero() {
+		who = c.ID.String()
+	}
+	return status.Errorf(codes.PermissionDenied, "%s is not authorized for this call (needs %s)", who, rule)
+}
+
+// identify reads the transport's credentials. The TLS handshake already
+// verified the chain against the own bundle (see Service.VerifyPeerCertificate);
+// here the leaf's validity is rechecked because connections outlive certificates.
+func (s *Service) identify(ctx context.Context) (Caller, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Caller{}, nil
+	}
+	switch info := p.AuthInfo.(type) {
+	case localAuthInfo:
+		return Caller{Local: true}, nil
+	case credentials.TLSInfo:
+		certs := info.State.PeerCertificates
+		if len(certs) == 0 {
+			return Caller{}, nil
+		}
+		leaf := certs[0]
+		now := s.now()
+		if now.After(leaf.NotAfter) {
+			return Caller{}, status.Error(codes.Unauthenticated, "caller's X509-SVID has expired")
+		}
+		id, err := x509svid.IDFromCert(leaf)
+		if err != nil {
+			return Caller{}, status.Errorf(codes.Unauthenticated, "caller's certificate is not an X509-SVID: %v", err)
+		}
+		if id.TrustDomain() != s.td {
+			return Caller{}, status.Errorf(codes.PermissionDenied, "caller %s is not in trust domain %q", id, s.td)
+		}
+		return Caller{ID: id, Cert: leaf}, nil
+	}
+	return Caller{}, nil
+}
+
+func (s *Service) isAdmin(c Caller) bool {
+	if c.Local {
+		return true
+	}
+	if c.ID.IsZero() {
+		return false
+	}
+	for _, e := range s.entries.EntriesBySPIFFEID(c.ID) {
+		if e.Admin {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) isDownstream(c Caller) bool {
+	if c.ID.IsZero() {
+		return false
+	}
+	for _, e := range s.entries.EntriesBySPIFFEID(c.ID) {
+		if e.Downstream {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAgent requires an attested, unbanned agent presenting a current SVID
+// serial; it promotes a renewed serial on its first use (so the old SVID stops
+// working once the new one has been seen).
+func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
+	if c.Cert == nil {
+		if c.Local {
+			return status.Error(codes.PermissionDenied, "this call needs an agent X509-SVID, not the admin socket")
+		}
+		return status.Error(codes.Unauthenticated, "caller presented no agent X509-SVID")
+	}
+	if !isAgentPath(c.ID) {
+		return status.Errorf(codes.PermissionDenied, "caller %s is not an agent", c.ID)
+	}
+	node, ok := s.nodes.get(c.ID)
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "agent %s is not attested", c.ID)
+	}
+	if node.Banned() {
+		return status.Errorf(codes.PermissionDenied, "agent %s is banned", c.ID)
+	}
+	serial := c.Cert.SerialNumber.String()
+	switch serial {
+	case node.CertSerial:
+	case node.NewCertSerial:
+		promoted := *node
+		promoted.CertSerial, promoted.CertNotAfter = node.NewCertSerial, node.NewCertNotAfter
+		promoted.NewCertSerial, promoted.NewCertNotAfter = "", 0
+		if err := s.store.UpdateNode(ctx, &promoted); err != nil {
+			s.log.Error("promoting renewed agent SVID", "spiffe_id", c.ID.String(), "err", err)
+			return status.Error(codes.Internal, "failed to record the agent's renewed SVID")
+		}
+		s.nodes.put(&promoted)
+		node = &promoted
+	default:
+		return status.Errorf(codes.PermissionDenied, "agent %s presented SVID serial %s, which is not its current one", c.ID, serial)
+	}
+	c.Node = node
+	return nil
+}
+
+func isAgentPath(id spiffeid.ID) bool {
+	return strings.HasPrefix(id.Path(), "/spire/agent/")
+}
+
+// UnaryInterceptor authorizes every unary call.
+func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := s.authorize(ctx, info.FullMethod)
+	if err != nil {
+		s.metrics.observe(info.FullMethod, err)
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	s.metrics.observe(info.FullMethod, err)
+	return resp, err
+}
+
+// StreamInterceptor authorizes every streaming call.
+func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := s.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		s.metrics.observe(info.FullMethod, err)
+		return err
+	}
+	err = handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
+	s.metrics.observe(info.FullMethod, err)
+	return err
+}
+
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *callerStream) Context() context.Context { return c.ctx }

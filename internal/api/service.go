@@ -1,0 +1,279 @@
+// Package api implements SPIRE's server API (spire-api-sdk agent.v1, entry.v1,
+// svid.v1 and bundle.v1) for the server every arbor tier runs. It is the only
+// place that speaks gRPC status codes: the datastore, CA and attestors return
+// plain errors that the handlers here map.
+package api
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/entrycache"
+	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/trustbundle"
+)
+
+// Signer is what the handlers need from the CA manager.
+type Signer interface {
+	SignX509SVID(ctx context.Context, p ca.X509SVIDParams) ([]*x509.Certificate, error)
+	SignJWTSVID(ctx context.Context, id spiffeid.ID, audience []string, ttl time.Duration) (token string, issuedAt, expiresAt time.Time, err error)
+	SignDownstreamX509CA(ctx context.Context, pub crypto.PublicKey, ttl time.Duration) ([]*x509.Certificate, error)
+}
+
+// Config configures a Service. It must not be modified after New.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	Store       datastore.Store
+	// Entries is the in-memory entry index; New loads it (with the nodes)
+	// from Store.
+	Entries *entrycache.Cache
+	// Bundles is the own bundle cache in front of Store (writes to bundles go
+	// through it).
+	Bundles   *trustbundle.Cache
+	CA        Signer
+	Attestors []nodeattest.Attestor
+	// AgentSVIDTTL is the lifetime of agent SVIDs; zero means 1h.
+	AgentSVIDTTL time.Duration
+	// DefaultJoinTokenTTL is used when CreateJoinToken asks for none; zero means 600s.
+	DefaultJoinTokenTTL time.Duration
+	// DownstreamCATTL is the intermediate lifetime given to children that ask
+	// for none; zero means 24h (always capped by our own CA).
+	DownstreamCATTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand is used for join tokens and entry IDs; nil means crypto/rand.
+	Rand io.Reader
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer for metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Service implements the SPIRE server API services.
+type Service struct {
+	agentv1.UnimplementedAgentServer
+	entryv1.UnimplementedEntryServer
+	svidv1.UnimplementedSVIDServer
+	bundlev1.UnimplementedBundleServer
+
+	td        spiffeid.TrustDomain
+	store     datastore.Store
+	entries   *entrycache.Cache
+	bundles   *trustbundle.Cache
+	ca        Signer
+	attestors map[string]nodeattest.Attestor
+	nodes     *nodeIndex
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics
+
+	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
+}
+
+// New loads entries and nodes from the store and returns the service.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.TrustDomain.IsZero() || cfg.Store == nil || cfg.Entries == nil || cfg.Bundles == nil || cfg.CA == nil {
+		return nil, errors.New("api: trust domain, store, entry cache, bundle cache and CA are required")
+	}
+	if cfg.AgentSVIDTTL == 0 {
+		cfg.AgentSVIDTTL = time.Hour
+	}
+	if cfg.DefaultJoinTokenTTL == 0 {
+		cfg.DefaultJoinTokenTTL = 600 * time.Second
+	}
+	if cfg.DownstreamCATTL == 0 {
+		cfg.DownstreamCATTL = 24 * time.Hour
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		td:        cfg.TrustDomain,
+		store:     cfg.Store,
+		entries:   cfg.Entries,
+		bundles:   cfg.Bundles,
+		ca:        cfg.CA,
+		attestors: make(map[string]nodeattest.Attestor),
+		nodes:     newNodeIndex(),
+		cfg:       cfg,
+		log:       log,
+		metrics:   newMetrics(cfg.Registerer),
+	}
+	for _, a := range cfg.Attestors {
+		s.attestors[a.Type()] = a
+	}
+	if err := s.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reload replaces the in-memory entries and nodes with the store's.
+func (s *Service) Reload(ctx context.Context) error {
+	entries, err := s.store.ListEntries(ctx)
+	if err != nil {
+		return fmt.Errorf("api: loading entries: %w", err)
+	}
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return fmt.Errorf("api: loading nodes: %w", err)
+	}
+	s.entries.Reset(entries, nodes)
+	s.nodes.reset(nodes)
+	s.metrics.entries.Set(float64(len(entries)))
+	s.metrics.agents.Set(float64(len(nodes)))
+	return nil
+}
+
+// Register registers every service on g.
+func (s *Service) Register(g *grpc.Server) {
+	agentv1.RegisterAgentServer(g, s)
+	entryv1.RegisterEntryServer(g, s)
+	svidv1.RegisterSVIDServer(g, s)
+	bundlev1.RegisterBundleServer(g, s)
+}
+
+func (s *Service) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) serverID() spiffeid.ID {
+	id, _ := spiffeid.FromPath(s.td, "/spire/server")
+	return id
+}
+
+// internalError logs err with the request's method and returns a status that
+// does not leak it.
+func (s *Service) internalError(ctx context.Context, what string, err error) error {
+	s.log.ErrorContext(ctx, what, "err", err)
+	return status.Errorf(codes.Internal, "%s", what)
+}
+
+// nodeIndex is the in-memory view of attested nodes that every agent call is
+// authorized against.
+type nodeIndex struct {
+	mu    sync.RWMutex
+	nodes map[spiffeid.ID]*datastore.Node
+}
+
+func newNodeIndex() *nodeIndex { return &nodeIndex{nodes: make(map[spiffeid.ID]*datastore.Node)} }
+
+func (n *nodeIndex) reset(nodes []*datastore.Node) {
+	m := make(map[spiffeid.ID]*datastore.Node, len(nodes))
+	for _, node := range nodes {
+		m[node.ID] = node
+	}
+	n.mu.Lock()
+	n.nodes = m
+	n.mu.Unlock()
+}
+
+func (n *nodeIndex) get(id spiffeid.ID) (*datastore.Node, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	node, ok := n.nodes[id]
+	return node, ok
+}
+
+func (n *nodeIndex) put(node *datastore.Node) {
+	n.mu.Lock()
+	n.nodes[node.ID] = node
+	n.mu.Unlock()
+}
+
+func (n *nodeIndex) delete(id spiffeid.ID) {
+	n.mu.Lock()
+	delete(n.nodes, id)
+	n.mu.Unlock()
+}
+
+func (n *nodeIndex) list() []*datastore.Node {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*datastore.Node, 0, len(n.nodes))
+	for _, node := range n.nodes {
+		out = append(out, node)
+	}
+	return out
+}
+
+// localCreds are the admin socket's transport credentials: no handshake, and
+// every peer is marked local.
+type localCreds struct{}
+
+func (localCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return c, localAuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (localCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if _, ok := c.LocalAddr().(*net.UnixAddr); !ok {
+		return nil, nil, errors.New("api: local credentials accept only Unix socket connections")
+	}
+	return c, localAuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (localCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "arbor-local"}
+}
+
+func (c localCreds) Clone() credentials.TransportCredentials { return c }
+
+func (localCreds) OverrideServerName(string) error { return nil }
+
+// metrics are the API's Prometheus collectors.
+type metrics struct {
+	calls   *prometheus.CounterVec
+	entries prometheus.Gauge
+	agents  prometheus.Gauge
+	svids   *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbor_api_calls_total", Help: "Server API calls by method and gRPC status code.",
+		}, []string{"method", "code"}),
+		entries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arbor_api_entries", Help: "Registration entries held by this server.",
+		}),
+		agents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arbor_api_agents", Help: "Attested agents known to this server.",
+		}),
+		svids: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbor_api_svids_issued_total", Help: "SVIDs and CAs signed, by kind (x509, jwt, agent, downstream_ca).",
+		}, []string{"kind"}),
+	}
+	if r != nil {
+		r.MustRegister(m.calls, m.entries, m.agents, m.svids)
+	}
+	return m
+}
+
+func (m *metrics) observe(method string, err error) {
+	m.calls.WithLabelValues(method, status.Code(err).String()).Inc()
+}

@@ -1,0 +1,524 @@
+// Package server runs one arbor server — the process every tier runs — by
+// wiring the datastore, the trust bundle cache, the CA manager, the entry index
+// and the SPIRE server API onto a TLS listener for agents and downstream
+// servers, a Unix admin socket and an HTTP health/metrics listener.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/arborid/arbor/internal/api"
+	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/datastore/postgres"
+	"github.com/arborid/arbor/internal/datastore/sqlite"
+	"github.com/arborid/arbor/internal/entrycache"
+	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/jointoken"
+	"github.com/arborid/arbor/internal/nodeattest/x509pop"
+	"github.com/arborid/arbor/internal/trustbundle"
+	"github.com/arborid/arbor/root"
+)
+
+// Config configures a Server. Zero values are documented per field. It must
+// not be modified after New.
+type Config struct {
+	// Name is the topology node name, used in logs as the tier key.
+	Name        string
+	TrustDomain spiffeid.TrustDomain
+	// ListenAddr is the TCP address of the agent/downstream API (TLS).
+	ListenAddr string
+	// AdminSocket is the admin API's Unix socket path; "" means <StateDir>/admin.sock.
+	AdminSocket string
+	// AdminSocketMode is the socket's file mode; zero means 0600.
+	AdminSocketMode os.FileMode
+	// HealthAddr serves /live, /ready and /metrics; "" disables it.
+	HealthAddr string
+	// StateDir holds the CA keys and state and the SQLite file. Required.
+	StateDir string
+
+	// Datastore is "sqlite" (default) or "postgres".
+	Datastore string
+	// SQLitePath defaults to <StateDir>/datastore.sqlite3.
+	SQLitePath string
+	// PostgresDSN is required for "postgres".
+	PostgresDSN string
+
+	CAKeyType   ca.KeyType
+	JWTKeyType  ca.KeyType
+	CATTL       time.Duration // zero: 24h
+	X509SVIDTTL time.Duration // zero: 1h
+	JWTSVIDTTL  time.Duration // zero: 5m
+	// AgentSVIDTTL is the agent SVID lifetime; zero means X509SVIDTTL.
+	AgentSVIDTTL time.Duration
+	// CAKeysInMemory keeps CA keys only in memory (a restart makes a new CA).
+	CAKeysInMemory bool
+	JWTIssuer      string
+
+	// JoinToken enables the join_token node attestor.
+	JoinToken bool
+	// DefaultJoinTokenTTL applies to tokens created without a TTL; zero means 10m.
+	DefaultJoinTokenTTL time.Duration
+	// X509PoP enables the x509pop node attestor when non-nil.
+	X509PoP *X509PoPConfig
+
+	// Upstream mints the X.509 CA; nil makes this a self-signed root tier.
+	Upstream ca.Upstream
+
+	Logger *slog.Logger // nil: discard
+	Now    func() time.Time
+}
+
+// X509PoPConfig configures the x509pop node attestor.
+type X509PoPConfig struct {
+	CABundlePaths     []string
+	AgentPathTemplate string
+}
+
+// Server is a running arbor server.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    datastore.Store
+	bundles  *trustbundle.Cache
+	ca       *ca.Manager
+	api      *api.Service
+	registry *prometheus.Registry
+	health   *health.Server
+
+	agentLis, adminLis net.Listener
+	healthLis          net.Listener
+	ready              chan struct{}
+}
+
+// New opens the datastore, initializes the CA and loads the API's indexes.
+// Nothing listens until Run.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("server: trust domain is required")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("server: state directory is required")
+	}
+	if cfg.ListenAddr == "" {
+		return nil, errors.New("server: listen address is required")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: creating state directory: %w", err)
+	}
+	if cfg.AdminSocket == "" {
+		cfg.AdminSocket = filepath.Join(cfg.StateDir, "admin.sock")
+	}
+	if cfg.AdminSocketMode == 0 {
+		cfg.AdminSocketMode = 0o600
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("tier", cfg.Name)
+	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	s.store, err = openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.store.Close()
+		}
+	}()
+	s.bundles = trustbundle.New(s.store, cfg.TrustDomain)
+	if err := s.bundles.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+
+	upstream := cfg.Upstream
+	if upstream == nil {
+		upstream = &root.SelfSigned{TrustDomain: cfg.TrustDomain, Now: cfg.Now}
+	}
+	caDir := filepath.Join(cfg.StateDir, "ca")
+	if cfg.CAKeysInMemory {
+		caDir = ""
+	}
+	s.ca, err = ca.New(ca.Config{
+		TrustDomain: cfg.TrustDomain,
+		Upstream:    upstream,
+		Bundles:     s.bundles,
+		KeyType:     cfg.CAKeyType,
+		JWTKeyType:  cfg.JWTKeyType,
+		CATTL:       cfg.CATTL,
+		X509SVIDTTL: cfg.X509SVIDTTL,
+		JWTSVIDTTL:  cfg.JWTSVIDTTL,
+		Dir:         caDir,
+		JWTIssuer:   cfg.JWTIssuer,
+		Now:         cfg.Now,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := s.ca.Init(ctx); err != nil {
+		return nil, fmt.Errorf("server: initializing CA: %w", err)
+	}
+
+	attestors, err := buildAttestors(cfg, s.store)
+	if err != nil {
+		return nil, err
+	}
+	agentTTL := cfg.AgentSVIDTTL
+	if agentTTL == 0 {
+		agentTTL = cfg.X509SVIDTTL
+	}
+	s.api, err = api.New(ctx, api.Config{
+		TrustDomain:         cfg.TrustDomain,
+		Store:               s.store,
+		Entries:             entrycache.New(cfg.TrustDomain),
+		Bundles:             s.bundles,
+		CA:                  s.ca,
+		Attestors:           attestors,
+		AgentSVIDTTL:        agentTTL,
+		DefaultJoinTokenTTL: cfg.DefaultJoinTokenTTL,
+		Now:                 cfg.Now,
+		Logger:              log,
+		Registerer:          s.registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.health = health.NewServer()
+	return s, nil
+}
+
+func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
+	switch cfg.Datastore {
+	case "", "sqlite":
+		path := cfg.SQLitePath
+		if path == "" {
+			path = filepath.Join(cfg.StateDir, "datastore.sqlite3")
+		}
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("server: opening SQLite datastore %s: %w", path, err)
+		}
+		return st, nil
+	case "postgres":
+		if cfg.PostgresDSN == "" {
+			return nil, errors.New("server: postgres datastore needs a DSN")
+		}
+		st, err := postgres.Open(ctx, cfg.PostgresDSN)
+		if err != nil {
+			return nil, fmt.Errorf("server: opening PostgreSQL datastore: %w", err)
+		}
+		return st, nil
+	}
+	return nil, fmt.Errorf("server: unknown datastore %q (want sqlite or postgres)", cfg.Datastore)
+}
+
+func buildAttestors(cfg Config, store datastore.Store) ([]nodeattest.Attestor, error) {
+	var out []nodeattest.Attestor
+	if cfg.JoinToken {
+		a, err := jointoken.New(jointoken.Config{TrustDomain: cfg.TrustDomain, Tokens: store, Now: cfg.Now})
+		if err != nil {
+			return nil, fmt.Errorf("server: join_token attestor: %w", err)
+		}
+		out = append(out, a)
+	}
+	if p := cfg.X509PoP; p != nil {
+		roots, err := x509pop.LoadCertificates(p.CABundlePaths...)
+		if err != nil {
+			return nil, fmt.Errorf("server: x509pop attestor: %w", err)
+		}
+		a, err := x509pop.New(x509pop.Config{TrustDomain: cfg.TrustDomain, TrustRoots: roots, AgentPathTemplate: p.AgentPathTemplate, Now: cfg.Now})
+		if err != nil {
+			return nil, fmt.Errorf("server: x509pop attestor: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// CA returns the server's CA manager.
+func (s *Server) CA() *ca.Manager { return s.ca }
+
+// Bundles returns the server's own-bundle cache.
+func (s *Server) Bundles() *trustbundle.Cache { return s.bundles }
+
+// AgentAddr returns the agent API's bound address (after Listen).
+func (s *Server) AgentAddr() net.Addr { return s.agentLis.Addr() }
+
+// HealthAddr returns the health listener's bound address, or nil.
+func (s *Server) HealthAddr() net.Addr {
+	if s.healthLis == nil {
+		return nil
+	}
+	return s.healthLis.Addr()
+}
+
+// AdminSocket returns the admin socket path.
+func (s *Server) AdminSocket() string { return s.cfg.AdminSocket }
+
+// Ready is closed once every listener serves.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Listen binds every listener. Run calls it when it has not been called.
+func (s *Server) Listen() error {
+	if s.agentLis != nil {
+		return nil
+	}
+	var err error
+	s.agentLis, err = net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("server: listening on %s: %w", s.cfg.ListenAddr, err)
+	}
+	if err := removeStaleSocket(s.cfg.AdminSocket); err != nil {
+		s.agentLis.Close()
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.cfg.AdminSocket), 0o700); err != nil {
+		s.agentLis.Close()
+		return fmt.Errorf("server: creating admin socket directory: %w", err)
+	}
+	s.adminLis, err = net.Listen("unix", s.cfg.AdminSocket)
+	if err != nil {
+		s.agentLis.Close()
+		return fmt.Errorf("server: listening on admin socket %s: %w", s.cfg.AdminSocket, err)
+	}
+	if err := os.Chmod(s.cfg.AdminSocket, s.cfg.AdminSocketMode); err != nil {
+		s.agentLis.Close()
+		s.adminLis.Close()
+		return fmt.Errorf("server: setting admin socket mode: %w", err)
+	}
+	if s.cfg.HealthAddr != "" {
+		s.healthLis, err = net.Listen("tcp", s.cfg.HealthAddr)
+		if err != nil {
+			s.agentLis.Close()
+			s.adminLis.Close()
+			return fmt.Errorf("server: listening on health address %s: %w", s.cfg.HealthAddr, err)
+		}
+	}
+	return nil
+}
+
+// removeStaleSocket removes a socket file left by a previous run, refusing to
+// remove anything that is not a socket or that still answers.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("server: admin socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("server: admin socket path %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("server: admin socket %s is in use by another server", path)
+	}
+	return os.Remove(path)
+}
+
+// tlsConfig serves the server SVID and verifies client X509-SVIDs against the
+// own bundle at handshake time (client certificates are optional: attestation
+// and GetBundle need none).
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: s.ca.ServerCertificate,
+		ClientAuth:     tls.RequestClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return nil
+			}
+			opts := []x509svid.VerifyOption{}
+			if s.cfg.Now != nil {
+				opts = append(opts, x509svid.WithTime(s.cfg.Now()))
+			}
+			_, _, err := x509svid.ParseAndVerify(raw, s.bundles, opts...)
+			if err != nil {
+				return fmt.Errorf("client X509-SVID does not verify: %w", err)
+			}
+			return nil
+		},
+	}
+}
+
+// Run serves until ctx ends, then stops gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	keep := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+	agentSrv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.tlsConfig())),
+		grpc.UnaryInterceptor(s.api.UnaryInterceptor),
+		grpc.StreamInterceptor(s.api.StreamInterceptor),
+		grpc.KeepaliveEnforcementPolicy(keep),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute}),
+	)
+	s.api.Register(agentSrv)
+	healthpb.RegisterHealthServer(agentSrv, s.health)
+
+	adminSrv := grpc.NewServer(
+		grpc.Creds(api.LocalCredentials()),
+		grpc.UnaryInterceptor(s.api.UnaryInterceptor),
+		grpc.StreamInterceptor(s.api.StreamInterceptor),
+	)
+	s.api.Register(adminSrv)
+	healthpb.RegisterHealthServer(adminSrv, s.health)
+
+	var httpSrv *http.Server
+	if s.healthLis != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/live", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintln(w, "live")
+		})
+		mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
+			if err := s.checkReady(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		})
+		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	wg.Go(func() {
+		if err := agentSrv.Serve(s.agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("server: agent API: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := adminSrv.Serve(s.adminLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("server: admin API: %w", err)
+		}
+	})
+	if httpSrv != nil {
+		wg.Go(func() {
+			if err := httpSrv.Serve(s.healthLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: health listener: %w", err)
+			}
+		})
+	}
+	wg.Go(func() {
+		if err := s.ca.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("server: CA: %w", err)
+		}
+	})
+	wg.Go(func() { s.pruneTokens(ctx) })
+
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	close(s.ready)
+	s.log.Info("server ready", "trust_domain", s.cfg.TrustDomain.Name(), "listen", s.agentLis.Addr().String(),
+		"admin_socket", s.cfg.AdminSocket, "datastore", datastoreName(s.cfg))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		s.log.Error("server failed", "err", runErr)
+	}
+	cancel()
+	s.health.Shutdown()
+	s.log.Info("server stopping")
+	stopped := make(chan struct{})
+	go func() {
+		agentSrv.GracefulStop()
+		adminSrv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		agentSrv.Stop()
+		adminSrv.Stop()
+		<-stopped
+	}
+	if httpSrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		httpSrv.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	os.Remove(s.cfg.AdminSocket)
+	if err := s.store.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("server: closing datastore: %w", err)
+	}
+	return runErr
+}
+
+func datastoreName(cfg Config) string {
+	if cfg.Datastore == "" {
+		return "sqlite"
+	}
+	return cfg.Datastore
+}
+
+func (s *Server) checkReady() error {
+	cert, _ := s.ca.X509CA()
+	if cert == nil {
+		return errors.New("no active X.509 CA")
+	}
+	if s.now().After(cert.NotAfter) {
+		return errors.New("X.509 CA expired")
+	}
+	return nil
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
+// pruneTokens deletes expired join tokens every minute.
+func (s *Server) pruneTokens(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.store.PruneJoinTokens(ctx, s.now())
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("pruning join tokens", "err", err)
+			} else if n > 0 {
+				s.log.Info("pruned expired join tokens", "count", n)
+			}
+		}
+	}
+}
