@@ -1,0 +1,57 @@
+// Package nodeattest defines how a server tier verifies the identity of a node
+// whose agent calls agent.v1 AttestAgent: one Attestor per attestation type
+// (subpackages jointoken and x509pop), each turning the agent's payload, and
+// any challenge-response exchange, into the agent's SPIFFE ID and selectors.
+//
+// The wire formats are SPIRE's, so a real spire-agent with the same-named
+// NodeAttestor plugin attests to an arbor server unchanged.
+package nodeattest
+
+import (
+	"context"
+	"errors"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/selector"
+)
+
+// Errors an Attestor returns (wrapped) so the API layer can choose a status
+// with errors.Is. Any other error is an internal failure (a datastore outage,
+// a broken stream) whose text must not reach the remote caller.
+var (
+	// ErrInvalid: the payload or challenge response is malformed
+	// (InvalidArgument).
+	ErrInvalid = errors.New("invalid attestation data")
+	// ErrDenied: the data is well formed but does not prove an identity this
+	// server accepts — an unknown, used or expired join token, an untrusted or
+	// expired certificate, a wrong signature (PermissionDenied).
+	ErrDenied = errors.New("attestation denied")
+)
+
+// ChallengeFunc sends challenge to the attesting agent and returns the agent's
+// response. Errors it returns are passed through by Attest unchanged (wrapped).
+type ChallengeFunc func(ctx context.Context, challenge []byte) (response []byte, err error)
+
+// Attestor verifies one node attestation type on the server. Implementations
+// are safe for concurrent use.
+type Attestor interface {
+	// Type is the attestation data type it handles, as sent by the agent in
+	// types.AttestationData.Type ("join_token", "x509pop").
+	Type() string
+	// Attest verifies payload, exchanging challenges with the agent through
+	// challenge when the type calls for proof of possession.
+	Attest(ctx context.Context, payload []byte, challenge ChallengeFunc) (*Result, error)
+}
+
+// Result is the identity an attestation proved.
+type Result struct {
+	// AgentID is the agent's SPIFFE ID, under /spire/agent/ of the server's
+	// trust domain.
+	AgentID spiffeid.ID
+	// Selectors describe the node; their Type is the attestor's Type.
+	Selectors []selector.Selector
+	// CanReattest reports whether the agent can attest again with the same
+	// data (x509pop) instead of needing a fresh secret (join_token).
+	CanReattest bool
+}
