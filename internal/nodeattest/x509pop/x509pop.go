@@ -53,6 +53,8 @@ type Config struct {
 	// nil, time.Now is used.
 	Now func() time.Time
 	// Rand is the source of challenge nonces; if nil, crypto/rand.Reader.
+	// Attest reads it from concurrent calls, so it must be safe for
+	// concurrent use (tests pass a fixed reader to pin the nonce).
 	Rand io.Reader
 }
 
