@@ -7,14 +7,13 @@ package root
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"time"
-
-	"crypto/rand"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 

@@ -10,6 +10,7 @@ package ca
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -18,8 +19,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"crypto/rand"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 

@@ -195,7 +195,13 @@ var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 // newEnv returns an initialized root-tier manager; edit adjusts its config.
 func newEnv(t testing.TB, edit func(*ca.Config)) *env {
 	t.Helper()
-	e := &env{clock: newClock(epoch), bundles: newMemBundles(t)}
+	return newEnvAt(t, epoch, edit)
+}
+
+// newEnvAt is newEnv with the clock starting at start.
+func newEnvAt(t testing.TB, start time.Time, edit func(*ca.Config)) *env {
+	t.Helper()
+	e := &env{clock: newClock(start), bundles: newMemBundles(t)}
 	e.cfg = ca.Config{
 		TrustDomain: td,
 		Upstream:    &root.SelfSigned{TrustDomain: td, Now: e.clock.Now},
