@@ -1,0 +1,881 @@
+// Package datastoretest is the one test suite every datastore backend runs:
+// Run exercises a fresh store through datastore.Store, RunDurable reopens and
+// shares one database, and the Bench functions measure the hot paths.
+package datastoretest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/selector"
+)
+
+// FixedNow is the Unix time Clock returns. Backends under test must be opened
+// with Clock, so the suite can check the times the store sets.
+const FixedNow int64 = 1_700_000_000
+
+// Clock returns FixedNow; pass it as the backend's clock.
+func Clock() time.Time { return time.Unix(FixedNow, 0) }
+
+// testTimeout bounds every test of the suite.
+const testTimeout = 60 * time.Second
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var (
+	td      = spiffeid.RequireTrustDomainFromString("example.org")
+	otherTD = spiffeid.RequireTrustDomainFromString("partner.example")
+)
+
+func id(path string) spiffeid.ID { return spiffeid.RequireFromPath(td, path) }
+
+func sels(ss ...string) []selector.Selector {
+	out := make([]selector.Selector, len(ss))
+	for i, s := range ss {
+		sel, err := selector.Parse(s)
+		if err != nil {
+			panic(err)
+		}
+		out[i] = sel
+	}
+	return out
+}
+
+// cmpOpts compare store records: nil and empty slices are equal, and the
+// order of selectors does not matter.
+var cmpOpts = []cmp.Option{
+	cmpopts.EquateEmpty(),
+	cmpopts.SortSlices(func(a, b selector.Selector) bool { return selector.Compare(a, b) < 0 }),
+	cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b }),
+	cmp.Comparer(func(a, b spiffeid.TrustDomain) bool { return a == b }),
+}
+
+// fullEntry returns an entry with every field set to something non-zero.
+func fullEntry(path string) *datastore.Entry {
+	return &datastore.Entry{
+		SPIFFEID:                id(path),
+		ParentID:                id("/spire/agent/join_token/abc"),
+		Selectors:               sels("unix:uid:1000", "k8s:ns:default", "unix:gid:0"),
+		X509SVIDTTL:             3600,
+		JWTSVIDTTL:              300,
+		FederatesWith:           []spiffeid.TrustDomain{otherTD},
+		Admin:                   true,
+		Downstream:              true,
+		DNSNames:                []string{"b.example.org", "a.example.org"},
+		StoreSVID:               true,
+		Hint:                    "hint",
+		ExpiresAt:               FixedNow + 86400,
+		JWTSVIDIncludeJTI:       true,
+		DisableX509SVIDPrefetch: true,
+	}
+}
+
+// Run runs the suite against stores from open, which must return a new,
+// empty store opened with Clock each call (closing it is open's job, e.g. in
+// t.Cleanup). The subtests run in parallel.
+func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s datastore.Store)
+	}{
+		{"EntryCRUD", testEntryCRUD},
+		{"EntryDuplicates", testEntryDuplicates},
+		{"CreateEntriesPartialFailure", testCreateEntriesPartialFailure},
+		{"UpdateEntryDuplicate", testUpdateEntryDuplicate},
+		{"EntryEvents", testEntryEvents},
+		{"ListEntriesJoinsSelectors", testListEntriesJoinsSelectors},
+		{"NodeCRUD", testNodeCRUD},
+		{"NodeEvents", testNodeEvents},
+		{"JoinTokens", testJoinTokens},
+		{"ConcurrentConsumeJoinToken", testConcurrentConsumeJoinToken},
+		{"Bundles", testBundles},
+		{"UpdateBundleUnchangedWritesNothing", testUpdateBundleUnchanged},
+		{"UpdateBundleError", testUpdateBundleError},
+		{"ConcurrentUpdateBundle", testConcurrentUpdateBundle},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, open(t))
+		})
+	}
+}
+
+func testEntryCRUD(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	in := fullEntry("/web")
+	out, errs := s.CreateEntries(ctx, []*datastore.Entry{in})
+	if errs[0] != nil {
+		t.Fatalf("CreateEntries() error = %v", errs[0])
+	}
+	created := out[0]
+	if created.ID == "" {
+		t.Fatal("CreateEntries() left the ID empty, want a new UUID")
+	}
+	if in.ID != "" || in.CreatedAt != 0 {
+		t.Errorf("CreateEntries() modified its input: ID %q, CreatedAt %d", in.ID, in.CreatedAt)
+	}
+	want := fullEntry("/web")
+	want.ID = created.ID
+	want.CreatedAt = FixedNow
+	if diff := cmp.Diff(want, created, cmpOpts...); diff != "" {
+		t.Errorf("CreateEntries() returned (-want +got):\n%s", diff)
+	}
+	// DNS names keep their order: the first becomes the certificate's CN.
+	if !slices.Equal(created.DNSNames, want.DNSNames) {
+		t.Errorf("DNSNames = %v, want %v in that order", created.DNSNames, want.DNSNames)
+	}
+
+	got, err := s.FetchEntry(ctx, created.ID)
+	if err != nil {
+		t.Fatalf("FetchEntry() error = %v", err)
+	}
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("FetchEntry() (-want +got):\n%s", diff)
+	}
+	if !slices.Equal(got.DNSNames, want.DNSNames) {
+		t.Errorf("FetchEntry() DNSNames = %v, want %v in that order", got.DNSNames, want.DNSNames)
+	}
+
+	// A given ID is kept.
+	given := &datastore.Entry{ID: "given-id", SPIFFEID: id("/db"), ParentID: id("/node"), Selectors: sels("unix:uid:5")}
+	out, errs = s.CreateEntries(ctx, []*datastore.Entry{given})
+	if errs[0] != nil || out[0].ID != "given-id" {
+		t.Fatalf("CreateEntries(ID %q) = %v, %v; want the ID kept", given.ID, out[0], errs[0])
+	}
+
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries() error = %v", err)
+	}
+	wantGiven := *given
+	wantGiven.CreatedAt = FixedNow
+	wantList := []*datastore.Entry{want, &wantGiven}
+	sortEntries(wantList)
+	sortEntries(list)
+	if diff := cmp.Diff(wantList, list, cmpOpts...); diff != "" {
+		t.Errorf("ListEntries() (-want +got):\n%s", diff)
+	}
+
+	// Update replaces every field, keeps CreatedAt and bumps the revision.
+	upd := &datastore.Entry{
+		ID:        created.ID,
+		SPIFFEID:  id("/web2"),
+		ParentID:  id("/node2"),
+		Selectors: sels("docker:image:nginx"),
+		DNSNames:  []string{"web2.example.org"},
+		CreatedAt: 5, // ignored
+	}
+	updated, err := s.UpdateEntry(ctx, upd)
+	if err != nil {
+		t.Fatalf("UpdateEntry() error = %v", err)
+	}
+	wantUpd := *upd
+	wantUpd.CreatedAt = FixedNow
+	wantUpd.RevisionNumber = 1
+	if diff := cmp.Diff(&wantUpd, updated, cmpOpts...); diff != "" {
+		t.Errorf("UpdateEntry() (-want +got):\n%s", diff)
+	}
+	got, err = s.FetchEntry(ctx, created.ID)
+	if err != nil {
+		t.Fatalf("FetchEntry() after update error = %v", err)
+	}
+	if diff := cmp.Diff(&wantUpd, got, cmpOpts...); diff != "" {
+		t.Errorf("FetchEntry() after update (-want +got):\n%s", diff)
+	}
+	if updated, err = s.UpdateEntry(ctx, upd); err != nil || updated.RevisionNumber != 2 {
+		t.Errorf("second UpdateEntry() = revision %v, %v; want 2, nil", revision(updated), err)
+	}
+
+	deleted, err := s.DeleteEntry(ctx, created.ID)
+	if err != nil {
+		t.Fatalf("DeleteEntry() error = %v", err)
+	}
+	wantUpd.RevisionNumber = 2
+	if diff := cmp.Diff(&wantUpd, deleted, cmpOpts...); diff != "" {
+		t.Errorf("DeleteEntry() returned (-want +got):\n%s", diff)
+	}
+
+	missing := []struct {
+		name string
+		call func() error
+	}{
+		{"FetchEntry", func() error { _, err := s.FetchEntry(ctx, created.ID); return err }},
+		{"DeleteEntry", func() error { _, err := s.DeleteEntry(ctx, created.ID); return err }},
+		{"UpdateEntry", func() error { _, err := s.UpdateEntry(ctx, upd); return err }},
+	}
+	for _, m := range missing {
+		if err := m.call(); !errors.Is(err, datastore.ErrNotFound) {
+			t.Errorf("%s(deleted entry) error = %v, want ErrNotFound", m.name, err)
+		}
+	}
+	list, err = s.ListEntries(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != "given-id" {
+		t.Errorf("ListEntries() after delete = %d entries, %v; want only given-id", len(list), err)
+	}
+}
+
+func revision(e *datastore.Entry) any {
+	if e == nil {
+		return nil
+	}
+	return e.RevisionNumber
+}
+
+func sortEntries(es []*datastore.Entry) {
+	slices.SortFunc(es, func(a, b *datastore.Entry) int { return compareStrings(a.ID, b.ID) })
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func testEntryDuplicates(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	base := &datastore.Entry{ID: "base", SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: sels("a:1", "b:2", "c:3")}
+	if _, errs := s.CreateEntries(ctx, []*datastore.Entry{base}); errs[0] != nil {
+		t.Fatalf("CreateEntries(base) error = %v", errs[0])
+	}
+	tests := []struct {
+		name  string
+		entry *datastore.Entry
+		dup   bool
+	}{
+		{"same selectors in another order", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: sels("c:3", "a:1", "b:2")}, true},
+		{"same selectors repeated", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: sels("c:3", "a:1", "b:2", "a:1")}, true},
+		{"other fields differ", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: sels("a:1", "b:2", "c:3"), Admin: true, X509SVIDTTL: 60}, true},
+		{"same entry ID", &datastore.Entry{ID: "base", SPIFFEID: id("/other"), ParentID: id("/node"), Selectors: sels("z:9")}, true},
+		{"subset of selectors", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: sels("a:1", "b:2")}, false},
+		{"superset of selectors", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: sels("a:1", "b:2", "c:3", "d:4")}, false},
+		{"other parent", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node2"), Selectors: sels("a:1", "b:2", "c:3")}, false},
+		{"other SPIFFE ID", &datastore.Entry{SPIFFEID: id("/svc2"), ParentID: id("/node"), Selectors: sels("a:1", "b:2", "c:3")}, false},
+		{"selector split differently", &datastore.Entry{SPIFFEID: id("/svc"), ParentID: id("/node"), Selectors: []selector.Selector{{Type: "a", Value: "1b:2"}, {Type: "c", Value: "3"}}}, false},
+	}
+	for _, tt := range tests {
+		out, errs := s.CreateEntries(ctx, []*datastore.Entry{tt.entry})
+		if !tt.dup {
+			if errs[0] != nil {
+				t.Errorf("%s: CreateEntries() error = %v, want nil", tt.name, errs[0])
+			}
+			continue
+		}
+		if !errors.Is(errs[0], datastore.ErrAlreadyExists) {
+			t.Errorf("%s: CreateEntries() error = %v, want ErrAlreadyExists", tt.name, errs[0])
+			continue
+		}
+		if out[0] == nil || out[0].ID != "base" {
+			t.Errorf("%s: CreateEntries() out = %+v, want the existing entry %q", tt.name, out[0], "base")
+		}
+	}
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries() error = %v", err)
+	}
+	if want := 1 + 5; len(list) != want {
+		t.Errorf("ListEntries() = %d entries, want %d", len(list), want)
+	}
+}
+
+func testCreateEntriesPartialFailure(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	existing := &datastore.Entry{SPIFFEID: id("/existing"), ParentID: id("/node"), Selectors: sels("a:1")}
+	out, errs := s.CreateEntries(ctx, []*datastore.Entry{existing})
+	if errs[0] != nil {
+		t.Fatalf("CreateEntries(existing) error = %v", errs[0])
+	}
+	existingID := out[0].ID
+
+	batch := []*datastore.Entry{
+		{SPIFFEID: id("/w0"), ParentID: id("/node"), Selectors: sels("a:1")},
+		{SPIFFEID: id("/w1"), ParentID: id("/node"), Selectors: sels("a:1")},
+		{SPIFFEID: id("/existing"), ParentID: id("/node"), Selectors: sels("a:1")}, // dup of a stored one
+		{SPIFFEID: id("/w3"), ParentID: id("/node"), Selectors: sels("a:1")},
+		{SPIFFEID: id("/w1"), ParentID: id("/node"), Selectors: sels("a:1")}, // dup within the batch
+		nil,
+		{SPIFFEID: id("/w6"), ParentID: id("/node"), Selectors: sels("a:1")},
+	}
+	out, errs = s.CreateEntries(ctx, batch)
+	if len(out) != len(batch) || len(errs) != len(batch) {
+		t.Fatalf("CreateEntries() = %d results, %d errors; want %d each", len(out), len(errs), len(batch))
+	}
+	for i := range batch {
+		switch i {
+		case 2, 4:
+			if !errors.Is(errs[i], datastore.ErrAlreadyExists) {
+				t.Errorf("errs[%d] = %v, want ErrAlreadyExists", i, errs[i])
+			}
+		case 5:
+			if errs[i] == nil {
+				t.Errorf("errs[%d] = nil for a nil entry, want an error", i)
+			}
+		default:
+			if errs[i] != nil {
+				t.Errorf("errs[%d] = %v, want nil", i, errs[i])
+			}
+		}
+	}
+	if out[2] == nil || out[2].ID != existingID {
+		t.Errorf("out[2] = %+v, want the existing entry %s", out[2], existingID)
+	}
+	if out[4] == nil || out[1] == nil || out[4].ID != out[1].ID {
+		t.Errorf("out[4] = %+v, want the entry created at index 1 (%+v)", out[4], out[1])
+	}
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries() error = %v", err)
+	}
+	var got []string
+	for _, e := range list {
+		got = append(got, e.SPIFFEID.Path())
+	}
+	slices.Sort(got)
+	want := []string{"/existing", "/w0", "/w1", "/w3", "/w6"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ListEntries() SPIFFE IDs (-want +got):\n%s", diff)
+	}
+}
+
+func testUpdateEntryDuplicate(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	out, errs := s.CreateEntries(ctx, []*datastore.Entry{
+		{SPIFFEID: id("/a"), ParentID: id("/node"), Selectors: sels("x:1", "y:2")},
+		{SPIFFEID: id("/b"), ParentID: id("/node"), Selectors: sels("x:1")},
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("CreateEntries() error = %v", err)
+	}
+	b := *out[1]
+	b.SPIFFEID = id("/a")
+	b.Selectors = sels("y:2", "x:1")
+	if _, err := s.UpdateEntry(ctx, &b); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Fatalf("UpdateEntry(into a duplicate) error = %v, want ErrAlreadyExists", err)
+	}
+	got, err := s.FetchEntry(ctx, out[1].ID)
+	if err != nil {
+		t.Fatalf("FetchEntry() error = %v", err)
+	}
+	if diff := cmp.Diff(out[1], got, cmpOpts...); diff != "" {
+		t.Errorf("entry changed by a failed update (-want +got):\n%s", diff)
+	}
+}
+
+func testEntryEvents(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	out, errs := s.CreateEntries(ctx, []*datastore.Entry{
+		{ID: "e1", SPIFFEID: id("/a"), ParentID: id("/node"), Selectors: sels("x:1")},
+		{ID: "e2", SPIFFEID: id("/b"), ParentID: id("/node"), Selectors: sels("x:1")},
+		{ID: "e3", SPIFFEID: id("/a"), ParentID: id("/node"), Selectors: sels("x:1")}, // duplicate: no event
+	})
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], datastore.ErrAlreadyExists) {
+		t.Fatalf("CreateEntries() errors = %v", errs)
+	}
+	e1 := *out[0]
+	e1.Hint = "changed"
+	if _, err := s.UpdateEntry(ctx, &e1); err != nil {
+		t.Fatalf("UpdateEntry() error = %v", err)
+	}
+	if _, err := s.DeleteEntry(ctx, "e2"); err != nil {
+		t.Fatalf("DeleteEntry() error = %v", err)
+	}
+	// Failures write no event.
+	if _, err := s.DeleteEntry(ctx, "e2"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("DeleteEntry(missing) error = %v, want ErrNotFound", err)
+	}
+
+	events, err := s.EntryEventsSince(ctx, 0)
+	if err != nil {
+		t.Fatalf("EntryEventsSince(0) error = %v", err)
+	}
+	checkEvents(t, events, []string{"e1", "e2", "e1", "e2"})
+	if len(events) != 4 {
+		return
+	}
+	tail, err := s.EntryEventsSince(ctx, events[1].ID)
+	if err != nil {
+		t.Fatalf("EntryEventsSince(%d) error = %v", events[1].ID, err)
+	}
+	if diff := cmp.Diff(events[2:], tail); diff != "" {
+		t.Errorf("EntryEventsSince(%d) (-want +got):\n%s", events[1].ID, diff)
+	}
+	none, err := s.EntryEventsSince(ctx, events[3].ID)
+	if err != nil || len(none) != 0 {
+		t.Errorf("EntryEventsSince(last) = %v, %v; want none", none, err)
+	}
+}
+
+// checkEvents checks the keys in order and that IDs strictly increase.
+func checkEvents(t *testing.T, events []datastore.Event, keys []string) {
+	t.Helper()
+	var got []string
+	for i, ev := range events {
+		got = append(got, ev.Key)
+		if i > 0 && ev.ID <= events[i-1].ID {
+			t.Errorf("event %d has ID %d after %d, want increasing IDs", i, ev.ID, events[i-1].ID)
+		}
+	}
+	if diff := cmp.Diff(keys, got); diff != "" {
+		t.Errorf("event keys (-want +got):\n%s", diff)
+	}
+}
+
+func testListEntriesJoinsSelectors(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	const n = 300
+	batch := make([]*datastore.Entry, n)
+	for i := range batch {
+		batch[i] = &datastore.Entry{
+			ID:        fmt.Sprintf("entry-%03d", i),
+			SPIFFEID:  id(fmt.Sprintf("/w%d", i)),
+			ParentID:  id("/node"),
+			Selectors: sels(fmt.Sprintf("unix:uid:%d", i), fmt.Sprintf("k8s:pod:%d", i%7)),
+		}
+		if i%10 == 0 {
+			batch[i].Selectors = nil // an entry without selectors
+		}
+	}
+	if _, errs := s.CreateEntries(ctx, batch); errors.Join(errs...) != nil {
+		t.Fatalf("CreateEntries(%d) error = %v", n, errors.Join(errs...))
+	}
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries() error = %v", err)
+	}
+	if len(list) != n {
+		t.Fatalf("ListEntries() = %d entries, want %d", len(list), n)
+	}
+	sortEntries(list)
+	for i, e := range list {
+		want := batch[i]
+		if e.ID != want.ID || !selector.Equal(e.Selectors, want.Selectors) || e.CreatedAt != FixedNow {
+			t.Errorf("ListEntries()[%d] = %s %v created %d, want %s %v created %d", i, e.ID, e.Selectors, e.CreatedAt, want.ID, want.Selectors, FixedNow)
+		}
+	}
+}
+
+func testNodeCRUD(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	n := &datastore.Node{
+		ID:              id("/spire/agent/x509pop/abc"),
+		AttestationType: "x509pop",
+		CertSerial:      "12345678901234567890",
+		CertNotAfter:    FixedNow + 3600,
+		NewCertSerial:   "42",
+		NewCertNotAfter: FixedNow + 7200,
+		CanReattest:     true,
+		Selectors:       sels("x509pop:subject:cn:agent", "x509pop:ca:fingerprint:ff"),
+		AgentVersion:    "1.13.3",
+	}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatalf("CreateNode() error = %v", err)
+	}
+	if err := s.CreateNode(ctx, n); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Errorf("CreateNode(again) error = %v, want ErrAlreadyExists", err)
+	}
+	got, err := s.FetchNode(ctx, n.ID)
+	if err != nil {
+		t.Fatalf("FetchNode() error = %v", err)
+	}
+	if diff := cmp.Diff(n, got, cmpOpts...); diff != "" {
+		t.Errorf("FetchNode() (-want +got):\n%s", diff)
+	}
+
+	// Ban: serials cleared, selectors replaced.
+	banned := *n
+	banned.CertSerial, banned.NewCertSerial = "", ""
+	banned.CertNotAfter, banned.NewCertNotAfter = 0, 0
+	banned.Selectors = sels("x509pop:subject:cn:other")
+	if err := s.UpdateNode(ctx, &banned); err != nil {
+		t.Fatalf("UpdateNode() error = %v", err)
+	}
+	got, err = s.FetchNode(ctx, n.ID)
+	if err != nil {
+		t.Fatalf("FetchNode() after update error = %v", err)
+	}
+	if diff := cmp.Diff(&banned, got, cmpOpts...); diff != "" {
+		t.Errorf("FetchNode() after update (-want +got):\n%s", diff)
+	}
+	if !got.Banned() {
+		t.Errorf("Banned() = false after clearing both serials")
+	}
+
+	other := &datastore.Node{ID: id("/spire/agent/join_token/t"), AttestationType: "join_token", CertSerial: "1"}
+	if err := s.CreateNode(ctx, other); err != nil {
+		t.Fatalf("CreateNode(other) error = %v", err)
+	}
+	list, err := s.ListNodes(ctx)
+	if err != nil {
+		t.Fatalf("ListNodes() error = %v", err)
+	}
+	wantList := []*datastore.Node{other, &banned} // ordered by SPIFFE ID
+	slices.SortFunc(list, func(a, b *datastore.Node) int { return compareStrings(a.ID.String(), b.ID.String()) })
+	if diff := cmp.Diff(wantList, list, cmpOpts...); diff != "" {
+		t.Errorf("ListNodes() (-want +got):\n%s", diff)
+	}
+
+	deleted, err := s.DeleteNode(ctx, n.ID)
+	if err != nil {
+		t.Fatalf("DeleteNode() error = %v", err)
+	}
+	if diff := cmp.Diff(&banned, deleted, cmpOpts...); diff != "" {
+		t.Errorf("DeleteNode() returned (-want +got):\n%s", diff)
+	}
+	missing := []struct {
+		name string
+		call func() error
+	}{
+		{"FetchNode", func() error { _, err := s.FetchNode(ctx, n.ID); return err }},
+		{"DeleteNode", func() error { _, err := s.DeleteNode(ctx, n.ID); return err }},
+		{"UpdateNode", func() error { return s.UpdateNode(ctx, n) }},
+	}
+	for _, m := range missing {
+		if err := m.call(); !errors.Is(err, datastore.ErrNotFound) {
+			t.Errorf("%s(deleted node) error = %v, want ErrNotFound", m.name, err)
+		}
+	}
+	// A deleted node can attest again.
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Errorf("CreateNode(after delete) error = %v", err)
+	}
+}
+
+func testNodeEvents(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	a := &datastore.Node{ID: id("/agent/a"), CertSerial: "1"}
+	b := &datastore.Node{ID: id("/agent/b"), CertSerial: "2"}
+	for _, n := range []*datastore.Node{a, b} {
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatalf("CreateNode(%s) error = %v", n.ID, err)
+		}
+	}
+	if err := s.CreateNode(ctx, a); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Fatalf("CreateNode(dup) error = %v, want ErrAlreadyExists", err)
+	}
+	a.CertSerial = "3"
+	if err := s.UpdateNode(ctx, a); err != nil {
+		t.Fatalf("UpdateNode() error = %v", err)
+	}
+	if _, err := s.DeleteNode(ctx, b.ID); err != nil {
+		t.Fatalf("DeleteNode() error = %v", err)
+	}
+	events, err := s.NodeEventsSince(ctx, 0)
+	if err != nil {
+		t.Fatalf("NodeEventsSince(0) error = %v", err)
+	}
+	checkEvents(t, events, []string{a.ID.String(), b.ID.String(), a.ID.String(), b.ID.String()})
+	if len(events) == 4 {
+		tail, err := s.NodeEventsSince(ctx, events[2].ID)
+		if err != nil || len(tail) != 1 || tail[0] != events[3] {
+			t.Errorf("NodeEventsSince(%d) = %v, %v; want [%v]", events[2].ID, tail, err, events[3])
+		}
+	}
+	// Entry and node events are separate logs.
+	if entryEvents, err := s.EntryEventsSince(ctx, 0); err != nil || len(entryEvents) != 0 {
+		t.Errorf("EntryEventsSince(0) = %v, %v; want none", entryEvents, err)
+	}
+}
+
+func testJoinTokens(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	tokens := []*datastore.JoinToken{
+		{Token: "old", ExpiresAt: time.Unix(FixedNow-10, 0)},
+		{Token: "edge", ExpiresAt: time.Unix(FixedNow, 0)},
+		{Token: "fresh", ExpiresAt: time.Unix(FixedNow+600, 0)},
+		{Token: "other", ExpiresAt: time.Unix(FixedNow+600, 0)},
+	}
+	for _, tok := range tokens {
+		if err := s.CreateJoinToken(ctx, tok); err != nil {
+			t.Fatalf("CreateJoinToken(%s) error = %v", tok.Token, err)
+		}
+	}
+	if err := s.CreateJoinToken(ctx, tokens[2]); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Errorf("CreateJoinToken(dup) error = %v, want ErrAlreadyExists", err)
+	}
+
+	got, err := s.ConsumeJoinToken(ctx, "fresh")
+	if err != nil {
+		t.Fatalf("ConsumeJoinToken() error = %v", err)
+	}
+	if got.Token != "fresh" || !got.ExpiresAt.Equal(tokens[2].ExpiresAt) {
+		t.Errorf("ConsumeJoinToken() = %s expiring %v, want fresh expiring %v", got.Token, got.ExpiresAt, tokens[2].ExpiresAt)
+	}
+	if _, err := s.ConsumeJoinToken(ctx, "fresh"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("ConsumeJoinToken(used) error = %v, want ErrNotFound", err)
+	}
+	if _, err := s.ConsumeJoinToken(ctx, "never-created"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("ConsumeJoinToken(unknown) error = %v, want ErrNotFound", err)
+	}
+
+	n, err := s.PruneJoinTokens(ctx, time.Unix(FixedNow, 0))
+	if err != nil || n != 1 {
+		t.Errorf("PruneJoinTokens(now) = %d, %v; want 1 (only the one expired before now)", n, err)
+	}
+	if _, err := s.ConsumeJoinToken(ctx, "old"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("ConsumeJoinToken(pruned) error = %v, want ErrNotFound", err)
+	}
+	for _, tok := range []string{"edge", "other"} {
+		if _, err := s.ConsumeJoinToken(ctx, tok); err != nil {
+			t.Errorf("ConsumeJoinToken(%s) error = %v, want it kept by the prune", tok, err)
+		}
+	}
+}
+
+func testConcurrentConsumeJoinToken(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	for round := range 5 {
+		token := fmt.Sprintf("race-%d", round)
+		if err := s.CreateJoinToken(ctx, &datastore.JoinToken{Token: token, ExpiresAt: time.Unix(FixedNow+60, 0)}); err != nil {
+			t.Fatalf("CreateJoinToken() error = %v", err)
+		}
+		const workers = 8
+		results := make([]error, workers)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range workers {
+			wg.Go(func() {
+				<-start
+				_, results[i] = s.ConsumeJoinToken(ctx, token)
+			})
+		}
+		close(start)
+		wg.Wait()
+		winners := 0
+		for i, err := range results {
+			switch {
+			case err == nil:
+				winners++
+			case !errors.Is(err, datastore.ErrNotFound):
+				t.Errorf("round %d worker %d: ConsumeJoinToken() error = %v, want nil or ErrNotFound", round, i, err)
+			}
+		}
+		if winners != 1 {
+			t.Errorf("round %d: %d of %d concurrent ConsumeJoinToken calls won, want exactly 1", round, winners, workers)
+		}
+	}
+}
+
+func testBundle(trustDomain spiffeid.TrustDomain) *datastore.Bundle {
+	return &datastore.Bundle{
+		TrustDomain:     trustDomain,
+		X509Authorities: []datastore.X509Authority{{Cert: []byte{0x30, 0x01, 0x02}}, {Cert: []byte{0x30, 0x03}, Tainted: true}},
+		JWTAuthorities:  []datastore.JWTAuthority{{KeyID: "k1", PublicKey: []byte{1, 2, 3}, ExpiresAt: FixedNow + 100, Tainted: true}},
+		RefreshHint:     300,
+		SequenceNumber:  7,
+	}
+}
+
+func testBundles(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	if _, err := s.FetchBundle(ctx, td); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("FetchBundle(none) error = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteBundle(ctx, td); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("DeleteBundle(none) error = %v, want ErrNotFound", err)
+	}
+	want := testBundle(td)
+	var seen []*datastore.Bundle
+	got, err := s.UpdateBundle(ctx, td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+		seen = append(seen, cur)
+		b := testBundle(spiffeid.TrustDomain{}) // the store fills in the trust domain
+		return b, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateBundle(create) error = %v", err)
+	}
+	if len(seen) != 1 || seen[0] != nil {
+		t.Errorf("UpdateBundle(create) called fn with %v, want once with nil", seen)
+	}
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("UpdateBundle(create) returned (-want +got):\n%s", diff)
+	}
+	fetched, err := s.FetchBundle(ctx, td)
+	if err != nil {
+		t.Fatalf("FetchBundle() error = %v", err)
+	}
+	if diff := cmp.Diff(want, fetched, cmpOpts...); diff != "" {
+		t.Errorf("FetchBundle() (-want +got):\n%s", diff)
+	}
+
+	// Modify: fn sees the stored bundle.
+	got, err = s.UpdateBundle(ctx, td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+		if diff := cmp.Diff(want, cur, cmpOpts...); diff != "" {
+			t.Errorf("UpdateBundle fn got (-want +got):\n%s", diff)
+		}
+		next := *cur
+		next.SequenceNumber++
+		next.X509Authorities = next.X509Authorities[:1]
+		return &next, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateBundle(modify) error = %v", err)
+	}
+	want.SequenceNumber = 8
+	want.X509Authorities = want.X509Authorities[:1]
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("UpdateBundle(modify) returned (-want +got):\n%s", diff)
+	}
+
+	// A bundle for another trust domain is refused.
+	if _, err := s.UpdateBundle(ctx, td, func(*datastore.Bundle) (*datastore.Bundle, error) {
+		return testBundle(otherTD), nil
+	}); err == nil {
+		t.Errorf("UpdateBundle(fn returns another trust domain's bundle) error = nil, want an error")
+	}
+
+	other := testBundle(otherTD)
+	if _, err := s.UpdateBundle(ctx, otherTD, func(*datastore.Bundle) (*datastore.Bundle, error) { return other, nil }); err != nil {
+		t.Fatalf("UpdateBundle(other) error = %v", err)
+	}
+	list, err := s.ListBundles(ctx)
+	if err != nil {
+		t.Fatalf("ListBundles() error = %v", err)
+	}
+	wantList := []*datastore.Bundle{want, other}
+	slices.SortFunc(list, func(a, b *datastore.Bundle) int { return compareStrings(a.TrustDomain.Name(), b.TrustDomain.Name()) })
+	slices.SortFunc(wantList, func(a, b *datastore.Bundle) int { return compareStrings(a.TrustDomain.Name(), b.TrustDomain.Name()) })
+	if diff := cmp.Diff(wantList, list, cmpOpts...); diff != "" {
+		t.Errorf("ListBundles() (-want +got):\n%s", diff)
+	}
+
+	if err := s.DeleteBundle(ctx, otherTD); err != nil {
+		t.Fatalf("DeleteBundle() error = %v", err)
+	}
+	if _, err := s.FetchBundle(ctx, otherTD); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("FetchBundle(deleted) error = %v, want ErrNotFound", err)
+	}
+	if _, err := s.FetchBundle(ctx, td); err != nil {
+		t.Errorf("FetchBundle(%s) after deleting another error = %v", td, err)
+	}
+}
+
+func testUpdateBundleUnchanged(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	if _, err := s.UpdateBundle(ctx, td, func(*datastore.Bundle) (*datastore.Bundle, error) { return testBundle(td), nil }); err != nil {
+		t.Fatalf("UpdateBundle(create) error = %v", err)
+	}
+	// fn changes the bundle it was given in place but returns the same
+	// pointer: by contract nothing is written.
+	got, err := s.UpdateBundle(ctx, td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+		cur.SequenceNumber = 99
+		return cur, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateBundle(same pointer) error = %v", err)
+	}
+	if got == nil {
+		t.Fatalf("UpdateBundle(same pointer) = nil, want the current bundle")
+	}
+	stored, err := s.FetchBundle(ctx, td)
+	if err != nil {
+		t.Fatalf("FetchBundle() error = %v", err)
+	}
+	if stored.SequenceNumber != 7 {
+		t.Errorf("stored SequenceNumber = %d after fn returned its input, want 7 (nothing written)", stored.SequenceNumber)
+	}
+	// No bundle and fn returns nil: nothing created.
+	got, err = s.UpdateBundle(ctx, otherTD, func(cur *datastore.Bundle) (*datastore.Bundle, error) { return cur, nil })
+	if err != nil || got != nil {
+		t.Errorf("UpdateBundle(none, fn returns nil) = %v, %v; want nil, nil", got, err)
+	}
+	if _, err := s.FetchBundle(ctx, otherTD); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("FetchBundle() after a no-op create error = %v, want ErrNotFound", err)
+	}
+}
+
+func testUpdateBundleError(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	if _, err := s.UpdateBundle(ctx, td, func(*datastore.Bundle) (*datastore.Bundle, error) { return testBundle(td), nil }); err != nil {
+		t.Fatalf("UpdateBundle(create) error = %v", err)
+	}
+	errBoom := errors.New("boom")
+	_, err := s.UpdateBundle(ctx, td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+		next := *cur
+		next.SequenceNumber = 100
+		return &next, errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("UpdateBundle(fn fails) error = %v, want fn's error", err)
+	}
+	stored, err := s.FetchBundle(ctx, td)
+	if err != nil || stored.SequenceNumber != 7 {
+		t.Errorf("FetchBundle() after failed update = %v, %v; want sequence 7 unchanged", stored, err)
+	}
+}
+
+// appendJWTAuthority returns an UpdateBundle function adding key kid.
+func appendJWTAuthority(kid string) func(*datastore.Bundle) (*datastore.Bundle, error) {
+	return func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+		next := &datastore.Bundle{}
+		if cur != nil {
+			c := *cur
+			next = &c
+		}
+		next.JWTAuthorities = append(slices.Clone(next.JWTAuthorities), datastore.JWTAuthority{KeyID: kid, PublicKey: []byte(kid)})
+		next.SequenceNumber++
+		return next, nil
+	}
+}
+
+// concurrentAppends runs one UpdateBundle per key, each on stores[i %
+// len(stores)], all at once, starting with no bundle, and checks that every
+// key is present afterwards.
+func concurrentAppends(t *testing.T, stores []datastore.Store, workers int) {
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, workers)
+	for i := range workers {
+		s := stores[i%len(stores)]
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.UpdateBundle(ctx, td, appendJWTAuthority(fmt.Sprintf("key-%d", i)))
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent UpdateBundle error = %v", err)
+	}
+	b, err := stores[0].FetchBundle(ctx, td)
+	if err != nil {
+		t.Fatalf("FetchBundle() error = %v", err)
+	}
+	var got, want []string
+	for _, a := range b.JWTAuthorities {
+		got = append(got, a.KeyID)
+	}
+	for i := range workers {
+		want = append(want, fmt.Sprintf("key-%d", i))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("JWT authorities after %d concurrent appends (-want +got):\n%s", workers, diff)
+	}
+	if b.SequenceNumber != uint64(workers) {
+		t.Errorf("SequenceNumber = %d, want %d (one increment per update)", b.SequenceNumber, workers)
+	}
+}
+
+func testConcurrentUpdateBundle(t *testing.T, s datastore.Store) {
+	concurrentAppends(t, []datastore.Store{s}, 8)
+}

@@ -1,0 +1,112 @@
+// Package postgres is the datastore backend for a tier whose servers share one
+// PostgreSQL database (pgx/v5 through database/sql). Writers on different
+// servers exclude each other with transaction-scoped advisory locks, so event
+// IDs commit in order and bundle read-modify-writes never lose an update.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/datastore/sqlstore"
+)
+
+// SchemaVersion is the schema version Open migrates a database to.
+const SchemaVersion = sqlstore.SchemaVersion
+
+// ErrSchemaTooNew is returned (wrapped) by Open for a database written by a
+// newer arbor.
+var ErrSchemaTooNew = sqlstore.ErrSchemaTooNew
+
+// Store is a datastore.Store on a PostgreSQL schema. Besides the interface it
+// offers SchemaVersion, LastEntryEventID, LastNodeEventID and PruneEvents
+// (see sqlstore.Store).
+type Store struct {
+	*sqlstore.Store
+}
+
+var _ datastore.Store = (*Store)(nil)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	now      func() time.Time
+	maxConns int
+}
+
+// WithNow sets the clock for creation times and events; time.Now if unset.
+func WithNow(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithMaxConns bounds the connection pool (default 10).
+func WithMaxConns(n int) Option { return func(o *options) { o.maxConns = n } }
+
+// lockClass namespaces arbor's advisory locks (the first key of the
+// two-int4 form); the second is a hash of the schema and the lock name.
+const lockClass = 0x61726272 // "arbr"
+
+// Open connects with dsn (a URL or key=value string as libpq takes; a
+// search_path, given as options=-csearch_path=x or search_path=x, selects the
+// schema) and migrates the schema to SchemaVersion. It fails with
+// ErrSchemaTooNew if the schema was migrated by a newer arbor.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	o := options{maxConns: 10}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message can quote the DSN, password included.
+		return nil, errors.New("postgres: parse dsn: malformed connection string")
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(max(o.maxConns, 2))
+	db.SetMaxIdleConns(max(o.maxConns, 2))
+	db.SetConnMaxIdleTime(5 * time.Minute)
+
+	var schema sql.NullString
+	if err := db.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: connect to %s:%d database %q: %w", cfg.Host, cfg.Port, cfg.Database, err)
+	}
+	if !schema.Valid {
+		db.Close()
+		return nil, fmt.Errorf("postgres: connect to %s:%d database %q: search_path names no existing schema", cfg.Host, cfg.Port, cfg.Database)
+	}
+
+	d := sqlstore.Dialect{
+		Name:              "postgres",
+		AutoID:            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+		Dollar:            true,
+		IsUniqueViolation: isUniqueViolation,
+		Lock: func(key string) (string, []any) {
+			h := fnv.New32a()
+			h.Write([]byte(schema.String))
+			h.Write([]byte{0})
+			h.Write([]byte(key))
+			return `SELECT pg_advisory_xact_lock($1, $2)`, []any{int32(lockClass), int32(h.Sum32())}
+		},
+		ForUpdate: "FOR UPDATE",
+		ReadTx:    &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+	}
+	core, err := sqlstore.New(ctx, d, db, db, sqlstore.Config{Now: o.now})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{Store: core}, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && e.Code == "23505"
+}

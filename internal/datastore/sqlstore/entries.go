@@ -1,0 +1,479 @@
+package sqlstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/selector"
+)
+
+const entryColumns = `id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream,
+	store_svid, hint, dns_names, federates_with, revision_number, created_at, expires_at,
+	jwt_svid_include_jti, disable_x509_svid_prefetch`
+
+// maxRowsPerInsert bounds multi-row INSERTs well below SQLite's and
+// PostgreSQL's limits on bound parameters.
+const maxRowsPerInsert = 500
+
+// dedupeKey identifies an entry's parent ID, SPIFFE ID and selector set: two
+// entries with equal keys are duplicates. Each field is length-prefixed so no
+// two different inputs encode alike.
+func dedupeKey(e *datastore.Entry) string {
+	h := sha256.New()
+	var n [8]byte
+	field := func(s string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	field(e.ParentID.String())
+	field(e.SPIFFEID.String())
+	for _, sel := range selector.Sorted(e.Selectors) {
+		field(sel.Type)
+		field(sel.Value)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// CreateEntries implements datastore.EntryStore. Each entry is inserted under
+// its own savepoint inside one transaction, so a duplicate rolls back only
+// itself. Selectors come back sorted and without repeats.
+func (s *Store) CreateEntries(ctx context.Context, entries []*datastore.Entry) ([]*datastore.Entry, []error) {
+	out := make([]*datastore.Entry, len(entries))
+	errs := make([]error, len(entries))
+	now := s.now().Unix()
+	err := s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
+		for i, e := range entries {
+			if e == nil {
+				errs[i] = fmt.Errorf("%s: create entry: nil entry", s.d.Name)
+				continue
+			}
+			ne := cloneEntry(e)
+			if ne.ID == "" {
+				ne.ID = uuid.NewString()
+			}
+			ne.CreatedAt = now
+			ne.RevisionNumber = 0
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT create_entry`); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			err := s.insertEntry(ctx, tx, ne, now)
+			if err == nil {
+				if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT create_entry`); err != nil {
+					return fmt.Errorf("release savepoint: %w", err)
+				}
+				out[i] = ne
+				continue
+			}
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT create_entry`); rerr != nil {
+				return fmt.Errorf("rollback to savepoint: %w", rerr)
+			}
+			if !s.d.IsUniqueViolation(err) {
+				errs[i] = s.errorf(err, "create entry %q", ne.ID)
+				continue
+			}
+			existing, ferr := s.findDuplicate(ctx, tx, ne)
+			if ferr != nil {
+				errs[i] = s.errorf(ferr, "create entry %q: find existing entry", ne.ID)
+				continue
+			}
+			out[i] = existing
+			errs[i] = s.errorf(datastore.ErrAlreadyExists, "create entry %q", ne.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		// Nothing was committed: every entry failed.
+		err = s.errorf(err, "create entries")
+		for i := range entries {
+			out[i], errs[i] = nil, err
+		}
+	}
+	return out, errs
+}
+
+// findDuplicate returns the entry that made inserting e violate a unique
+// constraint: the one with the same dedupe key, else the one with its ID.
+func (s *Store) findDuplicate(ctx context.Context, tx *sql.Tx, e *datastore.Entry) (*datastore.Entry, error) {
+	var id string
+	err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM entries WHERE dedupe_key = ?`), dedupeKey(e)).Scan(&id)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		id = e.ID
+	case err != nil:
+		return nil, err
+	}
+	return s.fetchEntry(ctx, tx, id)
+}
+
+func (s *Store) insertEntry(ctx context.Context, tx *sql.Tx, e *datastore.Entry, now int64) error {
+	dns, fed, err := encodeEntryLists(e)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO entries (`+entryColumns+`, dedupe_key)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		e.ID, e.SPIFFEID.String(), e.ParentID.String(), e.X509SVIDTTL, e.JWTSVIDTTL, e.Admin, e.Downstream,
+		e.StoreSVID, e.Hint, dns, fed, e.RevisionNumber, e.CreatedAt, e.ExpiresAt,
+		e.JWTSVIDIncludeJTI, e.DisableX509SVIDPrefetch, dedupeKey(e))
+	if err != nil {
+		return err
+	}
+	if err := s.insertSelectors(ctx, tx, "entry_selectors", "entry_id", e.ID, e.Selectors); err != nil {
+		return err
+	}
+	return s.insertEvent(ctx, tx, "entry_events", "entry_id", e.ID, now)
+}
+
+// insertSelectors inserts sels (already sorted and unique) for owner.
+func (s *Store) insertSelectors(ctx context.Context, tx *sql.Tx, table, ownerColumn, owner string, sels []selector.Selector) error {
+	for chunk := range slices.Chunk(sels, maxRowsPerInsert) {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO ` + table + ` (` + ownerColumn + `, type, value) VALUES `)
+		args := make([]any, 0, 3*len(chunk))
+		for i, sel := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?)")
+			args = append(args, owner, sel.Type, sel.Value)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+			return fmt.Errorf("insert selectors: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, table, keyColumn, key string, now int64) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO `+table+` (`+keyColumn+`, created_at) VALUES (?, ?)`), key, now)
+	if err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	return nil
+}
+
+// UpdateEntry implements datastore.EntryStore. CreatedAt is kept from the
+// stored entry and RevisionNumber incremented; the rest comes from e.
+func (s *Store) UpdateEntry(ctx context.Context, e *datastore.Entry) (*datastore.Entry, error) {
+	ne := cloneEntry(e)
+	dns, fed, err := encodeEntryLists(ne)
+	if err != nil {
+		return nil, s.errorf(err, "update entry %q", e.ID)
+	}
+	now := s.now().Unix()
+	err = s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, s.q(`UPDATE entries SET spiffe_id = ?, parent_id = ?, x509_svid_ttl = ?,
+			jwt_svid_ttl = ?, admin = ?, downstream = ?, store_svid = ?, hint = ?, dns_names = ?,
+			federates_with = ?, revision_number = revision_number + 1, expires_at = ?,
+			jwt_svid_include_jti = ?, disable_x509_svid_prefetch = ?, dedupe_key = ?
+			WHERE id = ? RETURNING revision_number, created_at`),
+			ne.SPIFFEID.String(), ne.ParentID.String(), ne.X509SVIDTTL, ne.JWTSVIDTTL, ne.Admin, ne.Downstream,
+			ne.StoreSVID, ne.Hint, dns, fed, ne.ExpiresAt, ne.JWTSVIDIncludeJTI, ne.DisableX509SVIDPrefetch,
+			dedupeKey(ne), ne.ID).Scan(&ne.RevisionNumber, &ne.CreatedAt)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return datastore.ErrNotFound
+		case err != nil && s.d.IsUniqueViolation(err):
+			return datastore.ErrAlreadyExists
+		case err != nil:
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM entry_selectors WHERE entry_id = ?`), ne.ID); err != nil {
+			return fmt.Errorf("delete selectors: %w", err)
+		}
+		if err := s.insertSelectors(ctx, tx, "entry_selectors", "entry_id", ne.ID, ne.Selectors); err != nil {
+			return err
+		}
+		return s.insertEvent(ctx, tx, "entry_events", "entry_id", ne.ID, now)
+	})
+	if err != nil {
+		return nil, s.errorf(err, "update entry %q", e.ID)
+	}
+	return ne, nil
+}
+
+// DeleteEntry implements datastore.EntryStore.
+func (s *Store) DeleteEntry(ctx context.Context, id string) (*datastore.Entry, error) {
+	var e *datastore.Entry
+	now := s.now().Unix()
+	err := s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
+		var err error
+		if e, err = s.fetchEntry(ctx, tx, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM entries WHERE id = ?`), id); err != nil {
+			return err
+		}
+		return s.insertEvent(ctx, tx, "entry_events", "entry_id", id, now)
+	})
+	if err != nil {
+		return nil, s.errorf(err, "delete entry %q", id)
+	}
+	return e, nil
+}
+
+// FetchEntry implements datastore.EntryStore.
+func (s *Store) FetchEntry(ctx context.Context, id string) (*datastore.Entry, error) {
+	var e *datastore.Entry
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		e, err = s.fetchEntry(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, s.errorf(err, "fetch entry %q", id)
+	}
+	return e, nil
+}
+
+func (s *Store) fetchEntry(ctx context.Context, q querier, id string) (*datastore.Entry, error) {
+	rows, err := q.QueryContext(ctx, s.q(`SELECT `+entryColumns+` FROM entries WHERE id = ?`), id)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := scanEntries(rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, datastore.ErrNotFound
+	}
+	e := entries[0]
+	rows, err = q.QueryContext(ctx, s.q(`SELECT type, value FROM entry_selectors WHERE entry_id = ?`), id)
+	if err != nil {
+		return nil, fmt.Errorf("query selectors: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sel selector.Selector
+		if err := rows.Scan(&sel.Type, &sel.Value); err != nil {
+			return nil, fmt.Errorf("scan selector: %w", err)
+		}
+		e.Selectors = append(e.Selectors, sel)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query selectors: %w", err)
+	}
+	slices.SortFunc(e.Selectors, selector.Compare)
+	return e, nil
+}
+
+// ListEntries implements datastore.EntryStore with two queries, entries and
+// then all selectors, joined in memory, in one read transaction. Entries are
+// ordered by ID.
+func (s *Store) ListEntries(ctx context.Context) ([]*datastore.Entry, error) {
+	var entries []*datastore.Entry
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+entryColumns+` FROM entries ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		if entries, err = scanEntries(rows); err != nil {
+			return err
+		}
+		byID := make(map[string]*datastore.Entry, len(entries))
+		for _, e := range entries {
+			byID[e.ID] = e
+		}
+		rows, err = tx.QueryContext(ctx, `SELECT entry_id, type, value FROM entry_selectors`)
+		if err != nil {
+			return fmt.Errorf("query selectors: %w", err)
+		}
+		defer rows.Close()
+		var id string
+		for rows.Next() {
+			var sel selector.Selector
+			if err := rows.Scan(&id, &sel.Type, &sel.Value); err != nil {
+				return fmt.Errorf("scan selector: %w", err)
+			}
+			if e := byID[id]; e != nil {
+				e.Selectors = append(e.Selectors, sel)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("query selectors: %w", err)
+		}
+		for _, e := range entries {
+			slices.SortFunc(e.Selectors, selector.Compare)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.errorf(err, "list entries")
+	}
+	return entries, nil
+}
+
+// scanEntries reads and closes rows of entryColumns.
+func scanEntries(rows *sql.Rows) ([]*datastore.Entry, error) {
+	defer rows.Close()
+	var out []*datastore.Entry
+	ids := newIDCache()
+	var spiffeID, parentID, dns, fed string
+	for rows.Next() {
+		e := new(datastore.Entry)
+		err := rows.Scan(&e.ID, &spiffeID, &parentID, &e.X509SVIDTTL, &e.JWTSVIDTTL, &e.Admin, &e.Downstream,
+			&e.StoreSVID, &e.Hint, &dns, &fed, &e.RevisionNumber, &e.CreatedAt, &e.ExpiresAt,
+			&e.JWTSVIDIncludeJTI, &e.DisableX509SVIDPrefetch)
+		if err != nil {
+			return nil, fmt.Errorf("scan entry: %w", err)
+		}
+		if e.SPIFFEID, err = ids.parse(spiffeID); err != nil {
+			return nil, fmt.Errorf("entry %q: spiffe id: %w", e.ID, err)
+		}
+		if e.ParentID, err = ids.parse(parentID); err != nil {
+			return nil, fmt.Errorf("entry %q: parent id: %w", e.ID, err)
+		}
+		if err := decodeEntryLists(e, dns, fed); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", e.ID, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query entries: %w", err)
+	}
+	return out, nil
+}
+
+// EntryEventsSince implements datastore.EntryStore.
+func (s *Store) EntryEventsSince(ctx context.Context, after uint64) ([]datastore.Event, error) {
+	events, err := s.eventsSince(ctx, "entry_events", "entry_id", after)
+	if err != nil {
+		return nil, s.errorf(err, "list entry events")
+	}
+	return events, nil
+}
+
+// LastEntryEventID returns the highest entry event ID (0 if none). A server
+// reads it before ListEntries and then polls EntryEventsSince from it.
+func (s *Store) LastEntryEventID(ctx context.Context) (uint64, error) {
+	id, err := s.lastEventID(ctx, "entry_events")
+	if err != nil {
+		return 0, s.errorf(err, "read last entry event")
+	}
+	return id, nil
+}
+
+func (s *Store) eventsSince(ctx context.Context, table, keyColumn string, after uint64) ([]datastore.Event, error) {
+	if after > math.MaxInt64 {
+		return nil, nil
+	}
+	rows, err := s.reader.QueryContext(ctx, s.q(`SELECT id, `+keyColumn+` FROM `+table+` WHERE id > ? ORDER BY id`), int64(after))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var events []datastore.Event
+	for rows.Next() {
+		var id int64
+		var key string
+		if err := rows.Scan(&id, &key); err != nil {
+			return nil, err
+		}
+		events = append(events, datastore.Event{ID: uint64(id), Key: key})
+	}
+	return events, rows.Err()
+}
+
+func (s *Store) lastEventID(ctx context.Context, table string) (uint64, error) {
+	var id int64
+	if err := s.reader.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM `+table).Scan(&id); err != nil {
+		return 0, err
+	}
+	return uint64(id), nil
+}
+
+// idCache parses repeated SPIFFE ID strings once (parents repeat a lot).
+type idCache map[string]spiffeid.ID
+
+func newIDCache() idCache { return make(idCache) }
+
+func (c idCache) parse(s string) (spiffeid.ID, error) {
+	if s == "" {
+		return spiffeid.ID{}, nil
+	}
+	if id, ok := c[s]; ok {
+		return id, nil
+	}
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	if len(c) < 1<<16 {
+		c[s] = id
+	}
+	return id, nil
+}
+
+// cloneEntry copies e so the caller's value is never modified or retained,
+// and normalizes its selectors (sorted, no repeats).
+func cloneEntry(e *datastore.Entry) *datastore.Entry {
+	ne := *e
+	if len(e.Selectors) > 0 {
+		ne.Selectors = selector.Sorted(e.Selectors)
+	} else {
+		ne.Selectors = nil
+	}
+	ne.FederatesWith = slices.Clone(e.FederatesWith)
+	ne.DNSNames = slices.Clone(e.DNSNames)
+	return &ne
+}
+
+func encodeEntryLists(e *datastore.Entry) (dns, fed string, err error) {
+	if len(e.DNSNames) > 0 {
+		b, err := json.Marshal(e.DNSNames)
+		if err != nil {
+			return "", "", fmt.Errorf("encode dns names: %w", err)
+		}
+		dns = string(b)
+	}
+	if len(e.FederatesWith) > 0 {
+		tds := make([]string, len(e.FederatesWith))
+		for i, td := range e.FederatesWith {
+			tds[i] = td.Name()
+		}
+		b, err := json.Marshal(tds)
+		if err != nil {
+			return "", "", fmt.Errorf("encode federates_with: %w", err)
+		}
+		fed = string(b)
+	}
+	return dns, fed, nil
+}
+
+func decodeEntryLists(e *datastore.Entry, dns, fed string) error {
+	if dns != "" {
+		if err := json.Unmarshal([]byte(dns), &e.DNSNames); err != nil {
+			return fmt.Errorf("decode dns names: %w", err)
+		}
+	}
+	if fed != "" {
+		var tds []string
+		if err := json.Unmarshal([]byte(fed), &tds); err != nil {
+			return fmt.Errorf("decode federates_with: %w", err)
+		}
+		e.FederatesWith = make([]spiffeid.TrustDomain, len(tds))
+		for i, name := range tds {
+			td, err := spiffeid.TrustDomainFromString(name)
+			if err != nil {
+				return fmt.Errorf("decode federates_with: %w", err)
+			}
+			e.FederatesWith[i] = td
+		}
+	}
+	return nil
+}
