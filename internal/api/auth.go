@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -14,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/trustbundle"
 )
 
 // Rule is the single authorization rule of an RPC (DESIGN.md, security model).
@@ -91,6 +95,38 @@ var Rules = map[string]Rule{
 	"/grpc.health.v1.Health/Check": RuleAnyone,
 	"/grpc.health.v1.Health/Watch": RuleAnyone,
 	"/grpc.health.v1.Health/List":  RuleAnyone,
+}
+
+// verifyCache remembers chains that verified against a given bundle, so a
+// long-lived agent connection pays for chain verification once, not per call.
+type verifyCache struct {
+	mu sync.Mutex
+	ok map[verifyKey]struct{}
+}
+
+type verifyKey struct {
+	leaf   *x509.Certificate
+	bundle *x509bundle.Bundle
+}
+
+func (v *verifyCache) check(certs []*x509.Certificate, bundles *trustbundle.Cache, now time.Time) error {
+	key := verifyKey{leaf: certs[0], bundle: bundles.X509Bundle()}
+	v.mu.Lock()
+	_, hit := v.ok[key]
+	v.mu.Unlock()
+	if hit {
+		return nil // validity period is rechecked by the caller on every call
+	}
+	if _, _, err := x509svid.Verify(certs, key.bundle, x509svid.WithTime(now)); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	if v.ok == nil || len(v.ok) >= 8192 {
+		v.ok = make(map[verifyKey]struct{})
+	}
+	v.ok[key] = struct{}{}
+	v.mu.Unlock()
+	return nil
 }
 
 // Caller is who made a request, as established by the authorization interceptor.
@@ -199,6 +235,9 @@ func (s *Service) identify(ctx context.Context) (Caller, error) {
 		}
 		if id.TrustDomain() != s.td {
 			return Caller{}, status.Errorf(codes.PermissionDenied, "caller %s is not in trust domain %q", id, s.td)
+		}
+		if err := s.verified.check(certs, s.bundles, now); err != nil {
+			return Caller{}, status.Errorf(codes.Unauthenticated, "caller's X509-SVID does not verify against the trust bundle: %v", err)
 		}
 		return Caller{ID: id, Cert: leaf}, nil
 	}

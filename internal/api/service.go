@@ -88,6 +88,8 @@ type Service struct {
 	log       *slog.Logger
 	metrics   *metrics
 
+	verified verifyCache
+
 	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
 }
 

@@ -7,7 +7,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -343,28 +341,15 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-// tlsConfig serves the server SVID and verifies client X509-SVIDs against the
-// own bundle at handshake time (client certificates are optional: attestation
-// and GetBundle need none).
+// tlsConfig serves the server SVID. Client certificates are optional
+// (attestation and GetBundle need none) and are verified against the own
+// bundle by the API's interceptor, which answers a bad one with a precise
+// gRPC status instead of a failed handshake.
 func (s *Server) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.ca.ServerCertificate,
 		ClientAuth:     tls.RequestClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return nil
-			}
-			opts := []x509svid.VerifyOption{}
-			if s.cfg.Now != nil {
-				opts = append(opts, x509svid.WithTime(s.cfg.Now()))
-			}
-			_, _, err := x509svid.ParseAndVerify(raw, s.bundles, opts...)
-			if err != nil {
-				return fmt.Errorf("client X509-SVID does not verify: %w", err)
-			}
-			return nil
-		},
 	}
 }
 
