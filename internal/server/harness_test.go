@@ -39,15 +39,15 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 // clock is a settable test clock: real time plus an offset.
 type clock struct{ offset atomic.Int64 }
 
-func (c *clock) Now() time.Time            { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) Advance(d time.Duration)   { c.offset.Add(int64(d)) }
-func newClock() *clock                     { return &clock{} }
-func spiffeID(path string) spiffeid.ID     { return spiffeid.RequireFromPath(td, path) }
-func protoID(path string) *types.SPIFFEID  { return &types.SPIFFEID{TrustDomain: td.Name(), Path: path} }
-func sel(t, v string) *types.Selector      { return &types.Selector{Type: t, Value: v} }
-func ctxT(t *testing.T) context.Context    { return testCtx(t, 60*time.Second) }
-func shortDir(t *testing.T) string         { return mkShortDir(t) }
-func agentPath(token string) string        { return "/spire/agent/join_token/" + token }
+func (c *clock) Now() time.Time           { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Advance(d time.Duration)  { c.offset.Add(int64(d)) }
+func newClock() *clock                    { return &clock{} }
+func spiffeID(path string) spiffeid.ID    { return spiffeid.RequireFromPath(td, path) }
+func protoID(path string) *types.SPIFFEID { return &types.SPIFFEID{TrustDomain: td.Name(), Path: path} }
+func sel(t, v string) *types.Selector     { return &types.Selector{Type: t, Value: v} }
+func ctxT(t *testing.T) context.Context   { return testCtx(t, 60*time.Second) }
+func shortDir(t *testing.T) string        { return mkShortDir(t) }
+func agentPath(token string) string       { return "/spire/agent/join_token/" + token }
 func must[T any](v T, err error) func(*testing.T) T {
 	return func(t *testing.T) T {
 		t.Helper()
