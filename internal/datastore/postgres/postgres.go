@@ -65,8 +65,13 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		// pgx's message can quote the DSN, password included.
-		return nil, errors.New("postgres: parse dsn: malformed connection string")
+		// pgx's message quotes the DSN with the password redacted only on a
+		// best-effort basis: report the cause alone.
+		reason := "malformed connection string"
+		if cause := errors.Unwrap(err); cause != nil {
+			reason += ": " + cause.Error()
+		}
+		return nil, errors.New("postgres: parse dsn: " + reason)
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(max(o.maxConns, 2))

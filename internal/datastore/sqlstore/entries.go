@@ -54,6 +54,9 @@ func dedupeKey(e *datastore.Entry) string {
 func (s *Store) CreateEntries(ctx context.Context, entries []*datastore.Entry) ([]*datastore.Entry, []error) {
 	out := make([]*datastore.Entry, len(entries))
 	errs := make([]error, len(entries))
+	if len(entries) == 0 {
+		return out, errs
+	}
 	now := s.now().Unix()
 	err := s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
 		for i, e := range entries {
