@@ -218,7 +218,7 @@ func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
 		if path == "" {
 			path = filepath.Join(cfg.StateDir, "datastore.sqlite3")
 		}
-		st, err := sqlite.Open(ctx, path)
+		st, err := sqlite.Open(ctx, path, sqlite.WithNow(nowFunc(cfg.Now)))
 		if err != nil {
 			return nil, fmt.Errorf("server: opening SQLite datastore %s: %w", path, err)
 		}
@@ -227,13 +227,20 @@ func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
 		if cfg.PostgresDSN == "" {
 			return nil, errors.New("server: postgres datastore needs a DSN")
 		}
-		st, err := postgres.Open(ctx, cfg.PostgresDSN)
+		st, err := postgres.Open(ctx, cfg.PostgresDSN, postgres.WithNow(nowFunc(cfg.Now)))
 		if err != nil {
 			return nil, fmt.Errorf("server: opening PostgreSQL datastore: %w", err)
 		}
 		return st, nil
 	}
 	return nil, fmt.Errorf("server: unknown datastore %q (want sqlite or postgres)", cfg.Datastore)
+}
+
+func nowFunc(now func() time.Time) func() time.Time {
+	if now == nil {
+		return time.Now
+	}
+	return now
 }
 
 func buildAttestors(cfg Config, store datastore.Store) ([]nodeattest.Attestor, error) {
@@ -489,7 +496,16 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// pruneTokens deletes expired join tokens every minute.
+// eventPruner is implemented by the SQL backends.
+type eventPruner interface {
+	PruneEvents(ctx context.Context, before time.Time) (int, error)
+}
+
+// eventRetention is how long entry and node events are kept for servers
+// sharing the datastore to catch up on.
+const eventRetention = time.Hour
+
+// pruneTokens deletes expired join tokens and old events every minute.
 func (s *Server) pruneTokens(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -503,6 +519,11 @@ func (s *Server) pruneTokens(ctx context.Context) {
 				s.log.Warn("pruning join tokens", "err", err)
 			} else if n > 0 {
 				s.log.Info("pruned expired join tokens", "count", n)
+			}
+			if p, ok := s.store.(eventPruner); ok {
+				if _, err := p.PruneEvents(ctx, s.now().Add(-eventRetention)); err != nil && ctx.Err() == nil {
+					s.log.Warn("pruning datastore events", "err", err)
+				}
 			}
 		}
 	}
