@@ -89,6 +89,8 @@ type Service struct {
 	metrics   *metrics
 
 	verified verifyCache
+	pollMu   sync.Mutex // guards cursor
+	cursor   eventCursor
 
 	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
 }
@@ -134,6 +136,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 
 // Reload replaces the in-memory entries and nodes with the store's.
 func (s *Service) Reload(ctx context.Context) error {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	// Read the event cursors first: a change racing with the load is then
+	// applied (again) by the next poll rather than lost.
+	if ev, ok := s.store.(eventLog); ok {
+		var err error
+		if s.cursor.entry, err = ev.LastEntryEventID(ctx); err != nil {
+			return fmt.Errorf("api: reading entry event cursor: %w", err)
+		}
+		if s.cursor.node, err = ev.LastNodeEventID(ctx); err != nil {
+			return fmt.Errorf("api: reading node event cursor: %w", err)
+		}
+	}
 	entries, err := s.store.ListEntries(ctx)
 	if err != nil {
 		return fmt.Errorf("api: loading entries: %w", err)

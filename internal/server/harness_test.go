@@ -320,3 +320,13 @@ func freePort(t *testing.T) string {
 	l.Close()
 	return addr
 }
+
+// snapshotBundle returns the server's current X.509 bundle.
+func (h *harness) snapshotBundle() *x509bundle.Bundle {
+	h.t.Helper()
+	b := x509bundle.New(td)
+	for _, a := range h.snapshot().Bundle.X509Authorities {
+		b.AddX509Authority(must(x509.ParseCertificate(a.Asn1))(h.t))
+	}
+	return b
+}

@@ -82,6 +82,10 @@ type Config struct {
 	// X509PoP enables the x509pop node attestor when non-nil.
 	X509PoP *X509PoPConfig
 
+	// PollInterval is how often a server sharing its datastore (postgres)
+	// picks up other servers' entry, node and bundle changes; zero means 1s.
+	PollInterval time.Duration
+
 	// Upstream mints the X.509 CA; nil makes this a self-signed root tier.
 	Upstream ca.Upstream
 
@@ -430,6 +434,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.pruneTokens(ctx) })
+	if s.cfg.Datastore == "postgres" {
+		every := s.cfg.PollInterval
+		if every == 0 {
+			every = time.Second
+		}
+		wg.Go(func() { s.api.RunEventPoller(ctx, every) })
+		wg.Go(func() { s.refreshBundle(ctx, every) })
+	}
 
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	close(s.ready)
@@ -494,6 +506,23 @@ func (s *Server) now() time.Time {
 		return s.cfg.Now()
 	}
 	return time.Now()
+}
+
+// refreshBundle re-reads the own bundle so that authorities added by other
+// servers sharing the datastore are trusted here too.
+func (s *Server) refreshBundle(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.bundles.Refresh(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing bundle from datastore", "err", err)
+			}
+		}
+	}
 }
 
 // eventPruner is implemented by the SQL backends.

@@ -51,7 +51,12 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	default:
 		return fmt.Errorf("trustbundle: refresh: %w", err)
 	}
-	c.set(b)
+	c.mu.RLock()
+	stale := b != nil && c.own != nil && b.SequenceNumber < c.own.SequenceNumber
+	c.mu.RUnlock()
+	if !stale { // a concurrent UpdateBundle may have stored a newer one
+		c.set(b)
+	}
 	return nil
 }
 
