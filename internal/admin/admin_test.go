@@ -375,4 +375,3 @@ func attest(t *testing.T, socket, token string) *types.SPIFFEID {
 	}
 	return resp.GetResult().GetSvid().GetId()
 }
-

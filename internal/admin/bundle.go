@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -82,7 +83,13 @@ func MarshalBundle(b *types.Bundle, f BundleFormat) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle for %s: %v", td, err)
 	}
-	return append(out, '\n'), nil
+	// Indented for people, as spire-server prints it; parsers do not care.
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, out, "", "    "); err != nil {
+		return nil, fmt.Errorf("bundle for %s: %v", td, err)
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
 }
 
 // ParseBundle decodes the bundle of trust domain td from data in format f.

@@ -59,7 +59,7 @@ func TestShowBundle(t *testing.T) {
 	if seq, ok := sb.SequenceNumber(); !ok || seq != own.SequenceNumber {
 		t.Errorf("SPIFFE bundle sequence = %d, %t; want %d", seq, ok, own.SequenceNumber)
 	}
-	for _, use := range []string{`"use":"x509-svid"`, `"use":"jwt-svid"`} {
+	for _, use := range []string{`"use": "x509-svid"`, `"use": "jwt-svid"`} {
 		if !strings.Contains(o.out.String(), use) {
 			t.Errorf("SPIFFE bundle lacks %s", use)
 		}
@@ -167,9 +167,15 @@ func TestFederatedBundles(t *testing.T) {
 
 	// Bad input never reaches the server.
 	for name, call := range map[string]func() error{
-		"set without id":     func() error { return c.SetBundle(ctx, o.printer(admin.FormatPretty), "", strings.NewReader(""), admin.BundlePEM) },
-		"set empty PEM":      func() error { return c.SetBundle(ctx, o.printer(admin.FormatPretty), "x.example", strings.NewReader("nothing"), admin.BundlePEM) },
-		"set bad JWKS":       func() error { return c.SetBundle(ctx, o.printer(admin.FormatPretty), "x.example", strings.NewReader("{"), admin.BundleSPIFFE) },
+		"set without id": func() error {
+			return c.SetBundle(ctx, o.printer(admin.FormatPretty), "", strings.NewReader(""), admin.BundlePEM)
+		},
+		"set empty PEM": func() error {
+			return c.SetBundle(ctx, o.printer(admin.FormatPretty), "x.example", strings.NewReader("nothing"), admin.BundlePEM)
+		},
+		"set bad JWKS": func() error {
+			return c.SetBundle(ctx, o.printer(admin.FormatPretty), "x.example", strings.NewReader("{"), admin.BundleSPIFFE)
+		},
 		"delete without id":  func() error { return c.DeleteBundle(ctx, o.printer(admin.FormatPretty), "", mode) },
 		"list bad trust dom": func() error { return c.ListBundles(ctx, o.printer(admin.FormatPretty), "Bad TD", admin.BundlePEM) },
 	} {
