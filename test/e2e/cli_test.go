@@ -251,6 +251,22 @@ func TestSpireServerCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("agent ban", func(t *testing.T) {
+		if out := a.cli(t, "agent", "ban", "-spiffeID", agentID.String()); out != "Agent banned successfully\n" {
+			t.Errorf("agent ban printed %q, want %q", out, "Agent banned successfully\n")
+		}
+		var banned agentv1.ListAgentsResponse
+		a.cliJSON(t, &banned, "agent", "list", "-banned", "true")
+		if len(banned.Agents) != 1 || !banned.Agents[0].GetBanned() || banned.Agents[0].GetId().GetPath() != agentID.Path() {
+			t.Errorf("agent list -banned true = %v, want agent %s, banned", &banned, agentID)
+		}
+		var notBanned agentv1.ListAgentsResponse
+		a.cliJSON(t, &notBanned, "agent", "list", "-banned", "false")
+		if len(notBanned.Agents) != 0 {
+			t.Errorf("agent list -banned false = %v, want none", &notBanned)
+		}
+	})
+
 	t.Run("agent evict", func(t *testing.T) {
 		if out := a.cli(t, "agent", "evict", "-spiffeID", agentID.String()); out != "Agent evicted successfully\n" {
 			t.Errorf("agent evict printed %q, want %q", out, "Agent evicted successfully\n")

@@ -469,6 +469,9 @@ func (ag *spireAgent) waitX509SVID(t *testing.T, id spiffeid.ID) *x509svid.SVID 
 	t.Helper()
 	var got *x509svid.SVID
 	poll(t, waitTimeout, "workload receiving X509-SVID "+id.String(), func() error {
+		if ag.proc.exited() {
+			t.Fatalf("waiting for X509-SVID %s: spire-agent exited: %v", id, ag.proc.err)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		svids, err := workloadapi.FetchX509SVIDs(ctx, ag.addr())

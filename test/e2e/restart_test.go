@@ -54,7 +54,7 @@ func postgresSchema(t *testing.T) string {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("PostgreSQL is unreachable at ARBOR_TEST_POSTGRES_DSN (default %s; password not shown): %v", redactDSN(base), err)
+		t.Fatalf("PostgreSQL is unreachable at %s (set ARBOR_TEST_POSTGRES_DSN; default %s): %v", redactDSN(base), redactDSN(defaultPostgresDSN), err)
 	}
 	defer conn.Close(context.Background())
 

@@ -12,9 +12,19 @@ if [[ -x "$bin/spire-server" && -x "$bin/spire-agent" ]]; then
   echo "$bin"
   exit 0
 fi
+# Concurrent test binaries may all ask for the peers: one builds, the others
+# wait for it and then take the cached binaries.
+mkdir -p "$bin"
+exec 9>"$cache/$version/.build.lock"
+if command -v flock >/dev/null 2>&1; then
+  flock 9
+  if [[ -x "$bin/spire-server" && -x "$bin/spire-agent" ]]; then
+    echo "$bin"
+    exit 0
+  fi
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$bin"
 cd "$work"
 cat > go.mod <<MOD
 module arbor.invalid/spirepeer
