@@ -136,6 +136,11 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 // one is first used.
 func (s *Service) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
 	caller := CallerFrom(ctx)
+	if caller.Node.CanReattest {
+		// As SPIRE: an agent whose attestor allows it proves itself again
+		// instead of renewing on the strength of its current SVID.
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_MUST_REATTEST, "agent %s must re-attest instead of renewing", caller.ID)
+	}
 	if req.Params == nil {
 		return nil, status.Error(codes.InvalidArgument, "missing params")
 	}

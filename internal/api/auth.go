@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -171,7 +172,12 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	}
 	caller, err := s.identify(ctx)
 	if err != nil {
-		return nil, err
+		if rule != RuleAnyone {
+			return nil, err
+		}
+		// A bad client certificate does not stop what anyone may do (an
+		// agent re-attesting with an expired SVID, say); it is ignored.
+		caller = Caller{}
 	}
 	switch rule {
 	case RuleAnyone:
@@ -226,12 +232,16 @@ func (s *Service) identify(ctx context.Context) (Caller, error) {
 		}
 		leaf := certs[0]
 		now := s.now()
-		if now.After(leaf.NotAfter) {
-			return Caller{}, status.Error(codes.Unauthenticated, "caller's X509-SVID has expired")
-		}
 		id, err := x509svid.IDFromCert(leaf)
 		if err != nil {
 			return Caller{}, status.Errorf(codes.Unauthenticated, "caller's certificate is not an X509-SVID: %v", err)
+		}
+		if now.After(leaf.NotAfter) {
+			if isAgentPath(id) {
+				// spire-agent re-attests when told so with this detail.
+				return Caller{}, agentDenied(types.PermissionDeniedDetails_AGENT_EXPIRED, "agent %s SVID is expired", id)
+			}
+			return Caller{}, status.Errorf(codes.Unauthenticated, "caller %s presented an expired X509-SVID", id)
 		}
 		if id.TrustDomain() != s.td {
 			return Caller{}, status.Errorf(codes.PermissionDenied, "caller %s is not in trust domain %q", id, s.td)
@@ -286,10 +296,10 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 	}
 	node, ok := s.nodes.get(c.ID)
 	if !ok {
-		return status.Errorf(codes.PermissionDenied, "agent %s is not attested", c.ID)
+		return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %s is not attested", c.ID)
 	}
 	if node.Banned() {
-		return status.Errorf(codes.PermissionDenied, "agent %s is banned", c.ID)
+		return agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %s is banned", c.ID)
 	}
 	serial := c.Cert.SerialNumber.String()
 	switch serial {
@@ -305,10 +315,20 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 		s.nodes.put(&promoted)
 		node = &promoted
 	default:
-		return status.Errorf(codes.PermissionDenied, "agent %s presented SVID serial %s, which is not its current one", c.ID, serial)
+		return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %s presented SVID serial %s, which is not its current one", c.ID, serial)
 	}
 	c.Node = node
 	return nil
+}
+
+// agentDenied is PermissionDenied with the reason detail that spire-agent
+// acts on (re-attest, or shut down when it cannot).
+func agentDenied(reason types.PermissionDeniedDetails_Reason, format string, args ...any) error {
+	st := status.Newf(codes.PermissionDenied, format, args...)
+	if withDetails, err := st.WithDetails(&types.PermissionDeniedDetails{Reason: reason}); err == nil {
+		st = withDetails
+	}
+	return st.Err()
 }
 
 func isAgentPath(id spiffeid.ID) bool {

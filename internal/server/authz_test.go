@@ -17,6 +17,7 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -139,7 +140,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"anyone", func(ctx context.Context, c grpc.ClientConnInterface) error {
 			_, err := bundlev1.NewBundleClient(c).GetBundle(ctx, &bundlev1.GetBundleRequest{})
 			return err
-		}, []string{"anonymous", "admin-socket", "agent", "admin-svid", "downstream", "workload", "banned-agent"}},
+		}, []string{"anonymous", "admin-socket", "agent", "admin-svid", "downstream", "workload", "banned-agent", "foreign-td"}},
 		{"admin or agent", func(ctx context.Context, c grpc.ClientConnInterface) error {
 			_, err := bundlev1.NewBundleClient(c).GetFederatedBundle(ctx, &bundlev1.GetFederatedBundleRequest{TrustDomain: "other.org"})
 			if status.Code(err) == codes.NotFound {
@@ -210,5 +211,57 @@ func TestSelfSignedImpostorIsRejected(t *testing.T) {
 	_, err := entryv1.NewEntryClient(conn).GetAuthorizedEntries(ctxT(t), &entryv1.GetAuthorizedEntriesRequest{})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("GetAuthorizedEntries with forged agent SVID: %v, want Unauthenticated", err)
+	}
+}
+
+// TestAgentDenialsCarryReason checks that agent denials carry the
+// PermissionDeniedDetails reason spire-agent acts on (re-attest or shut down).
+func TestAgentDenialsCarryReason(t *testing.T) {
+	h := startServer(t)
+	reason := func(err error) types.PermissionDeniedDetails_Reason {
+		t.Helper()
+		st := status.Convert(err)
+		if st.Code() != codes.PermissionDenied {
+			t.Fatalf("got %v, want PermissionDenied", err)
+		}
+		for _, d := range st.Details() {
+			if pd, ok := d.(*types.PermissionDeniedDetails); ok {
+				return pd.Reason
+			}
+		}
+		t.Fatalf("PermissionDenied without PermissionDeniedDetails: %v", err)
+		return 0
+	}
+	sync := func(s *x509svid.SVID) error {
+		_, err := entryv1.NewEntryClient(h.dial(s)).GetAuthorizedEntries(ctxT(t), &entryv1.GetAuthorizedEntriesRequest{})
+		return err
+	}
+
+	evicted := h.newAgent()
+	must(agentv1.NewAgentClient(h.admin).DeleteAgent(ctxT(t), &agentv1.DeleteAgentRequest{Id: protoID(evicted.ID.Path())}))(t)
+	if r := reason(sync(evicted)); r != types.PermissionDeniedDetails_AGENT_NOT_ATTESTED {
+		t.Errorf("evicted agent: reason %v, want AGENT_NOT_ATTESTED", r)
+	}
+
+	banned := h.newAgent()
+	must(agentv1.NewAgentClient(h.admin).BanAgent(ctxT(t), &agentv1.BanAgentRequest{Id: protoID(banned.ID.Path())}))(t)
+	if r := reason(sync(banned)); r != types.PermissionDeniedDetails_AGENT_BANNED {
+		t.Errorf("banned agent: reason %v, want AGENT_BANNED", r)
+	}
+
+	old := h.newAgent()
+	key := newKey(t)
+	resp := must(agentv1.NewAgentClient(h.dial(old)).RenewAgent(ctxT(t), &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: csrFor(t, key)}}))(t)
+	if err := sync(svidFrom(t, resp.Svid, key)); err != nil {
+		t.Fatal(err)
+	}
+	if r := reason(sync(old)); r != types.PermissionDeniedDetails_AGENT_NOT_ACTIVE {
+		t.Errorf("superseded SVID: reason %v, want AGENT_NOT_ACTIVE", r)
+	}
+
+	expiring := h.newAgent()
+	h.clock.Advance(2 * time.Hour) // past the 1h agent SVID
+	if r := reason(sync(expiring)); r != types.PermissionDeniedDetails_AGENT_EXPIRED {
+		t.Errorf("expired agent SVID: reason %v, want AGENT_EXPIRED", r)
 	}
 }

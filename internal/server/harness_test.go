@@ -184,12 +184,9 @@ func (s svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.svid, nil }
 // spiffe://example.org/spire/server; with svid non-nil it presents it.
 func (h *harness) dial(svid *x509svid.SVID) *grpc.ClientConn {
 	h.t.Helper()
-	authz := tlsconfig.AuthorizeID(spiffeID("/spire/server"))
-	var tc *tls.Config
-	if svid == nil {
-		tc = tlsconfig.TLSClientConfig(h.bundle, authz)
-	} else {
-		tc = tlsconfig.MTLSClientConfig(svidSource{svid}, h.bundle, authz)
+	tc := h.clientTLS()
+	if svid != nil {
+		tc.GetClientCertificate = tlsconfig.GetClientCertificate(svidSource{svid})
 	}
 	conn, err := grpc.NewClient(h.cfg.ListenAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
@@ -199,10 +196,29 @@ func (h *harness) dial(svid *x509svid.SVID) *grpc.ClientConn {
 	return conn
 }
 
+// clientTLS verifies the server's X509-SVID spiffe://example.org/spire/server
+// against the harness bundle at the harness clock's time (so tests that move
+// the server's clock still connect).
+func (h *harness) clientTLS() *tls.Config {
+	return &tls.Config{
+		InsecureSkipVerify: true, // verified below as an X509-SVID
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			id, _, err := x509svid.ParseAndVerify(raw, h.bundle, x509svid.WithTime(h.clock.Now()))
+			if err != nil {
+				return err
+			}
+			if id != spiffeID("/spire/server") {
+				return fmt.Errorf("server presented %s, want spiffe://example.org/spire/server", id)
+			}
+			return nil
+		},
+	}
+}
+
 // dialRawCert presents an arbitrary certificate chain and key.
 func (h *harness) dialRawCert(chain []*x509.Certificate, key crypto.Signer) *grpc.ClientConn {
 	h.t.Helper()
-	tc := tlsconfig.TLSClientConfig(h.bundle, tlsconfig.AuthorizeID(spiffeID("/spire/server")))
+	tc := h.clientTLS()
 	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
