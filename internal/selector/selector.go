@@ -65,12 +65,6 @@ func Sorted(sels []Selector) []Selector {
 
 // IsSubset reports whether every selector of sub is in super.
 func IsSubset(sub, super []Selector) bool {
-	if len(sub) > len(super) {
-		// super may contain duplicates; fall through only if it could still hold.
-		if len(Sorted(sub)) > len(Sorted(super)) {
-			return false
-		}
-	}
 	for _, s := range sub {
 		if !slices.Contains(super, s) {
 			return false
