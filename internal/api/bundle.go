@@ -114,12 +114,21 @@ func (s *Service) PublishJWTAuthority(ctx context.Context, req *bundlev1.Publish
 	if k.ExpiresAt != 0 && k.ExpiresAt <= s.now().Unix() {
 		return nil, status.Errorf(codes.InvalidArgument, "JWT authority %q has already expired", k.KeyID)
 	}
+	keys := []datastore.JWTAuthority{k}
+	if s.cfg.PublishUpstream != nil {
+		parentKeys, err := s.cfg.PublishUpstream(ctx, k)
+		if err != nil {
+			s.log.WarnContext(ctx, "publishing a child's JWT key to the parent failed", "kid", k.KeyID, "err", err)
+			return nil, status.Error(codes.Unavailable, "this server's parent is unreachable; retry later")
+		}
+		keys = append(keys, parentKeys...)
+	}
 	b, err := s.bundles.UpdateBundle(ctx, s.td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
 		if cur == nil {
 			return nil, errNoBundle
 		}
 		next := cloneBundle(cur)
-		if !mergeAuthorities(next, nil, []datastore.JWTAuthority{k}) {
+		if !mergeAuthorities(next, nil, keys) {
 			return cur, nil
 		}
 		next.SequenceNumber++

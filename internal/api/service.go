@@ -60,6 +60,10 @@ type Config struct {
 	// DownstreamCATTL is the intermediate lifetime given to children that ask
 	// for none; zero means 24h (always capped by our own CA).
 	DownstreamCATTL time.Duration
+	// PublishUpstream, when set (a downstream tier), publishes a JWT key
+	// that a child published here on to this tier's parent first, and
+	// returns the parent's set, so keys reach every tier of the tree.
+	PublishUpstream func(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Rand is used for join tokens and entry IDs; nil means crypto/rand.

@@ -87,7 +87,10 @@ type Config struct {
 	PollInterval time.Duration
 
 	// Upstream mints the X.509 CA; nil makes this a self-signed root tier.
-	Upstream ca.Upstream
+	// An Upstream that also syncs the parent's bundle (downstream.Upstream)
+	// has that run every ParentBundleSyncInterval (zero means 10s).
+	Upstream                 ca.Upstream
+	ParentBundleSyncInterval time.Duration
 
 	Logger *slog.Logger // nil: discard
 	Now    func() time.Time
@@ -204,6 +207,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Attestors:           attestors,
 		AgentSVIDTTL:        agentTTL,
 		DefaultJoinTokenTTL: cfg.DefaultJoinTokenTTL,
+		PublishUpstream:     publishUpstream(cfg.Upstream),
 		Now:                 cfg.Now,
 		Logger:              log,
 		Registerer:          s.registry,
@@ -238,6 +242,14 @@ func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
 		return st, nil
 	}
 	return nil, fmt.Errorf("server: unknown datastore %q (want sqlite or postgres)", cfg.Datastore)
+}
+
+// publishUpstream returns the upstream's JWT publisher, or nil for a root.
+func publishUpstream(u ca.Upstream) func(context.Context, datastore.JWTAuthority) ([]datastore.JWTAuthority, error) {
+	if p, ok := u.(ca.JWTPublisher); ok {
+		return p.PublishJWTKey
+	}
+	return nil
 }
 
 func nowFunc(now func() time.Time) func() time.Time {
@@ -434,6 +446,13 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.pruneTokens(ctx) })
+	if bs, ok := s.cfg.Upstream.(bundleSyncer); ok {
+		every := s.cfg.ParentBundleSyncInterval
+		if every == 0 {
+			every = 10 * time.Second
+		}
+		wg.Go(func() { bs.RunBundleSync(ctx, s.bundles, every) })
+	}
 	if s.cfg.Datastore == "postgres" {
 		every := s.cfg.PollInterval
 		if every == 0 {
@@ -506,6 +525,11 @@ func (s *Server) now() time.Time {
 		return s.cfg.Now()
 	}
 	return time.Now()
+}
+
+// bundleSyncer is implemented by upstreams that carry a parent's bundle down.
+type bundleSyncer interface {
+	RunBundleSync(ctx context.Context, bundles datastore.BundleStore, every time.Duration)
 }
 
 // refreshBundle re-reads the own bundle so that authorities added by other
