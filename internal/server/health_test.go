@@ -46,6 +46,8 @@ func TestHealthAndMetrics(t *testing.T) {
 		`arbor_api_agents 1`,
 		`arbor_api_calls_total{code="OK",method="/spire.api.server.svid.v1.SVID/BatchNewX509SVID"} 1`,
 		`go_goroutines`,
+		`arbor_ca_x509_remaining_seconds 8`,
+		`arbor_ca_next_x509_prepared 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -216,7 +216,52 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.health = health.NewServer()
+	s.registerCAMetrics()
 	return s, nil
+}
+
+// registerCAMetrics exposes how long the tier can keep issuing: the active
+// CA's and JWT key's remaining lifetime, and whether the next ones are ready.
+func (s *Server) registerCAMetrics() {
+	remaining := func(t func(ca.Status) time.Time) func() float64 {
+		return func() float64 {
+			st := s.ca.Status()
+			at := t(st)
+			if at.IsZero() {
+				return 0
+			}
+			return at.Sub(s.now()).Seconds()
+		}
+	}
+	s.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "arbor_ca_x509_remaining_seconds",
+			Help: "Remaining lifetime of the active X.509 CA: how long this tier keeps issuing if its upstream stays unreachable.",
+		}, remaining(func(st ca.Status) time.Time {
+			if st.X509CA == nil {
+				return time.Time{}
+			}
+			return st.X509CA.NotAfter
+		})),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "arbor_ca_jwt_remaining_seconds",
+			Help: "Remaining lifetime of the active JWT signing key.",
+		}, remaining(func(st ca.Status) time.Time {
+			if st.JWTKey == nil {
+				return time.Time{}
+			}
+			return st.JWTKey.NotAfter
+		})),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "arbor_ca_next_x509_prepared",
+			Help: "1 when the next X.509 CA is prepared and published, else 0.",
+		}, func() float64 {
+			if s.ca.Status().NextX509CA != nil {
+				return 1
+			}
+			return 0
+		}),
+	)
 }
 
 func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
