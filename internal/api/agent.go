@@ -259,25 +259,31 @@ type agentFilter struct {
 	expiresBefore   int64
 }
 
-func (s *Service) parseAgentFilter(attType string, sm *types.SelectorMatch, banned, canReattest interface{ GetValue() bool }, expiresBefore string) (agentFilter, error) {
-	f := agentFilter{attestationType: attType, selectors: sm}
-	if sm != nil {
+// parseAgentFilter validates a ListAgents filter (CountAgents' has the same
+// fields); errors are InvalidArgument statuses.
+func (s *Service) parseAgentFilter(fl *agentv1.ListAgentsRequest_Filter) (agentFilter, error) {
+	var f agentFilter
+	if fl == nil {
+		return f, nil
+	}
+	f.attestationType, f.selectors = fl.ByAttestationType, fl.BySelectorMatch
+	if sm := fl.BySelectorMatch; sm != nil {
 		if _, err := selectorsFromProto("by_selector_match", sm.Selectors); err != nil {
-			return f, err
+			return f, status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
-	if banned != nil {
-		b := banned.GetValue()
+	if fl.ByBanned != nil {
+		b := fl.ByBanned.Value
 		f.banned = &b
 	}
-	if canReattest != nil {
-		b := canReattest.GetValue()
+	if fl.ByCanReattest != nil {
+		b := fl.ByCanReattest.Value
 		f.canReattest = &b
 	}
-	if expiresBefore != "" {
-		t, err := time.Parse(time.RFC3339, expiresBefore)
+	if fl.ByExpiresBefore != "" {
+		t, err := time.Parse(time.RFC3339, fl.ByExpiresBefore)
 		if err != nil {
-			return f, fmt.Errorf("by_expires_before: want RFC 3339 time, got %q", expiresBefore)
+			return f, status.Errorf(codes.InvalidArgument, "by_expires_before: want RFC 3339 time, got %q", fl.ByExpiresBefore)
 		}
 		f.expiresBefore = t.Unix()
 	}
@@ -326,27 +332,14 @@ func matchSelectors(have, want []selector.Selector, how types.SelectorMatch_Matc
 	return false
 }
 
-func boolValue(b interface{ GetValue() bool }, isNil bool) interface{ GetValue() bool } {
-	if isNil {
-		return nil
-	}
-	return b
-}
-
 // ListAgents lists attested agents, sorted by SPIFFE ID, with paging.
 func (s *Service) ListAgents(ctx context.Context, req *agentv1.ListAgentsRequest) (*agentv1.ListAgentsResponse, error) {
 	if req.PageSize < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "page_size: %d is negative", req.PageSize)
 	}
-	fl := req.Filter
-	var f agentFilter
-	if fl != nil {
-		var err error
-		f, err = s.parseAgentFilter(fl.ByAttestationType, fl.BySelectorMatch,
-			boolValue(fl.ByBanned, fl.ByBanned == nil), boolValue(fl.ByCanReattest, fl.ByCanReattest == nil), fl.ByExpiresBefore)
-		if err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
-		}
+	f, err := s.parseAgentFilter(req.Filter)
+	if err != nil {
+		return nil, err
 	}
 	nodes := s.nodes.list()
 	slices.SortFunc(nodes, func(a, b *datastore.Node) int { return strings.Compare(a.ID.String(), b.ID.String()) })
@@ -371,14 +364,13 @@ func (s *Service) ListAgents(ctx context.Context, req *agentv1.ListAgentsRequest
 
 // CountAgents counts attested agents matching the filter.
 func (s *Service) CountAgents(ctx context.Context, req *agentv1.CountAgentsRequest) (*agentv1.CountAgentsResponse, error) {
-	fl := req.Filter
 	var f agentFilter
-	if fl != nil {
+	if fl := req.Filter; fl != nil {
 		var err error
-		f, err = s.parseAgentFilter(fl.ByAttestationType, fl.BySelectorMatch,
-			boolValue(fl.ByBanned, fl.ByBanned == nil), boolValue(fl.ByCanReattest, fl.ByCanReattest == nil), fl.ByExpiresBefore)
+		f, err = s.parseAgentFilter(&agentv1.ListAgentsRequest_Filter{ByAttestationType: fl.ByAttestationType,
+			BySelectorMatch: fl.BySelectorMatch, ByBanned: fl.ByBanned, ByCanReattest: fl.ByCanReattest, ByExpiresBefore: fl.ByExpiresBefore})
 		if err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, err
 		}
 	}
 	var n int32

@@ -81,6 +81,19 @@ func (s *Service) AppendBundle(ctx context.Context, req *bundlev1.AppendBundleRe
 		}
 		jwts = append(jwts, k)
 	}
+	b, err := s.appendOwn(ctx, x5, jwts, "failed to append bundle")
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "bundle appended", "x509_authorities", len(x5), "jwt_authorities", len(jwts))
+	return bundleToProto(b, req.OutputMask), nil
+}
+
+var errNoBundle = errors.New("no bundle")
+
+// appendOwn adds authorities missing from the own bundle, bumping its
+// sequence number when anything was added; errors are gRPC statuses.
+func (s *Service) appendOwn(ctx context.Context, x5 []datastore.X509Authority, jwts []datastore.JWTAuthority, what string) (*datastore.Bundle, error) {
 	b, err := s.bundles.UpdateBundle(ctx, s.td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
 		if cur == nil {
 			return nil, errNoBundle
@@ -96,13 +109,10 @@ func (s *Service) AppendBundle(ctx context.Context, req *bundlev1.AppendBundleRe
 		return nil, status.Error(codes.NotFound, "bundle not found")
 	}
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to append bundle", err)
+		return nil, s.internalError(ctx, what, err)
 	}
-	s.log.InfoContext(ctx, "bundle appended", "x509_authorities", len(x5), "jwt_authorities", len(jwts))
-	return bundleToProto(b, req.OutputMask), nil
+	return b, nil
 }
-
-var errNoBundle = errors.New("no bundle")
 
 // PublishJWTAuthority adds a downstream server's JWT signing key to the own
 // bundle and returns every JWT authority of it.
@@ -123,22 +133,9 @@ func (s *Service) PublishJWTAuthority(ctx context.Context, req *bundlev1.Publish
 		}
 		keys = append(keys, parentKeys...)
 	}
-	b, err := s.bundles.UpdateBundle(ctx, s.td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
-		if cur == nil {
-			return nil, errNoBundle
-		}
-		next := cloneBundle(cur)
-		if !mergeAuthorities(next, nil, keys) {
-			return cur, nil
-		}
-		next.SequenceNumber++
-		return next, nil
-	})
-	if errors.Is(err, errNoBundle) {
-		return nil, status.Error(codes.NotFound, "bundle not found")
-	}
+	b, err := s.appendOwn(ctx, nil, keys, "failed to publish JWT authority")
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to publish JWT authority", err)
+		return nil, err
 	}
 	s.log.InfoContext(ctx, "JWT authority published", "spiffe_id", CallerFrom(ctx).ID.String(), "kid", k.KeyID)
 	resp := &bundlev1.PublishJWTAuthorityResponse{}
