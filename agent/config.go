@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/selector"
+)
+
+// WorkloadAttestor returns the selectors of the process pid that called the
+// Workload API (unix:uid:1000, ...). Implementations live in
+// agent/workloadattestor/...; every configured attestor is asked and their
+// selectors are combined.
+type WorkloadAttestor interface {
+	Attest(ctx context.Context, pid int32) ([]selector.Selector, error)
+}
+
+// X509PoPConfig names the files of an x509pop node identity: a certificate
+// (optionally followed by intermediates), its private key and an optional
+// file of further intermediates, as spire-agent's x509pop plugin takes them.
+type X509PoPConfig struct {
+	CertPath, KeyPath, IntermediatesPath string
+}
+
+// Config configures an Agent. It must not be modified after New.
+type Config struct {
+	// TrustDomain is the trust domain of the server. Required.
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddress is the server's agent API, host:port. Required.
+	ServerAddress string
+
+	// TrustBundle holds the X.509 roots that authenticate the server until
+	// the agent has attested (its bootstrap bundle). One of TrustBundle,
+	// TrustBundleURL or InsecureBootstrap is required for a first start;
+	// afterwards the bundle stored in DataDir is used.
+	TrustBundle []*x509.Certificate
+	// TrustBundleURL is an HTTPS URL serving the bootstrap bundle as PEM.
+	TrustBundleURL string
+	// InsecureBootstrap skips verifying the server during the first
+	// attestation (test set-ups only).
+	InsecureBootstrap bool
+
+	// DataDir holds the agent SVID, its key and the trust bundle so that a
+	// restart does not re-attest. Required.
+	DataDir string
+	// SocketPath is the Workload API Unix socket. Required.
+	SocketPath string
+
+	// JoinToken attests with a join token (used once).
+	JoinToken string
+	// X509PoP attests with a node certificate and key when non-nil.
+	X509PoP *X509PoPConfig
+
+	// SyncInterval is how often entries and bundles are synced; zero means 5s.
+	SyncInterval time.Duration
+	// HealthAddr serves /live, /ready and /metrics over HTTP; "" disables it.
+	HealthAddr string
+
+	// WorkloadAttestors attest Workload API callers from their pid.
+	WorkloadAttestors []WorkloadAttestor
+
+	Logger *slog.Logger     // nil: discard
+	Now    func() time.Time // nil: time.Now
+}
+
+// DefaultSyncInterval is the sync period when Config.SyncInterval is zero.
+const DefaultSyncInterval = 5 * time.Second
+
+func (c *Config) validate() error {
+	switch {
+	case c.TrustDomain.IsZero():
+		return errors.New("agent: trust domain is required")
+	case c.ServerAddress == "":
+		return errors.New("agent: server address is required")
+	case c.DataDir == "":
+		return errors.New("agent: data directory is required")
+	case c.SocketPath == "":
+		return errors.New("agent: workload API socket path is required")
+	case c.JoinToken != "" && c.X509PoP != nil:
+		return errors.New("agent: configure one node attestor (join token or x509pop), not both")
+	case c.SyncInterval < 0:
+		return fmt.Errorf("agent: sync interval %v is negative", c.SyncInterval)
+	case c.X509PoP != nil && (c.X509PoP.CertPath == "" || c.X509PoP.KeyPath == ""):
+		return errors.New("agent: x509pop needs a certificate path and a key path")
+	}
+	return nil
+}
