@@ -27,7 +27,7 @@ and go-spiffe clients work with it on any tier.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newUpCommand())
+	root.AddCommand(newServerCommand(), newUpCommand(), newSVIDCommand())
 	for _, c := range adminCommands() {
 		root.AddCommand(c)
 	}
