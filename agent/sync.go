@@ -341,7 +341,7 @@ func (a *Agent) mintDue(ctx context.Context, c *conn) error {
 					a.log.Warn("server did not mint an X509-SVID", "entry_id", j.ce.info.id, "spiffe_id", j.ce.info.spiffeID.String(), "status", r.Status.GetMessage())
 					continue
 				}
-				s, err := newX509SVID(r.Svid, j.key)
+				s, err := newX509SVID(r.Svid, j.key, a.now())
 				if err != nil {
 					a.log.Warn("server returned a bad X509-SVID", "entry_id", j.ce.info.id, "err", err)
 					continue
@@ -382,7 +382,10 @@ func workloadCSR(id spiffeid.ID) (keyDER, csr []byte, err error) {
 	return keyDER, csr, err
 }
 
-func newX509SVID(p *types.X509SVID, keyDER []byte) (*x509SVID, error) {
+// newX509SVID keeps the SVID; its lifetime counts from when it was received
+// if the CA backdated it (SPIRE-style CAs backdate by seconds, which would
+// otherwise put a short-lived SVID past half life on arrival).
+func newX509SVID(p *types.X509SVID, keyDER []byte, now time.Time) (*x509SVID, error) {
 	if len(p.CertChain) == 0 {
 		return nil, errors.New("empty certificate chain")
 	}
@@ -398,7 +401,11 @@ func newX509SVID(p *types.X509SVID, keyDER []byte) (*x509SVID, error) {
 	for _, c := range p.CertChain {
 		chain = append(chain, c...)
 	}
-	return &x509SVID{chainDER: chain, keyDER: keyDER, notBefore: leaf.NotBefore.UnixNano(), notAfter: leaf.NotAfter.UnixNano()}, nil
+	start := leaf.NotBefore
+	if now.After(start) && now.Before(leaf.NotAfter) {
+		start = now
+	}
+	return &x509SVID{chainDER: chain, keyDER: keyDER, notBefore: start.UnixNano(), notAfter: leaf.NotAfter.UnixNano()}, nil
 }
 
 // nextDue returns when the earliest cached SVID reaches half its lifetime.
