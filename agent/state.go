@@ -161,3 +161,12 @@ func removeState(dir string) error {
 	}
 	return nil
 }
+
+// ParseBundlePEM parses the CERTIFICATE blocks of a PEM bundle file.
+func ParseBundlePEM(data []byte) ([]*x509.Certificate, error) {
+	certs, err := decodeCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return certs, nil
+}

@@ -15,7 +15,7 @@ func newAgentCommand() *cobra.Command {
 node. List them, show one, evict one (it must attest again) or ban one (its
 SVID stops working and it cannot attest again until evicted).`,
 		newAgentListCommand(), newAgentShowCommand(), newAgentEvictCommand(),
-		newAgentBanCommand(), newAgentCountCommand())
+		newAgentBanCommand(), newAgentCountCommand(), newAgentRunCommand(), newAgentHealthcheckCommand())
 }
 
 // registerAgentFilter adds the list/count filter flags; resolve fills the
