@@ -80,14 +80,22 @@ func sortDiagnostics(diags hcl.Diagnostics) hcl.Diagnostics {
 	return diags
 }
 
-// explain adds a way to fix it to the few diagnostics hcl writes without one.
-// hcl's diagnostics carry no codes, so its summaries are the only handle.
-func explain(diags hcl.Diagnostics) hcl.Diagnostics {
+// explain adds a way to fix it to the few diagnostics hcl writes without
+// one. hcl's diagnostics carry no codes, so its summaries are the only handle.
+func explain(diags hcl.Diagnostics, varNames []string) hcl.Diagnostics {
+	declared := "The topology declares no variables."
+	if len(varNames) > 0 {
+		declared = "Declared variables: " + strings.Join(varNames, ", ") + "."
+	}
 	for _, d := range diags {
-		switch d.Summary {
-		case "Variables not allowed":
-			d.Detail = "Topology files have no variables yet. Write the value itself, or read it with env(\"NAME\") or file(\"path\")."
-		case "Function calls not allowed", "Call to unknown function":
+		switch {
+		case d.Summary == "Variables not allowed":
+			d.Detail = "A variable's default must be a constant: write the value itself, or read it with env(\"NAME\") or file(\"path\")."
+		case d.Summary == "Unknown variable":
+			d.Detail = strings.TrimSpace(d.Detail + " The only references are var.NAME, for variables declared with variable \"NAME\" { default = ... }. " + declared)
+		case d.Summary == "Unsupported attribute" && strings.Contains(d.Detail, "does not have an attribute named"):
+			d.Detail = strings.TrimSpace(d.Detail + " Declare it with a variable block, or fix the name. " + declared)
+		case d.Summary == "Function calls not allowed", d.Summary == "Call to unknown function":
 			d.Detail = strings.TrimSpace(d.Detail + " The functions available are env(\"NAME\"), env(\"NAME\", \"fallback\"), file(\"path\") and trimspace(s).")
 		}
 	}

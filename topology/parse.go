@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
@@ -21,9 +20,32 @@ import (
 // ParseFile reads and parses a topology file. Files whose name ends in
 // ".json" are read as HCL's JSON syntax, all others as native HCL.
 //
-// When the diagnostics hold an error the returned File is nil. Warnings
-// come back with a File.
+// Parsing includes every check of the language and of the tree (what
+// `arbor topology validate` reports): when the diagnostics hold an error
+// the returned File is nil. Warnings come back with a File.
 func ParseFile(path string) (*File, hcl.Diagnostics) {
+	return ParseFileWith(path, Options{})
+}
+
+// Parse parses a topology file held in memory. filename appears in
+// diagnostics, and its directory is the base of relative paths: file()
+// arguments, state_dir, admin_socket, datastore and CA bundle paths.
+func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
+	return ParseWith(src, filename, Options{})
+}
+
+// Options tune parsing. The zero value reads the process environment.
+type Options struct {
+	// Vars set variables by name (as `--var NAME=VALUE` does); they win
+	// over ARBOR_VAR_NAME environment variables and over defaults.
+	Vars map[string]string
+	// LookupEnv reads environment variables for env() and ARBOR_VAR_*;
+	// nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+}
+
+// ParseFileWith is ParseFile with options.
+func ParseFileWith(path string, opts Options) (*File, hcl.Diagnostics) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
@@ -32,16 +54,22 @@ func ParseFile(path string) (*File, hcl.Diagnostics) {
 			Detail:   fmt.Sprintf("%v. Check the path given to --topology.", err),
 		}}
 	}
-	return Parse(src, path)
+	return ParseWith(src, path, opts)
 }
 
-// Parse parses a topology file held in memory. filename appears in
-// diagnostics, and its directory is the base of relative paths: file()
-// arguments, state_dir, admin_socket, datastore and CA bundle paths.
-func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
-	p := newParser(filename, os.LookupEnv)
+// ParseWith is Parse with options.
+func ParseWith(src []byte, filename string, opts Options) (*File, hcl.Diagnostics) {
+	lookup := opts.LookupEnv
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	p := newParser(filename, lookup)
+	p.vars = opts.Vars
 	f := p.parse(src)
-	diags := sortDiagnostics(explain(p.diags))
+	if f != nil {
+		p.validate(f)
+	}
+	diags := sortDiagnostics(explain(p.diags, p.varNames))
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -50,11 +78,16 @@ func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
 
 // parser holds the state of one Parse call.
 type parser struct {
-	filename string
-	dir      string
-	ctx      *hcl.EvalContext
-	diags    hcl.Diagnostics
-	reported map[reportKey]bool
+	filename  string
+	dir       string
+	lookupEnv func(string) (string, bool)
+	vars      map[string]string
+	ctx       *hcl.EvalContext
+	td        spiffeid.TrustDomain
+	diags     hcl.Diagnostics
+	reported  map[reportKey]bool
+	defs      *defaultsBlock
+	varNames  []string
 }
 
 type reportKey struct {
@@ -65,9 +98,13 @@ type reportKey struct {
 func newParser(filename string, lookupEnv func(string) (string, bool)) *parser {
 	dir := filepath.Dir(filename)
 	return &parser{
-		filename: filename,
-		dir:      dir,
-		ctx:      &hcl.EvalContext{Functions: functions(dir, lookupEnv)},
+		filename:  filename,
+		dir:       dir,
+		lookupEnv: lookupEnv,
+		ctx: &hcl.EvalContext{
+			Functions: functions(dir, lookupEnv),
+			Variables: map[string]cty.Value{"var": cty.EmptyObjectVal},
+		},
 		reported: map[reportKey]bool{},
 	}
 }
@@ -88,6 +125,7 @@ func (p *parser) parse(src []byte) *File {
 
 	content := p.content(hf.Body, fileSchema)
 	f := &File{Path: p.filename}
+	f.Variables = p.variables(content.Blocks.OfType("variable"))
 
 	if attr, ok := content.Attributes["trust_domain"]; ok {
 		if s, ok := p.str(attr); ok {
@@ -97,6 +135,7 @@ func (p *parser) parse(src []byte) *File {
 					"%q is not a valid trust domain: %v. Use a lowercase DNS-like name such as \"example.org\".", s, err)
 			} else {
 				f.TrustDomain = td
+				p.td = td
 			}
 		}
 	}
@@ -114,6 +153,7 @@ func (p *parser) parse(src []byte) *File {
 		defaults = &defaultsBlock{}
 	}
 	f.Defaults = defaults.Defaults
+	p.defs = defaults
 
 	seen := map[string]*Server{}
 	for _, b := range content.Blocks.OfType("server") {
@@ -131,11 +171,26 @@ func (p *parser) parse(src []byte) *File {
 			"The topology declares no server blocks. Add at least one, for example:\n  server \"root\" {\n    listen = \"127.0.0.1:8081\"\n  }")
 	}
 	p.checkParents(f)
+
+	seenFed := map[string]*Federation{}
+	for _, b := range content.Blocks.OfType("federation") {
+		fed, ok := p.federation(b)
+		if !ok {
+			continue
+		}
+		if first, dup := seenFed[fed.TrustDomain.Name()]; dup {
+			p.errorf(b.LabelRanges[0], "Duplicate federation",
+				"Trust domain %q is already federated at line %d. Merge the two blocks into one.", fed.TrustDomain.Name(), first.Range.Start.Line)
+			continue
+		}
+		seenFed[fed.TrustDomain.Name()] = &fed
+		f.Federations = append(f.Federations, fed)
+	}
 	return f
 }
 
-// content decodes body against schema, turning blocks that the full language
-// plans but this version lacks into a clearer diagnostic.
+// content decodes body against schema, adding to hcl's diagnostics what is
+// allowed instead.
 func (p *parser) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
 	content, diags := body.Content(schema)
 	for _, d := range diags {
@@ -147,21 +202,6 @@ func (p *parser) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent
 			d.Detail += " Remove it, or use what is allowed here: " + schemaNames(schema) + "."
 		case d.Summary == "Missing required argument":
 			d.Detail += " Add it to this block."
-		}
-	}
-	if planned := plannedBlocks[schema]; len(planned) > 0 {
-		if sb, ok := body.(*hclsyntax.Body); ok {
-			for _, d := range diags {
-				if d.Summary != "Unsupported block type" || d.Subject == nil {
-					continue
-				}
-				for _, b := range sb.Blocks {
-					if b.TypeRange == *d.Subject && slices.Contains(planned, b.Type) {
-						d.Summary = "Block type not supported yet"
-						d.Detail = fmt.Sprintf("%q blocks belong to the topology language but this version of arbor does not implement them yet. Remove the block, or upgrade arbor.", b.Type)
-					}
-				}
-			}
 		}
 	}
 	p.diags = append(p.diags, diags...)
@@ -191,6 +231,7 @@ func from[T any](server, defaults setting[T], builtin T) setting[T] {
 type defaultsBlock struct {
 	Defaults
 	caTTL, x509TTL, jwtTTL setting[time.Duration]
+	agentTTL, syncInterval setting[time.Duration]
 	keyType, jwtKeyType    setting[KeyType]
 	logLevel, logFormat    setting[string]
 }
@@ -203,6 +244,10 @@ func (p *parser) defaults(b *hcl.Block) *defaultsBlock {
 	d.caTTL = p.durationSetting(a["ca_ttl"])
 	d.x509TTL = p.durationSetting(a["x509_svid_ttl"])
 	d.jwtTTL = p.durationSetting(a["jwt_svid_ttl"])
+	d.agentTTL = p.durationSetting(a["agent_svid_ttl"])
+	d.syncInterval = p.durationSetting(a["sync_interval"])
+	d.MinOutageBudget = p.durationSetting(a["min_outage_budget"]).val
+	d.AgentSVIDTTL, d.SyncInterval = d.agentTTL.val, d.syncInterval.val
 	d.keyType = p.keyTypeSetting(a["key_type"])
 	d.jwtKeyType = p.keyTypeSetting(a["jwt_key_type"])
 	d.logLevel = p.enumSetting(a["log_level"], logLevels)
@@ -226,7 +271,7 @@ const maxSocketPath = 103
 
 func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 	name := b.Labels[0]
-	s := &Server{Name: name, Range: b.DefRange, attrs: map[string]hcl.Range{}}
+	s := &Server{Name: name, Range: b.DefRange, attrs: map[string]hcl.Range{}, bodyRange: blockRange(b)}
 	if !serverNameRE.MatchString(name) {
 		p.errorf(b.LabelRanges[0], "Invalid server name",
 			"%q cannot name a server: names are used in paths and SPIFFE IDs. Start with a letter or digit and use only letters, digits, '.', '-' and '_'.", name)
@@ -289,6 +334,9 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 	x509TTL := from(p.durationSetting(a["x509_svid_ttl"]), d.x509TTL, DefaultX509SVIDTTL)
 	jwtTTL := from(p.durationSetting(a["jwt_svid_ttl"]), d.jwtTTL, DefaultJWTSVIDTTL)
 	s.CATTL, s.X509SVIDTTL, s.JWTSVIDTTL = caTTL.val, x509TTL.val, jwtTTL.val
+	s.caTTLRange = caTTL.rng
+	s.x509TTLRange = x509TTL.rng
+	s.AgentSVIDTTL = from(p.durationSetting(a["agent_svid_ttl"]), d.agentTTL, x509TTL.val).val
 	p.checkSVIDTTL(s, "x509_svid_ttl", x509TTL, caTTL)
 	p.checkSVIDTTL(s, "jwt_svid_ttl", jwtTTL, caTTL)
 
@@ -300,6 +348,40 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 	s.LogFormat = from(p.enumSetting(a["log_format"], logFormats), d.logFormat, DefaultLogFormat).val
 	if attr, ok := a["jwt_issuer"]; ok {
 		s.JWTIssuer, _ = p.str(attr)
+	}
+	s.Host = defaultHost(s.Address)
+	if attr, ok := a["host"]; ok {
+		if v, ok := p.nonEmptyStr(attr); ok {
+			s.Host = v
+		}
+	}
+	s.Replicas = DefaultReplicas
+	if attr, ok := a["replicas"]; ok {
+		if n, ok := p.integer(attr); ok {
+			if n < 1 || n > 100 {
+				p.errorf(attr.Expr.Range(), "Invalid replicas",
+					"replicas = %d is out of range. Run 1 to 100 processes of a server block; remove the attribute for 1.", n)
+			} else {
+				s.Replicas = n
+			}
+		}
+	}
+	if !p.td.IsZero() {
+		s.SPIFFEID, _ = spiffeid.FromSegments(p.td, "arbor", "server", name)
+	}
+	if attr, ok := a["spiffe_id"]; ok {
+		if id, ok := p.spiffeID(attr); ok {
+			s.SPIFFEID = id
+		}
+	}
+
+	for i, ub := range content.Blocks.OfType("upstream") {
+		if i > 0 {
+			p.errorf(ub.DefRange, "Duplicate upstream block",
+				"Server %q already has an upstream block at line %d; a root has at most one upstream authority. Remove one of them.", name, content.Blocks.OfType("upstream")[0].DefRange.Start.Line)
+			continue
+		}
+		s.Upstream = p.upstream(ub, s)
 	}
 
 	s.Datastore = Datastore{Kind: DatastoreSQLite, Path: filepath.Join(s.StateDir, "datastore.sqlite3")}
@@ -331,6 +413,38 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 	}
 	if len(seen) == 0 {
 		s.NodeAttestors = []NodeAttestor{{Kind: NodeAttestorJoinToken, JoinToken: JoinToken{DefaultTTL: DefaultJoinTokenTTL}}}
+	}
+
+	agents := content.Blocks.OfType("agent")
+	for i, ab := range agents {
+		if i > 0 {
+			p.errorf(ab.DefRange, "Duplicate agent block",
+				"Server %q already has an agent block at line %d; a server has one co-located agent. Merge the two blocks into one.", name, agents[0].DefRange.Start.Line)
+			continue
+		}
+		s.Agent = p.agent(ab, s, d)
+	}
+	if s.Agent == nil && (s.Parent != "" || (s.Upstream != nil && s.Upstream.Kind == UpstreamSPIRE)) {
+		s.Agent = p.defaultAgent(s, d)
+		s.agentDefaulted = true
+	}
+	if s.Upstream != nil && s.Upstream.SPIRE != nil && s.Upstream.SPIRE.WorkloadAPISocket == "" && s.Agent != nil {
+		s.Upstream.SPIRE.WorkloadAPISocket = s.Agent.SocketPath
+	}
+
+	seenEntries := map[string]*Entry{}
+	for _, eb := range content.Blocks.OfType("entry") {
+		e, ok := p.entry(eb, s)
+		if !ok {
+			continue
+		}
+		if first, dup := seenEntries[e.Name]; dup {
+			p.errorf(eb.LabelRanges[0], "Duplicate entry name",
+				"Server %q already declares entry %q at line %d. Rename one of them: entry names identify entries when the topology is applied.", name, e.Name, first.Range.Start.Line)
+			continue
+		}
+		seenEntries[e.Name] = &e
+		s.Entries = append(s.Entries, e)
 	}
 	return s
 }

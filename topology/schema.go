@@ -6,7 +6,7 @@ import "github.com/hashicorp/hcl/v2"
 // accepts is declared here and nowhere else. Anything not listed is reported
 // as a diagnostic at its line (there is deliberately no catch-all "remain"
 // body). To grow the language, add the schema here, then its decoding in
-// parse.go and its checks in validate.go.
+// parse.go, its checks in validate.go and its reference in docs/topology.md.
 
 // fileSchema is the top level of a topology file.
 var fileSchema = &hcl.BodySchema{
@@ -14,8 +14,18 @@ var fileSchema = &hcl.BodySchema{
 		{Name: "trust_domain", Required: true},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "variable", LabelNames: []string{"name"}},
 		{Type: "defaults"},
 		{Type: "server", LabelNames: []string{"name"}},
+		{Type: "federation", LabelNames: []string{"trust_domain"}},
+	},
+}
+
+// variableSchema is a variable "NAME" block.
+var variableSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "default"},
+		{Name: "description"},
 	},
 }
 
@@ -25,10 +35,13 @@ var defaultsSchema = &hcl.BodySchema{
 		{Name: "ca_ttl"},
 		{Name: "x509_svid_ttl"},
 		{Name: "jwt_svid_ttl"},
+		{Name: "agent_svid_ttl"},
 		{Name: "key_type"},
 		{Name: "jwt_key_type"},
 		{Name: "log_level"},
 		{Name: "log_format"},
+		{Name: "sync_interval"},
+		{Name: "min_outage_budget"},
 	},
 }
 
@@ -36,14 +49,18 @@ var defaultsSchema = &hcl.BodySchema{
 var serverSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "parent"},
+		{Name: "host"},
 		{Name: "listen"},
 		{Name: "address"},
 		{Name: "admin_socket"},
 		{Name: "health_listen"},
 		{Name: "state_dir"},
+		{Name: "replicas"},
+		{Name: "spiffe_id"},
 		{Name: "ca_ttl"},
 		{Name: "x509_svid_ttl"},
 		{Name: "jwt_svid_ttl"},
+		{Name: "agent_svid_ttl"},
 		{Name: "key_type"},
 		{Name: "jwt_key_type"},
 		{Name: "ca_key_storage"},
@@ -53,7 +70,10 @@ var serverSchema = &hcl.BodySchema{
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "datastore", LabelNames: []string{"kind"}},
+		{Type: "upstream", LabelNames: []string{"kind"}},
 		{Type: "node_attestor", LabelNames: []string{"kind"}},
+		{Type: "agent"},
+		{Type: "entry", LabelNames: []string{"name"}},
 	},
 }
 
@@ -67,7 +87,8 @@ var datastoreSchemas = map[string]*hcl.BodySchema{
 	},
 }
 
-// nodeAttestorSchemas is the body of node_attestor "KIND" per kind.
+// nodeAttestorSchemas is the body of node_attestor "KIND" per kind, on the
+// server side (what the server accepts from agents).
 var nodeAttestorSchemas = map[string]*hcl.BodySchema{
 	NodeAttestorJoinToken: {
 		Attributes: []hcl.AttributeSchema{{Name: "default_ttl"}},
@@ -80,10 +101,122 @@ var nodeAttestorSchemas = map[string]*hcl.BodySchema{
 	},
 }
 
-// plannedBlocks are block types of the full topology language that this
-// version does not implement yet, by the schema they would appear in. They
-// are still errors, but the diagnostic says so instead of "not expected".
-var plannedBlocks = map[*hcl.BodySchema][]string{
-	fileSchema:   {"agent", "entry", "federation", "variable"},
-	serverSchema: {"upstream"},
+// upstreamSchemas is the body of upstream "KIND" per kind.
+var upstreamSchemas = map[string]*hcl.BodySchema{
+	UpstreamDisk: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "cert_file_path", Required: true},
+			{Name: "key_file_path", Required: true},
+			{Name: "bundle_file_path"},
+		},
+	},
+	UpstreamVault: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "address", Required: true},
+			{Name: "pki_mount"},
+			{Name: "namespace"},
+			{Name: "ca_cert_path"},
+			{Name: "insecure_skip_verify"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "auth", LabelNames: []string{"method"}}},
+	},
+	UpstreamAWSPCA: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "region", Required: true},
+			{Name: "certificate_authority_arn", Required: true},
+			{Name: "ca_signing_template_arn"},
+			{Name: "signing_algorithm"},
+			{Name: "assume_role_arn"},
+			{Name: "endpoint"},
+			{Name: "supplemental_bundle_path"},
+		},
+	},
+	UpstreamSPIRE: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "server_address", Required: true},
+			{Name: "workload_api_socket"},
+		},
+	},
+}
+
+// vaultAuthSchemas is the body of a vault upstream's auth "METHOD" block.
+var vaultAuthSchemas = map[string]*hcl.BodySchema{
+	VaultAuthToken: {
+		Attributes: []hcl.AttributeSchema{{Name: "token", Required: true}},
+	},
+	VaultAuthAppRole: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "mount"},
+			{Name: "role_id", Required: true},
+			{Name: "secret_id", Required: true},
+		},
+	},
+	VaultAuthCert: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "mount"},
+			{Name: "role_name"},
+			{Name: "client_cert_path", Required: true},
+			{Name: "client_key_path", Required: true},
+		},
+	},
+	VaultAuthKubernetes: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "mount"},
+			{Name: "role", Required: true},
+			{Name: "token_path"},
+		},
+	},
+}
+
+// agentSchema is a server's agent block.
+var agentSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "socket_path"},
+		{Name: "data_dir"},
+		{Name: "spiffe_id"},
+		{Name: "server_selectors"},
+		{Name: "sync_interval"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "node_attestor", LabelNames: []string{"kind"}},
+	},
+}
+
+// agentAttestorSchemas is the body of an agent's node_attestor "KIND".
+var agentAttestorSchemas = map[string]*hcl.BodySchema{
+	NodeAttestorJoinToken: {
+		Attributes: []hcl.AttributeSchema{{Name: "token"}},
+	},
+	NodeAttestorX509PoP: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "private_key_path", Required: true},
+			{Name: "certificate_path", Required: true},
+			{Name: "intermediates_path"},
+		},
+	},
+}
+
+// entrySchema is an entry "NAME" block.
+var entrySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "spiffe_id", Required: true},
+		{Name: "parent_id", Required: true},
+		{Name: "selectors", Required: true},
+		{Name: "x509_svid_ttl"},
+		{Name: "jwt_svid_ttl"},
+		{Name: "dns_names"},
+		{Name: "admin"},
+		{Name: "downstream"},
+		{Name: "federates_with"},
+		{Name: "hint"},
+	},
+}
+
+// federationSchema is a federation "TRUST_DOMAIN" block.
+var federationSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "bundle_endpoint", Required: true},
+		{Name: "profile"},
+		{Name: "endpoint_spiffe_id"},
+	},
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // ErrUnknownServer is returned (wrapped) by File.Server when no server block
@@ -33,6 +34,21 @@ const (
 	// DefaultStateDirName is the folder, next to the topology file, under
 	// which each server gets its own state directory (.arbor/<name>).
 	DefaultStateDirName = ".arbor"
+	// DefaultSyncInterval is how often an agent syncs entries and bundles
+	// with its server.
+	DefaultSyncInterval = 5 * time.Second
+	// DefaultMinOutageBudget is the shortest outage budget (how long a tier
+	// keeps issuing with its parent down, at worst) validation accepts
+	// without a warning.
+	DefaultMinOutageBudget = 4 * time.Hour
+	// DefaultReplicas is the number of server processes of one block.
+	DefaultReplicas = 1
+	// LocalHost is the Host of servers whose address names no remote machine
+	// (loopback, unspecified or "localhost"): they run on this machine.
+	LocalHost = "local"
+	// DefaultVarEnvPrefix prefixes the environment variables that set
+	// topology variables: ARBOR_VAR_region sets var.region.
+	DefaultVarEnvPrefix = "ARBOR_VAR_"
 )
 
 // KeyType names a signing key algorithm as written in the topology file.
@@ -71,6 +87,20 @@ const (
 	NodeAttestorX509PoP   = "x509pop"
 )
 
+// Upstream authority kinds (root servers only).
+const (
+	UpstreamDisk   = "disk"
+	UpstreamVault  = "vault"
+	UpstreamAWSPCA = "aws_pca"
+	UpstreamSPIRE  = "spire"
+)
+
+// Federation bundle endpoint profiles.
+const (
+	ProfileHTTPSWeb    = "https_web"
+	ProfileHTTPSSPIFFE = "https_spiffe"
+)
+
 // File is a parsed topology file. Every value is resolved: defaults are
 // applied, relative paths are joined to the directory holding the file, and
 // expressions (env, file) are evaluated.
@@ -83,6 +113,21 @@ type File struct {
 	Defaults Defaults
 	// Servers are the server blocks in file order.
 	Servers []*Server
+	// Variables are the variable blocks in file order, with their values.
+	Variables []Variable
+	// Federations are the federation blocks in file order.
+	Federations []Federation
+}
+
+// Variable is one variable "NAME" block and the value the file was parsed
+// with: a value given to ParseWith, else the ARBOR_VAR_NAME environment
+// variable, else the default.
+type Variable struct {
+	Name        string
+	Description string
+	// Value is the value as written by HCL (a string, number, bool or list).
+	Value cty.Value
+	Range hcl.Range
 }
 
 // Server returns the server block with the given name. The error wraps
@@ -112,6 +157,13 @@ type Defaults struct {
 	JWTKeyType  KeyType
 	LogLevel    string
 	LogFormat   string
+	// AgentSVIDTTL is the lifetime of the SVIDs servers issue to agents.
+	AgentSVIDTTL time.Duration
+	// SyncInterval is how often agents sync with their server.
+	SyncInterval time.Duration
+	// MinOutageBudget is the shortest outage budget accepted without a
+	// warning; zero means DefaultMinOutageBudget.
+	MinOutageBudget time.Duration
 	// Range is the defaults block's header, or the zero Range when the file
 	// has no defaults block.
 	Range hcl.Range
@@ -163,6 +215,38 @@ type Server struct {
 	LogFormat string
 	// JWTIssuer is the iss claim of JWT-SVIDs; "" means none.
 	JWTIssuer string
+
+	// Host names the machine the server runs on; servers with the same Host
+	// must not share listen ports or paths. Default: the host of Address
+	// when it names a remote machine, else LocalHost.
+	Host string
+	// Replicas is the number of processes running this block (HA: they
+	// share a PostgreSQL datastore, each keeps its own CA). Default 1.
+	Replicas int
+	// SPIFFEID is the ID the server holds as a workload of its co-located
+	// agent (the downstream entry its parent registers). Default
+	// spiffe://<trust domain>/arbor/server/<name>.
+	SPIFFEID spiffeid.ID
+	// AgentSVIDTTL is the lifetime of SVIDs this server issues to agents.
+	// Default the defaults block's, else X509SVIDTTL (as in SPIRE).
+	AgentSVIDTTL time.Duration
+	// Upstream is the root's external signing authority; nil means a
+	// self-signed root (or, for a downstream server, the parent).
+	Upstream *Upstream
+	// Agent is how the co-located agent attests to the parent: set for
+	// every server with a parent (defaulted when the block is absent) and
+	// for a root with upstream "spire"; nil otherwise.
+	Agent *Agent
+	// Entries are the entry blocks in file order.
+	Entries []Entry
+
+	// caTTLRange and x509TTLRange are where the effective ca_ttl and
+	// x509_svid_ttl were written; nil for the built-in default.
+	caTTLRange, x509TTLRange *hcl.Range
+	// bodyRange is the whole block, to tell which diagnostics concern it.
+	bodyRange hcl.Range
+	// agentDefaulted is set when Agent was not written but implied.
+	agentDefaulted bool
 
 	// attrs records where each attribute of the block was written, so that
 	// later validation can point at it.
@@ -224,4 +308,253 @@ type X509PoP struct {
 	// AgentPathTemplate is a text/template for the agent ID path; "" means
 	// the attestor's default (x509pop/<fingerprint>).
 	AgentPathTemplate string
+}
+
+// Upstream is an upstream "KIND" block: where a root server's CA comes from
+// instead of being self-signed. Exactly one of the kind fields is set.
+type Upstream struct {
+	// Kind is UpstreamDisk, UpstreamVault, UpstreamAWSPCA or UpstreamSPIRE.
+	Kind   string
+	Disk   *DiskUpstream
+	Vault  *VaultUpstream
+	AWSPCA *AWSPCAUpstream
+	SPIRE  *SPIREUpstream
+	Range  hcl.Range
+}
+
+// DiskUpstream signs the root's CA with a CA certificate and key on disk.
+type DiskUpstream struct {
+	// CertFilePath and KeyFilePath are PEM files (required).
+	CertFilePath string
+	KeyFilePath  string
+	// BundleFilePath holds extra upstream roots; "" means the certificate
+	// of CertFilePath is the root.
+	BundleFilePath string
+}
+
+// VaultUpstream signs the root's CA with Vault's PKI secrets engine
+// (pki/root/sign-intermediate).
+type VaultUpstream struct {
+	// Address is Vault's URL (required).
+	Address string
+	// PKIMount is the PKI secrets engine's mount path. Default "pki".
+	PKIMount string
+	// Namespace is the Vault Enterprise namespace; "" means none.
+	Namespace string
+	// CACertPath verifies Vault's TLS certificate; "" means system roots.
+	CACertPath         string
+	InsecureSkipVerify bool
+	// Auth is how arbor logs in (exactly one auth block).
+	Auth VaultAuth
+}
+
+// Vault auth methods.
+const (
+	VaultAuthToken      = "token"
+	VaultAuthAppRole    = "approle"
+	VaultAuthCert       = "cert"
+	VaultAuthKubernetes = "kubernetes"
+)
+
+// VaultAuth is the auth "METHOD" block of a vault upstream. Fields not used
+// by Method are empty.
+type VaultAuth struct {
+	// Method is VaultAuthToken, VaultAuthAppRole, VaultAuthCert or
+	// VaultAuthKubernetes.
+	Method string
+	// Mount is the auth method's mount path. Default the method name.
+	Mount string
+	// Token (token).
+	Token string
+	// RoleID and SecretID (approle).
+	RoleID   string
+	SecretID string
+	// RoleName, ClientCertPath, ClientKeyPath (cert; RoleName optional).
+	RoleName       string
+	ClientCertPath string
+	ClientKeyPath  string
+	// Role and TokenPath (kubernetes). TokenPath defaults to the service
+	// account token path.
+	Role      string
+	TokenPath string
+}
+
+// DefaultKubernetesTokenPath is where a pod's service account token lives.
+const DefaultKubernetesTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// DefaultPCATemplateARN is the ACM PCA template the root's CA is issued
+// with. The root's CA signs the intermediates of every tier below it, so
+// path length 0 (SPIRE's usual choice for a flat deployment) would make
+// every downstream CA invalid; validation checks the tree fits in 3.
+const DefaultPCATemplateARN = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen3/V1"
+
+// AWSPCAUpstream signs the root's CA with AWS Private CA.
+type AWSPCAUpstream struct {
+	// Region and CertificateAuthorityARN are required.
+	Region                  string
+	CertificateAuthorityARN string
+	// CASigningTemplateARN. Default DefaultPCATemplateARN.
+	CASigningTemplateARN string
+	// SigningAlgorithm is the ACM PCA algorithm name. Default from the
+	// issuing CA's key type as known to arbor: SHA256WITHECDSA for
+	// ec-p256, SHA384WITHECDSA for ec-p384, SHA256WITHRSA for RSA.
+	SigningAlgorithm string
+	// AssumeRoleARN is assumed before calling ACM PCA; "" means none.
+	AssumeRoleARN string
+	// Endpoint overrides the service endpoint URL; "" means AWS's.
+	Endpoint string
+	// SupplementalBundlePath holds extra roots to add to the bundle.
+	SupplementalBundlePath string
+}
+
+// SPIREUpstream gets the root's CA from another server speaking SPIRE's
+// server API (a real spire-server or an arbor server of another topology),
+// as a downstream tier does: with the SVID of the co-located agent.
+type SPIREUpstream struct {
+	// ServerAddress is the upstream server's host:port (required).
+	ServerAddress string
+	// WorkloadAPISocket is the co-located agent's Workload API socket.
+	// Default the server's Agent.SocketPath.
+	WorkloadAPISocket string
+}
+
+// Agent is the agent block of a server: the agent running beside it,
+// attested to its parent, that serves the server its downstream SVID.
+type Agent struct {
+	// NodeAttestor is how the agent attests to the parent. Default
+	// join_token (with the token supplied at start).
+	NodeAttestor AgentAttestor
+	// SocketPath is the agent's Workload API socket. Default
+	// StateDir/agent.sock.
+	SocketPath string
+	// DataDir keeps the agent's SVID and keys. Default StateDir/agent.
+	DataDir string
+	// SPIFFEID is the agent's alias ID: the parent ID of the server's
+	// downstream entry. Default spiffe://<td>/arbor/agent/<server name>.
+	SPIFFEID spiffeid.ID
+	// ServerSelectors identify the server process to its agent; empty (the
+	// default) means apply uses the user that runs the server (unix:uid).
+	ServerSelectors []string
+	// SyncInterval. Default the defaults block's, else DefaultSyncInterval.
+	SyncInterval time.Duration
+	// Range is the agent block header, or the server's when defaulted.
+	Range hcl.Range
+}
+
+// AgentAttestor is the node_attestor block of an agent block.
+type AgentAttestor struct {
+	// Kind is NodeAttestorJoinToken or NodeAttestorX509PoP.
+	Kind string
+	// Token is the join token (join_token); "" means supplied at start.
+	Token string
+	// PrivateKeyPath, CertificatePath and IntermediatesPath (x509pop).
+	PrivateKeyPath    string
+	CertificatePath   string
+	IntermediatesPath string
+	Range             hcl.Range
+}
+
+// Entry is an entry "NAME" block: a registration entry the server holds.
+type Entry struct {
+	// Name is the block label, unique within the server.
+	Name     string
+	SPIFFEID spiffeid.ID
+	ParentID spiffeid.ID
+	// Selectors as written ("type:value"), at least one.
+	Selectors []string
+	// X509SVIDTTL and JWTSVIDTTL: zero means the server's.
+	X509SVIDTTL   time.Duration
+	JWTSVIDTTL    time.Duration
+	DNSNames      []string
+	Admin         bool
+	Downstream    bool
+	FederatesWith []string
+	Hint          string
+	Range         hcl.Range
+
+	federatesRange hcl.Range
+}
+
+// Federation is a federation "TRUST_DOMAIN" block: a foreign trust domain
+// whose bundle every server fetches from its bundle endpoint.
+type Federation struct {
+	TrustDomain    spiffeid.TrustDomain
+	BundleEndpoint string
+	// Profile is ProfileHTTPSWeb (default) or ProfileHTTPSSPIFFE.
+	Profile string
+	// EndpointSPIFFEID is the endpoint server's ID (https_spiffe only).
+	EndpointSPIFFEID spiffeid.ID
+	Range            hcl.Range
+}
+
+// Root returns the file's root server (the one without a parent), or nil.
+func (f *File) Root() *Server {
+	for _, s := range f.Servers {
+		if s.Parent == "" {
+			return s
+		}
+	}
+	return nil
+}
+
+// Children returns the servers whose parent is name, in file order.
+func (f *File) Children(name string) []*Server {
+	var out []*Server
+	for _, s := range f.Servers {
+		if s.Parent == name && s.Name != name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Depth is the tier of a server: 0 for the root, 1 for its children...
+// It is -1 when the server is unknown or its parents form a cycle.
+func (f *File) Depth(name string) int {
+	d := 0
+	seen := map[string]bool{}
+	for name != "" {
+		if seen[name] {
+			return -1
+		}
+		seen[name] = true
+		s := f.server(name)
+		if s == nil {
+			return -1
+		}
+		if s.Parent == "" {
+			return d
+		}
+		name = s.Parent
+		d++
+	}
+	return d
+}
+
+func (f *File) server(name string) *Server {
+	for _, s := range f.Servers {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Walk returns the servers of the tree in depth-first order from the root,
+// children in file order: the order every tool prints.
+func (f *File) Walk() []*Server {
+	var out []*Server
+	var visit func(s *Server)
+	visit = func(s *Server) {
+		out = append(out, s)
+		for _, c := range f.Children(s.Name) {
+			visit(c)
+		}
+	}
+	for _, s := range f.Servers {
+		if s.Parent == "" {
+			visit(s)
+		}
+	}
+	return out
 }

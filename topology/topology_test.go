@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // testPath is where the snippets pretend to live; paths resolve against
@@ -23,6 +24,8 @@ var cmpOpts = []cmp.Option{
 	cmpopts.IgnoreUnexported(Server{}),
 	cmpopts.IgnoreTypes(hcl.Range{}),
 	cmp.Comparer(func(a, b spiffeid.TrustDomain) bool { return a == b }),
+	cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b }),
+	cmp.Comparer(func(a, b cty.Value) bool { return a.Equals(b).True() }),
 }
 
 func mustParse(t *testing.T, src, filename string) *File {
@@ -80,6 +83,12 @@ server "us-east" {
   datastore "sqlite" {
     path = "db/us-east.sqlite3"
   }
+  agent {
+    node_attestor "x509pop" {
+      private_key_path = "pki/us-east.key"
+      certificate_path = "pki/us-east.pem"
+    }
+  }
 }
 `
 	got := mustParse(t, src, testPath)
@@ -116,9 +125,13 @@ server "us-east" {
 					}},
 					{Kind: NodeAttestorJoinToken, JoinToken: JoinToken{DefaultTTL: time.Hour}},
 				},
-				LogLevel:  "warn",
-				LogFormat: "text",
-				JWTIssuer: "https://oidc.example.org",
+				LogLevel:     "warn",
+				LogFormat:    "text",
+				JWTIssuer:    "https://oidc.example.org",
+				Host:         "root.example.org",
+				Replicas:     1,
+				SPIFFEID:     spiffeid.RequireFromString("spiffe://example.org/arbor/server/root"),
+				AgentSVIDTTL: 12 * time.Hour,
 			},
 			{
 				Name:          "us-east",
@@ -138,6 +151,17 @@ server "us-east" {
 				NodeAttestors: []NodeAttestor{{Kind: NodeAttestorJoinToken, JoinToken: JoinToken{DefaultTTL: DefaultJoinTokenTTL}}},
 				LogLevel:      "debug",
 				LogFormat:     "json",
+				Host:          LocalHost,
+				Replicas:      1,
+				SPIFFEID:      spiffeid.RequireFromString("spiffe://example.org/arbor/server/us-east"),
+				AgentSVIDTTL:  2 * time.Hour,
+				Agent: &Agent{
+					NodeAttestor: AgentAttestor{Kind: NodeAttestorX509PoP, PrivateKeyPath: "/etc/arbor/pki/us-east.key", CertificatePath: "/etc/arbor/pki/us-east.pem"},
+					SocketPath:   "/etc/arbor/.arbor/us-east/agent.sock",
+					DataDir:      "/etc/arbor/.arbor/us-east/agent",
+					SPIFFEID:     spiffeid.RequireFromString("spiffe://example.org/arbor/agent/us-east"),
+					SyncInterval: DefaultSyncInterval,
+				},
 			},
 		},
 	}
@@ -182,6 +206,10 @@ func TestParseMinimalDefaults(t *testing.T) {
 		NodeAttestors: []NodeAttestor{{Kind: NodeAttestorJoinToken, JoinToken: JoinToken{DefaultTTL: 10 * time.Minute}}},
 		LogLevel:      "info",
 		LogFormat:     "text",
+		Host:          LocalHost,
+		Replicas:      1,
+		SPIFFEID:      spiffeid.RequireFromString("spiffe://example.org/arbor/server/root"),
+		AgentSVIDTTL:  time.Hour,
 	}
 	if diff := cmp.Diff([]*Server{want}, got.Servers, cmpOpts...); diff != "" {
 		t.Errorf("Parse() servers mismatch (-want +got):\n%s", diff)
@@ -269,12 +297,22 @@ server "a" {
   }
 }
 server "b" {
+  parent = "a"
+  listen = "127.0.0.1:9998"
+  health_listen = "off"
+  ca_ttl = "12h"
+  agent {
+    node_attestor "join_token" {}
+  }
   datastore "postgres" {
     dsn = file("secrets/dsn")
   }
 }
 `
-	f := mustParse(t, src, filepath.Join(dir, "topology.hcl"))
+	f, diags := Parse([]byte(src), filepath.Join(dir, "topology.hcl"))
+	if diags.HasErrors() {
+		t.Fatalf("Parse() diagnostics:\n%s", FormatDiagnostics(diags, nil))
+	}
 	a, b := f.Servers[0], f.Servers[1]
 	checks := []struct{ what, got, want string }{
 		{"trust domain from file()", f.TrustDomain.Name(), "file.example"},
@@ -317,22 +355,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level attribute",
 			src:  td + "trust = 1\nserver \"a\" {}\n",
-			want: []diagAt{{"2:1", "Unsupported argument"}}, wantDetail: "allowed here: trust_domain, defaults { }, server { }",
+			want: []diagAt{{"2:1", "Unsupported argument"}}, wantDetail: "allowed here: trust_domain, variable { }, defaults { }, server { }, federation { }",
 		},
 		{
 			name: "unknown block",
 			src:  td + "server \"a\" {}\nwidget {}\n",
 			want: []diagAt{{"3:1", "Unsupported block type"}},
-		},
-		{
-			name: "planned top-level block",
-			src:  td + "server \"a\" {}\nfederation \"partner.example\" {}\n",
-			want: []diagAt{{"3:1", "Block type not supported yet"}}, wantDetail: "does not implement them yet",
-		},
-		{
-			name: "planned server block",
-			src:  td + "server \"a\" {\n  upstream \"vault\" {}\n}\n",
-			want: []diagAt{{"3:3", "Block type not supported yet"}},
 		},
 		{
 			name: "unknown defaults attribute",
@@ -441,7 +469,7 @@ func TestParseErrors(t *testing.T) {
 		},
 		{
 			name: "inherited svid ttl reported once at the defaults block",
-			src:  td + "defaults {\n  jwt_svid_ttl = \"13h\"\n}\nserver \"a\" {}\nserver \"b\" {}\n",
+			src:  td + "defaults {\n  jwt_svid_ttl = \"13h\"\n}\nserver \"a\" {}\nserver \"b\" {\n  parent = \"a\"\n  listen = \"127.0.0.1:1\"\n  health_listen = \"off\"\n  ca_ttl = \"12h\"\n}\n",
 			want: []diagAt{{"3:18", "SVID TTL too long for the CA"}},
 		},
 		{
@@ -520,9 +548,9 @@ func TestParseErrors(t *testing.T) {
 			want: []diagAt{{"3:16", "Call to unknown function"}},
 		},
 		{
-			name: "variables",
+			name: "undeclared variable",
 			src:  td + "server \"a\" {\n  jwt_issuer = var.issuer\n}\n",
-			want: []diagAt{{"3:16", "Variables not allowed"}}, wantDetail: "env(",
+			want: []diagAt{{"3:19", "Unsupported attribute"}}, wantDetail: "declares no variables",
 		},
 		{
 			name: "syntax error",
@@ -544,6 +572,9 @@ func TestParseErrors(t *testing.T) {
 			}
 			var got []diagAt
 			for _, d := range diags {
+				if d.Severity != hcl.DiagError {
+					continue // warnings have their own tests
+				}
 				if d.Subject == nil {
 					t.Errorf("diagnostic %q has no subject", d.Summary)
 					continue
@@ -567,7 +598,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestFileServer(t *testing.T) {
-	f := mustParse(t, "trust_domain = \"example.org\"\nserver \"root\" {}\nserver \"edge\" {\n  parent = \"root\"\n}\n", testPath)
+	f, _ := Parse([]byte("trust_domain = \"example.org\"\nserver \"root\" {}\nserver \"edge\" {\n  parent = \"root\"\n  listen = \":9000\"\n  health_listen = \"off\"\n  ca_ttl = \"12h\"\n  agent {\n    node_attestor \"join_token\" {}\n  }\n}\n"), testPath)
 	s, err := f.Server("edge")
 	if err != nil || s.Name != "edge" || s.Parent != "root" {
 		t.Fatalf(`Server("edge") = %+v, %v; want the edge server`, s, err)

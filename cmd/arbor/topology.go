@@ -1,0 +1,257 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/arborid/arbor/topology"
+)
+
+func newTopologyCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "topology",
+		Short: "Check, plan, render, draw and simulate a topology file",
+		Long: `Work on a topology file without running anything: find every mistake
+(validate), see each tier's lifetimes and outage budgets (plan), produce one
+machine's configuration (render), draw the tree (graph), and ask what expires
+when a tier is down (simulate). See docs/topology.md.`,
+		Example: `  arbor topology validate examples/three-tier-multicloud.hcl
+  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h`,
+	}
+	cmd.AddCommand(newTopologyValidateCommand(), newTopologyPlanCommand(), newTopologyRenderCommand(),
+		newTopologyGraphCommand(), newTopologySimulateCommand())
+	return cmd
+}
+
+// topologyVars is the --var NAME=VALUE flag every topology command takes.
+type topologyVars []string
+
+func addVarFlag(cmd *cobra.Command, v *topologyVars) {
+	cmd.Flags().StringArrayVar((*[]string)(v), "var", nil, "set a topology variable: --var NAME=VALUE (repeatable; wins over ARBOR_VAR_NAME)")
+}
+
+func (v topologyVars) options() (topology.Options, error) {
+	opts := topology.Options{Vars: map[string]string{}}
+	for _, kv := range v {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return opts, fmt.Errorf("--var %q: want NAME=VALUE", kv)
+		}
+		opts.Vars[name] = value
+	}
+	return opts, nil
+}
+
+// loadTopology parses path and prints its diagnostics (with source lines)
+// to w. It fails when the file has errors.
+func loadTopology(w io.Writer, path string, vars topologyVars) (*topology.File, hcl.Diagnostics, error) {
+	opts, err := vars.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	f, diags := topology.ParseFileWith(path, opts)
+	var files map[string]*hcl.File
+	if src, err := os.ReadFile(path); err == nil {
+		files = map[string]*hcl.File{path: {Bytes: src}}
+	}
+	fmt.Fprint(w, topology.FormatDiagnostics(diags, files))
+	if diags.HasErrors() {
+		return nil, diags, fmt.Errorf("%s: %s", path, countDiags(diags))
+	}
+	return f, diags, nil
+}
+
+func countDiags(diags hcl.Diagnostics) string {
+	var errs, warns int
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			errs++
+		} else {
+			warns++
+		}
+	}
+	return fmt.Sprintf("%d error(s), %d warning(s)", errs, warns)
+}
+
+func newTopologyValidateCommand() *cobra.Command {
+	var vars topologyVars
+	cmd := &cobra.Command{
+		Use:   "validate FILE",
+		Short: "Report every problem of a topology file at once",
+		Long: `Parse FILE and check the language and the tree: unknown attributes and blocks,
+bad durations, key types, SPIFFE IDs and selectors, unknown parents, cycles,
+more than one root, duplicate addresses, ports and paths on one host, CA and
+SVID TTLs that do not nest, upstream on a non-root, co-located agents whose
+parent does not accept their attestor. Each problem is printed as
+file:line:col: error: summary, with how to fix it. Warnings (join_token
+co-located agents, outage budgets below min_outage_budget, SQLite with
+replicas) are printed too but do not fail. Exit status 1 when there are errors.`,
+		Example: `  arbor topology validate examples/three-tier-multicloud.hcl
+  arbor topology validate --var region_ca_ttl=14d prod.hcl`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, diags, err := loadTopology(cmd.OutOrStdout(), args[0], vars)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid: %d server(s), %s\n", args[0], len(f.Servers), countDiags(diags))
+			return nil
+		},
+	}
+	addVarFlag(cmd, &vars)
+	return cmd
+}
+
+func newTopologyPlanCommand() *cobra.Command {
+	var vars topologyVars
+	cmd := &cobra.Command{
+		Use:   "plan FILE",
+		Short: "Show every tier with its CA TTL, rotation, chain length and outage budgets",
+		Long: `Print the tree of servers with, per tier: CA TTL, when it rotates its CA,
+how many certificates a workload's chain holds, how long the tier keeps
+issuing if its parent is down, and how long its workloads keep valid SVIDs
+if the tier itself is down. Budgets are worst cases; docs/topology.md
+defines each.`,
+		Example: `  arbor topology plan examples/three-tier-multicloud.hcl`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
+			if err != nil {
+				return err
+			}
+			return topology.NewPlan(f).WriteText(cmd.OutOrStdout())
+		},
+	}
+	addVarFlag(cmd, &vars)
+	return cmd
+}
+
+func newTopologyRenderCommand() *cobra.Command {
+	var vars topologyVars
+	var node, format string
+	cmd := &cobra.Command{
+		Use:   "render FILE --node NAME",
+		Short: "Print the resolved configuration of one server",
+		Long: `Print everything server NAME needs on its machine, with every default and
+variable resolved: its server settings, its co-located agent, the entries it
+holds (declared ones and the downstream entries of its children) and the
+federations. --format hcl (default) or json (HCL's JSON form, for
+Terraform's jsondecode or a configuration tool). The output is deterministic.`,
+		Example: `  arbor topology render examples/three-tier-multicloud.hcl --node aws-us-east-1a
+  arbor topology render examples/federation.hcl --node root --format json > root.json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "hcl" && format != "json" {
+				return fmt.Errorf("--format %q: want hcl or json", format)
+			}
+			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
+			if err != nil {
+				return err
+			}
+			cfg, err := topology.Render(f, node)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return cfg.WriteJSON(cmd.OutOrStdout())
+			}
+			return cfg.WriteHCL(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "name of the server block to render")
+	cmd.Flags().StringVar(&format, "format", "hcl", "hcl or json")
+	cmd.MarkFlagRequired("node")
+	addVarFlag(cmd, &vars)
+	return cmd
+}
+
+func newTopologyGraphCommand() *cobra.Command {
+	var vars topologyVars
+	var format string
+	cmd := &cobra.Command{
+		Use:   "graph FILE",
+		Short: "Draw the tree of servers as Graphviz DOT or Mermaid",
+		Long: `Print the tree: one node per server with its tier and CA TTL, an edge from
+each parent to each child labelled with the attestor of the child's
+co-located agent, federated trust domains dashed.`,
+		Example: `  arbor topology graph examples/three-tier-multicloud.hcl | dot -Tsvg > tree.svg
+  arbor topology graph examples/ha-root.hcl --format mermaid`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != topology.GraphDOT && format != topology.GraphMermaid {
+				return fmt.Errorf("--format %q: want dot or mermaid", format)
+			}
+			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
+			if err != nil {
+				return err
+			}
+			return topology.WriteGraph(cmd.OutOrStdout(), f, format)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", topology.GraphDOT, "dot or mermaid")
+	addVarFlag(cmd, &vars)
+	return cmd
+}
+
+// errNotSurvivable is returned by simulate when workloads lose identity.
+var errNotSurvivable = errors.New("the outage is not survivable: workloads lose identity")
+
+func newTopologySimulateCommand() *cobra.Command {
+	var vars topologyVars
+	var down, forDur, at string
+	cmd := &cobra.Command{
+		Use:   "simulate FILE --down NAME --for DURATION",
+		Short: "Show what expires when, if a tier is down for a while",
+		Long: `Print a timeline of what happens when server NAME (all its replicas) is
+unreachable for DURATION: when its workloads' X509-SVIDs and JWT-SVIDs
+expire, when its agents and its children's co-located agents lose their
+SVIDs, and when each child tier's CA runs out so that the whole subtree loses
+identity. Times are worst cases (the earliest each can happen), with the
+latest in brackets. --at RFC3339 prints wall-clock times too. Exit status 1
+when a workload loses identity within the outage.`,
+		Example: `  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h
+  arbor topology simulate prod.hcl --down root --for 3d --at 2025-01-10T08:00:00Z`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := topology.ParseDuration(forDur)
+			if err != nil {
+				return fmt.Errorf("--for: %w", err)
+			}
+			var start time.Time
+			if at != "" {
+				if start, err = time.Parse(time.RFC3339, at); err != nil {
+					return fmt.Errorf("--at %q: want an RFC 3339 time such as 2025-01-10T08:00:00Z", at)
+				}
+			}
+			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
+			if err != nil {
+				return err
+			}
+			sim, err := topology.Simulate(f, down, d, start)
+			if err != nil {
+				return err
+			}
+			if err := sim.WriteText(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if !sim.Survivable {
+				return errNotSurvivable
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&down, "down", "", "name of the server that goes down")
+	cmd.Flags().StringVar(&forDur, "for", "", "how long it stays down (e.g. 90m, 6h, 2d)")
+	cmd.Flags().StringVar(&at, "at", "", "when the outage starts (RFC 3339), to print wall-clock times")
+	cmd.MarkFlagRequired("down")
+	cmd.MarkFlagRequired("for")
+	addVarFlag(cmd, &vars)
+	return cmd
+}

@@ -1,0 +1,349 @@
+package topology
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// NodeConfig is the resolved configuration of one server of the topology:
+// what a Terraform module or a configuration tool writes to that machine.
+// It is a tree of blocks written as HCL (WriteHCL) or as HCL's JSON form
+// (WriteJSON); the layout is documented in docs/topology.md ("render").
+type NodeConfig struct {
+	// Node is the server's name; Source the topology file it came from.
+	Node   string
+	Source string
+	// Body holds trust_domain, the server block, its agent block, its
+	// entries (declared and downstream) and the federations.
+	Body *Block
+}
+
+// Block is one block (or the top-level body) of a rendered configuration:
+// attributes in a fixed order, then nested blocks.
+type Block struct {
+	Type   string
+	Labels []string
+	Attrs  []Attr
+	Blocks []*Block
+}
+
+// Attr is one attribute; Value is a string, int, bool or []string.
+type Attr struct {
+	Name  string
+	Value any
+}
+
+func (b *Block) set(name string, v any) *Block {
+	b.Attrs = append(b.Attrs, Attr{name, v})
+	return b
+}
+
+// setIf sets a string attribute only when it is not empty.
+func (b *Block) setIf(name, v string) *Block {
+	if v != "" {
+		b.set(name, v)
+	}
+	return b
+}
+
+func (b *Block) block(typ string, labels ...string) *Block {
+	c := &Block{Type: typ, Labels: labels}
+	b.Blocks = append(b.Blocks, c)
+	return c
+}
+
+func dur(d time.Duration) string { return formatDuration(d) }
+
+// Render resolves the configuration of the server named node.
+func Render(f *File, node string) (*NodeConfig, error) {
+	s, err := f.Server(node)
+	if err != nil {
+		return nil, err
+	}
+	body := &Block{}
+	body.set("trust_domain", f.TrustDomain.Name())
+
+	sb := body.block("server", s.Name)
+	sb.setIf("parent", s.Parent)
+	if parent := f.server(s.Parent); parent != nil {
+		sb.set("parent_address", parent.Address)
+	}
+	sb.set("host", s.Host).
+		set("replicas", s.Replicas).
+		set("listen", s.Listen).
+		set("address", s.Address).
+		set("admin_socket", s.AdminSocket).
+		set("health_listen", s.HealthListen).
+		set("state_dir", s.StateDir).
+		set("spiffe_id", s.SPIFFEID.String()).
+		set("ca_ttl", dur(s.CATTL)).
+		set("x509_svid_ttl", dur(s.X509SVIDTTL)).
+		set("jwt_svid_ttl", dur(s.JWTSVIDTTL)).
+		set("agent_svid_ttl", dur(s.AgentSVIDTTL)).
+		set("key_type", string(s.KeyType)).
+		set("jwt_key_type", string(s.JWTKeyType)).
+		set("ca_key_storage", s.CAKeyStorage).
+		set("log_level", s.LogLevel).
+		set("log_format", s.LogFormat).
+		set("jwt_issuer", s.JWTIssuer)
+	ds := sb.block("datastore", s.Datastore.Kind)
+	ds.setIf("path", s.Datastore.Path).setIf("dsn", s.Datastore.DSN)
+	if u := s.Upstream; u != nil {
+		renderUpstream(sb.block("upstream", u.Kind), u)
+	}
+	for _, a := range s.NodeAttestors {
+		nb := sb.block("node_attestor", a.Kind)
+		switch a.Kind {
+		case NodeAttestorJoinToken:
+			nb.set("default_ttl", dur(a.JoinToken.DefaultTTL))
+		case NodeAttestorX509PoP:
+			nb.set("ca_bundle_paths", a.X509PoP.CABundlePaths).setIf("agent_path_template", a.X509PoP.AgentPathTemplate)
+		}
+	}
+
+	if ag := s.Agent; ag != nil {
+		ab := body.block("agent")
+		if parent := f.server(s.Parent); parent != nil {
+			ab.set("server_address", parent.Address)
+		} else if s.Upstream != nil && s.Upstream.SPIRE != nil {
+			ab.set("server_address", s.Upstream.SPIRE.ServerAddress)
+		}
+		ab.set("spiffe_id", ag.SPIFFEID.String()).
+			set("socket_path", ag.SocketPath).
+			set("data_dir", ag.DataDir).
+			set("server_selectors", nonNil(ag.ServerSelectors)).
+			set("sync_interval", dur(ag.SyncInterval))
+		nb := ab.block("node_attestor", ag.NodeAttestor.Kind)
+		switch ag.NodeAttestor.Kind {
+		case NodeAttestorJoinToken:
+			nb.setIf("token", ag.NodeAttestor.Token)
+		case NodeAttestorX509PoP:
+			nb.set("private_key_path", ag.NodeAttestor.PrivateKeyPath).
+				set("certificate_path", ag.NodeAttestor.CertificatePath).
+				setIf("intermediates_path", ag.NodeAttestor.IntermediatesPath)
+		}
+	}
+
+	for _, e := range s.Entries {
+		eb := body.block("entry", e.Name)
+		x509, jwt := e.X509SVIDTTL, e.JWTSVIDTTL
+		if x509 == 0 {
+			x509 = s.X509SVIDTTL
+		}
+		if jwt == 0 {
+			jwt = s.JWTSVIDTTL
+		}
+		eb.set("spiffe_id", e.SPIFFEID.String()).
+			set("parent_id", e.ParentID.String()).
+			set("selectors", nonNil(e.Selectors)).
+			set("x509_svid_ttl", dur(x509)).
+			set("jwt_svid_ttl", dur(jwt)).
+			set("dns_names", nonNil(e.DNSNames)).
+			set("admin", e.Admin).
+			set("downstream", e.Downstream).
+			set("federates_with", nonNil(e.FederatesWith)).
+			set("hint", e.Hint)
+	}
+	// The entries this server must hold so that each child server gets
+	// its downstream SVID from its co-located agent.
+	for _, c := range f.Children(s.Name) {
+		if c.Agent == nil {
+			continue
+		}
+		eb := body.block("entry", "downstream-"+c.Name)
+		eb.set("spiffe_id", c.SPIFFEID.String()).
+			set("parent_id", c.Agent.SPIFFEID.String()).
+			set("selectors", nonNil(c.Agent.ServerSelectors)).
+			set("x509_svid_ttl", dur(s.X509SVIDTTL)).
+			set("jwt_svid_ttl", dur(s.JWTSVIDTTL)).
+			set("dns_names", []string{}).
+			set("admin", false).
+			set("downstream", true).
+			set("federates_with", []string{}).
+			set("hint", "arbor downstream server "+c.Name)
+	}
+
+	for _, fed := range f.Federations {
+		fb := body.block("federation", fed.TrustDomain.Name())
+		fb.set("bundle_endpoint", fed.BundleEndpoint).set("profile", fed.Profile)
+		if !fed.EndpointSPIFFEID.IsZero() {
+			fb.set("endpoint_spiffe_id", fed.EndpointSPIFFEID.String())
+		}
+	}
+	return &NodeConfig{Node: s.Name, Source: f.Path, Body: body}, nil
+}
+
+func renderUpstream(b *Block, u *Upstream) {
+	switch {
+	case u.Disk != nil:
+		b.set("cert_file_path", u.Disk.CertFilePath).set("key_file_path", u.Disk.KeyFilePath).setIf("bundle_file_path", u.Disk.BundleFilePath)
+	case u.Vault != nil:
+		v := u.Vault
+		b.set("address", v.Address).set("pki_mount", v.PKIMount).setIf("namespace", v.Namespace).
+			setIf("ca_cert_path", v.CACertPath).set("insecure_skip_verify", v.InsecureSkipVerify)
+		a := b.block("auth", v.Auth.Method)
+		switch v.Auth.Method {
+		case VaultAuthToken:
+			a.set("token", v.Auth.Token)
+		case VaultAuthAppRole:
+			a.set("mount", v.Auth.Mount).set("role_id", v.Auth.RoleID).set("secret_id", v.Auth.SecretID)
+		case VaultAuthCert:
+			a.set("mount", v.Auth.Mount).setIf("role_name", v.Auth.RoleName).set("client_cert_path", v.Auth.ClientCertPath).set("client_key_path", v.Auth.ClientKeyPath)
+		case VaultAuthKubernetes:
+			a.set("mount", v.Auth.Mount).set("role", v.Auth.Role).set("token_path", v.Auth.TokenPath)
+		}
+	case u.AWSPCA != nil:
+		c := u.AWSPCA
+		b.set("region", c.Region).set("certificate_authority_arn", c.CertificateAuthorityARN).
+			set("ca_signing_template_arn", c.CASigningTemplateARN).set("signing_algorithm", c.SigningAlgorithm).
+			setIf("assume_role_arn", c.AssumeRoleARN).setIf("endpoint", c.Endpoint).setIf("supplemental_bundle_path", c.SupplementalBundlePath)
+	case u.SPIRE != nil:
+		b.set("server_address", u.SPIRE.ServerAddress).set("workload_api_socket", u.SPIRE.WorkloadAPISocket)
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// WriteHCL writes the configuration as HCL.
+func (c *NodeConfig) WriteHCL(w io.Writer) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Configuration of %q rendered by `arbor topology render` from %s.\n# Generated: edit the topology file instead.\n\n", c.Node, c.Source)
+	writeHCLBody(&b, c.Body, "")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func writeHCLBody(b *bytes.Buffer, blk *Block, indent string) {
+	width := 0
+	for _, a := range blk.Attrs {
+		width = max(width, len(a.Name))
+	}
+	for _, a := range blk.Attrs {
+		fmt.Fprintf(b, "%s%-*s = %s\n", indent, width, a.Name, hclValue(a.Value))
+	}
+	for i, c := range blk.Blocks {
+		if i > 0 || len(blk.Attrs) > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(indent + c.Type)
+		for _, l := range c.Labels {
+			b.WriteString(" " + strconv.Quote(l))
+		}
+		if len(c.Attrs) == 0 && len(c.Blocks) == 0 {
+			b.WriteString(" {}\n")
+			continue
+		}
+		b.WriteString(" {\n")
+		writeHCLBody(b, c, indent+"  ")
+		b.WriteString(indent + "}\n")
+	}
+}
+
+// hclValue writes a value as an HCL literal; "${" and "%{" are escaped so
+// that a value is never read back as a template.
+func hclValue(v any) string {
+	quote := func(s string) string {
+		q := strconv.Quote(s)
+		q = strings.ReplaceAll(q, "${", "$${")
+		return strings.ReplaceAll(q, "%{", "%%{")
+	}
+	switch v := v.(type) {
+	case string:
+		return quote(v)
+	case []string:
+		q := make([]string, len(v))
+		for i, s := range v {
+			q[i] = quote(s)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// WriteJSON writes the configuration in HCL's JSON form: attributes are
+// properties, a block is a property named by its type holding an object
+// per label. Blocks of one type and label that repeat become arrays.
+func (c *NodeConfig) WriteJSON(w io.Writer) error {
+	var b bytes.Buffer
+	writeJSONBody(&b, c.Body, "")
+	b.WriteString("\n")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func writeJSONBody(b *bytes.Buffer, blk *Block, indent string) {
+	in := indent + "  "
+	var items []string
+	for _, a := range blk.Attrs {
+		v, _ := json.Marshal(a.Value)
+		items = append(items, fmt.Sprintf("%s%s: %s", in, jsonString(a.Name), v))
+	}
+	// Group blocks by type, in order of first appearance.
+	var types []string
+	byType := map[string][]*Block{}
+	for _, c := range blk.Blocks {
+		if _, ok := byType[c.Type]; !ok {
+			types = append(types, c.Type)
+		}
+		byType[c.Type] = append(byType[c.Type], c)
+	}
+	for _, t := range types {
+		var sub bytes.Buffer
+		writeJSONBlocks(&sub, byType[t], in)
+		items = append(items, fmt.Sprintf("%s%s: %s", in, jsonString(t), sub.String()))
+	}
+	if len(items) == 0 {
+		b.WriteString("{}")
+		return
+	}
+	b.WriteString("{\n" + strings.Join(items, ",\n") + "\n" + indent + "}")
+}
+
+// writeJSONBlocks writes blocks of one type: nested objects keyed by
+// label when labelled, a single object (or array) when not.
+func writeJSONBlocks(b *bytes.Buffer, blocks []*Block, indent string) {
+	if len(blocks[0].Labels) == 0 {
+		if len(blocks) == 1 {
+			writeJSONBody(b, blocks[0], indent)
+			return
+		}
+		b.WriteString("[")
+		for i, c := range blocks {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			writeJSONBody(b, c, indent)
+		}
+		b.WriteString("]")
+		return
+	}
+	in := indent + "  "
+	var items []string
+	for _, c := range blocks {
+		var sub bytes.Buffer
+		rest := &Block{Type: c.Type, Labels: c.Labels[1:], Attrs: c.Attrs, Blocks: c.Blocks}
+		if len(rest.Labels) > 0 {
+			writeJSONBlocks(&sub, []*Block{rest}, in)
+		} else {
+			writeJSONBody(&sub, rest, in)
+		}
+		items = append(items, fmt.Sprintf("%s%s: %s", in, jsonString(c.Labels[0]), sub.String()))
+	}
+	b.WriteString("{\n" + strings.Join(items, ",\n") + "\n" + indent + "}")
+}
+
+func jsonString(s string) string {
+	v, _ := json.Marshal(s)
+	return string(v)
+}

@@ -1,0 +1,353 @@
+package topology
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/arborid/arbor/internal/selector"
+)
+
+// validate runs the checks that concern more than one block: the shape of
+// the tree, how TTLs nest across tiers, what must differ between servers on
+// one host, and the warnings about risky but valid choices. A server whose
+// own block already has errors is left out of the comparisons, so that one
+// mistake is reported once.
+func (p *parser) validate(f *File) {
+	bad := map[*Server]bool{}
+	for _, s := range f.Servers {
+		bad[s] = p.errorsWithin(s.bodyRange)
+	}
+	p.checkRoots(f)
+	p.checkCycles(f)
+	for _, s := range f.Servers {
+		if bad[s] {
+			continue
+		}
+		p.checkServerInTree(f, s, bad)
+	}
+	p.checkHosts(f, bad)
+	p.checkFederatesWith(f)
+	for _, s := range f.Servers {
+		if !bad[s] {
+			p.warnServer(f, s)
+		}
+	}
+}
+
+// errorsWithin reports whether an error diagnostic points inside rng.
+func (p *parser) errorsWithin(rng hcl.Range) bool {
+	for _, d := range p.diags {
+		if d.Severity == hcl.DiagError && d.Subject != nil && d.Subject.Filename == rng.Filename &&
+			d.Subject.Start.Byte >= rng.Start.Byte && d.Subject.Start.Byte <= rng.End.Byte {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *parser) checkRoots(f *File) {
+	var roots []*Server
+	for _, s := range f.Servers {
+		if s.Parent == "" {
+			roots = append(roots, s)
+		}
+	}
+	for _, s := range roots[min(1, len(roots)):] {
+		p.errorf(s.Range, "More than one root",
+			"Server %q has no parent, but %q (line %d) is already the root; a trust domain has exactly one root tier (for several root processes use replicas). Set parent = %q (or the server it should hang under), or remove the block.",
+			s.Name, roots[0].Name, roots[0].Range.Start.Line, roots[0].Name)
+	}
+}
+
+// checkCycles reports each loop of parents once, at the parent attribute
+// of its first server in file order.
+func (p *parser) checkCycles(f *File) {
+	reported := map[string]bool{}
+	for _, start := range f.Servers {
+		var path []string
+		onPath := map[string]int{}
+		for cur := start; cur != nil && cur.Parent != ""; cur = f.server(cur.Parent) {
+			if i, loop := onPath[cur.Name]; loop {
+				cycle := path[i:]
+				if !slices.ContainsFunc(cycle, func(n string) bool { return reported[n] }) {
+					for _, n := range cycle {
+						reported[n] = true
+					}
+					first := f.server(cycle[0])
+					for _, n := range cycle {
+						if s := f.server(n); slices.Index(f.Servers, s) < slices.Index(f.Servers, first) {
+							first = s
+						}
+					}
+					loop := rotate(cycle, first.Name)
+					p.errorf(first.AttrRange("parent"), "Cycle of parents",
+						"The parents of these servers form a loop: %s -> %s. Every chain of parents must end at the root; set parent on one of them to a server outside the loop, or remove it to make that server the root.",
+						strings.Join(loop, " -> "), loop[0])
+				}
+				break
+			}
+			if cur.Parent == cur.Name {
+				break // reported by checkParents
+			}
+			onPath[cur.Name] = len(path)
+			path = append(path, cur.Name)
+		}
+	}
+}
+
+// rotate returns the cycle starting at name.
+func rotate(cycle []string, name string) []string {
+	i := slices.Index(cycle, name)
+	return append(slices.Clone(cycle[i:]), cycle[:i]...)
+}
+
+func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
+	if s.Upstream != nil && s.Parent != "" {
+		p.errorf(s.Upstream.Range, "Upstream on a downstream server",
+			"Server %q has parent %q, which already signs its CA; only the root takes its CA from an upstream authority. Remove the upstream block, or move it to the root.", s.Name, s.Parent)
+	}
+	if s.Parent == "" && s.Agent != nil && !s.agentDefaulted && (s.Upstream == nil || s.Upstream.Kind != UpstreamSPIRE) {
+		p.errorf(s.Agent.Range, "Agent block on the root",
+			"Server %q has no parent for a co-located agent to attest to: the agent block describes how a downstream server's agent attests to its parent (or, on a root, to an upstream \"spire\" server). Remove the block, or give the server a parent.", s.Name)
+	}
+	if s.Upstream != nil && s.Upstream.AWSPCA != nil && s.Upstream.AWSPCA.CASigningTemplateARN == DefaultPCATemplateARN {
+		deepest := 0
+		for _, o := range f.Servers {
+			deepest = max(deepest, f.Depth(o.Name))
+		}
+		if deepest > 3 {
+			p.errorf(s.Upstream.Range, "Tree too deep for the CA template",
+				"The default ACM PCA template (%s) allows 3 tiers below the root, but this tree has %d. Set ca_signing_template_arn to a template with a longer path length, or flatten the tree.", DefaultPCATemplateARN, deepest)
+		}
+	}
+	parent := f.server(s.Parent)
+	if parent == nil || parent == s || bad[parent] {
+		return
+	}
+	if s.CATTL > 0 && parent.CATTL > 0 && s.CATTL > parent.CATTL/2 {
+		rng, origin := s.Range, "inherited"
+		if s.caTTLRange != nil {
+			if p.within(*s.caTTLRange, s.bodyRange) {
+				rng, origin = *s.caTTLRange, "set here"
+			} else {
+				origin = fmt.Sprintf("from the defaults block, line %d", s.caTTLRange.Start.Line)
+			}
+		} else {
+			origin = "the built-in default"
+		}
+		p.errorf(rng, "CA TTL too long for the parent",
+			"Server %q: ca_ttl is %s (%s) but its parent %q has ca_ttl %s. A child CA may live at most half its parent's, so the parent, rotating at half-life, can always sign a full-length child CA. Set ca_ttl on %q to at most %s, or raise %q's ca_ttl to at least %s.",
+			s.Name, formatDuration(s.CATTL), origin, parent.Name, formatDuration(parent.CATTL), s.Name, formatDuration(parent.CATTL/2), parent.Name, formatDuration(2*s.CATTL))
+	}
+	if s.Agent != nil {
+		kind := s.Agent.NodeAttestor.Kind
+		if _, ok := parent.NodeAttestor(kind); !ok {
+			var kinds []string
+			for _, a := range parent.NodeAttestors {
+				kinds = append(kinds, a.Kind)
+			}
+			p.errorf(s.Agent.NodeAttestor.Range, "Parent does not accept the agent's attestor",
+				"The co-located agent of %q attests to %q with %s, but %q accepts only %s. Add node_attestor %q { ... } to server %q, or attest the agent with %s.",
+				s.Name, parent.Name, kind, parent.Name, strings.Join(kinds, ", "), kind, parent.Name, quotedList(kinds))
+		}
+	}
+}
+
+// hostItem is one thing that must be unique among the servers of a host.
+type hostItem struct {
+	what, value, attr string
+	server            *Server
+}
+
+func (p *parser) checkHosts(f *File, bad map[*Server]bool) {
+	var addrs []hostItem
+	byHost := map[string][]*Server{}
+	for _, s := range f.Servers {
+		if bad[s] {
+			continue
+		}
+		byHost[s.Host] = append(byHost[s.Host], s)
+		addrs = append(addrs, hostItem{"address", s.Address, "address", s})
+	}
+	for i, a := range addrs {
+		for _, b := range addrs[:i] {
+			_, aSet := a.server.attrs["address"]
+			_, bSet := b.server.attrs["address"]
+			if a.value == b.value && (aSet || bSet) {
+				p.errorf(a.server.AttrRange("address"), "Duplicate address",
+					"Servers %q and %q (line %d) are both reached at %s, so agents and children of one would reach the other. Give each server its own address.",
+					a.server.Name, b.server.Name, b.server.Range.Start.Line, a.value)
+				break
+			}
+		}
+	}
+	for _, host := range sortedKeys(byHost) {
+		servers := byHost[host]
+		var listens, paths []hostItem
+		for _, s := range servers {
+			listens = append(listens, hostItem{"listen", s.Listen, "listen", s})
+			if s.HealthListen != "" {
+				listens = append(listens, hostItem{"health_listen", s.HealthListen, "health_listen", s})
+			}
+			paths = append(paths,
+				hostItem{"admin socket", s.AdminSocket, "admin_socket", s},
+				hostItem{"state directory", s.StateDir, "state_dir", s})
+			if s.Datastore.Kind == DatastoreSQLite {
+				paths = append(paths, hostItem{"SQLite database", s.Datastore.Path, "datastore", s})
+			}
+			if s.Agent != nil {
+				paths = append(paths,
+					hostItem{"agent socket", s.Agent.SocketPath, "agent", s},
+					hostItem{"agent data directory", s.Agent.DataDir, "agent", s})
+			}
+		}
+		for i, a := range listens {
+			for _, b := range listens[:i] {
+				if a.server == b.server && a.attr == b.attr {
+					continue
+				}
+				if listenConflict(a.value, b.value) {
+					p.errorf(a.server.AttrRange(a.attr), "Duplicate listen port",
+						"%s = %q of server %q and %s = %q of server %q (line %d) use the same port on host %q; only one process can listen there. Give one of them another port, or set host if they run on different machines.",
+						a.attr, a.value, a.server.Name, b.attr, b.value, b.server.Name, b.server.Range.Start.Line, host)
+					break
+				}
+			}
+		}
+		for i, a := range paths {
+			for _, b := range paths[:i] {
+				if a.value != b.value || a.value == "" {
+					continue
+				}
+				rng := a.server.AttrRange(a.attr)
+				if a.attr == "agent" && a.server.Agent != nil {
+					rng = a.server.Agent.Range
+				}
+				whose := fmt.Sprintf("server %q (line %d)", b.server.Name, b.server.Range.Start.Line)
+				if a.server == b.server {
+					whose = "its own " + b.what
+				}
+				p.errorf(rng, "Duplicate path on one host",
+					"The %s of server %q is %s, which is also the %s of %s, on host %q. Give each its own path (state_dir sets them all for a server).",
+					a.what, a.server.Name, a.value, b.what, whose, host)
+				break
+			}
+		}
+	}
+}
+
+// listenConflict reports whether two listen addresses on one host would
+// take the same port: same port, and the same IP or one of them listening
+// on every interface. Port 0 (pick any) never conflicts.
+func listenConflict(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	any := func(h string) bool {
+		ip := net.ParseIP(h)
+		return h == "" || (ip != nil && ip.IsUnspecified())
+	}
+	return any(ha) || any(hb) || strings.EqualFold(ha, hb)
+}
+
+func (p *parser) checkFederatesWith(f *File) {
+	var declared []string
+	for _, fed := range f.Federations {
+		declared = append(declared, fed.TrustDomain.Name())
+	}
+	for _, s := range f.Servers {
+		var seen []Entry
+		for _, e := range s.Entries {
+			for _, td := range e.FederatesWith {
+				if !slices.Contains(declared, td) {
+					p.errorf(e.federatesRange, "Unknown federated trust domain",
+						"Entry %q federates with %q, but no federation block declares it, so no server would have its bundle. Add federation %q { bundle_endpoint = \"https://...\" }, or remove it from federates_with.", e.Name, td, td)
+				}
+			}
+			for _, o := range seen {
+				if !e.SPIFFEID.IsZero() && e.SPIFFEID == o.SPIFFEID && e.ParentID == o.ParentID && sameSelectors(e.Selectors, o.Selectors) {
+					p.errorf(e.Range, "Duplicate entry",
+						"Entry %q of server %q has the same SPIFFE ID, parent ID and selectors as entry %q (line %d); the server would reject the second. Remove one, or change its selectors.", e.Name, s.Name, o.Name, o.Range.Start.Line)
+					break
+				}
+			}
+			seen = append(seen, e)
+		}
+	}
+}
+
+func sameSelectors(a, b []string) bool {
+	parse := func(in []string) []selector.Selector {
+		var out []selector.Selector
+		for _, s := range in {
+			if sel, err := selector.Parse(s); err == nil {
+				out = append(out, sel)
+			}
+		}
+		return out
+	}
+	return selector.Equal(parse(a), parse(b))
+}
+
+// MinOutageBudget is the outage budget below which validation warns.
+func (f *File) MinOutageBudget() time.Duration {
+	if f.Defaults.MinOutageBudget > 0 {
+		return f.Defaults.MinOutageBudget
+	}
+	return DefaultMinOutageBudget
+}
+
+func (p *parser) warnServer(f *File, s *Server) {
+	if s.Agent != nil && s.Agent.NodeAttestor.Kind == NodeAttestorJoinToken {
+		upstream := s.Parent
+		ttl := formatDuration(s.AgentSVIDTTL)
+		if parent := f.server(s.Parent); parent != nil {
+			ttl = formatDuration(parent.AgentSVIDTTL)
+		} else if s.Upstream != nil && s.Upstream.SPIRE != nil {
+			upstream = s.Upstream.SPIRE.ServerAddress
+		}
+		p.warnf(s.Agent.NodeAttestor.Range, "Co-located agent attests with a join token",
+			"The agent beside %q attests to %s with a single-use join token. If %s is unreachable for longer than the agent's SVID lifetime (%s), the agent cannot re-attest by itself and the tier needs a new token by hand. Prefer an attestor that can re-attest, such as node_attestor \"x509pop\" in the agent block.",
+			s.Name, upstream, upstream, ttl)
+	}
+	if (s.Parent != "" || s.Upstream != nil) && s.CATTL > 0 {
+		if budget, minimum := s.CATTL/2, f.MinOutageBudget(); budget < minimum {
+			rng := s.Range
+			if s.caTTLRange != nil && p.within(*s.caTTLRange, s.bodyRange) {
+				rng = *s.caTTLRange
+			}
+			above := "its parent"
+			if s.Parent == "" {
+				above = "its upstream authority"
+			}
+			p.warnf(rng, "Outage budget below the minimum",
+				"Server %q keeps issuing for only %s if %s is down (half its ca_ttl %s, at worst), below the minimum of %s. Raise ca_ttl to at least %s, or lower min_outage_budget in the defaults block if that is intended.",
+				s.Name, formatDuration(budget), above, formatDuration(s.CATTL), formatDuration(minimum), formatDuration(2*minimum))
+		}
+	}
+	if s.Replicas > 1 && s.Datastore.Kind == DatastoreSQLite {
+		p.warnf(s.AttrRange("replicas"), "SQLite with replicas",
+			"Server %q runs %d replicas on SQLite: each process would have its own database, so entries, agents and join tokens written through one are unknown to the others. Use datastore \"postgres\" { dsn = ... } shared by all replicas.", s.Name, s.Replicas)
+	}
+}
+
+func (p *parser) within(r, outer hcl.Range) bool {
+	return r.Filename == outer.Filename && r.Start.Byte >= outer.Start.Byte && r.Start.Byte <= outer.End.Byte
+}
+
+func (p *parser) warnf(rng hcl.Range, summary, detail string, args ...any) {
+	r := rng
+	p.diags = append(p.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagWarning,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(detail, args...),
+		Subject:  &r,
+	})
+}
