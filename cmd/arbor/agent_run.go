@@ -21,10 +21,10 @@ const defaultAgentSocket = "/tmp/arbor-agent/public/api.sock"
 func newAgentRunCommand() *cobra.Command {
 	var (
 		topoPath, node, serverAddr, trustDomain, bundlePath, bundleURL string
-		joinToken, popCert, popKey, popInter, dataDir, socketPath     string
-		healthAddr, logLevel, logFormat                               string
-		insecureBootstrap, unixPaths                                  bool
-		syncInterval                                                  time.Duration
+		joinToken, popCert, popKey, popInter, dataDir, socketPath      string
+		healthAddr, logLevel, logFormat                                string
+		insecureBootstrap, unixPaths                                   bool
+		syncInterval                                                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run",

@@ -112,8 +112,8 @@ func BenchmarkAgentInitialSync(b *testing.B) {
 
 // BenchmarkAgentFetchX509SVID measures the Workload API round trip
 // (FetchX509SVID on the Unix socket, unix attestation included) with 1,000
-// cached entries; p50/p99 reported, with the round trip of an empty
-// FetchX509Bundles-free dial baseline omitted.
+// cached entries, reporting p50/p99. The side-by-side spire-agent run is
+// not automated yet (see docs/agent.md).
 func BenchmarkAgentFetchX509SVID(b *testing.B) {
 	e := startServer(b, nil)
 	cfg, sock := e.agentFor(1000)
