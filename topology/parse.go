@@ -598,6 +598,9 @@ func (p *parser) value(attr *hcl.Attribute, ty cty.Type, want string) (cty.Value
 	if diags.HasErrors() {
 		return cty.NilVal, false
 	}
+	if !v.IsWhollyKnown() {
+		return cty.NilVal, false // refers to a variable whose error is reported
+	}
 	if v.IsNull() {
 		p.errorf(attr.Expr.Range(), "Missing value", "%s must be %s, not null. Set a value or remove the attribute.", attr.Name, want)
 		return cty.NilVal, false

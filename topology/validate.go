@@ -126,8 +126,8 @@ func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
 		}
 	}
 	parent := f.server(s.Parent)
-	if parent == nil || parent == s || bad[parent] {
-		return
+	if parent == nil || parent == s || bad[parent] || f.Depth(s.Name) < 0 {
+		return // unknown parent or a cycle: reported already
 	}
 	if s.CATTL > 0 && parent.CATTL > 0 && s.CATTL > parent.CATTL/2 {
 		rng, origin := s.Range, "inherited"
@@ -305,7 +305,7 @@ func (f *File) MinOutageBudget() time.Duration {
 }
 
 func (p *parser) warnServer(f *File, s *Server) {
-	if s.Agent != nil && s.Agent.NodeAttestor.Kind == NodeAttestorJoinToken {
+	if s.Agent != nil && s.Agent.NodeAttestor.Kind == NodeAttestorJoinToken && p.agentAllowed(f, s) {
 		upstream := s.Parent
 		ttl := formatDuration(s.AgentSVIDTTL)
 		if parent := f.server(s.Parent); parent != nil {
@@ -336,6 +336,21 @@ func (p *parser) warnServer(f *File, s *Server) {
 		p.warnf(s.AttrRange("replicas"), "SQLite with replicas",
 			"Server %q runs %d replicas on SQLite: each process would have its own database, so entries, agents and join tokens written through one are unknown to the others. Use datastore \"postgres\" { dsn = ... } shared by all replicas.", s.Name, s.Replicas)
 	}
+}
+
+// agentAllowed reports whether s may have its co-located agent and its
+// parent accepts the agent's attestor, so that warning about the agent is
+// not noise on top of an error.
+func (p *parser) agentAllowed(f *File, s *Server) bool {
+	if s.Parent == "" {
+		return s.Upstream != nil && s.Upstream.Kind == UpstreamSPIRE
+	}
+	parent := f.server(s.Parent)
+	if parent == nil {
+		return false
+	}
+	_, ok := parent.NodeAttestor(s.Agent.NodeAttestor.Kind)
+	return ok
 }
 
 func (p *parser) within(r, outer hcl.Range) bool {

@@ -1,0 +1,20 @@
+# agent-attestor-not-accepted.hcl: a co-located agent whose attestor the parent does not accept.
+trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:8081"
+  health_listen = "off"
+  ca_ttl        = "30d"
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["ca.pem"]
+  }
+}
+
+server "edge" {
+  parent        = "root"
+  listen        = "127.0.0.1:8082"
+  health_listen = "off"
+  ca_ttl        = "7d"
+  agent {
+    node_attestor "join_token" {}
+  }
+}

@@ -1,0 +1,11 @@
+# agent-on-root.hcl: an agent block on a root without upstream spire.
+trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:8081"
+  health_listen = "off"
+  ca_ttl        = "30d"
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["ca.pem"]
+  }
+  agent {}
+}

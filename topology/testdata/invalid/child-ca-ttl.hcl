@@ -1,0 +1,23 @@
+# child-ca-ttl.hcl: a child CA longer than half its parent's.
+trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:8081"
+  health_listen = "off"
+  ca_ttl        = "30d"
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["ca.pem"]
+  }
+}
+
+server "edge" {
+  parent        = "root"
+  listen        = "127.0.0.1:8082"
+  health_listen = "off"
+  ca_ttl        = "20d"
+  agent {
+    node_attestor "x509pop" {
+      private_key_path = "k.pem"
+      certificate_path = "c.pem"
+    }
+  }
+}

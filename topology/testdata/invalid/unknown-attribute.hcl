@@ -1,0 +1,10 @@
+# unknown-attribute.hcl: a misspelt attribute.
+trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:8081"
+  health_listen = "off"
+  ca_tll        = "30d"
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["ca.pem"]
+  }
+}

@@ -1,0 +1,11 @@
+# unknown-upstream-kind.hcl: an upstream kind that does not exist.
+trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:8081"
+  health_listen = "off"
+  ca_ttl        = "30d"
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["ca.pem"]
+  }
+  upstream "vualt" {}
+}

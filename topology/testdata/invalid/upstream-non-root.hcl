@@ -1,0 +1,27 @@
+# upstream-non-root.hcl: an upstream block on a downstream server.
+trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:8081"
+  health_listen = "off"
+  ca_ttl        = "30d"
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["ca.pem"]
+  }
+}
+
+server "edge" {
+  parent        = "root"
+  listen        = "127.0.0.1:8082"
+  health_listen = "off"
+  ca_ttl        = "7d"
+  upstream "disk" {
+    cert_file_path = "ca.pem"
+    key_file_path  = "ca.key"
+  }
+  agent {
+    node_attestor "x509pop" {
+      private_key_path = "k.pem"
+      certificate_path = "c.pem"
+    }
+  }
+}
