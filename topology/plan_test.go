@@ -191,4 +191,3 @@ func TestSimulateThreeTiers(t *testing.T) {
 		t.Error("Simulate(zero duration) succeeded")
 	}
 }
-

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 )
 
@@ -166,24 +167,31 @@ func (sim *Simulation) WriteText(w io.Writer) error {
 		}
 		return s
 	}
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	write := func(e Event) {
-		fmt.Fprintf(&b, "  %-10s %-14s %s", when(e), e.Server, e.What)
+		fmt.Fprintf(tw, "  %s\t%s\t%s", when(e), e.Server, e.What)
 		if e.Latest > e.At {
-			fmt.Fprintf(&b, " [at the latest +%s]", formatDuration(e.Latest))
+			fmt.Fprintf(tw, " [at the latest +%s]", formatDuration(e.Latest))
 		}
-		b.WriteString("\n")
+		fmt.Fprintln(tw)
 		if len(e.Workloads) > 0 {
-			fmt.Fprintf(&b, "  %-10s %-14s loses identity: %s\n", "", "", strings.Join(e.Workloads, ", "))
+			fmt.Fprintf(tw, "  \t\tloses identity: %s\n", strings.Join(e.Workloads, ", "))
 		}
 	}
 	for _, e := range sim.Events {
 		write(e)
 	}
-	fmt.Fprintf(&b, "  %-10s %-14s %s returns\n", when(Event{At: sim.For}), sim.Down, sim.Down)
+	fmt.Fprintf(tw, "  %s\t%s\t%s returns\n", when(Event{At: sim.For}), sim.Down, sim.Down)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	if len(sim.Later) > 0 {
 		b.WriteString("\nnot reached by this outage:\n")
 		for _, e := range sim.Later {
 			write(e)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
 		}
 	}
 	b.WriteString("\n")
