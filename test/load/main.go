@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Entries, "entries", 1000, "total registration entries to seed")
 	fs.IntVar(&cfg.EntriesPerAgent, "entries-per-agent", 10, "entries each agent (or alias group) is authorized for")
 	fs.IntVar(&cfg.OtherParents, "other-parents", 1000, "never-connecting parents the remaining entries are spread over")
+	fs.IntVar(&cfg.SeedConcurrency, "seed-concurrency", 2, "BatchCreateEntry calls in flight while seeding")
 	fs.IntVar(&cfg.AgentsPerAlias, "agents-per-alias", 10, "agents sharing one node alias (--parenting alias)")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "local server pid whose RSS and CPU are read from /proc")
 	fs.DurationVar(&cfg.WarmupTimeout, "warmup-timeout", 2*time.Minute, "how long agents may wait to see their entries after seeding")

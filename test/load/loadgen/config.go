@@ -78,6 +78,9 @@ type Config struct {
 	AgentsPerAlias int
 	// SeedBatch is the number of entries per BatchCreateEntry; zero means 500.
 	SeedBatch int
+	// SeedConcurrency is how many BatchCreateEntry calls are in flight;
+	// zero means 2.
+	SeedConcurrency int
 
 	// ServerPID, when non-zero, is a local process whose RSS and CPU time are
 	// read from /proc.
@@ -136,6 +139,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.SeedBatch <= 0 {
 		out.SeedBatch = 500
+	}
+	if out.SeedConcurrency <= 0 {
+		out.SeedConcurrency = 2
 	}
 	if out.ProgressEvery <= 0 {
 		out.ProgressEvery = 2 * time.Second

@@ -243,9 +243,7 @@ func (g *Generator) seed(ctx context.Context, owners []spiffeid.ID) (int, error)
 	var wg sync.WaitGroup
 	prog := g.progress("seed", func() string { return fmt.Sprintf("entries=%d/%d", created.Load(), total) })
 	defer prog()
-	// Two batches in flight keep a server busy without hiding its write path
-	// behind our own encoding.
-	for range 2 {
+	for range cfg.SeedConcurrency {
 		wg.Go(func() {
 			for b := range batches {
 				var entries []*types.Entry

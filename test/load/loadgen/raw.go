@@ -9,21 +9,32 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
+// Raw is the result of RawSigningRate.
+type Raw struct {
+	// PerSecond is SVIDs signed per second of wall time on all cores.
+	PerSecond float64 `json:"svids_per_second"`
+	// CPUMicrosPerSVID is this process's CPU time per SVID, which does not
+	// depend on how much of the machine other processes take meanwhile.
+	CPUMicrosPerSVID float64 `json:"cpu_us_per_svid"`
+}
+
 // RawSigningRate measures how many X509-SVIDs per second this machine can
 // make with the crypto a server must do for each one — parse the CSR, check
 // its signature, build and sign a certificate with an ECDSA P-256 CA key —
 // on all cores for d, with no RPC, no TLS and no datastore. It is the
 // ceiling the issuance throughput of a server is compared with.
-func RawSigningRate(d time.Duration) (float64, error) {
+func RawSigningRate(d time.Duration) (Raw, error) {
+	var out Raw
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	now := time.Now()
 	td := &url.URL{Scheme: "spiffe", Host: "example.org"}
@@ -32,26 +43,30 @@ func RawSigningRate(d time.Duration) (float64, error) {
 		URIs: []*url.URL{td}}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	var csrs [][]byte
 	for range 16 {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return 0, err
+			return out, err
 		}
 		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
 		if err != nil {
-			return 0, err
+			return out, err
 		}
 		csrs = append(csrs, der)
 	}
 	var n atomic.Int64
 	var failure atomic.Value
+	before, err := ReadProc(os.Getpid())
+	if err != nil {
+		return out, err
+	}
 	deadline := time.Now().Add(d)
 	serialLimit := new(big.Int).Lsh(big.NewInt(1), 128)
 	var wg sync.WaitGroup
@@ -84,7 +99,15 @@ func RawSigningRate(d time.Duration) (float64, error) {
 	}
 	wg.Wait()
 	if err, ok := failure.Load().(error); ok {
-		return 0, fmt.Errorf("loadgen: raw signing: %w", err)
+		return out, fmt.Errorf("loadgen: raw signing: %w", err)
 	}
-	return float64(n.Load()) / d.Seconds(), nil
+	after, err := ReadProc(os.Getpid())
+	if err != nil {
+		return out, err
+	}
+	out.PerSecond = float64(n.Load()) / d.Seconds()
+	if n.Load() > 0 {
+		out.CPUMicrosPerSVID = (after.CPUSeconds - before.CPUSeconds) * 1e6 / float64(n.Load())
+	}
+	return out, nil
 }

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/arborid/arbor/test/load/loadgen"
+)
+
+func sample(server, backend string, entries, run int, x509, syncP99 float64, rss int64) *Sample {
+	return &Sample{Server: server, Backend: backend, Entries: entries, Run: run, RSSSeededBytes: rss,
+		Setup: &loadgen.SetupReport{SeedPerSecond: 100},
+		Raw:   &loadgen.Raw{PerSecond: 1000, CPUMicrosPerSVID: 2000},
+		Phases: map[string]*loadgen.Report{
+			"x509": {X509PerSecond: x509, Server: &loadgen.ProcStats{CPUSeconds: 1},
+				RPCs: map[string]*loadgen.RPCStats{loadgen.RPCX509: {Items: int64(x509), P99MS: 5}}},
+			"sync": {ServerCPUPerSyncMS: 0.5, RPCs: map[string]*loadgen.RPCStats{loadgen.RPCSync: {P50MS: 1, P99MS: syncP99}}},
+		},
+		Curve: map[int]*loadgen.Report{1: {X509PerSecond: x509 / 2}},
+	}
+}
+
+// TestSummaryAndCharts feeds known samples through the report and checks
+// medians, ratios and that every chart is well-formed SVG.
+func TestSummaryAndCharts(t *testing.T) {
+	res := &Results{CPUs: 2, RawSigning: []loadgen.Raw{{PerSecond: 1000}}, Samples: []*Sample{
+		sample("arbor", "sqlite", 1000, 1, 900, 1, 30<<20),
+		sample("arbor", "sqlite", 1000, 2, 700, 3, 32<<20),
+		sample("arbor", "sqlite", 1000, 3, 800, 2, 31<<20),
+		sample("spire", "sqlite", 1000, 1, 400, 10, 100<<20),
+		sample("spire", "sqlite", 1000, 2, 400, 10, 100<<20),
+		{Server: "spire", Backend: "sqlite", Entries: 1000, Run: 3, Error: "boom"},
+	}}
+	sum := summarize(res)
+	cases := []struct {
+		metric, server string
+		want           stat
+	}{
+		{"x509_per_s", "arbor", stat{Median: 800, Min: 700, Max: 900, N: 3}},
+		{"x509_per_s", "spire", stat{Median: 400, Min: 400, Max: 400, N: 2}},
+		{"sync_p99_ms", "arbor", stat{Median: 2, Min: 1, Max: 3, N: 3}},
+		{"rss_seeded_mib", "arbor", stat{Median: 31, Min: 30, Max: 32, N: 3}},
+		{"x509_vs_raw", "arbor", stat{Median: 0.8, Min: 0.7, Max: 0.9, N: 3}},
+	}
+	for _, tc := range cases {
+		got, _ := sum.get("sqlite", tc.server, tc.metric, 1000)
+		if got != tc.want {
+			t.Errorf("%s %s = %+v, want %+v", tc.server, tc.metric, got, tc.want)
+		}
+	}
+	if r, ok := sum.ratio("sqlite", "x509_per_s", 1000); !ok || r != 2 {
+		t.Errorf("x509 ratio = %v, %v; want 2", r, ok)
+	}
+	md := sum.markdown(res)
+	for _, want := range []string{"| X509-SVID issuance vs spire | sqlite | 1k | 800.0 (700.0–900.0)/s | 400.0/s | 2.00× | ≥ 2× | yes |",
+		"| agent sync p99 | sqlite | 1k | 2.00 (1.00–3.00) ms | 10.00 ms | 0.200× | ≤ 0.2× (at 100k) | yes |",
+		"spire sqlite 1k run 3: boom"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	dir := t.TempDir()
+	if err := sum.writeCharts(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chartFiles {
+		b, err := readFile(dir, c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(strings.NewReader(b))
+		for {
+			if _, err := d.Token(); err != nil {
+				if err.Error() != "EOF" {
+					t.Errorf("%s is not well-formed XML: %v", c.file, err)
+				}
+				break
+			}
+		}
+		if !strings.Contains(b, "<polyline") {
+			t.Errorf("%s draws no line", c.file)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--entries", "10k,1k", "--agent-curve", "4,1", "--backends", "sqlite"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.entries; len(got) != 2 || got[0] != 1000 || got[1] != 10000 {
+		t.Errorf("entries = %v, want [1000 10000]", got)
+	}
+	if got := o.curve; len(got) != 2 || got[0] != 1 || got[1] != 4 {
+		t.Errorf("agent curve = %v, want [1 4]", got)
+	}
+	for _, bad := range [][]string{{"--entries", "x"}, {"--servers", "envoy"}, {"--backends", "mysql"}, {"--runs", "0"}, {"stray"}} {
+		if _, err := parseFlags(bad, &strings.Builder{}); err == nil {
+			t.Errorf("parseFlags(%q) succeeded", bad)
+		}
+	}
+}
+
+func readFile(dir, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	return string(b), err
+}
