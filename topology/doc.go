@@ -33,8 +33,12 @@
 // concerns, a summary and a detail saying how to fix it; unknown attributes
 // and blocks are diagnostics too. FormatDiagnostics prints them.
 //
-// The language is declared in one place, schema.go. This version holds the
-// subset a single server needs: trust_domain, defaults, and server blocks
-// with parent, listeners, TTLs, key types, datastore and node attestors.
-// Upstream authorities, agents, entries, federation and variables come later.
+// Expressions may also read var.NAME, declared by variable blocks and set
+// with Options.Vars, ARBOR_VAR_NAME or the block's default.
+//
+// The language is declared in one place, schema.go: trust_domain, variable,
+// defaults, server blocks (datastore, upstream, node_attestor, agent, entry)
+// and federation blocks; docs/topology.md is its reference. Parsing runs
+// every check of the tree too (validate.go). On a parsed File, NewPlan,
+// Render, WriteGraph and Simulate compute what `arbor topology` prints.
 package topology
