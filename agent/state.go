@@ -170,3 +170,10 @@ func ParseBundlePEM(data []byte) ([]*x509.Certificate, error) {
 	}
 	return certs, nil
 }
+
+// Attested reports whether dataDir holds a stored agent SVID, so a restarted
+// agent will resume without attesting (and needs no new join token).
+func Attested(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, svidFile))
+	return err == nil
+}

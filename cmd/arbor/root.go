@@ -27,7 +27,7 @@ and go-spiffe clients work with it on any tier.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newUpCommand(), newSVIDCommand(), newTopologyCommand())
+	root.AddCommand(newServerCommand(), newUpCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
 	for _, c := range adminCommands() {
 		root.AddCommand(c)
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/launcher"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/topology"
 )
@@ -43,11 +43,11 @@ It stops gracefully on SIGINT or SIGTERM.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := serverConfig(file, srv)
+			cfg, closer, err := launcher.ServerConfig(cmd.Context(), file, srv, log)
 			if err != nil {
 				return err
 			}
-			cfg.Logger = log
+			defer closer.Close()
 			s, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -62,47 +62,4 @@ It stops gracefully on SIGINT or SIGTERM.`,
 	cmd.MarkFlagRequired("topology")
 	cmd.MarkFlagRequired("node")
 	return cmd
-}
-
-// serverConfig translates a topology server block into the server's Config.
-func serverConfig(file *topology.File, s *topology.Server) (server.Config, error) {
-	keyType, err := ca.ParseKeyType(string(s.KeyType))
-	if err != nil {
-		return server.Config{}, err
-	}
-	jwtKeyType, err := ca.ParseKeyType(string(s.JWTKeyType))
-	if err != nil {
-		return server.Config{}, err
-	}
-	if s.Parent != "" {
-		return server.Config{}, fmt.Errorf("server %q has parent %q: downstream tiers are not supported by this build yet", s.Name, s.Parent)
-	}
-	cfg := server.Config{
-		Name:           s.Name,
-		TrustDomain:    file.TrustDomain,
-		ListenAddr:     s.Listen,
-		AdminSocket:    s.AdminSocket,
-		HealthAddr:     s.HealthListen,
-		StateDir:       s.StateDir,
-		Datastore:      s.Datastore.Kind,
-		SQLitePath:     s.Datastore.Path,
-		PostgresDSN:    s.Datastore.DSN,
-		CAKeyType:      keyType,
-		JWTKeyType:     jwtKeyType,
-		CATTL:          s.CATTL,
-		X509SVIDTTL:    s.X509SVIDTTL,
-		JWTSVIDTTL:     s.JWTSVIDTTL,
-		CAKeysInMemory: s.CAKeyStorage == topology.CAKeyStorageMemory,
-		JWTIssuer:      s.JWTIssuer,
-	}
-	for _, a := range s.NodeAttestors {
-		switch a.Kind {
-		case topology.NodeAttestorJoinToken:
-			cfg.JoinToken = true
-			cfg.DefaultJoinTokenTTL = a.JoinToken.DefaultTTL
-		case topology.NodeAttestorX509PoP:
-			cfg.X509PoP = &server.X509PoPConfig{CABundlePaths: a.X509PoP.CABundlePaths, AgentPathTemplate: a.X509PoP.AgentPathTemplate}
-		}
-	}
-	return cfg, nil
 }

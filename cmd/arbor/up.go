@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,42 +12,34 @@ import (
 
 func newUpCommand() *cobra.Command {
 	var status time.Duration
-	var logLevel string
+	var noDemo bool
 	cmd := &cobra.Command{
 		Use:   "up FILE",
-		Short: "Run every server of a topology on this machine",
-		Long: `Run every server block of the topology file in this process, each with its
-own state directory and admin socket, print the tree once all are ready and
-a status line per server while they run. State (SQLite, CA keys) lives in
-each server's state_dir, so running it again resumes where it stopped.
-Ctrl-C stops everything cleanly.
+		Short: "Run a whole topology on this machine",
+		Long: `Run every server of the topology file on this machine, each as its own
+process with its own state directory, admin socket and log (state_dir/logs).
+A server with a parent gets a co-located agent attested to that parent; the
+parent gets the downstream entry and join token for it, so the child obtains
+its intermediate CA the same way it would on separate machines. Each leaf
+also gets a workload agent and a demo workload that keeps an mTLS connection
+to the demo workload of another leaf and validates a JWT-SVID from a third.
 
-This build runs root tiers; downstream tiers (servers with a parent) come
-with nesting support.`,
+It prints the tree once everything serves, then a status line per tier.
+Ctrl-C stops everything cleanly; running it again resumes from the state
+directories (no new attestation, same CAs).`,
 		Example: `  arbor up examples/quickstart.hcl
-  arbor up --status-every 5s --log-level debug examples/quickstart.hcl`,
+  arbor up --status-every 5s examples/quickstart.hcl
+  arbor up --no-demo examples/quickstart.hcl`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file, diags := topology.ParseFile(args[0])
 			if diags.HasErrors() {
 				return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
 			}
-			log, err := newLogger(os.Stderr, logLevel, "text")
-			if err != nil {
-				return err
-			}
-			var nodes []launcher.Node
-			for _, s := range file.Servers {
-				cfg, err := serverConfig(file, s)
-				if err != nil {
-					return err
-				}
-				nodes = append(nodes, launcher.Node{Name: s.Name, Parent: s.Parent, Config: cfg})
-			}
-			return launcher.Run(cmd.Context(), file, nodes, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, Logger: log})
+			return launcher.Up(cmd.Context(), file, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
 		},
 	}
 	cmd.Flags().DurationVar(&status, "status-every", 30*time.Second, "interval of the status lines")
-	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "server log level: debug, info, warn or error")
+	cmd.Flags().BoolVar(&noDemo, "no-demo", false, "do not start workload agents and demo workloads")
 	return cmd
 }

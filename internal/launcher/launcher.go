@@ -1,139 +1,503 @@
-// Package launcher runs every server of a topology on this machine — what
-// `arbor up` does — printing the tree as it comes up and a status line per
-// tier while it runs.
+// Package launcher runs a whole topology on this machine — what `arbor up`
+// does. Every server is its own `arbor server` process with its own state
+// directory and sockets; every downstream server gets a co-located `arbor
+// agent` attested to its parent; the downstream entries and join tokens are
+// applied through the parents' admin sockets; each leaf gets a workload agent
+// and a demo workload. It prints the tree as it comes up and a status line
+// per tier while it runs, and stops everything on Ctrl-C. A second run
+// resumes from the state directories.
 package launcher
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
-	"github.com/arborid/arbor/internal/server"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/arborid/arbor/agent"
+	"github.com/arborid/arbor/internal/demo"
+	"github.com/arborid/arbor/internal/reconcile"
 	"github.com/arborid/arbor/topology"
 )
 
-// Node is one server to run.
-type Node struct {
-	Name   string
-	Parent string
-	Config server.Config
-}
-
-// Options configures Run.
+// Options configures Up.
 type Options struct {
-	// Out receives the tree and status lines.
+	// Exe is the arbor binary to start children with; "" means this one.
+	Exe string
+	// Out receives the tree, progress and status lines.
 	Out io.Writer
 	// StatusEvery is the status line interval; zero means 30s.
 	StatusEvery time.Duration
-	// Logger for the servers; nil discards.
-	Logger *slog.Logger
+	// NoDemo skips the workload agents and demo workloads.
+	NoDemo bool
+	// StartTimeout bounds each process's start; zero means 90s.
+	StartTimeout time.Duration
 }
 
-// Run starts every node, waits until each is ready, prints the tree, then
-// prints status lines until ctx ends, and stops every node.
-func Run(ctx context.Context, file *topology.File, nodes []Node, opts Options) error {
-	if len(nodes) == 0 {
+// proc is a child process and its log.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+// tier is a running server with what runs beside it.
+type tier struct {
+	srv       *topology.Server
+	conn      *grpc.ClientConn
+	demoState string // status file of its demo workload, "" when none
+}
+
+type launcher struct {
+	f     *topology.File
+	opts  Options
+	procs []*proc
+	tiers []*tier
+	uid   int
+}
+
+// Up runs the topology until ctx ends.
+func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
+	if opts.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("launcher: finding the arbor binary: %w", err)
+		}
+		opts.Exe = exe
+	}
+	if opts.StatusEvery == 0 {
+		opts.StatusEvery = 30 * time.Second
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 90 * time.Second
+	}
+	l := &launcher{f: f, opts: opts, uid: os.Getuid()}
+	defer func() {
+		l.stopAll()
+		for _, t := range l.tiers {
+			t.conn.Close()
+		}
+	}()
+	servers := f.Walk()
+	if len(servers) == 0 {
 		return errors.New("launcher: the topology declares no servers")
 	}
-	every := opts.StatusEvery
-	if every == 0 {
-		every = 30 * time.Second
+	fmt.Fprintf(opts.Out, "arbor up: trust domain %s, %d server(s) from %s\n", f.TrustDomain, len(servers), f.Path)
+	for _, s := range servers {
+		if err := l.startTier(ctx, s); err != nil {
+			return err
+		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type running struct {
-		node Node
-		srv  *server.Server
+	if !opts.NoDemo {
+		if err := l.startDemos(ctx); err != nil {
+			return err
+		}
 	}
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		runErr  error
-		started []running
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if runErr == nil {
-			runErr = err
-		}
-		mu.Unlock()
-		cancel()
-	}
-	fmt.Fprintf(opts.Out, "arbor up: trust domain %s, %d server(s) from %s\n", file.TrustDomain, len(nodes), file.Path)
-	for _, n := range nodes {
-		cfg := n.Config
-		if cfg.Logger == nil {
-			cfg.Logger = opts.Logger
-		}
-		fmt.Fprintf(opts.Out, "  starting %s ...\n", n.Name)
-		srv, err := server.New(ctx, cfg)
-		if err == nil {
-			err = srv.Listen()
-		}
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return fmt.Errorf("launcher: server %q: %w", n.Name, err)
-		}
-		wg.Go(func() {
-			if err := srv.Run(ctx); err != nil {
-				fail(fmt.Errorf("launcher: server %q: %w", n.Name, err))
-			}
-		})
-		select {
-		case <-srv.Ready():
-		case <-ctx.Done():
-			wg.Wait()
-			return runErr
-		}
-		started = append(started, running{n, srv})
-	}
-	fmt.Fprintln(opts.Out, "\ntopology:")
-	for _, r := range started {
-		depth := 0
-		for p := r.node.Parent; p != ""; {
-			depth++
-			next := ""
-			for _, o := range started {
-				if o.node.Name == p {
-					next = o.node.Parent
-				}
-			}
-			p = next
-		}
-		cert, _ := r.srv.CA().X509CA()
-		fmt.Fprintf(opts.Out, "%s%s  listen=%s admin=%s CA until %s\n", strings.Repeat("  ", depth+1), r.node.Name,
-			r.srv.AgentAddr(), r.srv.AdminSocket(), cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	fmt.Fprintln(opts.Out, "\nready; press Ctrl-C to stop")
-	t := time.NewTicker(every)
+	l.printTree()
+	fmt.Fprintln(opts.Out, "\nready; logs under each server's state_dir/logs; press Ctrl-C to stop")
+	l.printStatus(ctx)
+	t := time.NewTicker(opts.StatusEvery)
 	defer t.Stop()
-loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
+			fmt.Fprintln(opts.Out, "stopping ...")
+			return nil
 		case <-t.C:
-			for _, r := range started {
-				cert, _ := r.srv.CA().X509CA()
-				seq := uint64(0)
-				if b := r.srv.Bundles().Own(); b != nil {
-					seq = b.SequenceNumber
-				}
-				fmt.Fprintf(opts.Out, "[%s] %s: CA expires in %s, bundle sequence %d\n", time.Now().Format("15:04:05"),
-					r.node.Name, time.Until(cert.NotAfter).Round(time.Minute), seq)
-			}
+			l.printStatus(ctx)
+		case err := <-l.anyExit():
+			return err
 		}
 	}
-	fmt.Fprintln(opts.Out, "stopping ...")
-	wg.Wait()
-	if runErr == nil {
-		fmt.Fprintln(opts.Out, "stopped")
+}
+
+func (l *launcher) logPath(s *topology.Server, name string) string {
+	dir := filepath.Join(s.StateDir, "logs")
+	os.MkdirAll(dir, 0o700)
+	return filepath.Join(dir, name+".log")
+}
+
+// start runs the arbor binary with args, logging to logPath.
+func (l *launcher) start(name, logPath string, args ...string) (*proc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("launcher: %s log: %w", name, err)
 	}
-	return runErr
+	cmd := exec.Command(l.opts.Exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: Ctrl-C reaches us, and we stop children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("launcher: starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		p.done <- err
+		close(p.done)
+	}()
+	l.procs = append(l.procs, p)
+	return p, nil
+}
+
+// anyExit reports the first child that exits on its own.
+func (l *launcher) anyExit() <-chan error {
+	out := make(chan error, 1)
+	for _, p := range l.procs {
+		go func() {
+			if err, ok := <-p.done; ok {
+				out <- fmt.Errorf("launcher: %s exited (%v); last log lines:\n%s", p.name, err, tail(p.log, 15))
+			}
+		}()
+	}
+	return out
+}
+
+// stopAll sends SIGTERM to children, newest first, and waits for each.
+func (l *launcher) stopAll() {
+	for i := len(l.procs) - 1; i >= 0; i-- {
+		p := l.procs[i]
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	l.procs = nil
+}
+
+// waitFor polls cond until it succeeds, the process exits, or the start
+// timeout passes.
+func (l *launcher) waitFor(ctx context.Context, p *proc, what string, cond func() error) error {
+	deadline := time.Now().Add(l.opts.StartTimeout)
+	var last error
+	for {
+		if last = cond(); last == nil {
+			return nil
+		}
+		select {
+		case err := <-p.done:
+			return fmt.Errorf("launcher: %s exited while %s (%v); last log lines:\n%s", p.name, what, err, tail(p.log, 20))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("launcher: %s: timed out %s: %v; last log lines:\n%s", p.name, what, last, tail(p.log, 20))
+		}
+	}
+}
+
+func (l *launcher) tierOf(name string) *tier {
+	for _, t := range l.tiers {
+		if t.srv.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// startTier starts one server, and first its co-located agent when it has a
+// parent (with the downstream entry and join token applied at the parent).
+func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
+	if s.Replicas > 1 {
+		fmt.Fprintf(l.opts.Out, "  note: %s declares %d replicas; arbor up runs one\n", s.Name, s.Replicas)
+	}
+	if s.Parent != "" {
+		parent := l.tierOf(s.Parent)
+		if parent == nil {
+			return fmt.Errorf("launcher: parent %q of %q is not running", s.Parent, s.Name)
+		}
+		fmt.Fprintf(l.opts.Out, "  %s: registering with %s and starting its agent ...\n", s.Name, s.Parent)
+		if err := l.applyAt(ctx, parent); err != nil {
+			return err
+		}
+		if err := l.startAgent(ctx, parent, s.Name+"-agent", s.Agent.DataDir, s.Agent.SocketPath, s.Agent.SPIFFEID, s); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(l.opts.Out, "  %s: starting server ...\n", s.Name)
+	p, err := l.start("server "+s.Name, l.logPath(s, "server"), "server", "--topology", l.f.Path, "--node", s.Name)
+	if err != nil {
+		return err
+	}
+	// The socket does not exist yet; the client connects lazily.
+	conn, err := grpc.NewClient("unix:"+s.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	t := &tier{srv: s, conn: conn}
+	l.tiers = append(l.tiers, t)
+	health := healthpb.NewHealthClient(conn)
+	if err := l.waitFor(ctx, p, "waiting for the server to serve", func() error {
+		if _, err := os.Stat(s.AdminSocket); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		resp, err := health.Check(cctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if resp.Status != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health %v", resp.Status)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// The server's own entry blocks.
+	if len(s.Entries) > 0 {
+		if err := l.applyAt(ctx, t); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(l.opts.Out, "  %s: serving on %s\n", s.Name, s.Address)
+	return nil
+}
+
+// applyAt reconciles the entries the topology wants on t's server.
+func (l *launcher) applyAt(ctx context.Context, t *tier) error {
+	want, err := reconcile.DesiredEntries(l.f, t.srv, l.uid)
+	if err != nil {
+		return err
+	}
+	actions, err := reconcile.Plan(ctx, t.conn, t.srv.Name, want)
+	if err != nil {
+		return err
+	}
+	return reconcile.Apply(ctx, t.conn, actions)
+}
+
+// startAgent starts an agent attested to parent, with a join token aliased
+// to aliasID unless dataDir already holds an agent SVID (a resumed run).
+func (l *launcher) startAgent(ctx context.Context, parent *tier, name, dataDir, socket string, aliasID spiffeid.ID, child *topology.Server) error {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("launcher: %s data dir: %w", name, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return fmt.Errorf("launcher: %s socket dir: %w", name, err)
+	}
+	bundlePath := filepath.Join(dataDir, "bootstrap.pem")
+	if err := writeBundle(ctx, parent.conn, bundlePath); err != nil {
+		return fmt.Errorf("launcher: %s: parent bundle: %w", name, err)
+	}
+	args := []string{"agent", "run",
+		"--server-address", parent.srv.Address,
+		"--trust-domain", l.f.TrustDomain.Name(),
+		"--trust-bundle", bundlePath,
+		"--data-dir", dataDir,
+		"--socket-path", socket,
+		"--sync-interval", "2s",
+	}
+	if !agent.Attested(dataDir) {
+		if child != nil && child.Agent.NodeAttestor.Kind == topology.NodeAttestorX509PoP {
+			a := child.Agent.NodeAttestor
+			args = append(args, "--x509pop-cert", a.CertificatePath, "--x509pop-key", a.PrivateKeyPath)
+			if a.IntermediatesPath != "" {
+				args = append(args, "--x509pop-intermediates", a.IntermediatesPath)
+			}
+		} else {
+			tok, err := createToken(ctx, parent.conn, aliasID)
+			if err != nil {
+				return fmt.Errorf("launcher: join token for %s: %w", name, err)
+			}
+			args = append(args, "--join-token", tok)
+		}
+	}
+	logOwner := parent.srv
+	if child != nil {
+		logOwner = child
+	}
+	p, err := l.start("agent "+name, l.logPath(logOwner, name), args...)
+	if err != nil {
+		return err
+	}
+	return l.waitFor(ctx, p, "waiting for the agent's Workload API", func() error {
+		c, err := net.DialTimeout("unix", socket, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+func createToken(ctx context.Context, conn grpc.ClientConnInterface, alias spiffeid.ID) (string, error) {
+	jt, err := agentv1.NewAgentClient(conn).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{
+		Ttl: 600, AgentId: &types.SPIFFEID{TrustDomain: alias.TrustDomain().Name(), Path: alias.Path()},
+	})
+	if err != nil {
+		return "", err
+	}
+	return jt.Value, nil
+}
+
+func writeBundle(ctx context.Context, conn grpc.ClientConnInterface, path string) error {
+	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	if err != nil {
+		return err
+	}
+	var out []byte
+	for _, a := range b.X509Authorities {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Asn1})...)
+	}
+	return os.WriteFile(path, out, 0o600)
+}
+
+// leaves are the servers without children.
+func (l *launcher) leaves() []*tier {
+	var out []*tier
+	for _, t := range l.tiers {
+		if len(l.f.Children(t.srv.Name)) == 0 {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// startDemos starts, on every leaf, a workload agent and a demo workload that
+// keeps an mTLS connection to the next leaf's and validates a JWT-SVID from
+// the one after.
+func (l *launcher) startDemos(ctx context.Context) error {
+	leaves := l.leaves()
+	type demoSpec struct {
+		t      *tier
+		id     spiffeid.ID
+		socket string
+		addr   string
+	}
+	var specs []demoSpec
+	for _, t := range leaves {
+		id, err := spiffeid.FromSegments(l.f.TrustDomain, "demo", t.srv.Name)
+		if err != nil {
+			return err
+		}
+		node, err := spiffeid.FromSegments(l.f.TrustDomain, "demo-node", t.srv.Name)
+		if err != nil {
+			return err
+		}
+		sel := fmt.Sprintf("unix:uid:%d", l.uid)
+		if err := ensureEntry(ctx, t.conn, id, node, sel); err != nil {
+			return fmt.Errorf("launcher: demo entry on %s: %w", t.srv.Name, err)
+		}
+		dir := filepath.Join(t.srv.StateDir, "demo")
+		socket := filepath.Join(dir, "workload.sock")
+		fmt.Fprintf(l.opts.Out, "  %s: starting workload agent and demo workload ...\n", t.srv.Name)
+		if err := l.startAgent(ctx, t, "workload-agent", filepath.Join(dir, "agent"), socket, node, nil); err != nil {
+			return err
+		}
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		specs = append(specs, demoSpec{t, id, socket, addr})
+	}
+	for i, s := range specs {
+		peer := specs[(i+1)%len(specs)]
+		third := specs[(i+2)%len(specs)]
+		s.t.demoState = filepath.Join(filepath.Dir(s.socket), "status.json")
+		if _, err := l.start("demo "+s.t.srv.Name, l.logPath(s.t.srv, "demo"), "demo-workload",
+			"--socket-path", s.socket, "--listen", s.addr,
+			"--peer", peer.addr, "--peer-id", peer.id.String(),
+			"--jwt-from", third.addr, "--jwt-from-id", third.id.String(),
+			"--status-file", s.t.demoState); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ensureEntry(ctx context.Context, conn grpc.ClientConnInterface, id, parent spiffeid.ID, sel string) error {
+	want := []reconcile.Desired{{Why: "demo workload", Entry: &types.Entry{
+		SpiffeId:  &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
+		ParentId:  &types.SPIFFEID{TrustDomain: parent.TrustDomain().Name(), Path: parent.Path()},
+		Selectors: []*types.Selector{{Type: "unix", Value: strings.TrimPrefix(sel, "unix:")}},
+	}}}
+	actions, err := reconcile.Plan(ctx, conn, "demo", want)
+	if err != nil {
+		return err
+	}
+	return reconcile.Apply(ctx, conn, actions)
+}
+
+func freeAddr() (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer lis.Close()
+	return lis.Addr().String(), nil
+}
+
+func (l *launcher) printTree() {
+	fmt.Fprintln(l.opts.Out, "\ntopology:")
+	for _, t := range l.tiers {
+		depth := l.f.Depth(t.srv.Name)
+		role := "root"
+		if depth > 0 {
+			role = "child of " + t.srv.Parent
+		}
+		fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Name, role, t.srv.Address, t.srv.AdminSocket)
+	}
+}
+
+// printStatus prints one line per tier: agents, entries, bundle sequence and
+// its demo workload's checks.
+func (l *launcher) printStatus(ctx context.Context) {
+	now := time.Now().Format("15:04:05")
+	for _, t := range l.tiers {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		agents, aerr := agentv1.NewAgentClient(t.conn).CountAgents(cctx, &agentv1.CountAgentsRequest{})
+		entries, eerr := entryv1.NewEntryClient(t.conn).CountEntries(cctx, &entryv1.CountEntriesRequest{})
+		b, berr := bundlev1.NewBundleClient(t.conn).GetBundle(cctx, &bundlev1.GetBundleRequest{})
+		cancel()
+		if err := errors.Join(aerr, eerr, berr); err != nil {
+			fmt.Fprintf(l.opts.Out, "[%s] %-20s unreachable: %v\n", now, t.srv.Name, err)
+			continue
+		}
+		line := fmt.Sprintf("[%s] %-20s agents %d, entries %d, bundle seq %d (%d X.509, %d JWT)", now, t.srv.Name,
+			agents.Count, entries.Count, b.SequenceNumber, len(b.X509Authorities), len(b.JwtAuthorities))
+		if t.demoState != "" {
+			if st, err := demo.ReadStatus(t.demoState); err == nil {
+				line += fmt.Sprintf(", demo %s: mTLS %s, JWT %s", st.ID, st.MTLS, st.JWT)
+			} else {
+				line += ", demo starting"
+			}
+		}
+		fmt.Fprintln(l.opts.Out, line)
+	}
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "    " + strings.Join(lines, "\n    ")
 }

@@ -1,0 +1,241 @@
+// Package demo is the demo workload `arbor up` runs on each leaf tier: it
+// serves mTLS with its X509-SVID, keeps an mTLS connection open to a workload
+// on another leaf, and validates a JWT-SVID obtained from a third — proving
+// that workloads on different tiers verify each other in one trust domain.
+package demo
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// Audience is the JWT-SVID audience demo workloads exchange.
+const Audience = "arbor-demo"
+
+// Config configures a demo workload.
+type Config struct {
+	// WorkloadAPIAddr is the agent's Workload API, "unix:///path".
+	WorkloadAPIAddr string
+	// Listen is this workload's mTLS address.
+	Listen string
+	// Peer and PeerID: the workload to keep an mTLS connection to.
+	Peer   string
+	PeerID spiffeid.ID
+	// JWTFrom and JWTFromID: the workload to ask for a JWT-SVID.
+	JWTFrom   string
+	JWTFromID spiffeid.ID
+	// Every is the check interval; zero means 5s.
+	Every time.Duration
+	// StatusFile, when set, receives the latest Status as JSON.
+	StatusFile string
+	Logger     *slog.Logger
+}
+
+// Status is the outcome of the latest checks.
+type Status struct {
+	ID      string    `json:"spiffe_id"`
+	MTLS    string    `json:"mtls"` // "ok" or the error
+	JWT     string    `json:"jwt"`  // "ok" or the error
+	Checked time.Time `json:"checked"`
+}
+
+// ReadStatus reads a status file written by a running demo workload.
+func ReadStatus(path string) (Status, error) {
+	var st Status
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// Run serves and checks until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Every == 0 {
+		cfg.Every = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	client := workloadapi.WithClientOptions(workloadapi.WithAddr(cfg.WorkloadAPIAddr))
+	x509src, err := workloadapi.NewX509Source(ctx, client)
+	if err != nil {
+		return fmt.Errorf("demo: X509-SVID from %s: %w", cfg.WorkloadAPIAddr, err)
+	}
+	defer x509src.Close()
+	jwtsrc, err := workloadapi.NewJWTSource(ctx, client)
+	if err != nil {
+		return fmt.Errorf("demo: JWT source: %w", err)
+	}
+	defer jwtsrc.Close()
+	me, err := x509src.GetX509SVID()
+	if err != nil {
+		return err
+	}
+	td := me.ID.TrustDomain()
+	log.Info("demo workload up", "spiffe_id", me.ID.String(), "listen", cfg.Listen)
+
+	lis, err := spiffetls.ListenWithMode(ctx, "tcp", cfg.Listen, spiffetls.MTLSServerWithSource(tlsconfig.AuthorizeMemberOf(td), x509src))
+	if err != nil {
+		return fmt.Errorf("demo: listening on %s: %w", cfg.Listen, err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer lis.Close()
+	wg.Go(func() {
+		<-ctx.Done()
+		lis.Close()
+	})
+	wg.Go(func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serve(ctx, conn, jwtsrc) })
+		}
+	})
+
+	var peer net.Conn
+	defer func() {
+		if peer != nil {
+			peer.Close()
+		}
+	}()
+	t := time.NewTicker(cfg.Every)
+	defer t.Stop()
+	for {
+		st := Status{ID: me.ID.String(), Checked: time.Now().UTC()}
+		// Keep one mTLS connection open to the peer; reconnect when it breaks.
+		if peer == nil {
+			peer, err = dial(ctx, cfg.Peer, cfg.PeerID, x509src)
+		}
+		if err == nil {
+			err = ping(peer)
+		}
+		if err != nil {
+			if peer != nil {
+				peer.Close()
+				peer = nil
+			}
+			st.MTLS = err.Error()
+		} else {
+			st.MTLS = "ok"
+		}
+		// A JWT-SVID from the third workload, validated through our agent.
+		if err := checkJWT(ctx, cfg, x509src); err != nil {
+			st.JWT = err.Error()
+		} else {
+			st.JWT = "ok"
+		}
+		if cfg.StatusFile != "" {
+			b, _ := json.Marshal(st)
+			os.WriteFile(cfg.StatusFile+".tmp", b, 0o600)
+			os.Rename(cfg.StatusFile+".tmp", cfg.StatusFile)
+		}
+		log.Info("demo checks", "mtls", st.MTLS, "jwt", st.JWT)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func dial(ctx context.Context, addr string, id spiffeid.ID, src *workloadapi.X509Source) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := spiffetls.DialWithMode(dctx, "tcp", addr, spiffetls.MTLSClientWithSource(tlsconfig.AuthorizeID(id), src))
+	if err != nil {
+		return nil, fmt.Errorf("mTLS to %s (%s): %w", id, addr, err)
+	}
+	return conn, nil
+}
+
+// ping exchanges one line on an open connection.
+func ping(conn net.Conn) error {
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintln(conn, "ping"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "pong ") {
+		return fmt.Errorf("unexpected answer %q", line)
+	}
+	return nil
+}
+
+func checkJWT(ctx context.Context, cfg Config, src *workloadapi.X509Source) error {
+	conn, err := dial(ctx, cfg.JWTFrom, cfg.JWTFromID, src)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintln(conn, "jwt"); err != nil {
+		return err
+	}
+	token, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	token = strings.TrimSpace(token)
+	if strings.HasPrefix(token, "error ") {
+		return errors.New(token)
+	}
+	vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	svid, err := workloadapi.ValidateJWTSVID(vctx, token, Audience, workloadapi.WithAddr(cfg.WorkloadAPIAddr))
+	if err != nil {
+		return fmt.Errorf("JWT-SVID from %s does not validate: %w", cfg.JWTFromID, err)
+	}
+	if svid.ID != cfg.JWTFromID {
+		return fmt.Errorf("JWT-SVID names %s, want %s", svid.ID, cfg.JWTFromID)
+	}
+	return nil
+}
+
+// serve answers "ping" with "pong <id>" and "jwt" with a JWT-SVID.
+func serve(ctx context.Context, conn net.Conn, jwtsrc *workloadapi.JWTSource) {
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	for {
+		conn.SetReadDeadline(time.Now().Add(time.Minute))
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		switch strings.TrimSpace(line) {
+		case "ping":
+			fmt.Fprintln(conn, "pong ok")
+		case "jwt":
+			svid, err := jwtsrc.FetchJWTSVID(ctx, jwtsvid.Params{Audience: Audience})
+			if err != nil {
+				fmt.Fprintf(conn, "error %v\n", err)
+				continue
+			}
+			fmt.Fprintln(conn, svid.Marshal())
+		default:
+			fmt.Fprintln(conn, "error unknown request")
+		}
+	}
+}
