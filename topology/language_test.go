@@ -100,7 +100,7 @@ func TestUpstreamBlocks(t *testing.T) {
   region                    = "eu-west-3"
   certificate_authority_arn = "arn:aws:acm-pca:eu-west-3:1:certificate-authority/x"
 }`, Upstream{Kind: UpstreamAWSPCA, AWSPCA: &AWSPCAUpstream{Region: "eu-west-3", CertificateAuthorityARN: "arn:aws:acm-pca:eu-west-3:1:certificate-authority/x",
-			CASigningTemplateARN: DefaultPCATemplateARN, SigningAlgorithm: "SHA384WITHECDSA"}}},
+			CASigningTemplateARN: DefaultPCATemplateARN}}},
 		{"spire", `upstream "spire" {
   server_address = "spire.example.org:8081"
 }

@@ -107,16 +107,6 @@ var awsRegionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 // pcaSigningAlgorithms are ACM PCA's SigningAlgorithm values.
 var pcaSigningAlgorithms = []string{"SHA256WITHECDSA", "SHA384WITHECDSA", "SHA512WITHECDSA", "SHA256WITHRSA", "SHA384WITHRSA", "SHA512WITHRSA"}
 
-// pcaAlgorithmFor is the signing algorithm that matches a CA key type.
-func pcaAlgorithmFor(k KeyType) string {
-	switch k {
-	case KeyTypeECP384:
-		return "SHA384WITHECDSA"
-	case KeyTypeRSA2048, KeyTypeRSA4096:
-		return "SHA256WITHRSA"
-	}
-	return "SHA256WITHECDSA"
-}
 
 func (p *parser) upstream(b *hcl.Block, s *Server) *Upstream {
 	kind := b.Labels[0]
@@ -169,7 +159,7 @@ func (p *parser) upstream(b *hcl.Block, s *Server) *Upstream {
 		}
 		u.Vault = v
 	case UpstreamAWSPCA:
-		c := &AWSPCAUpstream{CASigningTemplateARN: DefaultPCATemplateARN, SigningAlgorithm: pcaAlgorithmFor(s.KeyType)}
+		c := &AWSPCAUpstream{CASigningTemplateARN: DefaultPCATemplateARN}
 		if attr, ok := a["region"]; ok {
 			if v, ok := p.nonEmptyStr(attr); ok {
 				if !awsRegionRE.MatchString(v) {

@@ -200,7 +200,7 @@ func renderUpstream(b *Block, u *Upstream) {
 	case u.AWSPCA != nil:
 		c := u.AWSPCA
 		b.set("region", c.Region).set("certificate_authority_arn", c.CertificateAuthorityARN).
-			set("ca_signing_template_arn", c.CASigningTemplateARN).set("signing_algorithm", c.SigningAlgorithm).
+			set("ca_signing_template_arn", c.CASigningTemplateARN).setIf("signing_algorithm", c.SigningAlgorithm).
 			setIf("assume_role_arn", c.AssumeRoleARN).setIf("endpoint", c.Endpoint).setIf("supplemental_bundle_path", c.SupplementalBundlePath)
 	case u.SPIRE != nil:
 		b.set("server_address", u.SPIRE.ServerAddress).set("workload_api_socket", u.SPIRE.WorkloadAPISocket)

@@ -395,9 +395,10 @@ type AWSPCAUpstream struct {
 	CertificateAuthorityARN string
 	// CASigningTemplateARN. Default DefaultPCATemplateARN.
 	CASigningTemplateARN string
-	// SigningAlgorithm is the ACM PCA algorithm name. Default from the
-	// issuing CA's key type as known to arbor: SHA256WITHECDSA for
-	// ec-p256, SHA384WITHECDSA for ec-p384, SHA256WITHRSA for RSA.
+	// SigningAlgorithm is the ACM PCA algorithm name. Default "": chosen
+	// from the private CA's own key (SHA256WITHECDSA for P-256,
+	// SHA384WITHECDSA for P-384, SHA256WITHRSA for RSA), as AWS requires it
+	// to match the issuing CA, not the tier's key.
 	SigningAlgorithm string
 	// AssumeRoleARN is assumed before calling ACM PCA; "" means none.
 	AssumeRoleARN string

@@ -11,6 +11,9 @@ import (
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/topology"
+	"github.com/arborid/arbor/upstream/awspca"
+	"github.com/arborid/arbor/upstream/disk"
+	"github.com/arborid/arbor/upstream/vault"
 )
 
 type nopCloser struct{}
@@ -81,9 +84,52 @@ func ServerConfig(ctx context.Context, f *topology.File, s *topology.Server, log
 		}
 		cfg.Upstream, closer = up, up
 	case s.Upstream != nil:
-		return server.Config{}, nil, fmt.Errorf("server %q: upstream %q is not available in this build yet", s.Name, s.Upstream.Kind)
+		up, err := externalUpstream(ctx, f, s.Upstream, log)
+		if err != nil {
+			return server.Config{}, nil, fmt.Errorf("server %q: upstream %q: %w", s.Name, s.Upstream.Kind, err)
+		}
+		cfg.Upstream = up
 	}
 	return cfg, closer, nil
+}
+
+// externalUpstream builds the disk, vault or aws_pca adapter of a root tier.
+func externalUpstream(ctx context.Context, f *topology.File, u *topology.Upstream, log *slog.Logger) (ca.Upstream, error) {
+	switch {
+	case u.Disk != nil:
+		return disk.New(disk.Config{
+			TrustDomain: f.TrustDomain, CertFile: u.Disk.CertFilePath, KeyFile: u.Disk.KeyFilePath,
+			BundleFile: u.Disk.BundleFilePath, Logger: log,
+		})
+	case u.Vault != nil:
+		v := u.Vault
+		cfg := vault.Config{
+			TrustDomain: f.TrustDomain, Address: v.Address, Namespace: v.Namespace, PKIMount: v.PKIMount,
+			CACertFile: v.CACertPath, InsecureSkipVerify: v.InsecureSkipVerify, Logger: log,
+		}
+		a := v.Auth
+		switch a.Method {
+		case topology.VaultAuthToken:
+			cfg.Token = a.Token
+		case topology.VaultAuthAppRole:
+			cfg.AppRole = &vault.AppRole{Mount: a.Mount, RoleID: a.RoleID, SecretID: a.SecretID}
+		case topology.VaultAuthCert:
+			cfg.Cert = &vault.CertAuth{Mount: a.Mount, Name: a.RoleName, CertFile: a.ClientCertPath, KeyFile: a.ClientKeyPath}
+		case topology.VaultAuthKubernetes:
+			cfg.Kubernetes = &vault.Kubernetes{Mount: a.Mount, Role: a.Role, TokenFile: a.TokenPath}
+		default:
+			return nil, fmt.Errorf("unknown Vault auth method %q", a.Method)
+		}
+		return vault.New(cfg)
+	case u.AWSPCA != nil:
+		c := u.AWSPCA
+		return awspca.New(ctx, awspca.Config{
+			TrustDomain: f.TrustDomain, Region: c.Region, CertificateAuthorityARN: c.CertificateAuthorityARN,
+			TemplateARN: c.CASigningTemplateARN, SigningAlgorithm: c.SigningAlgorithm, AssumeRoleARN: c.AssumeRoleARN,
+			Endpoint: c.Endpoint, SupplementalBundleFile: c.SupplementalBundlePath, Logger: log,
+		})
+	}
+	return nil, fmt.Errorf("unknown upstream kind %q", u.Kind)
 }
 
 // spireUpstream is the downstream mechanism against any SPIRE-API server.

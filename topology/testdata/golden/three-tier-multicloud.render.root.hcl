@@ -31,7 +31,6 @@ server "root" {
     region                    = "us-east-1"
     certificate_authority_arn = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/00000000-0000-0000-0000-000000000000"
     ca_signing_template_arn   = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen3/V1"
-    signing_algorithm         = "SHA256WITHECDSA"
   }
 
   node_attestor "x509pop" {
