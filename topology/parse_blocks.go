@@ -107,7 +107,6 @@ var awsRegionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 // pcaSigningAlgorithms are ACM PCA's SigningAlgorithm values.
 var pcaSigningAlgorithms = []string{"SHA256WITHECDSA", "SHA384WITHECDSA", "SHA512WITHECDSA", "SHA256WITHRSA", "SHA384WITHRSA", "SHA512WITHRSA"}
 
-
 func (p *parser) upstream(b *hcl.Block, s *Server) *Upstream {
 	kind := b.Labels[0]
 	schema, ok := upstreamSchemas[kind]
