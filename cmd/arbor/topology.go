@@ -26,7 +26,7 @@ when a tier is down (simulate). See docs/topology.md.`,
   arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h`,
 	}
 	cmd.AddCommand(newTopologyValidateCommand(), newTopologyPlanCommand(), newTopologyRenderCommand(),
-		newTopologyGraphCommand(), newTopologySimulateCommand())
+		newTopologyGraphCommand(), newTopologySimulateCommand(), newTopologyApplyCommand())
 	return cmd
 }
 
