@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -80,6 +81,17 @@ type Upstream struct {
 
 	mu    sync.Mutex
 	roots []*x509.Certificate // the parent's latest X.509 authorities
+
+	reachable atomic.Bool // the last call to the parent succeeded
+}
+
+// Reachable reports whether the last call to the parent succeeded.
+func (u *Upstream) Reachable() bool { return u.reachable.Load() }
+
+// note records the outcome of a call to the parent.
+func (u *Upstream) note(err error) error {
+	u.reachable.Store(err == nil)
+	return err
 }
 
 // New connects to the co-located agent (waiting for its first SVID until ctx
@@ -147,7 +159,7 @@ func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.D
 	resp, err := svidv1.NewSVIDClient(u.conn).NewDownstreamX509CA(ctx, &svidv1.NewDownstreamX509CARequest{
 		Csr: csr, PreferredTtl: int32(ttl / time.Second),
 	})
-	if err != nil {
+	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s refused NewDownstreamX509CA: %w", u.cfg.ParentAddress, err)
 	}
 	if len(resp.CaCertChain) == 0 {
@@ -177,7 +189,7 @@ func (u *Upstream) PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) 
 	resp, err := bundlev1.NewBundleClient(u.conn).PublishJWTAuthority(ctx, &bundlev1.PublishJWTAuthorityRequest{
 		JwtAuthority: &types.JWTKey{PublicKey: k.PublicKey, KeyId: k.KeyID, ExpiresAt: k.ExpiresAt},
 	})
-	if err != nil {
+	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s refused PublishJWTAuthority: %w", u.cfg.ParentAddress, err)
 	}
 	out := make([]datastore.JWTAuthority, 0, len(resp.JwtAuthorities))
@@ -199,7 +211,7 @@ func (u *Upstream) FetchParentBundle(ctx context.Context) (*types.Bundle, error)
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
 	b, err := bundlev1.NewBundleClient(u.conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
-	if err != nil {
+	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s GetBundle: %w", u.cfg.ParentAddress, err)
 	}
 	return b, nil

@@ -9,15 +9,18 @@
 package launcher
 
 import (
+	"bufio"
 	"context"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -479,6 +482,15 @@ func (l *launcher) printStatus(ctx context.Context) {
 		}
 		line := fmt.Sprintf("[%s] %-20s agents %d, entries %d, bundle seq %d (%d X.509, %d JWT)", now, t.srv.Name,
 			agents.Count, entries.Count, b.SequenceNumber, len(b.X509Authorities), len(b.JwtAuthorities))
+		if m, err := scrape(ctx, t.srv.HealthListen); err == nil {
+			if v, ok := m["arbor_ca_x509_remaining_seconds"]; ok {
+				line += fmt.Sprintf(", CA expires in %s", (time.Duration(v) * time.Second).Round(time.Minute))
+			}
+			line += fmt.Sprintf(", %d SVIDs issued", int(m["arbor_api_svids_issued_total"]))
+			if v, ok := m["arbor_upstream_reachable"]; ok {
+				line += map[bool]string{true: ", parent reachable", false: ", PARENT UNREACHABLE"}[v == 1]
+			}
+		}
 		if t.demoState != "" {
 			if st, err := demo.ReadStatus(t.demoState); err == nil {
 				line += fmt.Sprintf(", demo %s: mTLS %s, JWT %s", st.ID, st.MTLS, st.JWT)
@@ -488,6 +500,47 @@ func (l *launcher) printStatus(ctx context.Context) {
 		}
 		fmt.Fprintln(l.opts.Out, line)
 	}
+}
+
+// scrape reads a server's /metrics and sums each metric over its labels.
+func scrape(ctx context.Context, addr string) (map[string]float64, error) {
+	if addr == "" {
+		return nil, errors.New("no health listener")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, "arbor_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		name := line[:i]
+		if j := strings.IndexByte(name, '{'); j >= 0 {
+			name = name[:j]
+		}
+		out[name] += v
+	}
+	return out, sc.Err()
 }
 
 func tail(path string, n int) string {

@@ -233,6 +233,17 @@ func (s *Server) registerCAMetrics() {
 			return at.Sub(s.now()).Seconds()
 		}
 	}
+	if r, ok := s.cfg.Upstream.(interface{ Reachable() bool }); ok {
+		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "arbor_upstream_reachable",
+			Help: "1 when the last call to the parent (or upstream server) succeeded, else 0.",
+		}, func() float64 {
+			if r.Reachable() {
+				return 1
+			}
+			return 0
+		}))
+	}
 	s.registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "arbor_ca_x509_remaining_seconds",
