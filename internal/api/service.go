@@ -60,6 +60,10 @@ type Config struct {
 	// DownstreamCATTL is the intermediate lifetime given to children that ask
 	// for none; zero means 24h (always capped by our own CA).
 	DownstreamCATTL time.Duration
+	// MaxDownstreamCATTL refuses children asking for a longer intermediate
+	// (normally this tier's own CA TTL); zero means no limit beyond the
+	// cap at our CA's expiry.
+	MaxDownstreamCATTL time.Duration
 	// PublishUpstream, when set (a downstream tier), publishes a JWT key
 	// that a child published here on to this tier's parent first, and
 	// returns the parent's set, so keys reach every tier of the tree.

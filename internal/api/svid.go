@@ -217,9 +217,19 @@ func (s *Service) NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownst
 	if req.PreferredTtl < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "preferred_ttl: %d is negative", req.PreferredTtl)
 	}
+	for _, u := range csr.URIs {
+		id, err := spiffeid.FromURI(u)
+		if err != nil || id.TrustDomain() != s.td {
+			return nil, status.Errorf(codes.InvalidArgument, "CSR URI SAN %q is not the trust domain spiffe://%s", u, s.td)
+		}
+	}
 	ttl := s.cfg.DownstreamCATTL
 	if req.PreferredTtl > 0 {
 		ttl = time.Duration(req.PreferredTtl) * time.Second
+	}
+	if s.cfg.MaxDownstreamCATTL > 0 && ttl > s.cfg.MaxDownstreamCATTL {
+		return nil, status.Errorf(codes.InvalidArgument, "preferred_ttl %s is longer than this tier's own CA lifetime %s; a child CA must fit inside its parent's",
+			ttl, s.cfg.MaxDownstreamCATTL)
 	}
 	chain, err := s.ca.SignDownstreamX509CA(ctx, csr.PublicKey, ttl)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/server"
@@ -130,5 +132,30 @@ func TestNewDownstreamX509CARequiresDownstreamEntry(t *testing.T) {
 	defer up.Close()
 	if _, err := up.MintX509CA(ctxT(t), newKey(t), time.Hour); err == nil {
 		t.Fatal("a non-downstream SVID obtained an intermediate CA")
+	}
+}
+
+func TestNewDownstreamX509CARefusesBadRequests(t *testing.T) {
+	root := startServer(t, func(c *server.Config) { c.CATTL = 4 * time.Hour })
+	agent := root.newAgent()
+	id := root.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/tier/x"), Selectors: []*types.Selector{sel("unix", "uid:0")}, Downstream: true})
+	svid := must(root.workloadSVID(agent, id))(t)
+	client := svidv1.NewSVIDClient(root.dial(svid))
+	key := newKey(t)
+	foreign := csrFor(t, key, spiffeid.RequireTrustDomainFromString("evil.org").ID().URL())
+	if _, err := client.NewDownstreamX509CA(ctxT(t), &svidv1.NewDownstreamX509CARequest{Csr: foreign}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("CSR for another trust domain: %v, want InvalidArgument", err)
+	}
+	own := csrFor(t, key, td.ID().URL())
+	if _, err := client.NewDownstreamX509CA(ctxT(t), &svidv1.NewDownstreamX509CARequest{Csr: own, PreferredTtl: int32((8 * time.Hour).Seconds())}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("preferred_ttl longer than the parent's CA TTL: %v, want InvalidArgument", err)
+	}
+	resp, err := client.NewDownstreamX509CA(ctxT(t), &svidv1.NewDownstreamX509CARequest{Csr: own, PreferredTtl: int32((2 * time.Hour).Seconds())})
+	if err != nil {
+		t.Fatalf("a valid request: %v", err)
+	}
+	c := must(x509.ParseCertificate(resp.CaCertChain[0]))(t)
+	if got := c.NotAfter.Sub(time.Now()); got > 2*time.Hour || got < 2*time.Hour-time.Minute {
+		t.Errorf("intermediate lifetime %v, want the 2h asked for", got)
 	}
 }

@@ -208,6 +208,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		AgentSVIDTTL:        agentTTL,
 		DefaultJoinTokenTTL: cfg.DefaultJoinTokenTTL,
 		PublishUpstream:     publishUpstream(cfg.Upstream),
+		MaxDownstreamCATTL:  caTTL(cfg.CATTL),
 		Now:                 cfg.Now,
 		Logger:              log,
 		Registerer:          s.registry,
@@ -298,6 +299,14 @@ func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
 		return st, nil
 	}
 	return nil, fmt.Errorf("server: unknown datastore %q (want sqlite or postgres)", cfg.Datastore)
+}
+
+// caTTL is the effective CA TTL (the CA manager's default when unset).
+func caTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return ca.DefaultCATTL
+	}
+	return d
 }
 
 // publishUpstream returns the upstream's JWT publisher, or nil for a root.
