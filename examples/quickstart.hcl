@@ -1,54 +1,72 @@
-# quickstart.hcl — the smallest arbor topology: one root server on this machine.
+# quickstart.hcl — a whole nested trust domain on this machine: a root, a
+# regional tier and two leaves, each its own server process.
 #
-# Run it with:
-#   arbor server --topology examples/quickstart.hcl --node root
+#   arbor up examples/quickstart.hcl
 #
-# It creates examples/.arbor/root/ for its keys, database and admin socket.
-# Admin commands (registration entries, join tokens for agents) talk to it
-# through that socket.
+# arbor up starts the root, then for every child: registers the child's
+# co-located agent and downstream entry at its parent, starts that agent
+# (attested to the parent with a join token), then the child server, which
+# gets its intermediate CA from the parent through that agent's SVID. Each
+# leaf also runs a workload agent and a demo workload; the demo workloads
+# talk mTLS to each other across leaves and validate each other's JWT-SVIDs.
+#
+#   root ─ regional ─┬─ leaf-a
+#                    └─ leaf-b
+#
+# State, sockets and logs live under examples/.arbor/<server>/.
 
-# Every SPIFFE ID this topology issues starts with spiffe://example.org/.
-# Pick a name you control; every tier of the topology shares it.
 trust_domain = "example.org"
 
-# Settings every server inherits unless its own block overrides them.
 defaults {
-  x509_svid_ttl = "1h" # lifetime of the X.509 certificates workloads get
-  jwt_svid_ttl  = "5m" # lifetime of JWT tokens workloads get
-  key_type      = "ec-p256" # CA key: ec-p256, ec-p384, rsa-2048 or rsa-4096
+  x509_svid_ttl = "1h"
+  jwt_svid_ttl  = "5m"
+  key_type      = "ec-p256"
 }
 
-# A server block is one server process. "root" is its name: you pass it to
-# --node. With no `parent`, it is a root: it makes its own self-signed CA.
 server "root" {
-  # Where agents (and, later, child servers) connect: gRPC over TLS.
-  listen = "127.0.0.1:8081"
+  listen        = "127.0.0.1:8081"
+  health_listen = "127.0.0.1:8091"
+  ca_ttl        = "48h" # every child CA lives at most half its parent's
+  datastore "sqlite" {}
+  node_attestor "join_token" {}
+}
 
-  # How long the server's CA certificate lives. It is rotated at half-life,
-  # and every SVID must fit inside it (at most half of ca_ttl).
-  ca_ttl = "24h"
+server "regional" {
+  parent        = "root"
+  listen        = "127.0.0.1:8082"
+  health_listen = "127.0.0.1:8092"
+  ca_ttl        = "24h"
+  datastore "sqlite" {}
+  node_attestor "join_token" {}
 
-  # Everything the server keeps — CA keys, database, admin socket — lives
-  # here. Relative paths are relative to this file's directory.
-  state_dir = ".arbor/root"
-
-  # The admin API (entries, tokens, bundles) listens on a local Unix socket,
-  # never on the network. This is also the default: <state_dir>/admin.sock.
-  admin_socket = ".arbor/root/admin.sock"
-
-  # Plain HTTP liveness/readiness checks and metrics; "off" disables them.
-  health_listen = "127.0.0.1:8080"
-
-  # Registration entries, attested agents and join tokens are stored in an
-  # embedded SQLite file (this path is also the default). For several
-  # servers sharing one database, use: datastore "postgres" { dsn = env("ARBOR_DSN") }
-  datastore "sqlite" {
-    path = ".arbor/root/datastore.sqlite3"
+  # The agent beside this server, attested to root, serves it the SVID of
+  # its downstream entry. Join tokens are fine on one machine; across
+  # machines prefer x509pop, which can re-attest after a long outage.
+  agent {
+    node_attestor "join_token" {}
   }
+}
 
-  # How agents prove who they are: with a single-use join token that an
-  # admin generates. default_ttl is how long an unused token stays valid.
-  node_attestor "join_token" {
-    default_ttl = "10m"
+server "leaf-a" {
+  parent        = "regional"
+  listen        = "127.0.0.1:8083"
+  health_listen = "127.0.0.1:8093"
+  ca_ttl        = "12h"
+  datastore "sqlite" {}
+  node_attestor "join_token" {}
+  agent {
+    node_attestor "join_token" {}
+  }
+}
+
+server "leaf-b" {
+  parent        = "regional"
+  listen        = "127.0.0.1:8084"
+  health_listen = "127.0.0.1:8094"
+  ca_ttl        = "12h"
+  datastore "sqlite" {}
+  node_attestor "join_token" {}
+  agent {
+    node_attestor "join_token" {}
   }
 }

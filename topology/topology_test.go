@@ -729,12 +729,12 @@ func TestExamples(t *testing.T) {
 		file  string
 		check func(t *testing.T, s *Server)
 	}{
-		{"quickstart.hcl", func(t *testing.T, s *Server) {
+		{"single-server.hcl", func(t *testing.T, s *Server) {
 			dir := filepath.Join("..", "examples", ".arbor", "root")
 			if s.Listen != "127.0.0.1:8081" || s.AdminSocket != filepath.Join(dir, "admin.sock") ||
 				s.Datastore != (Datastore{Kind: DatastoreSQLite, Path: filepath.Join(dir, "datastore.sqlite3")}) ||
 				len(s.NodeAttestors) != 1 || s.NodeAttestors[0].Kind != NodeAttestorJoinToken {
-				t.Errorf("quickstart root = %+v", s)
+				t.Errorf("single-server root = %+v", s)
 			}
 		}},
 		{"x509pop.hcl", func(t *testing.T, s *Server) {

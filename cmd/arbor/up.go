@@ -13,6 +13,7 @@ import (
 func newUpCommand() *cobra.Command {
 	var status time.Duration
 	var noDemo bool
+	var stopTier, startTier string
 	cmd := &cobra.Command{
 		Use:   "up FILE",
 		Short: "Run a whole topology on this machine",
@@ -29,17 +30,35 @@ Ctrl-C stops everything cleanly; running it again resumes from the state
 directories (no new attestation, same CAs).`,
 		Example: `  arbor up examples/quickstart.hcl
   arbor up --status-every 5s examples/quickstart.hcl
-  arbor up --no-demo examples/quickstart.hcl`,
+
+  # From another terminal: take the regional tier down, watch the leaves
+  # keep issuing, then bring it back
+  arbor up --stop regional examples/quickstart.hcl
+  arbor up --start regional examples/quickstart.hcl`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file, diags := topology.ParseFile(args[0])
 			if diags.HasErrors() {
 				return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
 			}
+			switch {
+			case stopTier != "" && startTier != "":
+				return fmt.Errorf("give --stop or --start, not both")
+			case stopTier != "":
+				msg, err := launcher.Control(cmd.Context(), file, "stop", stopTier)
+				fmt.Fprint(cmd.OutOrStdout(), msg)
+				return err
+			case startTier != "":
+				msg, err := launcher.Control(cmd.Context(), file, "start", startTier)
+				fmt.Fprint(cmd.OutOrStdout(), msg)
+				return err
+			}
 			return launcher.Up(cmd.Context(), file, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
 		},
 	}
 	cmd.Flags().DurationVar(&status, "status-every", 30*time.Second, "interval of the status lines")
 	cmd.Flags().BoolVar(&noDemo, "no-demo", false, "do not start workload agents and demo workloads")
+	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of FILE to stop the server of tier NAME")
+	cmd.Flags().StringVar(&startTier, "start", "", "ask the running arbor up of FILE to start tier NAME again")
 	return cmd
 }

@@ -21,7 +21,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,25 +59,30 @@ type Options struct {
 
 // proc is a child process and its log.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
+	name     string
+	args     []string
+	cmd      *exec.Cmd
+	log      string
+	done     chan error
+	stopping atomic.Bool // stopped on purpose: its exit is not a failure
 }
 
 // tier is a running server with what runs beside it.
 type tier struct {
 	srv       *topology.Server
 	conn      *grpc.ClientConn
+	server    *proc
 	demoState string // status file of its demo workload, "" when none
 }
 
 type launcher struct {
 	f     *topology.File
 	opts  Options
+	mu    sync.Mutex // guards procs and tiers' server/stopped state against the control socket
 	procs []*proc
 	tiers []*tier
 	uid   int
+	exits chan error // children that exited on their own
 }
 
 // Up runs the topology until ctx ends.
@@ -92,7 +100,7 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 90 * time.Second
 	}
-	l := &launcher{f: f, opts: opts, uid: os.Getuid()}
+	l := &launcher{f: f, opts: opts, uid: os.Getuid(), exits: make(chan error, 64)}
 	defer func() {
 		l.stopAll()
 		for _, t := range l.tiers {
@@ -115,7 +123,13 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 		}
 	}
 	l.printTree()
-	fmt.Fprintln(opts.Out, "\nready; logs under each server's state_dir/logs; press Ctrl-C to stop")
+	stopControl, err := l.serveControl(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopControl()
+	fmt.Fprintf(opts.Out, "\nready; logs under each server's state_dir/logs; press Ctrl-C to stop\n"+
+		"take a tier down and back up with: arbor up --stop NAME %s / arbor up --start NAME %s\n", f.Path, f.Path)
 	l.printStatus(ctx)
 	t := time.NewTicker(opts.StatusEvery)
 	defer t.Stop()
@@ -126,7 +140,7 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 			return nil
 		case <-t.C:
 			l.printStatus(ctx)
-		case err := <-l.anyExit():
+		case err := <-l.exits:
 			return err
 		}
 	}
@@ -152,43 +166,46 @@ func (l *launcher) start(name, logPath string, args ...string) (*proc, error) {
 		logf.Close()
 		return nil, fmt.Errorf("launcher: starting %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	p := &proc{name: name, args: args, cmd: cmd, log: logPath, done: make(chan error, 1)}
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
 		p.done <- err
 		close(p.done)
+		if !p.stopping.Load() {
+			select {
+			case l.exits <- fmt.Errorf("launcher: %s exited (%v); last log lines:\n%s", p.name, err, tail(p.log, 15)):
+			default:
+			}
+		}
 	}()
+	l.mu.Lock()
 	l.procs = append(l.procs, p)
+	l.mu.Unlock()
 	return p, nil
 }
 
-// anyExit reports the first child that exits on its own.
-func (l *launcher) anyExit() <-chan error {
-	out := make(chan error, 1)
-	for _, p := range l.procs {
-		go func() {
-			if err, ok := <-p.done; ok {
-				out <- fmt.Errorf("launcher: %s exited (%v); last log lines:\n%s", p.name, err, tail(p.log, 15))
-			}
-		}()
+// stop sends SIGTERM to p and waits for it (SIGKILL after 15s).
+func (p *proc) stop() {
+	p.stopping.Store(true)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
 	}
-	return out
 }
 
-// stopAll sends SIGTERM to children, newest first, and waits for each.
+// stopAll stops children, newest first.
 func (l *launcher) stopAll() {
-	for i := len(l.procs) - 1; i >= 0; i-- {
-		p := l.procs[i]
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
+	l.mu.Lock()
+	procs := l.procs
 	l.procs = nil
+	l.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].stop()
+	}
 }
 
 // waitFor polls cond until it succeeds, the process exits, or the start
@@ -214,6 +231,8 @@ func (l *launcher) waitFor(ctx context.Context, p *proc, what string, cond func(
 }
 
 func (l *launcher) tierOf(name string) *tier {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, t := range l.tiers {
 		if t.srv.Name == name {
 			return t
@@ -242,19 +261,40 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 		}
 	}
 	fmt.Fprintf(l.opts.Out, "  %s: starting server ...\n", s.Name)
-	p, err := l.start("server "+s.Name, l.logPath(s, "server"), "server", "--topology", l.f.Path, "--node", s.Name)
-	if err != nil {
-		return err
-	}
 	// The socket does not exist yet; the client connects lazily.
 	conn, err := grpc.NewClient("unix:"+s.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
 	t := &tier{srv: s, conn: conn}
+	l.mu.Lock()
 	l.tiers = append(l.tiers, t)
-	health := healthpb.NewHealthClient(conn)
-	if err := l.waitFor(ctx, p, "waiting for the server to serve", func() error {
+	l.mu.Unlock()
+	if err := l.startServer(ctx, t); err != nil {
+		return err
+	}
+	// The server's own entry blocks.
+	if len(s.Entries) > 0 {
+		if err := l.applyAt(ctx, t); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(l.opts.Out, "  %s: serving on %s\n", s.Name, s.Address)
+	return nil
+}
+
+// startServer starts t's server process and waits until it serves.
+func (l *launcher) startServer(ctx context.Context, t *tier) error {
+	s := t.srv
+	p, err := l.start("server "+s.Name, l.logPath(s, "server"), "server", "--topology", l.f.Path, "--node", s.Name)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	t.server = p
+	l.mu.Unlock()
+	health := healthpb.NewHealthClient(t.conn)
+	return l.waitFor(ctx, p, "waiting for the server to serve", func() error {
 		if _, err := os.Stat(s.AdminSocket); err != nil {
 			return err
 		}
@@ -268,17 +308,7 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 			return fmt.Errorf("health %v", resp.Status)
 		}
 		return nil
-	}); err != nil {
-		return err
-	}
-	// The server's own entry blocks.
-	if len(s.Entries) > 0 {
-		if err := l.applyAt(ctx, t); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(l.opts.Out, "  %s: serving on %s\n", s.Name, s.Address)
-	return nil
+	})
 }
 
 // applyAt reconciles the entries the topology wants on t's server.
@@ -470,7 +500,17 @@ func (l *launcher) printTree() {
 // its demo workload's checks.
 func (l *launcher) printStatus(ctx context.Context) {
 	now := time.Now().Format("15:04:05")
-	for _, t := range l.tiers {
+	l.mu.Lock()
+	tiers := slices.Clone(l.tiers)
+	l.mu.Unlock()
+	for _, t := range tiers {
+		l.mu.Lock()
+		down := t.server == nil
+		l.mu.Unlock()
+		if down {
+			fmt.Fprintf(l.opts.Out, "[%s] %-20s DOWN (stopped with arbor up --stop; --start brings it back)\n", now, t.srv.Name)
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		agents, aerr := agentv1.NewAgentClient(t.conn).CountAgents(cctx, &agentv1.CountAgentsRequest{})
 		entries, eerr := entryv1.NewEntryClient(t.conn).CountEntries(cctx, &entryv1.CountEntriesRequest{})

@@ -9,10 +9,10 @@ server "root" {
   listen         = "127.0.0.1:8081"
   address        = "127.0.0.1:8081"
   admin_socket   = "../examples/.arbor/root/admin.sock"
-  health_listen  = "127.0.0.1:8080"
+  health_listen  = "127.0.0.1:8091"
   state_dir      = "../examples/.arbor/root"
   spiffe_id      = "spiffe://example.org/arbor/server/root"
-  ca_ttl         = "24h"
+  ca_ttl         = "2d"
   x509_svid_ttl  = "1h"
   jwt_svid_ttl   = "5m"
   agent_svid_ttl = "1h"
@@ -30,4 +30,17 @@ server "root" {
   node_attestor "join_token" {
     default_ttl = "10m"
   }
+}
+
+entry "downstream-regional" {
+  spiffe_id      = "spiffe://example.org/arbor/server/regional"
+  parent_id      = "spiffe://example.org/arbor/agent/regional"
+  selectors      = []
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  dns_names      = []
+  admin          = false
+  downstream     = true
+  federates_with = []
+  hint           = "arbor downstream server regional"
 }
