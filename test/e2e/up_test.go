@@ -157,3 +157,68 @@ func TestUpNestedTree(t *testing.T) {
 	}
 	stopUp(t, cmd, out)
 }
+
+// TestQuickstartAsInREADME runs README's first command on a copy of
+// examples/quickstart.hcl, takes the regional tier down and back up with
+// --stop/--start while the leaves keep working, and stops with Ctrl-C.
+func TestQuickstartAsInREADME(t *testing.T) {
+	requireSetup(t)
+	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "quickstart.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := shortTempDir(t, "qs")
+	topo := filepath.Join(dir, "quickstart.hcl")
+	if err := os.WriteFile(topo, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cmd, out := runUp(t, topo)
+	allOK := func() error {
+		if cmd.ProcessState != nil {
+			t.Fatalf("arbor up exited early:\n%s", out.String())
+		}
+		s := out.String()
+		for _, l := range []string{"leaf-a", "leaf-b"} {
+			if !strings.Contains(s, "demo spiffe://example.org/demo/"+l+": mTLS ok, JWT ok") {
+				return fmt.Errorf("demo on %s not ok yet:\n%s", l, tailString(s, 10))
+			}
+		}
+		return nil
+	}
+	poll(t, 3*time.Minute, "quickstart demo workloads ok", allOK)
+	t.Logf("arbor up examples/quickstart.hcl: %v until both demo workloads reported mTLS and JWT ok", time.Since(start).Round(100*time.Millisecond))
+
+	control := func(action string) {
+		t.Helper()
+		c := exec.Command(arborBin, "up", "--"+action, "regional", topo)
+		if b, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("arbor up --%s regional: %v\n%s", action, err, b)
+		}
+	}
+	control("stop")
+	mark := len(out.String())
+	poll(t, time.Minute, "status showing regional down while the leaves' demos stay ok", func() error {
+		s := out.String()[mark:]
+		if !strings.Contains(s, "regional             DOWN") {
+			return fmt.Errorf("no DOWN line for regional yet")
+		}
+		if !strings.Contains(s, "leaf-a               ") || strings.Count(s, "mTLS ok, JWT ok") < 4 {
+			return fmt.Errorf("leaves not reporting ok while regional is down:\n%s", tailString(s, 8))
+		}
+		return nil
+	})
+	control("start")
+	mark = len(out.String())
+	poll(t, time.Minute, "regional back and the leaves reaching it", func() error {
+		s := out.String()[mark:]
+		if strings.Contains(s, "regional             DOWN") || !strings.Contains(s, "leaf-a") || strings.Contains(s, "PARENT UNREACHABLE") {
+			return fmt.Errorf("not recovered yet:\n%s", tailString(s, 8))
+		}
+		if strings.Count(s, "parent reachable") < 3 {
+			return fmt.Errorf("waiting for a full status round:\n%s", tailString(s, 8))
+		}
+		return nil
+	})
+	stopUp(t, cmd, out)
+}
