@@ -150,10 +150,15 @@ func Run(ctx context.Context, cfg Config) error {
 			os.Rename(cfg.StatusFile+".tmp", cfg.StatusFile)
 		}
 		log.Info("demo checks", "mtls", st.MTLS, "jwt", st.JWT)
+		// Until both checks pass (peers may still be starting), retry fast.
+		wait := t.C
+		if st.MTLS != "ok" || st.JWT != "ok" {
+			wait = time.After(250 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-wait:
 		}
 	}
 }

@@ -83,6 +83,12 @@ type launcher struct {
 	tiers []*tier
 	uid   int
 	exits chan error // children that exited on their own
+	began time.Time
+}
+
+// progress prints a start-up line with the time since Up began.
+func (l *launcher) progress(format string, args ...any) {
+	fmt.Fprintf(l.opts.Out, "  [+%5.1fs] %s\n", time.Since(l.began).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // Up runs the topology until ctx ends.
@@ -100,7 +106,7 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 90 * time.Second
 	}
-	l := &launcher{f: f, opts: opts, uid: os.Getuid(), exits: make(chan error, 64)}
+	l := &launcher{f: f, opts: opts, uid: os.Getuid(), exits: make(chan error, 64), began: time.Now()}
 	defer func() {
 		l.stopAll()
 		for _, t := range l.tiers {
@@ -121,6 +127,7 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 		if err := l.startDemos(ctx); err != nil {
 			return err
 		}
+		go l.watchDemos(ctx)
 	}
 	l.printTree()
 	stopControl, err := l.serveControl(ctx)
@@ -252,7 +259,7 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 		if parent == nil {
 			return fmt.Errorf("launcher: parent %q of %q is not running", s.Parent, s.Name)
 		}
-		fmt.Fprintf(l.opts.Out, "  %s: registering with %s and starting its agent ...\n", s.Name, s.Parent)
+		l.progress("%s: registering with %s and starting its co-located agent", s.Name, s.Parent)
 		if err := l.applyAt(ctx, parent); err != nil {
 			return err
 		}
@@ -260,7 +267,7 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 			return err
 		}
 	}
-	fmt.Fprintf(l.opts.Out, "  %s: starting server ...\n", s.Name)
+	l.progress("%s: starting server", s.Name)
 	// The socket does not exist yet; the client connects lazily.
 	conn, err := grpc.NewClient("unix:"+s.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -279,7 +286,7 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 			return err
 		}
 	}
-	fmt.Fprintf(l.opts.Out, "  %s: serving on %s\n", s.Name, s.Address)
+	l.progress("%s: serving on %s", s.Name, s.Address)
 	return nil
 }
 
@@ -437,7 +444,7 @@ func (l *launcher) startDemos(ctx context.Context) error {
 		}
 		dir := filepath.Join(t.srv.StateDir, "demo")
 		socket := filepath.Join(dir, "workload.sock")
-		fmt.Fprintf(l.opts.Out, "  %s: starting workload agent and demo workload ...\n", t.srv.Name)
+		l.progress("%s: starting workload agent and demo workload", t.srv.Name)
 		if err := l.startAgent(ctx, t, "workload-agent", filepath.Join(dir, "agent"), socket, node, nil); err != nil {
 			return err
 		}
@@ -493,6 +500,32 @@ func (l *launcher) printTree() {
 			role = "child of " + t.srv.Parent
 		}
 		fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Name, role, t.srv.Address, t.srv.AdminSocket)
+	}
+}
+
+// watchDemos reports once when every demo workload has succeeded: the time
+// from start to a working tree.
+func (l *launcher) watchDemos(ctx context.Context) {
+	for ctx.Err() == nil {
+		ok, n := true, 0
+		for _, t := range l.leaves() {
+			if t.demoState == "" {
+				continue
+			}
+			n++
+			st, err := demo.ReadStatus(t.demoState)
+			if err != nil || st.MTLS != "ok" || st.JWT != "ok" {
+				ok = false
+			}
+		}
+		if ok {
+			l.progress("all %d demo workloads hold SVIDs, talk mTLS across leaves and validate JWT-SVIDs", n)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
