@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,7 +17,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -224,4 +228,101 @@ func TestArborNestedUnderSpireServer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMixedLeavesMTLS: under one arbor root, a real spire-server leaf and an
+// arbor leaf each serve a workload (through spire-agent and arbor's agent);
+// the two workloads complete mTLS, each verifying the other up to the root.
+func TestMixedLeavesMTLS(t *testing.T) {
+	requireSetup(t)
+	root := newArbor(t, `datastore "sqlite" {}`)
+	root.start(t)
+	hostID := mustID(t, "/host/leaves")
+	colocated := startAgent(t, root, root.generateToken(t, hostID))
+	root.cli(t, "entry", "create", "-parentID", hostID.String(), "-spiffeID", mustID(t, "/tier/leaves").String(),
+		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "-downstream")
+
+	// The SPIRE leaf and a spire-agent under it serving workload /wl/spire.
+	spireLeaf := startSpireServer(t, root.port, colocated.socket)
+	spireNode := mustID(t, "/node/spire")
+	spireWL := startAgent(t, spireLeaf.arborServer, spireLeaf.generateToken(t, spireNode))
+	spireLeaf.createEntry(t, spireNode, mustID(t, "/wl/spire"), fmt.Sprintf("unix:uid:%d", os.Getuid()))
+
+	// The arbor leaf, in process, through the same co-located agent.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	up, err := downstream.New(ctx, downstream.Config{TrustDomain: td, ParentAddress: root.addr(), WorkloadAPIAddr: "unix://" + colocated.socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	dir := shortTempDir(t, "arbl")
+	leaf := &arborServer{adminSock: filepath.Join(dir, "a.sock")}
+	srv, err := server.New(ctx, server.Config{Name: "arbor-leaf", TrustDomain: td, ListenAddr: "127.0.0.1:0",
+		StateDir: filepath.Join(dir, "state"), AdminSocket: leaf.adminSock, JoinToken: true, Upstream: up, CATTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	<-srv.Ready()
+	arborNode := mustID(t, "/node/arbor")
+	_, leafBundle := leaf.bundlePEM(t)
+	arborWL := startArborAgent(t, srv.AgentAddr().String(), leafBundle, leaf.generateToken(t, arborNode))
+	leaf.createEntry(t, arborNode, mustID(t, "/wl/arbor"), fmt.Sprintf("unix:uid:%d", os.Getuid()))
+
+	spireWL.waitX509SVID(t, mustID(t, "/wl/spire"))
+	poll(t, waitTimeout, "arbor leaf workload SVID", func() error {
+		fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer fcancel()
+		_, err := workloadapi.FetchX509SVID(fctx, workloadapi.WithAddr("unix://"+arborWL.socket))
+		return err
+	})
+	srcSpire, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+spireWL.socket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcSpire.Close()
+	srcArbor, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+arborWL.socket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcArbor.Close()
+
+	lis, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0",
+		spiffetls.MTLSServerWithSource(tlsconfig.AuthorizeID(mustID(t, "/wl/arbor")), srcSpire))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			c.Write([]byte("pong!"))
+		}
+	}()
+	conn, err := spiffetls.DialWithMode(ctx, "tcp", lis.Addr().String(),
+		spiffetls.MTLSClientWithSource(tlsconfig.AuthorizeID(mustID(t, "/wl/spire")), srcArbor))
+	if err != nil {
+		t.Fatalf("mTLS from the arbor leaf's workload to the SPIRE leaf's: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("ping!")); err != nil {
+		t.Fatal(err)
+	}
+	reply := make([]byte, 5)
+	if _, err := io.ReadFull(conn, reply); err != nil || string(reply) != "pong!" {
+		t.Fatalf("reply %q, %v", reply, err)
+	}
 }
