@@ -17,8 +17,15 @@ func newRootCommand() *cobra.Command {
 servers, and their agents — from one declarative topology file. It speaks
 SPIRE's server API and the SPIFFE Workload API, so spire-agent, spire-server
 and go-spiffe clients work with it on any tier.`,
-		Example: `  # Run the single root server of the quickstart topology
-  arbor server --topology examples/quickstart.hcl --node root
+		Example: `  # Run a whole nested trust domain on this machine (root, regional, two leaves)
+  arbor up examples/quickstart.hcl
+
+  # Run one server of a topology
+  arbor server --topology examples/single-server.hcl --node root
+
+  # Check a topology, see its outage budgets, ask what a 6h regional outage breaks
+  arbor topology validate examples/three-tier-multicloud.hcl
+  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h
 
   # Register a workload and create a join token for an agent
   arbor entry create -socketPath examples/.arbor/root/admin.sock \

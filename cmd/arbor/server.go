@@ -21,7 +21,7 @@ agents and downstream servers on its listen address (gRPC over TLS, SPIRE's
 server API), for administrators on its admin Unix socket, and for health
 checks and Prometheus metrics on its health address (/live, /ready, /metrics).
 It stops gracefully on SIGINT or SIGTERM.`,
-		Example: `  arbor server --topology examples/quickstart.hcl --node root
+		Example: `  arbor server --topology examples/single-server.hcl --node root
   arbor server --topology prod.hcl --node us-east --log-format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
