@@ -20,18 +20,19 @@ import (
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/upstream"
 	"github.com/arborid/arbor/upstream/awspca"
+	"github.com/arborid/arbor/upstream/internal/fakes"
 	"github.com/arborid/arbor/upstream/internal/upstreamtest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-func config(f *fakePCA) awspca.Config {
+func config(f *fakes.PCA) awspca.Config {
 	return awspca.Config{
-		TrustDomain: td, Region: f.region, CertificateAuthorityARN: f.caARN, Endpoint: f.srv.URL,
-		AccessKeyID: fakeAKID, SecretAccessKey: fakeSecret,
+		TrustDomain: td, Region: f.Region, CertificateAuthorityARN: f.CAARN, Endpoint: f.Srv.URL,
+		AccessKeyID: fakes.AccessKeyID, SecretAccessKey: fakes.SecretAccessKey,
 		PollInterval: time.Millisecond, MaxPollInterval: 4 * time.Millisecond,
 		RetryMaxAttempts: 1, CallTimeout: 10 * time.Second, WaitTimeout: 10 * time.Second,
-		Now: f.clock.Now,
+		Now: f.Now,
 	}
 }
 
@@ -56,8 +57,8 @@ func mint(t *testing.T, a *awspca.Authority, ttl time.Duration) (*ca.MintedCA, e
 func TestMintX509CA(t *testing.T) {
 	tests := []struct {
 		name      string
-		config    func(f *fakePCA, c *awspca.Config)
-		fake      func(f *fakePCA)
+		config    func(f *fakes.PCA, c *awspca.Config)
+		fake      func(f *fakes.PCA)
 		wantCalls []string
 	}{
 		{
@@ -68,7 +69,7 @@ func TestMintX509CA(t *testing.T) {
 		},
 		{
 			name: "request in progress, then issued",
-			fake: func(f *fakePCA) { f.inProgress = 3 },
+			fake: func(f *fakes.PCA) { f.InProgress = 3 },
 			wantCalls: []string{
 				"ACMPrivateCA.GetCertificateAuthorityCertificate", "ACMPrivateCA.IssueCertificate",
 				"ACMPrivateCA.GetCertificate", "ACMPrivateCA.GetCertificate", "ACMPrivateCA.GetCertificate", "ACMPrivateCA.GetCertificate",
@@ -76,10 +77,10 @@ func TestMintX509CA(t *testing.T) {
 		},
 		{
 			name: "assume role",
-			config: func(f *fakePCA, c *awspca.Config) {
-				c.AssumeRoleARN, c.STSEndpoint = "arn:aws:iam::123456789012:role/arbor-ca", f.srv.URL
+			config: func(f *fakes.PCA, c *awspca.Config) {
+				c.AssumeRoleARN, c.STSEndpoint = "arn:aws:iam::123456789012:role/arbor-ca", f.Srv.URL
 			},
-			fake: func(f *fakePCA) { f.pcaCreds = "ASIAASSUMED" },
+			fake: func(f *fakes.PCA) { f.PCACreds = "ASIAASSUMED" },
 			wantCalls: []string{
 				"STS.AssumeRole",
 				"ACMPrivateCA.GetCertificateAuthorityCertificate", "ACMPrivateCA.IssueCertificate", "ACMPrivateCA.GetCertificate",
@@ -87,11 +88,11 @@ func TestMintX509CA(t *testing.T) {
 		},
 		{
 			name: "explicit template and signing algorithm",
-			config: func(f *fakePCA, c *awspca.Config) {
+			config: func(f *fakes.PCA, c *awspca.Config) {
 				c.TemplateARN, c.SigningAlgorithm = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen2/V1", "SHA384WITHECDSA"
 			},
-			fake: func(f *fakePCA) {
-				f.wantTmpl, f.wantAlg = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen2/V1", "SHA384WITHECDSA"
+			fake: func(f *fakes.PCA) {
+				f.WantTmpl, f.WantAlg = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen2/V1", "SHA384WITHECDSA"
 			},
 			wantCalls: []string{
 				"ACMPrivateCA.GetCertificateAuthorityCertificate", "ACMPrivateCA.IssueCertificate", "ACMPrivateCA.GetCertificate",
@@ -101,9 +102,9 @@ func TestMintX509CA(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := upstreamtest.NewClock(upstreamtest.Epoch)
-			f := newFakePCA(t, clock)
+			f := fakes.NewPCA(t, clock.Now)
 			if tt.fake != nil {
-				f.set(tt.fake)
+				f.Set(tt.fake)
 			}
 			cfg := config(f)
 			if tt.config != nil {
@@ -117,13 +118,13 @@ func TestMintX509CA(t *testing.T) {
 			if diff := cmp.Diff(tt.wantCalls, f.Calls()); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
 			}
-			if got, want := f.lastIssue.Validity.Value, clock.Now().Add(3*time.Hour).Unix(); got != want {
+			if got, want := f.LastIssue.Validity.Value, clock.Now().Add(3*time.Hour).Unix(); got != want {
 				t.Errorf("Validity.Value = %d, want %d (now+ttl, ABSOLUTE)", got, want)
 			}
-			if len(m.Roots) != 1 || !m.Roots[0].Equal(f.root.Cert) {
+			if len(m.Roots) != 1 || !m.Roots[0].Equal(f.Root.Cert) {
 				t.Errorf("roots = %v, want the PCA root", m.Roots)
 			}
-			if len(m.Intermediates) != 1 || !m.Intermediates[0].Equal(f.issuer.Cert) {
+			if len(m.Intermediates) != 1 || !m.Intermediates[0].Equal(f.Issuer.Cert) {
 				t.Errorf("intermediates = %v, want the private CA", m.Intermediates)
 			}
 			if len(m.Cert.URIs) != 1 || m.Cert.URIs[0].String() != "spiffe://example.org" {
@@ -138,12 +139,12 @@ func TestMintX509CA(t *testing.T) {
 
 func TestSupplementalBundle(t *testing.T) {
 	clock := upstreamtest.NewClock(upstreamtest.Epoch)
-	f := newFakePCA(t, clock)
+	f := fakes.NewPCA(t, clock.Now)
 	// The private CA publishes no chain above itself, so it becomes the
 	// anchor; a supplemental bundle adds the root above it.
-	f.set(func(f *fakePCA) { f.noRoot = true })
+	f.Set(func(f *fakes.PCA) { f.NoRoot = true })
 	extra := filepath.Join(t.TempDir(), "bundle.pem")
-	upstreamtest.WriteFile(t, extra, upstreamtest.CertsPEM(f.root.Cert))
+	upstreamtest.WriteFile(t, extra, upstreamtest.CertsPEM(f.Root.Cert))
 	for _, tt := range []struct {
 		name      string
 		bundle    string
@@ -177,24 +178,24 @@ func TestErrors(t *testing.T) {
 	tests := []struct {
 		name     string
 		config   func(c *awspca.Config)
-		fake     func(f *fakePCA)
+		fake     func(f *fakes.PCA)
 		wantErr  error
 		wantCode string
 	}{
-		{name: "IssueCertificate refused", fake: func(f *fakePCA) { f.issueErr = "LimitExceededException" }, wantCode: "LimitExceededException"},
+		{name: "IssueCertificate refused", fake: func(f *fakes.PCA) { f.IssueErr = "LimitExceededException" }, wantCode: "LimitExceededException"},
 		{name: "unknown CA", config: func(c *awspca.Config) { c.CertificateAuthorityARN += "0" }, wantCode: "ResourceNotFoundException"},
 		{name: "bad signature", config: func(c *awspca.Config) { c.SecretAccessKey = "wrong" }, wantCode: "InvalidSignatureException"},
-		{name: "never issued", fake: func(f *fakePCA) { f.inProgress = 1 << 30 }, config: func(c *awspca.Config) { c.WaitTimeout = 50 * time.Millisecond }, wantErr: awspca.ErrNotIssued},
-		{name: "chain does not verify", fake: func(f *fakePCA) { f.defect = upstreamtest.ForeignChain }, wantErr: upstream.ErrChainInvalid},
-		{name: "not a CA", fake: func(f *fakePCA) { f.defect = upstreamtest.NotCA }, wantErr: upstream.ErrNotCA},
-		{name: "lifetime too short", fake: func(f *fakePCA) { f.defect = upstreamtest.ShortLife }, wantErr: upstream.ErrLifetimeTooShort},
-		{name: "wrong trust domain", fake: func(f *fakePCA) { f.defect = upstreamtest.WrongTD }, wantErr: upstream.ErrWrongTrustDomain},
+		{name: "never issued", fake: func(f *fakes.PCA) { f.InProgress = 1 << 30 }, config: func(c *awspca.Config) { c.WaitTimeout = 50 * time.Millisecond }, wantErr: awspca.ErrNotIssued},
+		{name: "chain does not verify", fake: func(f *fakes.PCA) { f.Defect = upstreamtest.ForeignChain }, wantErr: upstream.ErrChainInvalid},
+		{name: "not a CA", fake: func(f *fakes.PCA) { f.Defect = upstreamtest.NotCA }, wantErr: upstream.ErrNotCA},
+		{name: "lifetime too short", fake: func(f *fakes.PCA) { f.Defect = upstreamtest.ShortLife }, wantErr: upstream.ErrLifetimeTooShort},
+		{name: "wrong trust domain", fake: func(f *fakes.PCA) { f.Defect = upstreamtest.WrongTD }, wantErr: upstream.ErrWrongTrustDomain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakePCA(t, upstreamtest.NewClock(upstreamtest.Epoch))
+			f := fakes.NewPCA(t, upstreamtest.NewClock(upstreamtest.Epoch).Now)
 			if tt.fake != nil {
-				f.set(tt.fake)
+				f.Set(tt.fake)
 			}
 			cfg := config(f)
 			if tt.config != nil {
@@ -274,20 +275,20 @@ func TestConfigErrors(t *testing.T) {
 func TestManagerKeepsCurrentCA(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
-		breakIt func(f *fakePCA)
+		breakIt func(f *fakes.PCA)
 		wantErr error
 	}{
-		{"AWS unreachable", func(f *fakePCA) { f.srv.Close() }, nil},
-		{"IssueCertificate fails", func(f *fakePCA) { f.set(func(f *fakePCA) { f.issueErr = "InvalidStateException" }) }, nil},
-		{"chain does not verify", func(f *fakePCA) { f.set(func(f *fakePCA) { f.defect = upstreamtest.ForeignChain }) }, upstream.ErrChainInvalid},
-		{"lifetime too short", func(f *fakePCA) { f.set(func(f *fakePCA) { f.defect = upstreamtest.ShortLife }) }, upstream.ErrLifetimeTooShort},
+		{"AWS unreachable", func(f *fakes.PCA) { f.Srv.Close() }, nil},
+		{"IssueCertificate fails", func(f *fakes.PCA) { f.Set(func(f *fakes.PCA) { f.IssueErr = "InvalidStateException" }) }, nil},
+		{"chain does not verify", func(f *fakes.PCA) { f.Set(func(f *fakes.PCA) { f.Defect = upstreamtest.ForeignChain }) }, upstream.ErrChainInvalid},
+		{"lifetime too short", func(f *fakes.PCA) { f.Set(func(f *fakes.PCA) { f.Defect = upstreamtest.ShortLife }) }, upstream.ErrLifetimeTooShort},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := upstreamtest.NewClock(upstreamtest.Epoch)
-			f := newFakePCA(t, clock)
+			f := fakes.NewPCA(t, clock.Now)
 			a := newAuthority(t, config(f))
 			upstreamtest.Scenario{
-				TrustDomain: td, Upstream: a, Clock: clock, CATTL: time.Hour, Root: f.root.Cert,
+				TrustDomain: td, Upstream: a, Clock: clock, CATTL: time.Hour, Root: f.Root.Cert,
 				Break: func() { tt.breakIt(f) }, WantErr: tt.wantErr,
 			}.KeepsCurrentCA(t)
 		})

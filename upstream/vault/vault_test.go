@@ -17,6 +17,7 @@ import (
 
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/upstream"
+	"github.com/arborid/arbor/upstream/internal/fakes"
 	"github.com/arborid/arbor/upstream/internal/upstreamtest"
 	"github.com/arborid/arbor/upstream/vault"
 )
@@ -25,7 +26,7 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 
 // env is a fake Vault plus the files a client needs to reach it.
 type env struct {
-	fake              *fakeVault
+	fake              *fakes.Vault
 	clock             *upstreamtest.Clock
 	caFile            string
 	clientCert        string
@@ -44,7 +45,7 @@ func newEnv(t *testing.T) *env {
 	clientCert := clientCA.SignCA(t, clientKey.Public(), pkix.Name{CommonName: "arbor-root"}, nil, time.Now(), time.Hour, upstreamtest.NotCA)
 	pool := x509.NewCertPool()
 	pool.AddCert(clientCA.Cert)
-	f := newFakeVault(t, clock, pool)
+	f := fakes.NewVault(t, clock.Now, pool)
 	dir := t.TempDir()
 	e := &env{
 		fake: f, clock: clock,
@@ -53,16 +54,16 @@ func newEnv(t *testing.T) *env {
 		clientKey:    filepath.Join(dir, "client.key"),
 		k8sTokenFile: filepath.Join(dir, "sa-token"),
 	}
-	upstreamtest.WriteFile(t, e.caFile, f.serverCAPEM())
+	upstreamtest.WriteFile(t, e.caFile, f.ServerCAPEM())
 	upstreamtest.WriteFile(t, e.clientCert, upstreamtest.CertsPEM(clientCert))
 	upstreamtest.WriteFile(t, e.clientKey, upstreamtest.KeyPEM(t, clientKey))
-	upstreamtest.WriteFile(t, e.k8sTokenFile, []byte(f.k8sJWT+"\n"))
+	upstreamtest.WriteFile(t, e.k8sTokenFile, []byte(f.K8sJWT+"\n"))
 	return e
 }
 
 func (e *env) config() vault.Config {
 	return vault.Config{
-		TrustDomain: td, Address: e.fake.srv.URL, CACertFile: e.caFile,
+		TrustDomain: td, Address: e.fake.Srv.URL, CACertFile: e.caFile,
 		AppRole: &vault.AppRole{RoleID: "role-1", SecretID: "secret-1"},
 		Now:     e.clock.Now, Timeout: 10 * time.Second,
 	}
@@ -79,7 +80,7 @@ func TestMintX509CA(t *testing.T) {
 	tests := []struct {
 		name      string
 		config    func(e *env, c *vault.Config)
-		fake      func(f *fakeVault)
+		fake      func(f *fakes.Vault)
 		wantCalls []string
 	}{
 		{
@@ -116,8 +117,8 @@ func TestMintX509CA(t *testing.T) {
 				c.Namespace, c.PKIMount = "team-a/identity", "/pki-arbor/"
 				c.AppRole.Mount = "approle-arbor"
 			},
-			fake: func(f *fakeVault) {
-				f.namespace, f.mount, f.appRole = "team-a/identity", "pki-arbor", "approle-arbor"
+			fake: func(f *fakes.Vault) {
+				f.Namespace, f.Mount, f.AppRole = "team-a/identity", "pki-arbor", "approle-arbor"
 			},
 			wantCalls: []string{"PUT auth/approle-arbor/login", "PUT pki-arbor/root/sign-intermediate"},
 		},
@@ -133,7 +134,7 @@ func TestMintX509CA(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			if tt.fake != nil {
-				e.fake.set(tt.fake)
+				e.fake.Set(tt.fake)
 			}
 			cfg := e.config()
 			tt.config(e, &cfg)
@@ -155,10 +156,10 @@ func TestMintX509CA(t *testing.T) {
 
 func checkMinted(t *testing.T, e *env, m *ca.MintedCA, ttl time.Duration) {
 	t.Helper()
-	if len(m.Roots) != 1 || !m.Roots[0].Equal(e.fake.root.Cert) {
+	if len(m.Roots) != 1 || !m.Roots[0].Equal(e.fake.Root.Cert) {
 		t.Errorf("roots = %v, want Vault's root", m.Roots)
 	}
-	if len(m.Intermediates) != 1 || !m.Intermediates[0].Equal(e.fake.issuer.Cert) {
+	if len(m.Intermediates) != 1 || !m.Intermediates[0].Equal(e.fake.Issuer.Cert) {
 		t.Errorf("intermediates = %v, want Vault's issuing CA", m.Intermediates)
 	}
 	if got, want := m.Cert.NotAfter, e.clock.Now().Add(ttl); !got.Equal(want) {
@@ -174,7 +175,7 @@ func checkMinted(t *testing.T, e *env, m *ca.MintedCA, ttl time.Duration) {
 
 func TestNamespace(t *testing.T) {
 	e := newEnv(t)
-	e.fake.set(func(f *fakeVault) { f.namespace, f.mount = "team-a/identity", "pki-arbor" })
+	e.fake.Set(func(f *fakes.Vault) { f.Namespace, f.Mount = "team-a/identity", "pki-arbor" })
 	cfg := e.config()
 	cfg.Namespace, cfg.PKIMount = "team-a/identity", "/pki-arbor/"
 	a, err := vault.New(cfg)
@@ -241,14 +242,14 @@ func TestTokenLifecycle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			e.fake.set(func(f *fakeVault) { f.renewable = tt.renewable })
+			e.fake.Set(func(f *fakes.Vault) { f.Renewable = tt.renewable })
 			a, err := vault.New(e.config())
 			if err != nil {
 				t.Fatal(err)
 			}
 			for i, d := range tt.steps {
 				e.clock.Add(d)
-				e.fake.reset()
+				e.fake.Reset()
 				if _, err := e.mint(t, a, time.Hour); err != nil {
 					t.Fatalf("mint %d: %v", i, err)
 				}
@@ -270,7 +271,8 @@ func TestRevokedTokenLogsInAgain(t *testing.T) {
 	if _, err := e.mint(t, a, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	e.fake.set(func(f *fakeVault) { clear(f.tokens); f.calls = nil })
+	e.fake.Set(func(f *fakes.Vault) { clear(f.Tokens) })
+	e.fake.Reset()
 	if _, err := e.mint(t, a, time.Hour); err != nil {
 		t.Fatalf("MintX509CA after revocation: %v", err)
 	}
@@ -284,7 +286,7 @@ func TestErrors(t *testing.T) {
 	tests := []struct {
 		name       string
 		config     func(c *vault.Config)
-		fake       func(f *fakeVault)
+		fake       func(f *fakes.Vault)
 		wantErr    error
 		wantStatus int
 		wantText   string
@@ -293,19 +295,19 @@ func TestErrors(t *testing.T) {
 		{"kubernetes token refused", func(c *vault.Config) {
 			c.AppRole, c.Kubernetes = nil, &vault.Kubernetes{Role: "other", TokenFile: "/dev/null"}
 		}, nil, vault.ErrAuth, http.StatusForbidden, "permission denied"},
-		{"sign fails", nil, func(f *fakeVault) { f.signStatus = http.StatusInternalServerError }, nil, http.StatusInternalServerError, "internal error"},
-		{"sealed", nil, func(f *fakeVault) { f.sealed = true }, vault.ErrAuth, http.StatusServiceUnavailable, "Vault is sealed"},
-		{"not a CA", nil, func(f *fakeVault) { f.defect = upstreamtest.NotCA }, upstream.ErrNotCA, 0, ""},
-		{"lifetime too short", nil, func(f *fakeVault) { f.defect = upstreamtest.ShortLife }, upstream.ErrLifetimeTooShort, 0, ""},
-		{"mount max TTL too short", nil, func(f *fakeVault) { f.maxTTL = 20 * time.Minute }, upstream.ErrLifetimeTooShort, 0, ""},
-		{"wrong trust domain", nil, func(f *fakeVault) { f.defect = upstreamtest.WrongTD }, upstream.ErrWrongTrustDomain, 0, ""},
-		{"chain does not verify", nil, func(f *fakeVault) { f.defect = upstreamtest.ForeignChain }, upstream.ErrChainInvalid, 0, ""},
+		{"sign fails", nil, func(f *fakes.Vault) { f.SignStatus = http.StatusInternalServerError }, nil, http.StatusInternalServerError, "internal error"},
+		{"sealed", nil, func(f *fakes.Vault) { f.Sealed = true }, vault.ErrAuth, http.StatusServiceUnavailable, "Vault is sealed"},
+		{"not a CA", nil, func(f *fakes.Vault) { f.Defect = upstreamtest.NotCA }, upstream.ErrNotCA, 0, ""},
+		{"lifetime too short", nil, func(f *fakes.Vault) { f.Defect = upstreamtest.ShortLife }, upstream.ErrLifetimeTooShort, 0, ""},
+		{"mount max TTL too short", nil, func(f *fakes.Vault) { f.MaxTTL = 20 * time.Minute }, upstream.ErrLifetimeTooShort, 0, ""},
+		{"wrong trust domain", nil, func(f *fakes.Vault) { f.Defect = upstreamtest.WrongTD }, upstream.ErrWrongTrustDomain, 0, ""},
+		{"chain does not verify", nil, func(f *fakes.Vault) { f.Defect = upstreamtest.ForeignChain }, upstream.ErrChainInvalid, 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			if tt.fake != nil {
-				e.fake.set(tt.fake)
+				e.fake.Set(tt.fake)
 			}
 			cfg := e.config()
 			if tt.config != nil {
@@ -372,7 +374,7 @@ func TestHealthy(t *testing.T) {
 	if err := a.Healthy(ctx); err != nil {
 		t.Errorf("Healthy = %v, want nil", err)
 	}
-	e.fake.set(func(f *fakeVault) { f.sealed = true })
+	e.fake.Set(func(f *fakes.Vault) { f.Sealed = true })
 	if err := a.Healthy(ctx); err == nil || !strings.Contains(err.Error(), "sealed") {
 		t.Errorf("Healthy on a sealed Vault = %v, want sealed", err)
 	}
@@ -402,9 +404,9 @@ func TestManagerKeepsCurrentCA(t *testing.T) {
 		breakIt func(e *env)
 		wantErr error
 	}{
-		{"vault unreachable", func(e *env) { e.fake.srv.Close() }, nil},
-		{"vault returns a CA for another trust domain", func(e *env) { e.fake.set(func(f *fakeVault) { f.defect = upstreamtest.WrongTD }) }, upstream.ErrWrongTrustDomain},
-		{"vault returns a non-CA", func(e *env) { e.fake.set(func(f *fakeVault) { f.defect = upstreamtest.NotCA }) }, ca.ErrBadUpstream},
+		{"vault unreachable", func(e *env) { e.fake.Srv.Close() }, nil},
+		{"vault returns a CA for another trust domain", func(e *env) { e.fake.Set(func(f *fakes.Vault) { f.Defect = upstreamtest.WrongTD }) }, upstream.ErrWrongTrustDomain},
+		{"vault returns a non-CA", func(e *env) { e.fake.Set(func(f *fakes.Vault) { f.Defect = upstreamtest.NotCA }) }, ca.ErrBadUpstream},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -413,7 +415,7 @@ func TestManagerKeepsCurrentCA(t *testing.T) {
 				t.Fatal(err)
 			}
 			upstreamtest.Scenario{
-				TrustDomain: td, Upstream: a, Clock: e.clock, CATTL: time.Hour, Root: e.fake.root.Cert,
+				TrustDomain: td, Upstream: a, Clock: e.clock, CATTL: time.Hour, Root: e.fake.Root.Cert,
 				Break: func() { tt.breakIt(e) }, WantErr: tt.wantErr,
 			}.KeepsCurrentCA(t)
 		})

@@ -1,8 +1,9 @@
-package awspca_test
+package fakes
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,35 +27,41 @@ import (
 	"github.com/arborid/arbor/upstream/internal/upstreamtest"
 )
 
-// fakePCA speaks the ACM PCA JSON 1.1 protocol (POST /, X-Amz-Target
+// PCA speaks the ACM PCA JSON 1.1 protocol (POST /, X-Amz-Target
 // ACMPrivateCA.<Operation>, application/x-amz-json-1.1, errors as
 // {"__type": ..., "message": ...} with status 400) for IssueCertificate,
 // GetCertificate and GetCertificateAuthorityCertificate, and STS's query
 // protocol for AssumeRole. Every request's SigV4 Authorization header is
 // verified by signing the request again with the credentials the fake knows.
-type fakePCA struct {
-	t     *testing.T
-	srv   *httptest.Server
-	clock *upstreamtest.Clock
+//
+// The exported fields configure its behaviour; change them with Set once the
+// server runs.
+type PCA struct {
+	t   testing.TB
+	now func() time.Time
+	// Srv is the running HTTP server; Srv.URL is the endpoint override.
+	Srv *httptest.Server
 
-	root   *upstreamtest.CA
-	issuer *upstreamtest.CA // the private CA
-	caARN  string
-	region string
+	// CAARN names the private CA; Region is the region calls must be signed for.
+	CAARN  string
+	Region string
 
-	mu          sync.Mutex
+	mu sync.Mutex
+	// Root and Issuer (the private CA) are replaced by ReissueCA.
+	Root        *upstreamtest.CA
+	Issuer      *upstreamtest.CA
 	creds       map[string]aws.Credentials // access key ID -> credentials
-	pcaCreds    string                     // access key ID that must sign PCA calls
-	wantAlg     string
-	wantTmpl    string
-	inProgress  int                 // GetCertificate answers RequestInProgress this often per certificate
-	issueErr    string              // non-empty: IssueCertificate fails with this __type
-	defect      upstreamtest.Defect // applied when signing
-	noRoot      bool                // the published chains stop at the private CA (no root)
+	PCACreds    string                     // access key ID that must sign PCA calls
+	WantAlg     string
+	WantTmpl    string
+	InProgress  int                 // GetCertificate answers RequestInProgress this often per certificate
+	IssueErr    string              // non-empty: IssueCertificate fails with this __type
+	Defect      upstreamtest.Defect // applied when signing
+	NoRoot      bool                // the published chains stop at the private CA (no root)
 	pending     map[string]*pending
 	calls       []string
-	lastIssue   issueRequest
-	assumedRole string
+	LastIssue   IssueRequest
+	AssumedRole string
 }
 
 type pending struct {
@@ -61,7 +69,8 @@ type pending struct {
 	remaining int
 }
 
-type issueRequest struct {
+// IssueRequest is the body of an IssueCertificate call.
+type IssueRequest struct {
 	CertificateAuthorityArn string
 	Csr                     []byte
 	SigningAlgorithm        string
@@ -73,40 +82,86 @@ type issueRequest struct {
 	IdempotencyToken string
 }
 
+// Static credentials the fake accepts for PCA calls from the start.
 const (
-	fakeAKID   = "AKIDEXAMPLE"
-	fakeSecret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+	AccessKeyID     = "AKIDEXAMPLE"
+	SecretAccessKey = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 )
 
-func newFakePCA(t *testing.T, clock *upstreamtest.Clock) *fakePCA {
+// NewPCA starts a fake ACM PCA (and STS) endpoint whose clock is now (nil
+// means time.Now). The server stops when the test ends.
+func NewPCA(t testing.TB, now func() time.Time) *PCA {
 	t.Helper()
-	root := upstreamtest.NewRoot(t, "pca root", clock.Now(), 1000*time.Hour)
-	f := &fakePCA{
-		t: t, clock: clock, root: root,
-		issuer:   root.NewIntermediate(t, "pca subordinate", clock.Now(), 500*time.Hour),
-		caARN:    "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
-		region:   "eu-west-1",
-		creds:    map[string]aws.Credentials{fakeAKID: {AccessKeyID: fakeAKID, SecretAccessKey: fakeSecret}},
-		pcaCreds: fakeAKID,
-		wantAlg:  "SHA256WITHECDSA",
-		wantTmpl: "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen3/V1",
+	if now == nil {
+		now = time.Now
+	}
+	root := upstreamtest.NewRoot(t, "pca root", now(), 1000*time.Hour)
+	f := &PCA{
+		t: t, now: now, Root: root,
+		Issuer:   root.NewIntermediate(t, "pca subordinate", now(), 500*time.Hour),
+		CAARN:    "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
+		Region:   "eu-west-1",
+		creds:    map[string]aws.Credentials{AccessKeyID: {AccessKeyID: AccessKeyID, SecretAccessKey: SecretAccessKey}},
+		PCACreds: AccessKeyID,
+		WantAlg:  "SHA256WITHECDSA",
+		WantTmpl: "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen3/V1",
 		pending:  map[string]*pending{},
 	}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
+	f.Srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Srv.Close)
 	return f
 }
 
-func (f *fakePCA) set(fn func(f *fakePCA)) {
+// Set runs fn with the fake locked, to change its exported fields.
+func (f *PCA) Set(fn func(f *PCA)) {
 	f.mu.Lock()
 	fn(f)
 	f.mu.Unlock()
 }
 
-func (f *fakePCA) Calls() []string {
+// Calls returns the X-Amz-Target of every PCA request ("STS.<Action>" for
+// STS) served since the start or the last Reset.
+func (f *PCA) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
+}
+
+// Reset forgets the recorded calls.
+func (f *PCA) Reset() {
+	f.mu.Lock()
+	f.calls = nil
+	f.mu.Unlock()
+}
+
+// CurrentRoot returns the root the private CA chains to now.
+func (f *PCA) CurrentRoot() *x509.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Root.Cert
+}
+
+// ReissueCA moves the private CA under a new root, keeping its key, as an
+// operator does by importing a new CA certificate for a subordinate CA
+// (ImportCertificateAuthorityCertificate): the CA's ARN and key algorithm
+// stay, its certificate and chain change. It returns the new root.
+func (f *PCA) ReissueCA() *x509.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	root := upstreamtest.NewRoot(f.t, "pca root 2", f.now(), 1000*time.Hour)
+	tmpl := *f.Issuer.Cert
+	tmpl.SerialNumber = new(big.Int).SetUint64(uint64(f.now().UnixNano()))
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, root.Cert, f.Issuer.Key.Public(), root.Key)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.Root = root
+	f.Issuer = &upstreamtest.CA{Cert: c, Key: f.Issuer.Key, Chain: []*x509.Certificate{c, root.Cert}}
+	return root.Cert
 }
 
 func awsError(w http.ResponseWriter, status int, typ, msg string) {
@@ -125,7 +180,7 @@ func awsJSON(w http.ResponseWriter, v any) {
 // verifySigV4 checks r's Authorization header by signing a copy of the
 // request (the signed headers only) with the caller's known credentials.
 // It returns the access key ID that signed.
-func (f *fakePCA) verifySigV4(r *http.Request, body []byte, service string) (string, error) {
+func (f *PCA) verifySigV4(r *http.Request, body []byte, service string) (string, error) {
 	auth := r.Header.Get("Authorization")
 	const prefix = "AWS4-HMAC-SHA256 "
 	if !strings.HasPrefix(auth, prefix) {
@@ -137,8 +192,8 @@ func (f *fakePCA) verifySigV4(r *http.Request, body []byte, service string) (str
 		fields[k] = v
 	}
 	scope := strings.Split(fields["Credential"], "/") // AKID/date/region/service/aws4_request
-	if len(scope) != 5 || scope[2] != f.region || scope[3] != service || scope[4] != "aws4_request" {
-		return "", fmt.Errorf("credential scope %q, want region %s service %s", fields["Credential"], f.region, service)
+	if len(scope) != 5 || scope[2] != f.Region || scope[3] != service || scope[4] != "aws4_request" {
+		return "", fmt.Errorf("credential scope %q, want region %s service %s", fields["Credential"], f.Region, service)
 	}
 	creds, ok := f.creds[scope[0]]
 	if !ok {
@@ -164,7 +219,7 @@ func (f *fakePCA) verifySigV4(r *http.Request, body []byte, service string) (str
 		req.Header[http.CanonicalHeaderKey(h)] = r.Header.Values(h)
 	}
 	sum := sha256.Sum256(body)
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), service, f.region, signingTime); err != nil {
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), service, f.Region, signingTime); err != nil {
 		return "", err
 	}
 	if got := req.Header.Get("Authorization"); got != auth {
@@ -173,7 +228,7 @@ func (f *fakePCA) verifySigV4(r *http.Request, body []byte, service string) (str
 	return scope[0], nil
 }
 
-func (f *fakePCA) serve(w http.ResponseWriter, r *http.Request) {
+func (f *PCA) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	body, _ := io.ReadAll(r.Body)
@@ -196,7 +251,7 @@ func (f *fakePCA) serve(w http.ResponseWriter, r *http.Request) {
 		awsError(w, http.StatusForbidden, "InvalidSignatureException", err.Error())
 		return
 	}
-	if akid != f.pcaCreds {
+	if akid != f.PCACreds {
 		awsError(w, http.StatusBadRequest, "AccessDeniedException", "User "+akid+" is not authorized to perform this action")
 		return
 	}
@@ -207,30 +262,30 @@ func (f *fakePCA) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	var caARN string
 	json.Unmarshal(in["CertificateAuthorityArn"], &caARN)
-	if caARN != f.caARN {
+	if caARN != f.CAARN {
 		awsError(w, http.StatusBadRequest, "ResourceNotFoundException", "Could not find certificate authority "+caARN)
 		return
 	}
 	pemOf := func(cs ...*x509.Certificate) string { return string(upstreamtest.CertsPEM(cs...)) }
 	switch target {
 	case "ACMPrivateCA.GetCertificateAuthorityCertificate":
-		out := map[string]string{"Certificate": pemOf(f.issuer.Cert)}
-		if !f.noRoot {
-			out["CertificateChain"] = pemOf(f.root.Cert)
+		out := map[string]string{"Certificate": pemOf(f.Issuer.Cert)}
+		if !f.NoRoot {
+			out["CertificateChain"] = pemOf(f.Root.Cert)
 		}
 		awsJSON(w, out)
 	case "ACMPrivateCA.IssueCertificate":
-		var req issueRequest
+		var req IssueRequest
 		if err := json.Unmarshal(body, &req); err != nil {
 			awsError(w, http.StatusBadRequest, "SerializationException", err.Error())
 			return
 		}
-		f.lastIssue = req
-		if f.issueErr != "" {
-			awsError(w, http.StatusBadRequest, f.issueErr, "issuance refused by the fake")
+		f.LastIssue = req
+		if f.IssueErr != "" {
+			awsError(w, http.StatusBadRequest, f.IssueErr, "issuance refused by the fake")
 			return
 		}
-		if req.SigningAlgorithm != f.wantAlg || req.TemplateArn != f.wantTmpl || req.Validity.Type != "ABSOLUTE" || req.IdempotencyToken == "" {
+		if req.SigningAlgorithm != f.WantAlg || req.TemplateArn != f.WantTmpl || req.Validity.Type != "ABSOLUTE" || req.IdempotencyToken == "" {
 			awsError(w, http.StatusBadRequest, "InvalidArgsException", fmt.Sprintf("unexpected request %+v", req))
 			return
 		}
@@ -247,11 +302,11 @@ func (f *fakePCA) serve(w http.ResponseWriter, r *http.Request) {
 			awsError(w, http.StatusBadRequest, "MalformedCSRException", err.Error())
 			return
 		}
-		now := f.clock.Now()
+		now := f.now()
 		ttl := time.Unix(req.Validity.Value, 0).Sub(now)
-		cert := f.issuer.SignCA(f.t, csr.PublicKey, csr.Subject, csr.URIs, now, ttl, f.defect)
-		arn := fmt.Sprintf("%s/certificate/%x", f.caARN, cert.SerialNumber)
-		f.pending[arn] = &pending{cert: cert, remaining: f.inProgress}
+		cert := f.Issuer.SignCA(f.t, csr.PublicKey, csr.Subject, csr.URIs, now, ttl, f.Defect)
+		arn := fmt.Sprintf("%s/certificate/%x", f.CAARN, cert.SerialNumber)
+		f.pending[arn] = &pending{cert: cert, remaining: f.InProgress}
 		awsJSON(w, map[string]string{"CertificateArn": arn})
 	case "ACMPrivateCA.GetCertificate":
 		var arn string
@@ -266,9 +321,9 @@ func (f *fakePCA) serve(w http.ResponseWriter, r *http.Request) {
 			awsError(w, http.StatusBadRequest, "RequestInProgressException", "The request to issue certificate "+arn+" is in progress")
 			return
 		}
-		chain := pemOf(f.issuer.Cert, f.root.Cert)
-		if f.noRoot {
-			chain = pemOf(f.issuer.Cert)
+		chain := pemOf(f.Issuer.Cert, f.Root.Cert)
+		if f.NoRoot {
+			chain = pemOf(f.Issuer.Cert)
 		}
 		awsJSON(w, map[string]string{"Certificate": pemOf(p.cert), "CertificateChain": chain})
 	default:
@@ -293,7 +348,7 @@ type assumeRoleResponse struct {
 	RequestID string `xml:"ResponseMetadata>RequestId"`
 }
 
-func (f *fakePCA) serveSTS(w http.ResponseWriter, r *http.Request, body []byte) {
+func (f *PCA) serveSTS(w http.ResponseWriter, r *http.Request, body []byte) {
 	form, _ := url.ParseQuery(string(body))
 	f.calls = append(f.calls, "STS."+form.Get("Action"))
 	if _, err := f.verifySigV4(r, body, "sts"); err != nil {
@@ -304,7 +359,7 @@ func (f *fakePCA) serveSTS(w http.ResponseWriter, r *http.Request, body []byte) 
 		http.Error(w, `<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code><Message>bad request</Message></Error></ErrorResponse>`, http.StatusBadRequest)
 		return
 	}
-	f.assumedRole = form.Get("RoleArn") + " as " + form.Get("RoleSessionName")
+	f.AssumedRole = form.Get("RoleArn") + " as " + form.Get("RoleSessionName")
 	var out assumeRoleResponse
 	c := &out.Result.Credentials
 	c.AccessKeyID, c.SecretAccessKey, c.SessionToken = "ASIAASSUMED", "assumed-secret", "assumed-session-token"
@@ -317,3 +372,6 @@ func (f *fakePCA) serveSTS(w http.ResponseWriter, r *http.Request, body []byte) 
 	w.Header().Set("Content-Type", "text/xml")
 	xml.NewEncoder(w).Encode(out)
 }
+
+// Now returns the fake's time.
+func (f *PCA) Now() time.Time { return f.now() }

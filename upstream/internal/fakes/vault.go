@@ -1,4 +1,4 @@
-package vault_test
+package fakes
 
 import (
 	"crypto/tls"
@@ -18,74 +18,92 @@ import (
 	"github.com/arborid/arbor/upstream/internal/upstreamtest"
 )
 
-// fakeVault speaks Vault's HTTP API for what the adapter uses: sys/health,
+// Vault speaks Vault's HTTP API for what the vault adapter uses: sys/health,
 // the approle/cert/kubernetes logins, auth/token/renew-self and
 // <mount>/root/sign-intermediate, with namespaces (X-Vault-Namespace),
 // tokens (X-Vault-Token) and error bodies {"errors":[...]}. Response shapes
 // follow Vault's API documentation.
-type fakeVault struct {
-	t     *testing.T
-	srv   *httptest.Server
-	clock *upstreamtest.Clock
+//
+// The exported fields configure its behaviour; change them with Set once the
+// server runs.
+type Vault struct {
+	t   testing.TB
+	now func() time.Time
+	// Srv is the running HTTPS server; Srv.URL is Vault's address.
+	Srv *httptest.Server
 
-	issuer *upstreamtest.CA // signs; its chain is issuer, root
-	root   *upstreamtest.CA
+	// Issuer signs; its chain is Issuer, Root.
+	Issuer *upstreamtest.CA
+	Root   *upstreamtest.CA
 
 	mu         sync.Mutex
-	namespace  string
-	mount      string
-	appRole    string // approle auth mount
-	roleID     string
-	secretID   string
-	k8sRole    string
-	k8sJWT     string
-	certName   string
-	leaseTTL   time.Duration // granted at login and renewal
-	renewable  bool
-	maxTTL     time.Duration // mount max TTL: longer requests are capped
-	defect     upstreamtest.Defect
-	signStatus int // non-zero: sign-intermediate fails with this status
-	sealed     bool
-	tokens     map[string]time.Time // token -> expiry
+	Namespace  string
+	Mount      string // PKI mount
+	AppRole    string // approle auth mount
+	RoleID     string
+	SecretID   string
+	K8sRole    string
+	K8sJWT     string
+	CertName   string
+	LeaseTTL   time.Duration // granted at login and renewal
+	Renewable  bool
+	MaxTTL     time.Duration // mount max TTL: longer requests are capped
+	Defect     upstreamtest.Defect
+	SignStatus int // non-zero: sign-intermediate fails with this status
+	Sealed     bool
+	Tokens     map[string]time.Time // token -> expiry
 	nextToken  int
 	calls      []string // "METHOD path" of every request
 }
 
-func newFakeVault(t *testing.T, clock *upstreamtest.Clock, clientCAs *x509.CertPool) *fakeVault {
+// StaticToken is a token the fake accepts from the start (for a long time).
+const StaticToken = "static-token"
+
+// NewVault starts a fake Vault over TLS whose clock is now (nil means
+// time.Now). Client certificates are verified against clientCAs when given
+// (cert auth). The server stops when the test ends.
+func NewVault(t testing.TB, now func() time.Time, clientCAs *x509.CertPool) *Vault {
 	t.Helper()
-	root := upstreamtest.NewRoot(t, "vault root", clock.Now(), 1000*time.Hour)
-	f := &fakeVault{
-		t: t, clock: clock, root: root,
-		issuer: root.NewIntermediate(t, "vault pki", clock.Now(), 500*time.Hour),
-		mount:  "pki", appRole: "approle", roleID: "role-1", secretID: "secret-1", k8sRole: "arbor", k8sJWT: "k8s.jwt.value",
-		certName: "arbor", leaseTTL: time.Hour, renewable: true, maxTTL: 100 * time.Hour,
-		tokens: map[string]time.Time{"static-token": clock.Now().Add(1000 * time.Hour)},
+	if now == nil {
+		now = time.Now
 	}
-	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	f.srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs}
-	f.srv.StartTLS()
-	t.Cleanup(f.srv.Close)
+	root := upstreamtest.NewRoot(t, "vault root", now(), 1000*time.Hour)
+	f := &Vault{
+		t: t, now: now, Root: root,
+		Issuer: root.NewIntermediate(t, "vault pki", now(), 500*time.Hour),
+		Mount:  "pki", AppRole: "approle", RoleID: "role-1", SecretID: "secret-1", K8sRole: "arbor", K8sJWT: "k8s.jwt.value",
+		CertName: "arbor", LeaseTTL: time.Hour, Renewable: true, MaxTTL: 100 * time.Hour,
+		Tokens: map[string]time.Time{StaticToken: now().Add(1000 * time.Hour)},
+	}
+	f.Srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs}
+	f.Srv.StartTLS()
+	t.Cleanup(f.Srv.Close)
 	return f
 }
 
-// serverCAPEM is the PEM of the certificate that verifies the server.
-func (f *fakeVault) serverCAPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+// ServerCAPEM is the PEM of the certificate that verifies the server.
+func (f *Vault) ServerCAPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.Srv.Certificate().Raw})
 }
 
-func (f *fakeVault) Calls() []string {
+// Calls returns "METHOD path" of every request served since the start or
+// the last Reset.
+func (f *Vault) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
 }
 
-func (f *fakeVault) reset() {
+// Reset forgets the recorded calls.
+func (f *Vault) Reset() {
 	f.mu.Lock()
 	f.calls = nil
 	f.mu.Unlock()
 }
 
-func (f *fakeVault) set(fn func(f *fakeVault)) {
+// Set runs fn with the fake locked, to change its exported fields.
+func (f *Vault) Set(fn func(f *Vault)) {
 	f.mu.Lock()
 	fn(f)
 	f.mu.Unlock()
@@ -109,7 +127,7 @@ func envelope(data map[string]any, auth map[string]any) map[string]any {
 	}
 }
 
-func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
+func (f *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	path := strings.TrimPrefix(r.URL.Path, "/v1/")
@@ -124,13 +142,13 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{
-			"initialized": true, "sealed": f.sealed, "standby": false, "performance_standby": false,
+			"initialized": true, "sealed": f.Sealed, "standby": false, "performance_standby": false,
 			"replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
-			"server_time_utc": f.clock.Now().Unix(), "version": "1.15.0", "cluster_name": "vault-cluster-test", "cluster_id": "c0ffee",
+			"server_time_utc": f.now().Unix(), "version": "1.15.0", "cluster_name": "vault-cluster-test", "cluster_id": "c0ffee",
 		})
 		return
 	}
-	if f.sealed {
+	if f.Sealed {
 		vaultError(w, http.StatusServiceUnavailable, "Vault is sealed")
 		return
 	}
@@ -138,7 +156,7 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		vaultError(w, http.StatusMethodNotAllowed, "unsupported operation")
 		return
 	}
-	if ns := r.Header.Get("X-Vault-Namespace"); ns != f.namespace {
+	if ns := r.Header.Get("X-Vault-Namespace"); ns != f.Namespace {
 		vaultError(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", strings.Trim(ns+"/"+path, "/")))
 		return
 	}
@@ -151,8 +169,8 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	str := func(k string) string { s, _ := body[k].(string); return s }
 	switch path {
-	case "auth/" + f.appRole + "/login":
-		if str("role_id") != f.roleID || str("secret_id") != f.secretID {
+	case "auth/" + f.AppRole + "/login":
+		if str("role_id") != f.RoleID || str("secret_id") != f.SecretID {
 			vaultError(w, http.StatusBadRequest, "invalid role or secret ID")
 			return
 		}
@@ -162,36 +180,36 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, http.StatusBadRequest, "client certificate must be supplied")
 			return
 		}
-		if n := str("name"); n != "" && n != f.certName {
+		if n := str("name"); n != "" && n != f.CertName {
 			vaultError(w, http.StatusBadRequest, "invalid certificate or no client certificate supplied")
 			return
 		}
-		f.issueToken(w, map[string]any{"cert_name": f.certName, "common_name": r.TLS.PeerCertificates[0].Subject.CommonName})
+		f.issueToken(w, map[string]any{"cert_name": f.CertName, "common_name": r.TLS.PeerCertificates[0].Subject.CommonName})
 	case "auth/kubernetes/login":
-		if str("role") != f.k8sRole || str("jwt") != f.k8sJWT {
+		if str("role") != f.K8sRole || str("jwt") != f.K8sJWT {
 			vaultError(w, http.StatusForbidden, "permission denied")
 			return
 		}
-		f.issueToken(w, map[string]any{"role": f.k8sRole, "service_account_name": "arbor"})
+		f.issueToken(w, map[string]any{"role": f.K8sRole, "service_account_name": "arbor"})
 	case "auth/token/renew-self":
 		tok := r.Header.Get("X-Vault-Token")
 		if !f.valid(tok) {
 			vaultError(w, http.StatusForbidden, "permission denied")
 			return
 		}
-		if !f.renewable {
+		if !f.Renewable {
 			vaultError(w, http.StatusBadRequest, "lease is not renewable")
 			return
 		}
-		f.tokens[tok] = f.clock.Now().Add(f.leaseTTL)
+		f.Tokens[tok] = f.now().Add(f.LeaseTTL)
 		writeJSON(w, http.StatusOK, envelope(nil, f.auth(tok, nil)))
-	case f.mount + "/root/sign-intermediate":
+	case f.Mount + "/root/sign-intermediate":
 		if !f.valid(r.Header.Get("X-Vault-Token")) {
 			vaultError(w, http.StatusForbidden, "permission denied")
 			return
 		}
-		if f.signStatus != 0 {
-			vaultError(w, f.signStatus, "1 error occurred:\n\t* internal error\n\n")
+		if f.SignStatus != 0 {
+			vaultError(w, f.SignStatus, "1 error occurred:\n\t* internal error\n\n")
 			return
 		}
 		f.signIntermediate(w, body)
@@ -200,28 +218,28 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (f *fakeVault) valid(tok string) bool {
-	exp, ok := f.tokens[tok]
-	return ok && f.clock.Now().Before(exp)
+func (f *Vault) valid(tok string) bool {
+	exp, ok := f.Tokens[tok]
+	return ok && f.now().Before(exp)
 }
 
-func (f *fakeVault) auth(tok string, meta map[string]any) map[string]any {
+func (f *Vault) auth(tok string, meta map[string]any) map[string]any {
 	return map[string]any{
 		"client_token": tok, "accessor": "acc-" + tok, "policies": []string{"default", "arbor-pki"},
 		"token_policies": []string{"default", "arbor-pki"}, "metadata": meta,
-		"lease_duration": int(f.leaseTTL / time.Second), "renewable": f.renewable,
+		"lease_duration": int(f.LeaseTTL / time.Second), "renewable": f.Renewable,
 		"entity_id": "e-1", "token_type": "service", "orphan": true, "mfa_requirement": nil, "num_uses": 0,
 	}
 }
 
-func (f *fakeVault) issueToken(w http.ResponseWriter, meta map[string]any) {
+func (f *Vault) issueToken(w http.ResponseWriter, meta map[string]any) {
 	f.nextToken++
 	tok := "hvs.token-" + strconv.Itoa(f.nextToken)
-	f.tokens[tok] = f.clock.Now().Add(f.leaseTTL)
+	f.Tokens[tok] = f.now().Add(f.LeaseTTL)
 	writeJSON(w, http.StatusOK, envelope(nil, f.auth(tok, meta)))
 }
 
-func (f *fakeVault) signIntermediate(w http.ResponseWriter, body map[string]any) {
+func (f *Vault) signIntermediate(w http.ResponseWriter, body map[string]any) {
 	csrPEM, _ := body["csr"].(string)
 	b, _ := pem.Decode([]byte(csrPEM))
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
@@ -246,17 +264,20 @@ func (f *fakeVault) signIntermediate(w http.ResponseWriter, body map[string]any)
 		vaultError(w, http.StatusBadRequest, "invalid ttl")
 		return
 	}
-	if ttl > f.maxTTL {
-		ttl = f.maxTTL
+	if ttl > f.MaxTTL {
+		ttl = f.MaxTTL
 	}
-	now := f.clock.Now()
-	cert := f.issuer.SignCA(f.t, csr.PublicKey, csr.Subject, csr.URIs, now, ttl, f.defect)
+	now := f.now()
+	cert := f.Issuer.SignCA(f.t, csr.PublicKey, csr.Subject, csr.URIs, now, ttl, f.Defect)
 	pemOf := func(c *x509.Certificate) string { return string(upstreamtest.CertsPEM(c)) }
 	writeJSON(w, http.StatusOK, envelope(map[string]any{
 		"certificate":   pemOf(cert),
-		"issuing_ca":    pemOf(f.issuer.Cert),
-		"ca_chain":      []string{pemOf(f.issuer.Cert), pemOf(f.root.Cert)},
+		"issuing_ca":    pemOf(f.Issuer.Cert),
+		"ca_chain":      []string{pemOf(f.Issuer.Cert), pemOf(f.Root.Cert)},
 		"serial_number": fmt.Sprintf("%x", cert.SerialNumber),
 		"expiration":    cert.NotAfter.Unix(),
 	}, nil))
 }
+
+// Now returns the fake's time.
+func (f *Vault) Now() time.Time { return f.now() }
