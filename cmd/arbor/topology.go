@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -135,7 +137,7 @@ defines each.`,
 
 func newTopologyRenderCommand() *cobra.Command {
 	var vars topologyVars
-	var node, format string
+	var node, format, outDir string
 	cmd := &cobra.Command{
 		Use:   "render FILE --node NAME",
 		Short: "Print the resolved configuration of one server",
@@ -143,17 +145,36 @@ func newTopologyRenderCommand() *cobra.Command {
 variable resolved: its server settings, its co-located agent, the entries it
 holds (declared ones and the downstream entries of its children) and the
 federations. --format hcl (default) or json (HCL's JSON form, for
-Terraform's jsondecode or a configuration tool). The output is deterministic.`,
+Terraform's jsondecode or a configuration tool). The output is deterministic.
+
+--format spire renders instead what real SPIRE ` + topology.SPIREVersion + ` needs to take NAME's
+place in the tree: a spire-server server.conf (its CA from the parent through
+UpstreamAuthority "spire", or the root's upstream) and, for a server with a
+parent or an upstream "spire", the agent.conf of the spire-agent beside it.
+Both are printed, agent.conf after a separator line, or written to DIR/server.conf
+and DIR/agent.conf with --out DIR. Comments at the top say what must be done
+outside the files (bootstrap bundle, registration entries).`,
 		Example: `  arbor topology render examples/three-tier-multicloud.hcl --node aws-us-east-1a
-  arbor topology render examples/federation.hcl --node root --format json > root.json`,
+  arbor topology render examples/federation.hcl --node root --format json > root.json
+  arbor topology render examples/three-tier-multicloud.hcl --node aws-us-east-1 --format spire --out /etc/spire`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "hcl" && format != "json" {
-				return fmt.Errorf("--format %q: want hcl or json", format)
+			if format != "hcl" && format != "json" && format != "spire" {
+				return fmt.Errorf("--format %q: want hcl, json or spire", format)
+			}
+			if outDir != "" && format != "spire" {
+				return fmt.Errorf("--out is for --format spire; redirect the output of --format %s instead", format)
 			}
 			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
 			if err != nil {
 				return err
+			}
+			if format == "spire" {
+				cfg, err := topology.RenderSPIRE(f, node)
+				if err != nil {
+					return err
+				}
+				return writeSPIREConfig(cmd.OutOrStdout(), cfg, outDir)
 			}
 			cfg, err := topology.Render(f, node)
 			if err != nil {
@@ -166,10 +187,58 @@ Terraform's jsondecode or a configuration tool). The output is deterministic.`,
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "name of the server block to render")
-	cmd.Flags().StringVar(&format, "format", "hcl", "hcl or json")
+	cmd.Flags().StringVar(&format, "format", "hcl", "hcl, json or spire")
+	cmd.Flags().StringVar(&outDir, "out", "", "with --format spire: write server.conf (and agent.conf) into this directory")
 	cmd.MarkFlagRequired("node")
 	addVarFlag(cmd, &vars)
 	return cmd
+}
+
+// spireAgentSeparator comes between server.conf and agent.conf when both
+// are printed.
+const spireAgentSeparator = "\n# ---- agent.conf ----\n"
+
+// writeSPIREConfig prints server.conf and agent.conf to w, or writes them
+// into dir (and says so on w).
+func writeSPIREConfig(w io.Writer, cfg *topology.SPIREConfig, dir string) error {
+	if dir == "" {
+		if err := cfg.WriteServerConf(w); err != nil {
+			return err
+		}
+		if cfg.Agent == nil {
+			return nil
+		}
+		if _, err := io.WriteString(w, spireAgentSeparator); err != nil {
+			return err
+		}
+		return cfg.WriteAgentConf(w)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	files := []struct {
+		name  string
+		write func(io.Writer) error
+	}{{"server.conf", cfg.WriteServerConf}}
+	if cfg.Agent != nil {
+		files = append(files, struct {
+			name  string
+			write func(io.Writer) error
+		}{"agent.conf", cfg.WriteAgentConf})
+	}
+	for _, file := range files {
+		var b bytes.Buffer
+		if err := file.write(&b); err != nil {
+			return err
+		}
+		path := filepath.Join(dir, file.name)
+		// 0600: the files may hold secrets (DSNs, Vault credentials, tokens).
+		if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "wrote %s\n", path)
+	}
+	return nil
 }
 
 func newTopologyGraphCommand() *cobra.Command {

@@ -1,0 +1,380 @@
+package topology
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// SPIREVersion is the SPIRE release whose configuration RenderSPIRE writes
+// (attribute and plugin names as documented by that release).
+const SPIREVersion = "v1.13.3"
+
+// SPIREConfig is what real SPIRE processes need to take a server's place in
+// the tree: a spire-server `server.conf` and, for a server that gets its CA
+// from a parent (or from an upstream "spire" server), the `agent.conf` of
+// the spire-agent running beside it and attested to that parent.
+type SPIREConfig struct {
+	// Node is the server's name; Source the topology file it came from.
+	Node   string
+	Source string
+	// Server is the body of server.conf: a server block, plugins and
+	// optionally health_checks.
+	Server *Block
+	// Agent is the body of agent.conf; nil when the server has no
+	// co-located agent (a root without upstream "spire").
+	Agent *Block
+	// ServerNotes and AgentNotes are comment lines written at the top of
+	// each file: what must be done outside the file (bootstrap bundles,
+	// registration entries at the parent, tokens).
+	ServerNotes []string
+	AgentNotes  []string
+}
+
+// spireDuration formats d as a Go duration, which is what SPIRE's
+// configuration parses ("720h", not "30d").
+func spireDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// splitAddress splits host:port, giving an empty host as "0.0.0.0" (the
+// unspecified address SPIRE's bind_address wants).
+func splitAddress(addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("topology: address %q: %v", addr, err)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+func atoiPort(port string) (int, error) {
+	var n int
+	if _, err := fmt.Sscanf(port, "%d", &n); err != nil || n <= 0 || n > 65535 {
+		return 0, fmt.Errorf("topology: port %q is not a TCP port", port)
+	}
+	return n, nil
+}
+
+// plugin adds `TYPE "NAME" { plugin_data { ... } }` to a plugins block and
+// returns the plugin_data block.
+func plugin(plugins *Block, typ, name string) *Block {
+	return plugins.block(typ, name).block("plugin_data")
+}
+
+// RenderSPIRE renders the SPIRE configuration of the server named node:
+// the server.conf of a spire-server that replaces it (same trust domain,
+// listen address, TTLs, key types, datastore, node attestors, and its CA
+// from the same place: the parent through UpstreamAuthority "spire", or
+// the root's upstream), and the agent.conf of the co-located spire-agent
+// when the server has one. Attribute names are SPIREVersion's.
+func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
+	s, err := f.Server(node)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &SPIREConfig{Node: s.Name, Source: f.Path}
+
+	bindHost, bindPort, err := splitAddress(s.Listen)
+	if err != nil {
+		return nil, err
+	}
+	port, err := atoiPort(bindPort)
+	if err != nil {
+		return nil, err
+	}
+	body := &Block{}
+	sb := body.block("server")
+	sb.set("trust_domain", f.TrustDomain.Name()).
+		set("bind_address", bindHost).
+		set("bind_port", port).
+		set("socket_path", s.AdminSocket).
+		set("data_dir", s.StateDir).
+		set("ca_ttl", spireDuration(s.CATTL)).
+		set("default_x509_svid_ttl", spireDuration(s.X509SVIDTTL)).
+		set("default_jwt_svid_ttl", spireDuration(s.JWTSVIDTTL)).
+		set("agent_ttl", spireDuration(s.AgentSVIDTTL)).
+		set("ca_key_type", string(s.KeyType))
+	if s.JWTKeyType != s.KeyType {
+		sb.set("jwt_key_type", string(s.JWTKeyType))
+	}
+	sb.setIf("jwt_issuer", s.JWTIssuer).
+		set("log_level", strings.ToUpper(s.LogLevel)).
+		set("log_format", s.LogFormat)
+	if len(f.Federations) > 0 {
+		fed := sb.block("federation")
+		for _, fd := range f.Federations {
+			fw := fed.block("federates_with", fd.TrustDomain.Name())
+			fw.set("bundle_endpoint_url", fd.BundleEndpoint)
+			p := fw.block("bundle_endpoint_profile", fd.Profile)
+			if fd.Profile == ProfileHTTPSSPIFFE {
+				p.set("endpoint_spiffe_id", fd.EndpointSPIFFEID.String())
+			}
+		}
+	}
+
+	plugins := body.block("plugins")
+	ds := plugin(plugins, "DataStore", "sql")
+	switch s.Datastore.Kind {
+	case DatastorePostgres:
+		ds.set("database_type", "postgres").set("connection_string", s.Datastore.DSN)
+	default:
+		ds.set("database_type", "sqlite3").set("connection_string", s.Datastore.Path)
+	}
+	if s.CAKeyStorage == CAKeyStorageMemory {
+		plugin(plugins, "KeyManager", "memory")
+	} else {
+		plugin(plugins, "KeyManager", "disk").set("keys_path", filepath.Join(s.StateDir, "keys.json"))
+	}
+	for _, a := range s.NodeAttestors {
+		pd := plugin(plugins, "NodeAttestor", a.Kind)
+		switch a.Kind {
+		case NodeAttestorX509PoP:
+			pd.set("ca_bundle_paths", nonNil(a.X509PoP.CABundlePaths)).setIf("agent_path_template", a.X509PoP.AgentPathTemplate)
+		case NodeAttestorJoinToken:
+			if a.JoinToken.DefaultTTL != DefaultJoinTokenTTL {
+				cfg.ServerNotes = append(cfg.ServerNotes, fmt.Sprintf(
+					"join tokens: SPIRE has no default token TTL setting; generate them with `spire-server token generate -ttl %d`",
+					int(a.JoinToken.DefaultTTL/time.Second)))
+			}
+		}
+	}
+
+	parent := f.server(s.Parent)
+	switch {
+	case parent != nil:
+		host, port, err := splitAddress(parent.Address)
+		if err != nil {
+			return nil, err
+		}
+		plugin(plugins, "UpstreamAuthority", UpstreamSPIRE).
+			set("server_address", host).
+			set("server_port", port).
+			set("workload_api_socket", s.Agent.SocketPath)
+		cfg.ServerNotes = append(cfg.ServerNotes,
+			fmt.Sprintf("gets its CA from %s (%s) through the co-located agent of agent.conf, with the X509-SVID of this downstream entry at %s:", parent.Name, parent.Address, parent.Name),
+			"  "+entryCreateCommand(s.SPIFFEID.String(), s.Agent.SPIFFEID.String(), serverSelectors(s.Agent), true))
+	case s.Upstream != nil:
+		renderSPIREUpstream(plugins, s)
+	}
+	if r := s.Replicas; r > 1 {
+		cfg.ServerNotes = append(cfg.ServerNotes, fmt.Sprintf("run %d spire-server processes with this file, behind %s; they share the datastore, each keeps its own CA", r, s.Address))
+	}
+
+	// What this server must hold: the downstream entries of its children
+	// and the declared entries. SPIRE keeps entries in its datastore, not
+	// in server.conf, so they are listed as commands.
+	var cmds []string
+	for _, c := range f.Children(s.Name) {
+		if c.Agent != nil {
+			cmds = append(cmds, entryCreateCommand(c.SPIFFEID.String(), c.Agent.SPIFFEID.String(), serverSelectors(c.Agent), true))
+		}
+	}
+	for _, e := range s.Entries {
+		cmd := entryCreateCommand(e.SPIFFEID.String(), e.ParentID.String(), e.Selectors, e.Downstream)
+		if e.X509SVIDTTL != 0 {
+			cmd += fmt.Sprintf(" -x509SVIDTTL %d", int(e.X509SVIDTTL/time.Second))
+		}
+		if e.JWTSVIDTTL != 0 {
+			cmd += fmt.Sprintf(" -jwtSVIDTTL %d", int(e.JWTSVIDTTL/time.Second))
+		}
+		for _, d := range e.DNSNames {
+			cmd += " -dns " + d
+		}
+		for _, td := range e.FederatesWith {
+			cmd += " -federatesWith " + td
+		}
+		if e.Admin {
+			cmd += " -admin"
+		}
+		cmds = append(cmds, cmd)
+	}
+	if len(cmds) > 0 {
+		cfg.ServerNotes = append(cfg.ServerNotes, "registration entries this server must hold (spire-server entry create, -socketPath "+s.AdminSocket+"):")
+		for _, c := range cmds {
+			cfg.ServerNotes = append(cfg.ServerNotes, "  "+c)
+		}
+	}
+
+	if s.HealthListen != "" {
+		host, port, err := splitAddress(s.HealthListen)
+		if err != nil {
+			return nil, err
+		}
+		body.block("health_checks").
+			set("listener_enabled", true).
+			set("bind_address", host).
+			set("bind_port", port)
+	}
+	cfg.Server = body
+
+	if s.Agent != nil {
+		if err := renderSPIREAgent(cfg, f, s); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// serverSelectors are the selectors of a downstream entry: the agent
+// block's, else a placeholder for the uid the server process runs as (what
+// `arbor topology apply` fills in).
+func serverSelectors(a *Agent) []string {
+	if len(a.ServerSelectors) > 0 {
+		return a.ServerSelectors
+	}
+	return []string{"unix:uid:<uid of spire-server>"}
+}
+
+func entryCreateCommand(id, parentID string, selectors []string, downstream bool) string {
+	cmd := fmt.Sprintf("spire-server entry create -spiffeID %s -parentID %s", id, parentID)
+	for _, sel := range selectors {
+		cmd += " -selector " + sel
+	}
+	if downstream {
+		cmd += " -downstream"
+	}
+	return cmd
+}
+
+// renderSPIREUpstream writes a root's upstream block as the SPIRE
+// UpstreamAuthority plugin of the same kind, with SPIRE's attribute names.
+func renderSPIREUpstream(plugins *Block, s *Server) {
+	u := s.Upstream
+	pd := plugin(plugins, "UpstreamAuthority", u.Kind)
+	switch {
+	case u.Disk != nil:
+		pd.set("cert_file_path", u.Disk.CertFilePath).set("key_file_path", u.Disk.KeyFilePath).setIf("bundle_file_path", u.Disk.BundleFilePath)
+	case u.Vault != nil:
+		v := u.Vault
+		pd.set("vault_addr", v.Address).set("pki_mount_point", v.PKIMount).setIf("namespace", v.Namespace).
+			setIf("ca_cert_path", v.CACertPath)
+		if v.InsecureSkipVerify {
+			pd.set("insecure_skip_verify", true)
+		}
+		switch a := v.Auth; a.Method {
+		case VaultAuthToken:
+			pd.block("token_auth").set("token", a.Token)
+		case VaultAuthAppRole:
+			pd.block("approle_auth").set("approle_auth_mount_point", a.Mount).set("approle_id", a.RoleID).set("approle_secret_id", a.SecretID)
+		case VaultAuthCert:
+			pd.block("cert_auth").set("cert_auth_mount_point", a.Mount).setIf("cert_auth_role_name", a.RoleName).
+				set("client_cert_path", a.ClientCertPath).set("client_key_path", a.ClientKeyPath)
+		case VaultAuthKubernetes:
+			pd.block("k8s_auth").set("k8s_auth_mount_point", a.Mount).set("k8s_auth_role_name", a.Role).set("token_path", a.TokenPath)
+		}
+	case u.AWSPCA != nil:
+		c := u.AWSPCA
+		pd.set("region", c.Region).set("certificate_authority_arn", c.CertificateAuthorityARN).
+			set("ca_signing_template_arn", c.CASigningTemplateARN).setIf("signing_algorithm", c.SigningAlgorithm).
+			setIf("assume_role_arn", c.AssumeRoleARN).setIf("endpoint", c.Endpoint).setIf("supplemental_bundle_path", c.SupplementalBundlePath)
+	case u.SPIRE != nil:
+		host, port, err := net.SplitHostPort(u.SPIRE.ServerAddress)
+		if err != nil {
+			host, port = u.SPIRE.ServerAddress, ""
+		}
+		pd.set("server_address", host).setIf("server_port", port).set("workload_api_socket", u.SPIRE.WorkloadAPISocket)
+	}
+}
+
+// renderSPIREAgent writes the agent.conf of the spire-agent beside s,
+// attested to s's parent (or to the root's upstream "spire" server).
+func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
+	ag := s.Agent
+	to, addr := s.Parent, ""
+	if parent := f.server(s.Parent); parent != nil {
+		addr = parent.Address
+	} else if s.Upstream != nil && s.Upstream.SPIRE != nil {
+		to, addr = "the upstream SPIRE server", s.Upstream.SPIRE.ServerAddress
+	}
+	host, portStr, err := splitAddress(addr)
+	if err != nil {
+		return err
+	}
+	port, err := atoiPort(portStr)
+	if err != nil {
+		return err
+	}
+	bundle := filepath.Join(ag.DataDir, "bootstrap-bundle.pem")
+	body := &Block{}
+	ab := body.block("agent")
+	ab.set("trust_domain", f.TrustDomain.Name()).
+		set("server_address", host).
+		set("server_port", port).
+		set("socket_path", ag.SocketPath).
+		set("data_dir", ag.DataDir).
+		set("trust_bundle_path", bundle).
+		set("log_level", strings.ToUpper(s.LogLevel)).
+		set("log_format", s.LogFormat)
+	if ag.NodeAttestor.Kind == NodeAttestorJoinToken {
+		ab.setIf("join_token", ag.NodeAttestor.Token)
+	}
+	// SPIRE's sync interval is experimental: setting it makes the agent
+	// warn at start, so it is only written when it differs from SPIRE's 5s.
+	if ag.SyncInterval != DefaultSyncInterval {
+		ab.block("experimental").set("sync_interval", spireDuration(ag.SyncInterval))
+	}
+	plugins := body.block("plugins")
+	na := plugin(plugins, "NodeAttestor", ag.NodeAttestor.Kind)
+	if ag.NodeAttestor.Kind == NodeAttestorX509PoP {
+		na.set("private_key_path", ag.NodeAttestor.PrivateKeyPath).
+			set("certificate_path", ag.NodeAttestor.CertificatePath).
+			setIf("intermediates_path", ag.NodeAttestor.IntermediatesPath)
+	}
+	plugin(plugins, "KeyManager", "disk").set("directory", ag.DataDir)
+	plugin(plugins, "WorkloadAttestor", "unix")
+	cfg.Agent = body
+
+	cfg.AgentNotes = append(cfg.AgentNotes,
+		fmt.Sprintf("the agent beside %s, attested to %s (%s); it serves %s its downstream SVID on %s", s.Name, to, addr, s.Name, ag.SocketPath),
+		fmt.Sprintf("before the first start, write the trust bundle of %s to %s", to, bundle),
+		fmt.Sprintf("(`arbor bundle show` or `spire-server bundle show` there); %s maps this agent to %s", to, ag.SPIFFEID))
+	if ag.NodeAttestor.Kind == NodeAttestorJoinToken && ag.NodeAttestor.Token == "" {
+		cfg.AgentNotes = append(cfg.AgentNotes, fmt.Sprintf(
+			"join token: create one at %s with `spire-server token generate -spiffeID %s` and start with -joinToken TOKEN", to, ag.SPIFFEID))
+	}
+	return nil
+}
+
+// WriteServerConf writes server.conf.
+func (c *SPIREConfig) WriteServerConf(w io.Writer) error {
+	return c.write(w, "spire-server", c.Server, c.ServerNotes)
+}
+
+// WriteAgentConf writes agent.conf; it fails when the server has no
+// co-located agent.
+func (c *SPIREConfig) WriteAgentConf(w io.Writer) error {
+	if c.Agent == nil {
+		return fmt.Errorf("topology: server %q has no co-located agent (no parent, no upstream \"spire\")", c.Node)
+	}
+	return c.write(w, "spire-agent", c.Agent, c.AgentNotes)
+}
+
+func (c *SPIREConfig) write(w io.Writer, program string, body *Block, notes []string) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# %s %s for %q, rendered by `arbor topology render --format spire` from %s.\n", program, SPIREVersion, c.Node, c.Source)
+	b.WriteString("# Generated: edit the topology file instead.\n")
+	if len(notes) > 0 {
+		b.WriteString("#\n")
+		for _, n := range notes {
+			b.WriteString("# " + n + "\n")
+		}
+	}
+	b.WriteString("\n")
+	writeHCLBody(&b, body, "")
+	_, err := w.Write(b.Bytes())
+	return err
+}
