@@ -108,7 +108,7 @@ func TestExampleGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkGolden(t, base+".plan.txt", b.Bytes())
-			for _, format := range []string{GraphDOT, GraphMermaid} {
+			for _, format := range []string{GraphDOT, GraphMermaid, GraphSVG} {
 				b.Reset()
 				if err := WriteGraph(&b, f, format); err != nil {
 					t.Fatal(err)

@@ -11,13 +11,16 @@ import (
 const (
 	GraphDOT     = "dot"
 	GraphMermaid = "mermaid"
+	GraphSVG     = "svg"
 )
 
-// WriteGraph draws the tree of servers in format GraphDOT (Graphviz) or
-// GraphMermaid: one node per server labelled with its tier and CA TTL, an
-// edge from each parent to its child labelled with the attestor the child's
-// co-located agent uses, and federated trust domains as dashed edges from
-// the root.
+// WriteGraph draws the tree of servers in format GraphDOT (Graphviz),
+// GraphMermaid or GraphSVG: one node per server labelled with its tier and
+// CA TTL, an edge from each parent to its child labelled with the attestor
+// the child's co-located agent uses, and federated trust domains as dashed
+// edges from the root. The SVG is drawn natively (tiers in rows, root at
+// the top; each box shows the server's name, CA TTL and datastore) and
+// needs no Graphviz.
 func WriteGraph(w io.Writer, f *File, format string) error {
 	var b strings.Builder
 	servers := f.Walk()
@@ -76,8 +79,10 @@ func WriteGraph(w io.Writer, f *File, format string) error {
 				fmt.Fprintf(&b, "  %s <-.->|%s| f%d\n", id[root.Name], fed.Profile, i)
 			}
 		}
+	case GraphSVG:
+		writeSVG(&b, f)
 	default:
-		return fmt.Errorf("topology: unknown graph format %q (want %s or %s)", format, GraphDOT, GraphMermaid)
+		return fmt.Errorf("topology: unknown graph format %q (want %s, %s or %s)", format, GraphDOT, GraphMermaid, GraphSVG)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
