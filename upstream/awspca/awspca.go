@@ -3,6 +3,13 @@
 // and a subordinate-CA template, fetched with GetCertificate once it is
 // ready, and chained to the roots that GetCertificateAuthorityCertificate
 // reports (plus an optional supplemental bundle).
+//
+// A mint costs three round trips the first time (the private CA's
+// certificate, IssueCertificate, GetCertificate) and two afterwards: the
+// private CA's certificate is cached, because the key it decides the signing
+// algorithm from never changes for a CA ARN, and the chain GetCertificate
+// returns carries the CA's current chain anyway. IssueCertificate is
+// asynchronous (it answers with an ARN only), so two is the floor.
 package awspca
 
 import (
@@ -22,6 +29,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -121,6 +129,17 @@ type Authority struct {
 	log    *slog.Logger
 	client *acmpca.Client
 	extra  []*x509.Certificate // from SupplementalBundleFile
+
+	mu     sync.Mutex
+	cached *caCertificate // nil: ask GetCertificateAuthorityCertificate
+}
+
+// caCertificate is what GetCertificateAuthorityCertificate returned for the
+// private CA: its certificate first, then its chain, and the signing
+// algorithm its key calls for.
+type caCertificate struct {
+	chain []*x509.Certificate
+	alg   types.SigningAlgorithm
 }
 
 // New checks cfg, reads the supplemental bundle and builds the SDK client.
@@ -208,33 +227,37 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	return a, nil
 }
 
-// MintX509CA reads the private CA's certificate and chain, has it issue a CA
-// certificate for key valid until now+ttl, waits for the certificate and
-// returns it with the CA's chain.
-func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+// MintX509CA reads the private CA's certificate and chain (or reuses them
+// from the previous successful mint), has it issue a CA certificate for key
+// valid until now+ttl, waits for the certificate and returns it with the
+// CA's chain.
+//
+// The cached CA certificate is dropped when a mint fails, when it has
+// expired, and when an issued certificate names another CA certificate as
+// its issuer (the CA was re-imported under a new chain); in the last case
+// only the chain GetCertificate returned is used, so a root the CA no longer
+// chains to does not stay in the bundle.
+func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (_ *ca.MintedCA, err error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("awspca: ttl must be positive, got %v", ttl)
 	}
 	arn := aws.String(a.cfg.CertificateAuthorityARN)
+	defer func() {
+		if err != nil {
+			a.setCached(nil)
+		}
+	}()
 
 	// The CA's own certificate first: its key decides the signing
 	// algorithm, and its chain the roots.
-	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	caOut, err := a.client.GetCertificateAuthorityCertificate(cctx, &acmpca.GetCertificateAuthorityCertificateInput{CertificateAuthorityArn: arn})
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("awspca: GetCertificateAuthorityCertificate %s: %w", a.cfg.CertificateAuthorityARN, err)
-	}
-	caChain, err := parsePEMs(aws.ToString(caOut.Certificate), aws.ToString(caOut.CertificateChain))
-	if err != nil {
-		return nil, fmt.Errorf("awspca: GetCertificateAuthorityCertificate %s: %w", a.cfg.CertificateAuthorityARN, err)
-	}
-	alg := types.SigningAlgorithm(a.cfg.SigningAlgorithm)
-	if alg == "" {
-		if alg, err = SigningAlgorithmFor(caChain[0].PublicKey); err != nil {
-			return nil, fmt.Errorf("awspca: private CA key: %w", err)
+	caCert, fromCache := a.cachedCA(), true
+	if caCert == nil {
+		fromCache = false
+		if caCert, err = a.fetchCA(ctx); err != nil {
+			return nil, err
 		}
 	}
+	alg := caCert.alg
 
 	subject := a.cfg.Subject
 	if len(subject.ToRDNSequence()) == 0 {
@@ -251,7 +274,7 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 		return nil, fmt.Errorf("awspca: %w", err)
 	}
 	now := a.now()
-	cctx, cancel = context.WithTimeout(ctx, a.cfg.CallTimeout)
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	issued, err := a.client.IssueCertificate(cctx, &acmpca.IssueCertificateInput{
 		CertificateAuthorityArn: arn,
 		Csr:                     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}),
@@ -275,8 +298,15 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 		return nil, fmt.Errorf("awspca: GetCertificate %s: %w", certARN, err)
 	}
 	// GetCertificate's chain and the CA's own chain both lead to the root;
-	// together they also cover a CA certificate renewed in between.
-	chain := upstream.AppendUnique(upstream.AppendUnique(nil, certs[1:]...), caChain...)
+	// together they also cover a CA certificate renewed in between. A cached
+	// chain only counts while the CA still issues under that certificate.
+	chain := upstream.AppendUnique(nil, certs[1:]...)
+	// Without a chain from GetCertificate the cached one is all there is;
+	// Validate then refuses the certificate if the CA has moved on.
+	sameIssuer := len(certs) == 1 || certs[1].Equal(caCert.chain[0])
+	if !fromCache || sameIssuer {
+		chain = upstream.AppendUnique(chain, caCert.chain...)
+	}
 	intermediates, roots := upstream.SplitChain(chain, true)
 	roots = upstream.AppendUnique(roots, a.extra...)
 	minted := &ca.MintedCA{Cert: certs[0], Intermediates: intermediates, Roots: roots}
@@ -285,7 +315,52 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 		return nil, fmt.Errorf("awspca: certificate %s: %w", certARN, err)
 	}
 	upstream.LogMinted(a.log, "aws_pca", minted, ttl, granted)
+	switch {
+	case !fromCache:
+		a.setCached(caCert)
+	case !sameIssuer:
+		a.log.Info("awspca: private CA certificate changed; reading it again at the next mint", "issuer_serial", certs[1].SerialNumber.String())
+		a.setCached(nil)
+	}
 	return minted, nil
+}
+
+// fetchCA calls GetCertificateAuthorityCertificate and derives the signing
+// algorithm (the configured one, or the one the CA's key calls for).
+func (a *Authority) fetchCA(ctx context.Context) (*caCertificate, error) {
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	out, err := a.client.GetCertificateAuthorityCertificate(cctx, &acmpca.GetCertificateAuthorityCertificateInput{CertificateAuthorityArn: aws.String(a.cfg.CertificateAuthorityARN)})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("awspca: GetCertificateAuthorityCertificate %s: %w", a.cfg.CertificateAuthorityARN, err)
+	}
+	chain, err := parsePEMs(aws.ToString(out.Certificate), aws.ToString(out.CertificateChain))
+	if err != nil {
+		return nil, fmt.Errorf("awspca: GetCertificateAuthorityCertificate %s: %w", a.cfg.CertificateAuthorityARN, err)
+	}
+	alg := types.SigningAlgorithm(a.cfg.SigningAlgorithm)
+	if alg == "" {
+		if alg, err = SigningAlgorithmFor(chain[0].PublicKey); err != nil {
+			return nil, fmt.Errorf("awspca: private CA key: %w", err)
+		}
+	}
+	return &caCertificate{chain: chain, alg: alg}, nil
+}
+
+// cachedCA returns the cached CA certificate while it is valid, else nil.
+func (a *Authority) cachedCA() *caCertificate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cached != nil && !a.now().Before(a.cached.chain[0].NotAfter) {
+		a.cached = nil
+	}
+	return a.cached
+}
+
+func (a *Authority) setCached(c *caCertificate) {
+	a.mu.Lock()
+	a.cached = c
+	a.mu.Unlock()
 }
 
 // waitCertificate calls GetCertificate until the certificate is issued,

@@ -144,13 +144,15 @@ func (f *PCA) CurrentRoot() *x509.Certificate {
 // ReissueCA moves the private CA under a new root, keeping its key, as an
 // operator does by importing a new CA certificate for a subordinate CA
 // (ImportCertificateAuthorityCertificate): the CA's ARN and key algorithm
-// stay, its certificate and chain change. It returns the new root.
+// stay, its certificate (valid for 500h from now) and chain change. It
+// returns the new root.
 func (f *PCA) ReissueCA() *x509.Certificate {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	root := upstreamtest.NewRoot(f.t, "pca root 2", f.now(), 1000*time.Hour)
 	tmpl := *f.Issuer.Cert
 	tmpl.SerialNumber = new(big.Int).SetUint64(uint64(f.now().UnixNano()))
+	tmpl.NotBefore, tmpl.NotAfter = f.now().Add(-time.Hour), f.now().Add(500*time.Hour)
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, root.Cert, f.Issuer.Key.Public(), root.Key)
 	if err != nil {
 		f.t.Fatal(err)
