@@ -48,6 +48,10 @@ func ParseDuration(s string) (time.Duration, error) {
 	return days + d, nil
 }
 
+// FormatDuration prints d the way a topology file writes it (and
+// ParseDuration reads it back): "7d", "1h30m", "5m".
+func FormatDuration(d time.Duration) string { return formatDuration(d) }
+
 // formatDuration prints d the way a user would write it: two or more whole
 // days as "Nd", otherwise Go's form without zero units ("1h30m", "2h", "5m").
 func formatDuration(d time.Duration) string {

@@ -246,16 +246,19 @@ func newTopologyGraphCommand() *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "graph FILE",
-		Short: "Draw the tree of servers as Graphviz DOT or Mermaid",
+		Short: "Draw the tree of servers as Graphviz DOT, Mermaid or SVG",
 		Long: `Print the tree: one node per server with its tier and CA TTL, an edge from
 each parent to each child labelled with the attestor of the child's
-co-located agent, federated trust domains dashed.`,
-		Example: `  arbor topology graph examples/three-tier-multicloud.hcl | dot -Tsvg > tree.svg
+co-located agent, federated trust domains dashed. --format svg draws the
+picture itself (no Graphviz needed): tiers in rows with the root at the
+top, one box per server with its name, CA TTL and datastore.`,
+		Example: `  arbor topology graph examples/three-tier-multicloud.hcl --format svg > tree.svg
+  arbor topology graph examples/three-tier-multicloud.hcl | dot -Tpng > tree.png
   arbor topology graph examples/ha-root.hcl --format mermaid`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != topology.GraphDOT && format != topology.GraphMermaid {
-				return fmt.Errorf("--format %q: want dot or mermaid", format)
+			if format != topology.GraphDOT && format != topology.GraphMermaid && format != topology.GraphSVG {
+				return fmt.Errorf("--format %q: want dot, mermaid or svg", format)
 			}
 			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
 			if err != nil {
@@ -264,39 +267,51 @@ co-located agent, federated trust domains dashed.`,
 			return topology.WriteGraph(cmd.OutOrStdout(), f, format)
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", topology.GraphDOT, "dot or mermaid")
+	cmd.Flags().StringVar(&format, "format", topology.GraphDOT, "dot, mermaid or svg")
 	addVarFlag(cmd, &vars)
 	return cmd
 }
 
-// errNotSurvivable is returned by simulate when workloads lose identity.
-var errNotSurvivable = errors.New("the outage is not survivable: workloads lose identity")
+// errNotSurvivable is returned (wrapped, with when and where identity is
+// first lost) by simulate when workloads lose identity within the outage;
+// main prints it and exits 1.
+var errNotSurvivable = errors.New("not survivable: workloads lose identity during the outage")
 
-func newTopologySimulateCommand() *cobra.Command {
+func newTopologySimulateCommand() *cobra.Command { return newTopologySimulateCommandAt(time.Now) }
+
+// newTopologySimulateCommandAt is simulate with the clock that gives the
+// default start of the outage (--at now).
+func newTopologySimulateCommandAt(now func() time.Time) *cobra.Command {
 	var vars topologyVars
 	var down, forDur, at string
 	cmd := &cobra.Command{
-		Use:   "simulate FILE --down NAME --for DURATION",
+		Use:   "simulate FILE --down NAME --for DURATION [--at TIME]",
 		Short: "Show what expires when, if a tier is down for a while",
 		Long: `Print a timeline of what happens when server NAME (all its replicas) is
-unreachable for DURATION: when its workloads' X509-SVIDs and JWT-SVIDs
-expire, when its agents and its children's co-located agents lose their
-SVIDs, and when each child tier's CA runs out so that the whole subtree loses
-identity. Times are worst cases (the earliest each can happen), with the
-latest in brackets. --at RFC3339 prints wall-clock times too. Exit status 1
-when a workload loses identity within the outage.`,
+unreachable for DURATION from TIME: when its workloads' X509-SVIDs and
+JWT-SVIDs expire, when its agents and its children's co-located agents lose
+their SVIDs, and when each child tier's CA runs out so that the whole subtree
+loses identity. Times are worst cases (the earliest each can happen), with
+the latest in brackets, as offsets from the start and as wall-clock times.
+--at is the start of the outage, RFC 3339 (default now).
+
+The exit status says whether the outage is survivable: 0 when no workload
+loses identity within it (the output may still say the tree needs manual
+action to recover), 1 with "not survivable: ..." when workloads lose
+identity (and for any other error).`,
 		Example: `  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h
-  arbor topology simulate prod.hcl --down root --for 3d --at 2025-01-10T08:00:00Z`,
+  arbor topology simulate prod.hcl --down root --for 3d --at 2025-01-10T08:00:00Z
+  arbor topology simulate prod.hcl --down eu-west --for 2h && echo "2h outage of eu-west: survivable"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := topology.ParseDuration(forDur)
 			if err != nil {
 				return fmt.Errorf("--for: %w", err)
 			}
-			var start time.Time
-			if at != "" {
+			start := now().UTC().Truncate(time.Second) // RFC 3339 output has no fractions
+			if at != "" && at != "now" {
 				if start, err = time.Parse(time.RFC3339, at); err != nil {
-					return fmt.Errorf("--at %q: want an RFC 3339 time such as 2025-01-10T08:00:00Z", at)
+					return fmt.Errorf("--at %q: want an RFC 3339 time such as 2025-01-10T08:00:00Z, or now", at)
 				}
 			}
 			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
@@ -311,6 +326,13 @@ when a workload loses identity within the outage.`,
 				return err
 			}
 			if !sim.Survivable {
+				for _, e := range sim.Events {
+					if e.LosesIdentity {
+						return fmt.Errorf("%w: first at %s (%s on %s), %s into a %s outage of %s",
+							errNotSurvivable, start.Add(e.At).UTC().Format(time.RFC3339), e.Kind, e.Server,
+							topology.FormatDuration(e.At), topology.FormatDuration(d), sim.Down)
+					}
+				}
 				return errNotSurvivable
 			}
 			return nil
@@ -318,7 +340,7 @@ when a workload loses identity within the outage.`,
 	}
 	cmd.Flags().StringVar(&down, "down", "", "name of the server that goes down")
 	cmd.Flags().StringVar(&forDur, "for", "", "how long it stays down (e.g. 90m, 6h, 2d)")
-	cmd.Flags().StringVar(&at, "at", "", "when the outage starts (RFC 3339), to print wall-clock times")
+	cmd.Flags().StringVar(&at, "at", "now", "when the outage starts (RFC 3339, or now)")
 	cmd.MarkFlagRequired("down")
 	cmd.MarkFlagRequired("for")
 	addVarFlag(cmd, &vars)
