@@ -1,7 +1,10 @@
 // Package upstreamtest holds what the upstream adapters' tests share: test
 // certificate authorities that sign (optionally defective) intermediates, an
-// in-memory bundle store, a settable clock, and a scenario that runs a real
-// CA manager over an adapter and breaks the upstream under it. Test code only.
+// in-memory bundle store, a settable clock, a scenario that runs a real CA
+// manager over an adapter and breaks the upstream under it, and Tier, real
+// in-process arbor servers to build root/regional/leaf trees over an adapter
+// (TreeChainsToRoot). BenchmarkColdStart compares the adapters' cold starts
+// side by side. Test code only.
 package upstreamtest
 
 import (
