@@ -40,5 +40,7 @@
 // defaults, server blocks (datastore, upstream, node_attestor, agent, entry)
 // and federation blocks; docs/topology.md is its reference. Parsing runs
 // every check of the tree too (validate.go). On a parsed File, NewPlan,
-// Render, WriteGraph and Simulate compute what `arbor topology` prints.
+// Render, RenderSPIRE (the server.conf/agent.conf of a tier running real
+// SPIRE), WriteGraph (DOT, Mermaid or a native SVG) and Simulate compute
+// what `arbor topology` prints.
 package topology
