@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -62,8 +63,8 @@ func splitAddress(addr string) (host, port string, err error) {
 }
 
 func atoiPort(port string) (int, error) {
-	var n int
-	if _, err := fmt.Sscanf(port, "%d", &n); err != nil || n <= 0 || n > 65535 {
+	n, err := strconv.Atoi(port)
+	if err != nil || n <= 0 || n > 65535 {
 		return 0, fmt.Errorf("topology: port %q is not a TCP port", port)
 	}
 	return n, nil
