@@ -92,6 +92,7 @@ var Rules = map[string]Rule{
 	"/spire.api.server.bundle.v1.Bundle/BatchUpdateFederatedBundle": RuleAdmin,
 	"/spire.api.server.bundle.v1.Bundle/BatchSetFederatedBundle":    RuleAdmin,
 	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": RuleAdmin,
+	PruneBundleMethod: RuleAdmin,
 
 	"/grpc.health.v1.Health/Check": RuleAnyone,
 	"/grpc.health.v1.Health/Watch": RuleAnyone,

@@ -178,6 +178,7 @@ func (s *Service) Register(g *grpc.Server) {
 	entryv1.RegisterEntryServer(g, s)
 	svidv1.RegisterSVIDServer(g, s)
 	bundlev1.RegisterBundleServer(g, s)
+	g.RegisterService(&pruneServiceDesc, s)
 }
 
 func (s *Service) now() time.Time {

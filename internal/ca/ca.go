@@ -137,13 +137,22 @@ type Manager struct {
 	// them without mu.
 	rotateMu sync.Mutex
 	dirty    bool // state changed since the last successful save
+	// nextMint is when a mint that can only improve on the CAs held (the
+	// current or prepared one is capped) may be tried again.
+	nextMint time.Time
+	// held is the prepared CA last kept from activation, so that it is
+	// logged once, not at every step.
+	held *x509Slot
 
 	mu          sync.RWMutex
 	initialized bool
 	x509Cur     *x509Slot
 	x509Next    *x509Slot
-	jwtCur      *jwtSlot
-	jwtNext     *jwtSlot
+	// waiting is the CA held (current or prepared) that the upstream's last
+	// offer could not outlive: the tier's CA lifetime is limited upstream.
+	waiting *x509Slot
+	jwtCur  *jwtSlot
+	jwtNext *jwtSlot
 
 	serverMu  sync.Mutex // serializes server certificate issuance
 	serverKey crypto.Signer
@@ -232,8 +241,12 @@ func (m *Manager) Init(ctx context.Context) error {
 // JWT key once half of the active one's lifetime has passed (publishing their
 // public parts into the bundle at once), activates the prepared one when a
 // sixth of the active one's lifetime remains (or it expired), and prunes
-// authorities that expired more than PruneGrace ago from the bundle. It keeps
-// going after a failure and returns every failure it met.
+// authorities that expired more than PruneGrace ago from the bundle. While
+// the active or prepared X.509 CA is capped (shorter than CATTL because the
+// upstream's own CA ends first), it asks the upstream again and keeps a CA
+// that lives longer; it does not activate a CA with less than X509SVIDTTL
+// left while the active one ends later. It keeps going after a failure and
+// returns every failure it met.
 func (m *Manager) Rotate(ctx context.Context) error {
 	m.rotateMu.Lock()
 	defer m.rotateMu.Unlock()
@@ -272,6 +285,34 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
+// PruneResult counts the authorities a prune removed from the bundle.
+type PruneResult struct {
+	X509, JWT int
+}
+
+// PruneBundle removes from the trust domain's bundle every X.509 and JWT
+// authority that expired more than grace ago — the tier's own old ones and
+// those handed down by the upstream alike — except the roots the held CAs
+// chain to and the held JWT keys; it never removes the last X.509 authority.
+// Rotate does the same with PruneGrace; this is the on-demand form (arbor
+// bundle prune).
+func (m *Manager) PruneBundle(ctx context.Context, grace time.Duration) (PruneResult, error) {
+	if grace < 0 {
+		return PruneResult{}, fmt.Errorf("%w: negative grace period %v", ErrInvalidArgument, grace)
+	}
+	m.rotateMu.Lock()
+	defer m.rotateMu.Unlock()
+	if !m.isInitialized() {
+		return PruneResult{}, ErrNotInitialized
+	}
+	cutoff := m.now().Add(-grace)
+	ch, err := m.reconcile(ctx, cutoff, nil, nil, nil)
+	if err != nil {
+		return PruneResult{}, err
+	}
+	return PruneResult{X509: ch.x509Pruned, JWT: ch.jwtPruned}, nil
+}
+
 func (m *Manager) isInitialized() bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -288,19 +329,10 @@ func (m *Manager) step(ctx context.Context) error {
 		m.log.Warn("ca: dropped expired prepared X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter)
 		m.setSlots(func() { m.x509Next = nil })
 	}
-	if m.x509Next == nil && (m.x509Cur == nil || !now.Before(m.x509Cur.prepareAt())) {
-		if s, err := m.prepareX509(ctx, now); err != nil {
-			errs = append(errs, err)
-		} else {
-			m.setSlots(func() { m.x509Next = s })
-			m.log.Info("ca: prepared X.509 CA", "x509_ca_serial", serialOf(s), "not_after", s.notAfter, "self_signed", len(s.chain) == 0)
-		}
+	if err := m.prepareX509(ctx, now); err != nil {
+		errs = append(errs, err)
 	}
-	if n := m.x509Next; n != nil && (m.x509Cur == nil || !now.Before(m.x509Cur.activateAt())) {
-		old := m.x509Cur
-		m.setSlots(func() { m.x509Cur, m.x509Next = n, nil })
-		m.log.Info("ca: activated X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter, "previous_serial", serialOf(old))
-	}
+	m.activateX509(now)
 
 	// JWT key.
 	if n := m.jwtNext; n != nil && !now.Before(n.notAfter) {
@@ -329,11 +361,116 @@ func (m *Manager) step(ctx context.Context) error {
 		}
 	}
 	if m.x509Cur != nil || m.jwtCur != nil {
-		if err := m.publish(ctx, now, nil, nil, nil); err != nil {
+		if err := m.publish(ctx, now.Add(-m.cfg.PruneGrace), nil, nil, nil); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// prepareX509 prepares the next X.509 CA when one is due (half of the
+// active one's lifetime has passed and none is prepared), and asks again
+// while the CA it would replace is capped: a parent caps a child's CA at its
+// own CA's expiry and can sign a full one only once it has rotated itself.
+// A minted CA is kept when it is what was asked for, or when it ends later
+// than the best CA held by a tenth of the CA TTL; otherwise it is thrown
+// away before its key is written, and the next try waits capRetry. The
+// caller holds rotateMu.
+func (m *Manager) prepareX509(ctx context.Context, now time.Time) error {
+	cur, next := m.x509Cur, m.x509Next
+	due := next == nil && (cur == nil || !now.Before(cur.prepareAt()))
+	improve := (next != nil && next.capped) || (next == nil && cur != nil && cur.capped)
+	if !due && !improve {
+		return nil
+	}
+	if cur != nil && now.Before(cur.notAfter) && now.Before(m.nextMint) {
+		return nil
+	}
+	best := next
+	if best == nil {
+		best = cur
+	}
+	s, err := m.mintX509(ctx, now)
+	if err != nil {
+		if !due {
+			m.nextMint = now.Add(m.capRetry())
+		}
+		return err
+	}
+	accept := best == nil ||
+		(!s.capped && (due || s.notAfter.After(best.notAfter))) ||
+		s.notAfter.After(best.notAfter.Add(m.cfg.CATTL/10))
+	if !accept {
+		m.nextMint = now.Add(m.capRetry())
+		if m.waitingOn() != best {
+			m.setWaiting(best)
+			m.log.Warn("ca: the upstream cannot yet sign an X.509 CA that outlives the one held; asking again until it can",
+				"x509_ca_serial", serialOf(best), "not_after", best.notAfter, "offered_not_after", s.notAfter,
+				"retry_every", m.capRetry())
+		}
+		return nil
+	}
+	if err := m.commitX509(ctx, now, s); err != nil {
+		return err
+	}
+	m.setSlots(func() { m.x509Next, m.waiting = s, nil })
+	m.log.Info("ca: prepared X.509 CA", "x509_ca_serial", serialOf(s), "not_after", s.notAfter, "self_signed", len(s.chain) == 0)
+	if s.capped {
+		m.nextMint = now.Add(m.capRetry())
+		m.log.Warn("ca: the upstream returned a shorter X.509 CA than asked for (capped at its own expiry); preparing again once it can sign a longer one",
+			"x509_ca_serial", serialOf(s), "requested_ttl", m.cfg.CATTL, "not_after", s.notAfter,
+			"remaining_seconds", int64(s.notAfter.Sub(now).Seconds()), "retry_every", m.capRetry())
+	}
+	return nil
+}
+
+// activateX509 activates the prepared X.509 CA once a sixth of the active
+// one's lifetime remains (or there is none), unless the prepared one would
+// cut X509-SVIDs short while the active one is better: then the active one
+// stays until a better CA is prepared or it expires. The caller holds
+// rotateMu.
+func (m *Manager) activateX509(now time.Time) {
+	cur, n := m.x509Cur, m.x509Next
+	if n == nil || (cur != nil && now.Before(cur.activateAt())) {
+		return
+	}
+	remaining := n.notAfter.Sub(now)
+	if cur != nil && now.Before(cur.notAfter) && remaining < m.cfg.X509SVIDTTL && !n.notAfter.After(cur.notAfter) {
+		if m.held != n {
+			m.held = n
+			m.log.Warn("ca: kept the active X.509 CA: the prepared one ends no later and has less than an X509-SVID TTL left",
+				"x509_ca_serial", serialOf(cur), "not_after", cur.notAfter, "prepared_serial", serialOf(n), "prepared_not_after", n.notAfter,
+				"x509_svid_ttl", m.cfg.X509SVIDTTL)
+		}
+		return
+	}
+	m.setSlots(func() { m.x509Cur, m.x509Next = n, nil })
+	m.held = nil
+	m.log.Info("ca: activated X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter, "previous_serial", serialOf(cur))
+	if remaining < m.cfg.X509SVIDTTL {
+		m.log.Warn("ca: the active X.509 CA ends before a full X509-SVID TTL; SVIDs end with it until a longer CA is prepared",
+			"x509_ca_serial", serialOf(n), "not_after", n.notAfter, "remaining_seconds", int64(remaining.Seconds()),
+			"x509_svid_ttl", m.cfg.X509SVIDTTL)
+	}
+}
+
+func (m *Manager) waitingOn() *x509Slot {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.waiting
+}
+
+func (m *Manager) setWaiting(s *x509Slot) {
+	m.mu.Lock()
+	m.waiting = s
+	m.mu.Unlock()
+}
+
+// capRetry is how long to wait between mints that can only improve on a
+// capped CA: every rotation step, but not more often than 1/200 of the CA
+// TTL (an external authority may charge per certificate).
+func (m *Manager) capRetry() time.Duration {
+	return max(m.cfg.RotateInterval, m.cfg.CATTL/200)
 }
 
 // setSlots changes the slots under mu and marks the state dirty.
@@ -350,6 +487,17 @@ type Status struct {
 	NextX509CA *x509.Certificate // prepared; nil if none
 	JWTKey     *JWTKeyStatus     // active; nil before Init
 	NextJWTKey *JWTKeyStatus     // prepared; nil if none
+	// X509NotAfter is the earliest NotAfter of the active CA's chain (the
+	// CA, its intermediates and the root it chains to): no X509-SVID
+	// outlives it, so it is the tier's remaining X.509 budget. Zero before
+	// Init.
+	X509NotAfter time.Time
+	// X509Capped reports that the upstream limits the active CA: it
+	// returned it shorter than the CA TTL asked for (a parent caps it at
+	// its own CA's expiry), or its last offer of a successor could not
+	// outlive it. The manager keeps asking until it gets a longer one.
+	// NextX509Capped reports that the prepared CA was returned short.
+	X509Capped, NextX509Capped bool
 }
 
 // JWTKeyStatus describes a JWT signing key.
@@ -367,9 +515,12 @@ func (m *Manager) Status() Status {
 	var s Status
 	if m.x509Cur != nil {
 		s.X509CA = m.x509Cur.cert()
+		s.X509NotAfter = m.x509Cur.notAfter
+		s.X509Capped = m.x509Cur.capped || m.waiting == m.x509Cur
 	}
 	if m.x509Next != nil {
 		s.NextX509CA = m.x509Next.cert()
+		s.NextX509Capped = m.x509Next.capped
 	}
 	s.JWTKey = m.jwtCur.status()
 	s.NextJWTKey = m.jwtNext.status()

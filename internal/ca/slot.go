@@ -22,9 +22,16 @@ type x509Slot struct {
 	// chain follows a leaf signed by this CA: the CA certificate and the
 	// intermediates, without self-signed certificates.
 	chain []*x509.Certificate
-	// notAfter is the earliest NotAfter of the CA certificate and its
-	// intermediates: nothing this CA signs may outlive it.
+	// notAfter is the earliest NotAfter of the CA certificate, its
+	// intermediates and the root it chains to: nothing this CA signs may
+	// outlive it.
 	notAfter time.Time
+	// anchors are the roots among minted.Roots that the chain ends at (the
+	// CA certificate itself when it is self-signed).
+	anchors []*x509.Certificate
+	// capped is set when the upstream returned a CA that ends noticeably
+	// before the lifetime asked for (a parent caps it at its own expiry).
+	capped bool
 }
 
 func (s *x509Slot) cert() *x509.Certificate { return s.minted.Cert }
@@ -73,7 +80,29 @@ func newX509Slot(key crypto.Signer, minted *MintedCA) (*x509Slot, error) {
 			s.chain = append(s.chain, ic)
 		}
 	}
-	s.notAfter = x509util.MinNotAfter(append([]*x509.Certificate{c}, s.minted.Intermediates...)...)
+	path := append([]*x509.Certificate{c}, s.minted.Intermediates...)
+	s.notAfter = x509util.MinNotAfter(path...)
+	top := path[len(path)-1]
+	if x509util.IsSelfSigned(top) {
+		s.anchors = []*x509.Certificate{top}
+	} else {
+		// The root an SVID chains to bounds its validity like any
+		// intermediate: a root that ends first ends the chain. With several
+		// candidate roots (a re-issued root with the same key), the one
+		// that lives longest is the bound.
+		var rootEnd time.Time
+		for _, r := range s.minted.Roots {
+			if top.CheckSignatureFrom(r) == nil {
+				s.anchors = append(s.anchors, r)
+				if r.NotAfter.After(rootEnd) {
+					rootEnd = r.NotAfter
+				}
+			}
+		}
+		if !rootEnd.IsZero() && rootEnd.Before(s.notAfter) {
+			s.notAfter = rootEnd
+		}
+	}
 	return s, nil
 }
 
@@ -143,8 +172,10 @@ func newJWTSlot(key crypto.Signer, kid string, notBefore, notAfter time.Time) (*
 	return &jwtSlot{key: key, kid: kid, notBefore: notBefore, notAfter: notAfter, pkix: der, alg: string(alg)}, nil
 }
 
-// prepareX509 mints a new X.509 CA and publishes its roots into the bundle.
-func (m *Manager) prepareX509(ctx context.Context, now time.Time) (*x509Slot, error) {
+// mintX509 obtains a new X.509 CA from the upstream and checks it; it
+// neither stores its key nor publishes it (see commitX509), so that a CA
+// that is no better than the ones held can be thrown away.
+func (m *Manager) mintX509(ctx context.Context, now time.Time) (*x509Slot, error) {
 	key, err := m.cfg.KeyType.Generate(m.rand)
 	if err != nil {
 		return nil, err
@@ -160,15 +191,26 @@ func (m *Manager) prepareX509(ctx context.Context, now time.Time) (*x509Slot, er
 	if err := s.verify(now); err != nil {
 		return nil, err
 	}
+	s.capped = s.notAfter.Before(now.Add(m.cfg.CATTL - m.capTolerance()))
+	return s, nil
+}
+
+// capTolerance is how much shorter than asked a CA may be without counting
+// as capped: clock skew between tiers and whole-second TTLs on the wire.
+func (m *Manager) capTolerance() time.Duration {
+	return min(m.cfg.CATTL/20, time.Minute)
+}
+
+// commitX509 stores a minted CA's key and publishes its roots into the
+// bundle, so that it is trusted before it is used.
+func (m *Manager) commitX509(ctx context.Context, now time.Time, s *x509Slot) error {
 	if m.cfg.Dir != "" {
-		if s.keyFile, err = m.writeKey("x509-ca", key); err != nil {
-			return nil, err
+		var err error
+		if s.keyFile, err = m.writeKey("x509-ca", s.key); err != nil {
+			return err
 		}
 	}
-	if err := m.publish(ctx, now, s, nil, nil); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return m.publish(ctx, now.Add(-m.cfg.PruneGrace), s, nil, nil)
 }
 
 // prepareJWT generates a new JWT key, publishes it upstream if the upstream
@@ -197,7 +239,7 @@ func (m *Manager) prepareJWT(ctx context.Context, now time.Time) (*jwtSlot, erro
 			return nil, err
 		}
 	}
-	if err := m.publish(ctx, now, nil, s, upstreamKeys); err != nil {
+	if err := m.publish(ctx, now.Add(-m.cfg.PruneGrace), nil, s, upstreamKeys); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -205,13 +247,19 @@ func (m *Manager) prepareJWT(ctx context.Context, now time.Time) (*jwtSlot, erro
 
 // publish makes the bundle hold the roots of the current and next X.509 CAs
 // and the current and next JWT keys (plus the given extra ones), and prunes
-// authorities expired more than PruneGrace before now. The caller holds
-// rotateMu.
-func (m *Manager) publish(ctx context.Context, now time.Time, x *x509Slot, j *jwtSlot, extra []datastore.JWTAuthority) error {
-	var roots []*x509.Certificate
+// authorities that expired before cutoff. The caller holds rotateMu.
+func (m *Manager) publish(ctx context.Context, cutoff time.Time, x *x509Slot, j *jwtSlot, extra []datastore.JWTAuthority) error {
+	_, err := m.reconcile(ctx, cutoff, x, j, extra)
+	return err
+}
+
+// reconcile is publish returning what changed.
+func (m *Manager) reconcile(ctx context.Context, cutoff time.Time, x *x509Slot, j *jwtSlot, extra []datastore.JWTAuthority) (bundleChanges, error) {
+	var roots, anchors []*x509.Certificate
 	for _, s := range []*x509Slot{m.x509Cur, m.x509Next, x} {
 		if s != nil {
 			roots = append(roots, s.minted.Roots...)
+			anchors = append(anchors, s.anchors...)
 		}
 	}
 	var keys []datastore.JWTAuthority
@@ -221,25 +269,24 @@ func (m *Manager) publish(ctx context.Context, now time.Time, x *x509Slot, j *jw
 		}
 	}
 	td := m.cfg.TrustDomain
-	cutoff := now.Add(-m.cfg.PruneGrace)
-	var log func()
+	var ch bundleChanges
+	var seq uint64
 	_, err := m.cfg.Bundles.UpdateBundle(ctx, td, func(b *datastore.Bundle) (*datastore.Bundle, error) {
-		out, ch := reconcileBundle(b, td, roots, keys, extra, cutoff)
-		if ch.changed() {
-			log = func() {
-				m.log.Info("ca: updated bundle", "sequence_number", out.SequenceNumber,
-					"x509_added", ch.x509Added, "jwt_added", ch.jwtAdded, "x509_pruned", ch.x509Pruned, "jwt_pruned", ch.jwtPruned)
-			}
+		var out *datastore.Bundle
+		out, ch = reconcileBundle(b, td, roots, anchors, keys, extra, cutoff)
+		if out != nil {
+			seq = out.SequenceNumber
 		}
 		return out, nil
 	})
 	if err != nil {
-		return fmt.Errorf("ca: update bundle: %w", err)
+		return bundleChanges{}, fmt.Errorf("ca: update bundle: %w", err)
 	}
-	if log != nil {
-		log()
+	if ch.changed() {
+		m.log.Info("ca: updated bundle", "sequence_number", seq, "x509_added", ch.x509Added, "jwt_added", ch.jwtAdded,
+			"x509_pruned", ch.x509Pruned, "jwt_pruned", ch.jwtPruned, "pruned_before", cutoff)
 	}
-	return nil
+	return ch, nil
 }
 
 type bundleChanges struct{ x509Added, jwtAdded, x509Pruned, jwtPruned int }
@@ -247,11 +294,15 @@ type bundleChanges struct{ x509Added, jwtAdded, x509Pruned, jwtPruned int }
 func (c bundleChanges) changed() bool { return c != bundleChanges{} }
 
 // reconcileBundle returns b with roots and keys added (those whose DER or key
-// ID is missing) and, except for those, authorities that expired before
-// cutoff removed; a prune that would leave no X.509 authority is skipped.
-// It returns b itself when nothing changes, otherwise a copy with the
-// sequence number incremented. b is never modified.
-func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots []*x509.Certificate, keys, extra []datastore.JWTAuthority, cutoff time.Time) (*datastore.Bundle, bundleChanges) {
+// ID is missing, except roots and extra keys that already expired before
+// cutoff) and authorities that expired before cutoff removed. Only the
+// anchors (the roots the held CAs chain to) and the own keys are kept
+// whatever their expiry: other roots an upstream handed down, such as a
+// parent's retired root, leave like any expired authority. A prune that would
+// leave no X.509 authority is skipped. It returns b itself when nothing
+// changes, otherwise a copy with the sequence number incremented. b is never
+// modified.
+func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots, anchors []*x509.Certificate, keys, extra []datastore.JWTAuthority, cutoff time.Time) (*datastore.Bundle, bundleChanges) {
 	var ch bundleChanges
 	out := &datastore.Bundle{TrustDomain: td}
 	if b != nil {
@@ -261,8 +312,13 @@ func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots []*x509
 	}
 
 	var required [][]byte
-	for _, r := range roots {
+	for _, r := range anchors {
 		required = append(required, r.Raw)
+	}
+	for _, r := range roots {
+		if r.NotAfter.Before(cutoff) && !containsDER(required, r.Raw) {
+			continue
+		}
 		if !hasX509(out.X509Authorities, r.Raw) {
 			out.X509Authorities = append(out.X509Authorities, datastore.X509Authority{Cert: r.Raw})
 			ch.x509Added++
@@ -272,8 +328,14 @@ func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots []*x509
 	for _, k := range keys {
 		requiredKIDs[k.KeyID] = true
 	}
-	for _, k := range append(append([]datastore.JWTAuthority(nil), keys...), extra...) {
+	for _, k := range keys {
 		if k.KeyID != "" && !hasJWT(out.JWTAuthorities, k.KeyID) {
+			out.JWTAuthorities = append(out.JWTAuthorities, k)
+			ch.jwtAdded++
+		}
+	}
+	for _, k := range extra {
+		if k.KeyID != "" && !jwtExpired(k, cutoff) && !hasJWT(out.JWTAuthorities, k.KeyID) {
 			out.JWTAuthorities = append(out.JWTAuthorities, k)
 			ch.jwtAdded++
 		}
@@ -292,7 +354,7 @@ func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots []*x509
 	}
 	var keptJWT []datastore.JWTAuthority
 	for _, a := range out.JWTAuthorities {
-		if a.ExpiresAt != 0 && a.ExpiresAt < cutoff.Unix() && !requiredKIDs[a.KeyID] {
+		if jwtExpired(a, cutoff) && !requiredKIDs[a.KeyID] {
 			ch.jwtPruned++
 			continue
 		}
@@ -305,6 +367,10 @@ func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots []*x509
 	}
 	out.SequenceNumber++
 	return out, ch
+}
+
+func jwtExpired(a datastore.JWTAuthority, cutoff time.Time) bool {
+	return a.ExpiresAt != 0 && a.ExpiresAt < cutoff.Unix()
 }
 
 func hasX509(as []datastore.X509Authority, der []byte) bool {

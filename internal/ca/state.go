@@ -38,6 +38,8 @@ type x509State struct {
 	Cert          []byte   `json:"cert"` // DER (base64 in JSON)
 	Intermediates [][]byte `json:"intermediates,omitempty"`
 	Roots         [][]byte `json:"roots"`
+	// Capped: the upstream returned the CA shorter than asked for.
+	Capped bool `json:"capped,omitempty"`
 }
 
 type jwtState struct {
@@ -123,6 +125,7 @@ func (m *Manager) loadX509(xs *x509State) (*x509Slot, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadState, err)
 	}
 	s.keyFile = xs.KeyFile
+	s.capped = xs.Capped
 	return s, nil
 }
 
@@ -153,7 +156,7 @@ func (m *Manager) saveState() error {
 		if s == nil {
 			return nil
 		}
-		xs := &x509State{KeyFile: s.keyFile, Cert: s.cert().Raw}
+		xs := &x509State{KeyFile: s.keyFile, Cert: s.cert().Raw, Capped: s.capped}
 		for _, c := range s.minted.Intermediates {
 			xs.Intermediates = append(xs.Intermediates, c.Raw)
 		}
