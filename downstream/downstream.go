@@ -67,6 +67,8 @@ type Config struct {
 	ParentID spiffeid.ID
 	// CallTimeout bounds each call to the parent; zero means 30s.
 	CallTimeout time.Duration
+	// Now is the clock SyncBundle judges expiry by; nil means time.Now.
+	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -112,6 +114,9 @@ func New(ctx context.Context, cfg Config) (*Upstream, error) {
 	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -219,13 +224,15 @@ func (u *Upstream) FetchParentBundle(ctx context.Context) (*types.Bundle, error)
 
 // SyncBundle merges the parent's current X.509 authorities and JWT keys into
 // the own bundle, so new roots and other tiers' JWT keys flow down before
-// anyone uses them. Authorities are only added here; pruning expired ones is
-// the CA manager's job.
+// anyone uses them. Authorities are only added here, and never ones that have
+// already expired: pruning is the CA manager's job, and an authority it
+// pruned must not come back from a parent that has not pruned it yet.
 func (u *Upstream) SyncBundle(ctx context.Context, bundles datastore.BundleStore) (added int, err error) {
 	pb, err := u.FetchParentBundle(ctx)
 	if err != nil {
 		return 0, err
 	}
+	now := u.cfg.Now()
 	_, err = bundles.UpdateBundle(ctx, u.cfg.TrustDomain, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
 		if cur == nil {
 			return nil, nil // the CA manager creates the bundle at Init
@@ -235,7 +242,7 @@ func (u *Upstream) SyncBundle(ctx context.Context, bundles datastore.BundleStore
 		next.JWTAuthorities = slices.Clone(cur.JWTAuthorities)
 		for _, a := range pb.X509Authorities {
 			if !slices.ContainsFunc(next.X509Authorities, func(h datastore.X509Authority) bool { return string(h.Cert) == string(a.Asn1) }) {
-				if _, err := x509.ParseCertificate(a.Asn1); err != nil {
+				if c, err := x509.ParseCertificate(a.Asn1); err != nil || now.After(c.NotAfter) {
 					continue
 				}
 				next.X509Authorities = append(next.X509Authorities, datastore.X509Authority{Cert: a.Asn1, Tainted: a.Tainted})
@@ -243,6 +250,9 @@ func (u *Upstream) SyncBundle(ctx context.Context, bundles datastore.BundleStore
 			}
 		}
 		for _, k := range pb.JwtAuthorities {
+			if k.ExpiresAt != 0 && k.ExpiresAt < now.Unix() {
+				continue
+			}
 			if !slices.ContainsFunc(next.JWTAuthorities, func(h datastore.JWTAuthority) bool { return h.KeyID == k.KeyId }) {
 				next.JWTAuthorities = append(next.JWTAuthorities, datastore.JWTAuthority{KeyID: k.KeyId, PublicKey: k.PublicKey, ExpiresAt: k.ExpiresAt, Tainted: k.Tainted})
 				added++

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -14,9 +15,10 @@ func newBundleCommand() *cobra.Command {
 	return adminGroup("bundle", "Show the trust bundle and manage federated bundles",
 		`The trust bundle holds the X.509 roots and JWT keys that verify SVIDs of the
 trust domain. "show" prints the server's own bundle (to give to other trust
-domains or to a spire-agent's trust_bundle_path); list, set, delete and count
-manage the bundles of federated trust domains.`,
-		newBundleShowCommand(), newBundleListCommand(), newBundleSetCommand(),
+domains or to a spire-agent's trust_bundle_path); "prune" removes expired
+authorities from it; list, set, delete and count manage the bundles of
+federated trust domains.`,
+		newBundleShowCommand(), newBundlePruneCommand(), newBundleListCommand(), newBundleSetCommand(),
 		newBundleDeleteCommand(), newBundleCountCommand())
 }
 
@@ -139,6 +141,33 @@ func newBundleCountCommand() *cobra.Command {
 		func(cmd *cobra.Command) error {
 			return o.run(cmd, func(ctx context.Context, c *admin.Client, p admin.Printer) error {
 				return c.CountBundles(ctx, p)
+			})
+		})
+}
+
+func newBundlePruneCommand() *cobra.Command {
+	var o adminOpts
+	var grace time.Duration
+	return adminLeaf("prune", "Remove expired authorities from this server's trust bundle",
+		`Remove from the server's own bundle every X.509 root and JWT key that expired
+more than --grace ago (0, the default, removes every expired one), including
+old roots handed down by the parent or an upstream authority. The authorities
+the server's CA still uses stay. The server also prunes by itself at each
+rotation step, 24h after expiry; this does it now. Run it on each tier that
+should drop them at once: a child never takes an expired authority back from
+its parent.`,
+		`  arbor bundle prune
+  arbor bundle prune --grace 1h`,
+		func(fs *pflag.FlagSet) {
+			o.register(fs)
+			fs.DurationVar(&grace, "grace", 0, "keep authorities that expired less than this long ago")
+		},
+		func(cmd *cobra.Command) error {
+			if grace < 0 {
+				return fmt.Errorf("bundle prune: --grace %v is negative", grace)
+			}
+			return o.run(cmd, func(ctx context.Context, c *admin.Client, p admin.Printer) error {
+				return c.PruneBundle(ctx, p, grace)
 			})
 		})
 }

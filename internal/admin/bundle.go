@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // BundleFormat is how a bundle is written or read.
@@ -327,5 +331,50 @@ func (c *Client) CountBundles(ctx context.Context, p Printer) error {
 		return p.printJSON(resp)
 	}
 	fmt.Fprintln(p.Out, plural(int(resp.Count), "bundle", "bundles"))
+	return nil
+}
+
+// pruneBundleMethod is arbor's own admin call (internal/api/prune.go): SPIRE's
+// bundle.v1 has no prune. Request google.protobuf.Duration (the grace
+// period), response spire.api.types.Bundle, removed counts in the header.
+const (
+	pruneBundleMethod = "/arbor.admin.v1.Bundle/PruneBundle"
+	prunedX509Header  = "arbor-pruned-x509"
+	prunedJWTHeader   = "arbor-pruned-jwt"
+)
+
+// PruneBundle removes from this server's own bundle the X.509 and JWT
+// authorities that expired more than grace ago (zero: every expired one),
+// old upstream roots included, and prints how many it removed. The server
+// keeps the authorities its CA still holds. Children drop what their parent
+// pruned at their own next rotation step (after their own grace period), or
+// at once with a prune of their own.
+func (c *Client) PruneBundle(ctx context.Context, p Printer, grace time.Duration) error {
+	const op = "bundle prune"
+	if grace < 0 {
+		return fmt.Errorf("%s: --grace %v is negative", op, grace)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	var hdr metadata.MD
+	b := new(types.Bundle)
+	if err := c.conn.Invoke(ctx, pruneBundleMethod, durationpb.New(grace), b, grpc.Header(&hdr)); err != nil {
+		return c.rpcError(op, err)
+	}
+	if p.JSON() {
+		return p.printJSON(b)
+	}
+	count := func(key string) string {
+		if v := hdr.Get(key); len(v) == 1 {
+			if _, err := strconv.Atoi(v[0]); err == nil {
+				return v[0]
+			}
+		}
+		return "?"
+	}
+	fmt.Fprintf(p.Out, "Pruned %s X.509 and %s JWT authorities expired more than %v ago; the bundle holds %s and %s\n",
+		count(prunedX509Header), count(prunedJWTHeader), grace,
+		plural(len(b.X509Authorities), "X.509 authority", "X.509 authorities"),
+		plural(len(b.JwtAuthorities), "JWT authority", "JWT authorities"))
 	return nil
 }

@@ -248,13 +248,17 @@ func (s *Server) registerCAMetrics() {
 	s.registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "arbor_ca_x509_remaining_seconds",
-			Help: "Remaining lifetime of the active X.509 CA: how long this tier keeps issuing if its upstream stays unreachable.",
-		}, remaining(func(st ca.Status) time.Time {
-			if st.X509CA == nil {
-				return time.Time{}
+			Help: "Remaining lifetime of the active X.509 CA's chain (its earliest NotAfter): how long this tier keeps issuing if its upstream stays unreachable; no X509-SVID outlives it.",
+		}, remaining(func(st ca.Status) time.Time { return st.X509NotAfter })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "arbor_ca_x509_capped",
+			Help: "1 when the upstream limits the active X.509 CA (returned it shorter than ca_ttl, capped at its own expiry, or cannot yet sign a successor that outlives it) and the tier keeps asking for a longer one, else 0.",
+		}, func() float64 {
+			if s.ca.Status().X509Capped {
+				return 1
 			}
-			return st.X509CA.NotAfter
-		})),
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "arbor_ca_jwt_remaining_seconds",
 			Help: "Remaining lifetime of the active JWT signing key.",
