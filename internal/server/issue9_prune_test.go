@@ -81,7 +81,9 @@ func TestBundlePruneAcrossTiers(t *testing.T) {
 	}
 	newRoot, newKey := foreignAuthorities(t, 8, c.Now().Add(48*time.Hour))
 	must(bundles.AppendBundle(ctxT(t), &bundlev1.AppendBundleRequest{X509Authorities: []*types.X509Certificate{newRoot}, JwtAuthorities: []*types.JWTKey{newKey}}))(t)
-	waitFor(t, "a sync after the prune", func() bool { return hasDER(ownX509(child), newRoot.Asn1) && slices.Contains(ownKIDs(child), newKey.KeyId) })
+	waitFor(t, "a sync after the prune", func() bool {
+		return hasDER(ownX509(child), newRoot.Asn1) && slices.Contains(ownKIDs(child), newKey.KeyId)
+	})
 	if hasDER(ownX509(child), oldRoot.Asn1) || slices.Contains(ownKIDs(child), oldKey.KeyId) {
 		t.Error("the child took the pruned authorities back from its parent")
 	}
