@@ -32,11 +32,56 @@ func (p *parser) validate(f *File) {
 	}
 	p.checkHosts(f, bad)
 	p.checkFederatesWith(f)
+	deepest := -1
+	for _, s := range f.Servers {
+		deepest = max(deepest, f.Depth(s.Name))
+	}
 	for _, s := range f.Servers {
 		if !bad[s] {
 			p.warnServer(f, s)
+			p.warnPropagation(f, s, deepest)
 		}
 	}
+}
+
+// ServerBundleSyncInterval is how often a downstream server pulls its
+// parent's bundle: the server's ParentBundleSyncInterval default, which the
+// topology file does not change.
+const ServerBundleSyncInterval = 10 * time.Second
+
+// PropagationBound is the longest a new authority takes to reach every
+// workload of a tree whose deepest server is depth tiers below the root: a
+// new root CA travels down one tier per bundle sync (a JWT key is pushed up
+// to the root synchronously when prepared, then travels down the same way),
+// and the agents of the deepest tier pick it up at their next sync. See
+// docs/nesting.md.
+func PropagationBound(depth int, agentSync time.Duration) time.Duration {
+	return time.Duration(max(depth, 0))*ServerBundleSyncInterval + agentSync
+}
+
+// warnPropagation warns when a server's rotation leaves less time between
+// publishing its next CA or JWT key (at half its ca_ttl) and using it (when a
+// sixth remains) than the new authority needs to reach every workload.
+func (p *parser) warnPropagation(f *File, s *Server, deepest int) {
+	if s.CATTL <= 0 || deepest < 0 {
+		return
+	}
+	agentSync := f.Defaults.SyncInterval
+	if agentSync <= 0 {
+		agentSync = DefaultSyncInterval
+	}
+	margin, need := s.CATTL/2-s.CATTL/6, PropagationBound(deepest, agentSync)
+	if margin >= need {
+		return
+	}
+	rng := s.Range
+	if s.caTTLRange != nil && p.within(*s.caTTLRange, s.bodyRange) {
+		rng = *s.caTTLRange
+	}
+	p.warnf(rng, "Rotation margin shorter than propagation",
+		"Server %q publishes its next CA and JWT key at half its ca_ttl (%s) and starts signing with them %s later, when a sixth remains. A new authority needs up to %s to reach every workload of this tree: %d tier(s) below the root × the %s bundle sync of downstream servers, plus the agents' %s sync_interval. Workloads that have not received it would reject what it signs. Raise ca_ttl to at least %s.",
+		s.Name, formatDuration(s.CATTL), formatDuration(margin), formatDuration(need), deepest,
+		formatDuration(ServerBundleSyncInterval), formatDuration(agentSync), formatDuration(3*need))
 }
 
 // errorsWithin reports whether an error diagnostic points inside rng.
