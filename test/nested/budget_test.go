@@ -10,6 +10,7 @@ import (
 
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 
+	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/x509util"
 	"github.com/arborid/arbor/topology"
 )
@@ -160,5 +161,47 @@ func TestOutageBudgetMatchesSimulate(t *testing.T) {
 	if d := firstAt.Sub(failedAt); d < -2*time.Second || d > 2*time.Second {
 		t.Errorf("the workload's SVID stopped verifying at %s, the leaf stopped issuing at %s: want within 2s; first failure: %s",
 			firstAt.Format(time.TimeOnly), failedAt.Format(time.TimeOnly), failures[0])
+	}
+}
+
+// TestChildCAAtMaxRatioIsFullLength: topology validation accepts a child
+// ca_ttl of half its parent's, saying "the parent, rotating at half-life,
+// can always sign a full-length child CA", and Simulate's worst case (half
+// the child's ca_ttl) relies on it. The parent signs from its active CA,
+// which it keeps until a sixth of its lifetime remains; a child that asks
+// in that last part must still get its full ca_ttl.
+func TestChildCAAtMaxRatioIsFullLength(t *testing.T) {
+	const childTTL = 30 * time.Second
+	root := startRoot(t, "root", ttls{ca: 8 * childTTL, x509: 20 * time.Second, agent: 2 * childTTL})
+	reg := startChild(t, root, "regional", ttls{ca: 2 * childTTL, x509: childTTL})
+	leaf := startChild(t, reg, "leaf", ttls{ca: childTTL, x509: 12 * time.Second})
+
+	// Wait until the regional's active CA has less than childTTL left but
+	// is still the active one (it is replaced at its last sixth).
+	regCA, _ := reg.srv.CA().X509CA()
+	at := regCA.NotAfter.Add(-childTTL + 8*time.Second)
+	if err := sleepUntil(ctxFor(t, 2*time.Minute), at); err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := reg.srv.CA().X509CA(); !cur.Equal(regCA) {
+		t.Fatalf("the regional replaced its CA before %v", at.Format(time.TimeOnly))
+	}
+	// A fresh connection through the leaf's co-located agent (so that the
+	// leaf's long-lived connection, see TestChildKeepsParentAccessAfterItsSVIDRotates,
+	// plays no part).
+	up, err := downstream.New(callCtx(t), downstream.Config{TrustDomain: td, ParentAddress: reg.addr(), WorkloadAPIAddr: "unix://" + leaf.colo.sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	now := time.Now()
+	minted, err := up.MintX509CA(callCtx(t), newKey(t), childTTL)
+	if err != nil {
+		t.Fatalf("MintX509CA: %v", err)
+	}
+	if got := minted.Cert.NotAfter.Sub(now); got < childTTL-2*time.Second {
+		t.Errorf("a child with ca_ttl %v (half its parent's %v) got a CA valid for %v (not after %v, the parent's active CA's end %v): its outage budget is %v, not the %v Simulate reports",
+			childTTL, 2*childTTL, got.Round(time.Second), minted.Cert.NotAfter.Format(time.TimeOnly), regCA.NotAfter.Format(time.TimeOnly),
+			(got / 2).Round(time.Second), childTTL/2)
 	}
 }

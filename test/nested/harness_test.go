@@ -68,17 +68,25 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 
 func callCtx(t testing.TB) context.Context { return ctxFor(t, 30*time.Second) }
 
-// poll calls try every interval until it returns nil or timeout passes.
+// poll calls try every 100ms until it returns nil, or fails the test when
+// timeout passes.
 func poll(t testing.TB, timeout time.Duration, what string, try func() error) {
 	t.Helper()
+	if err := pollErr(timeout, what, try); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pollErr is poll returning the failure instead.
+func pollErr(timeout time.Duration, what string, try func() error) error {
 	deadline := time.Now().Add(timeout)
-	var err error
 	for {
-		if err = try(); err == nil {
-			return
+		err := try()
+		if err == nil {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+			return fmt.Errorf("%s: not within %v: %w", what, timeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

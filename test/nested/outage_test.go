@@ -89,8 +89,9 @@ func TestParentOutage(t *testing.T) {
 	// every one verified (checked by the checkers throughout).
 	for _, c := range []*checker{leafChk, regChk} {
 		_, within := c.distinct("0", down, up)
-		if min := 3; within < min {
-			t.Errorf("workload %s received %d new X509-SVIDs during the %v root outage, want at least %d (SVIDs rotate at half-life)",
+		// X509-SVIDs live 12s and are renewed at half-life.
+		if min := 2; within < min {
+			t.Errorf("workload %s received %d new X509-SVIDs during the %v root outage, want at least %d (12s SVIDs rotate at half-life)",
 				c.w.id, within, outage, min)
 		}
 	}
@@ -123,14 +124,16 @@ func TestParentOutage(t *testing.T) {
 	t.Logf("regional got a new intermediate %v after the root returned", time.Since(up).Round(100*time.Millisecond))
 
 	// The leaf still works end to end after the recovery.
-	poll(t, 30*time.Second, "leaf workload receives an SVID after the recovery", func() error {
+	if err := pollErr(30*time.Second, "leaf workload receives an SVID after the recovery", func() error {
 		_, within := leafChk.distinct("0", time.Now().Add(-5*time.Second), time.Now().Add(time.Second))
 		if within == 0 {
 			n, failures := leafChk.result()
 			return fmt.Errorf("no new SVID in the last 5s (%d checks, %d failed; last failures:\n%s)", n, len(failures), joinFirst(lastN(failures, 3), 3))
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Error(err)
+	}
 	leafChk.stop()
 	regChk.stop()
 	leafChk.assertClean(t, 100)

@@ -128,7 +128,7 @@ func TestRotationAtEveryTier(t *testing.T) {
 	if err := sleepUntil(ctxFor(t, 3*time.Minute), end); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 60*time.Second, "the root's next CA reaches both leaf workloads' bundles", func() error {
+	err := pollErr(60*time.Second, "the root's next CA reaches both leaf workloads' bundles", func() error {
 		next := root.srv.CA().Status().NextX509CA
 		if next == nil {
 			if cur, _ := root.srv.CA().X509CA(); !cur.Equal(rootCA) {
@@ -152,6 +152,9 @@ func TestRotationAtEveryTier(t *testing.T) {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Error(err)
+	}
 	elapsed := time.Since(start)
 	for _, c := range []*checker{chkA, chkB} {
 		c.stop()
