@@ -79,7 +79,10 @@ type Upstream struct {
 	log    *slog.Logger
 	source Source
 	closer func() error
-	conn   *grpc.ClientConn
+
+	connMu     sync.Mutex
+	conn       *grpc.ClientConn // authenticated with the SVID of serial connSerial
+	connSerial string
 
 	mu    sync.Mutex
 	roots []*x509.Certificate // the parent's latest X.509 authorities
@@ -134,19 +137,49 @@ func New(ctx context.Context, cfg Config) (*Upstream, error) {
 		}
 		u.source, u.closer = src, src.Close
 	}
-	tc := tlsconfig.MTLSClientConfig(u.source, u.source, tlsconfig.AuthorizeID(cfg.ParentID))
-	conn, err := grpc.NewClient(cfg.ParentAddress, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
+	if _, err := u.client(); err != nil {
 		u.closer()
-		return nil, fmt.Errorf("downstream: parent %s: %w", cfg.ParentAddress, err)
+		return nil, err
 	}
-	u.conn = conn
 	return u, nil
+}
+
+// client returns a connection to the parent authenticated with the agent's
+// current SVID. TLS presents the client certificate once per connection, so
+// when the agent has rotated the SVID the old connection (which would keep
+// showing the parent the old, eventually expired, certificate) is replaced.
+func (u *Upstream) client() (*grpc.ClientConn, error) {
+	svid, err := u.source.GetX509SVID()
+	if err != nil {
+		return nil, fmt.Errorf("downstream: no X509-SVID from the co-located agent: %w", err)
+	}
+	serial := svid.Certificates[0].SerialNumber.String()
+	u.connMu.Lock()
+	defer u.connMu.Unlock()
+	if u.conn != nil && u.connSerial == serial {
+		return u.conn, nil
+	}
+	tc := tlsconfig.MTLSClientConfig(u.source, u.source, tlsconfig.AuthorizeID(u.cfg.ParentID))
+	conn, err := grpc.NewClient(u.cfg.ParentAddress, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, fmt.Errorf("downstream: parent %s: %w", u.cfg.ParentAddress, err)
+	}
+	if u.conn != nil {
+		u.conn.Close()
+		u.log.Info("downstream: reconnecting to the parent with the renewed SVID", "serial", serial)
+	}
+	u.conn, u.connSerial = conn, serial
+	return conn, nil
 }
 
 // Close releases the parent connection and the Workload API source.
 func (u *Upstream) Close() error {
-	err := u.conn.Close()
+	u.connMu.Lock()
+	var err error
+	if u.conn != nil {
+		err = u.conn.Close()
+	}
+	u.connMu.Unlock()
 	return errors.Join(err, u.closer())
 }
 
@@ -161,7 +194,11 @@ func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.D
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
-	resp, err := svidv1.NewSVIDClient(u.conn).NewDownstreamX509CA(ctx, &svidv1.NewDownstreamX509CARequest{
+	conn, err := u.client()
+	if err != nil {
+		return nil, u.note(err)
+	}
+	resp, err := svidv1.NewSVIDClient(conn).NewDownstreamX509CA(ctx, &svidv1.NewDownstreamX509CARequest{
 		Csr: csr, PreferredTtl: int32(ttl / time.Second),
 	})
 	if u.note(err) != nil {
@@ -191,7 +228,11 @@ func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.D
 func (u *Upstream) PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
-	resp, err := bundlev1.NewBundleClient(u.conn).PublishJWTAuthority(ctx, &bundlev1.PublishJWTAuthorityRequest{
+	conn, err := u.client()
+	if err != nil {
+		return nil, u.note(err)
+	}
+	resp, err := bundlev1.NewBundleClient(conn).PublishJWTAuthority(ctx, &bundlev1.PublishJWTAuthorityRequest{
 		JwtAuthority: &types.JWTKey{PublicKey: k.PublicKey, KeyId: k.KeyID, ExpiresAt: k.ExpiresAt},
 	})
 	if u.note(err) != nil {
@@ -215,7 +256,11 @@ func (u *Upstream) setRoots(roots []*x509.Certificate) {
 func (u *Upstream) FetchParentBundle(ctx context.Context) (*types.Bundle, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
-	b, err := bundlev1.NewBundleClient(u.conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	conn, err := u.client()
+	if err != nil {
+		return nil, u.note(err)
+	}
+	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
 	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s GetBundle: %w", u.cfg.ParentAddress, err)
 	}

@@ -224,6 +224,9 @@ func (s *Service) NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownst
 		}
 	}
 	ttl := s.cfg.DownstreamCATTL
+	if max := s.cfg.MaxDownstreamCATTL; max > 0 && ttl > max {
+		ttl = max // a child asking for nothing gets at most what it may ask for
+	}
 	if req.PreferredTtl > 0 {
 		ttl = time.Duration(req.PreferredTtl) * time.Second
 	}
