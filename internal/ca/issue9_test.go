@@ -332,3 +332,73 @@ func TestSVIDBoundedByRootOfChain(t *testing.T) {
 		t.Error("an SVID 10 minutes before the root's end got a full hour")
 	}
 }
+
+// TestParentSignsDownstreamWithPreparedCA: in the last part of its active
+// CA's life a regional tier signs a child's CA with its prepared CA when that
+// chains to the same root, so the child gets the full length it asked for;
+// a root tier, whose prepared CA is a new root that may not have reached
+// every verifier yet, keeps signing with the active one (and the child asks
+// again once the root has rotated: TestCappedIntermediateIsReplaced).
+func TestParentSignsDownstreamWithPreparedCA(t *testing.T) {
+	rootTier := newEnvAt(t, epoch, func(c *ca.Config) { c.CATTL = 48 * time.Hour })
+	up := &parentUpstream{parent: rootTier.m, parentBundles: rootTier.bundles}
+	regional := childWith(t, rootTier, up, func(c *ca.Config) { c.CATTL = 6 * time.Hour })
+	cur, _ := regional.m.X509CA()
+	key := mustKey(t, ca.KeyTypeECP256)
+	ctx := context.Background()
+
+	regional.clock.Set(halfLife(cur))
+	rotateAll(t, regional)
+	next := regional.m.Status().NextX509CA
+	if next == nil {
+		t.Fatal("regional prepared no CA at half-life")
+	}
+	tests := []struct {
+		name   string
+		at     time.Time
+		signer *x509.Certificate
+	}{
+		{"active CA covers the TTL", halfLife(cur), cur},
+		{"active CA ends first", cur.NotAfter.Add(-90 * time.Minute), next},
+	}
+	for _, tt := range tests {
+		regional.clock.Set(tt.at)
+		chain, err := regional.m.SignDownstreamX509CA(ctx, key.Public(), 3*time.Hour)
+		if err != nil {
+			t.Fatalf("%s: SignDownstreamX509CA: %v", tt.name, err)
+		}
+		if !chain[0].NotAfter.Equal(tt.at.Add(3 * time.Hour)) {
+			t.Errorf("%s: child CA ends %v, want the full 3h (%v)", tt.name, chain[0].NotAfter, tt.at.Add(3*time.Hour))
+		}
+		if !chain[1].Equal(tt.signer) {
+			t.Errorf("%s: signed by %v, want %v", tt.name, chain[1].SerialNumber, tt.signer.SerialNumber)
+		}
+		opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(), CurrentTime: tt.at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+		for _, r := range rootTier.bundles.x509Bundle(t, td).X509Authorities() {
+			opts.Roots.AddCert(r)
+		}
+		for _, c := range chain[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		if _, err := chain[0].Verify(opts); err != nil {
+			t.Errorf("%s: child CA does not verify against the root's bundle: %v", tt.name, err)
+		}
+	}
+
+	// The root tier: its prepared CA is a new root; the child's CA is
+	// capped at the active root's end instead.
+	a, _ := rootTier.m.X509CA()
+	rootTier.rotateAt(t, halfLife(a))
+	if rootTier.m.Status().NextX509CA == nil {
+		t.Fatal("the root prepared no CA at half-life")
+	}
+	at := a.NotAfter.Add(-time.Hour)
+	rootTier.clock.Set(at)
+	chain, err := rootTier.m.SignDownstreamX509CA(ctx, key.Public(), 3*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !chain[0].NotAfter.Equal(a.NotAfter) || chain[0].CheckSignatureFrom(a) != nil {
+		t.Errorf("root tier: child CA ends %v signed by the active root: %v; want capped at %v by the active root", chain[0].NotAfter, chain[0].CheckSignatureFrom(a) == nil, a.NotAfter)
+	}
+}

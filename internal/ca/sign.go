@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -114,20 +115,26 @@ func (m *Manager) signX509SVID(ca *x509Slot, p X509SVIDParams) ([]*x509.Certific
 
 // SignDownstreamX509CA signs a CA certificate for a downstream tier's key
 // (URI SAN spiffe://<td>, basic constraints CA, keyCertSign|cRLSign) valid
-// for ttl (zero means Config.CATTL) but never past the active CA's chain, and
-// returns it followed by this tier's chain (excluding a self-signed root).
+// for ttl (zero means Config.CATTL) but never past the signing CA's chain,
+// and returns it followed by this tier's chain (excluding a self-signed
+// root). The signing CA is the active one, or the prepared one when the
+// active one would cut the child's CA short and the prepared one chains to
+// the same root and lives longer: it is already trusted everywhere the
+// active one is, so a child gets a full-length CA even in this tier's last
+// sixth (see downstreamCA).
 func (m *Manager) SignDownstreamX509CA(ctx context.Context, pub crypto.PublicKey, ttl time.Duration) ([]*x509.Certificate, error) {
-	ca, err := m.activeX509()
-	if err != nil {
-		return nil, err
-	}
 	if err := x509util.CheckPublicKey(pub); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
-	if ttl, err = ttlOrDefault(ttl, m.cfg.CATTL); err != nil {
+	ttl, err := ttlOrDefault(ttl, m.cfg.CATTL)
+	if err != nil {
 		return nil, err
 	}
 	now := m.now()
+	ca, err := m.downstreamCA(now, ttl)
+	if err != nil {
+		return nil, err
+	}
 	notAfter, err := capNotAfter(now, ttl, ca.notAfter)
 	if err != nil {
 		return nil, err
@@ -146,6 +153,37 @@ func (m *Manager) SignDownstreamX509CA(ctx context.Context, pub crypto.PublicKey
 		return nil, err
 	}
 	return append([]*x509.Certificate{c}, ca.chain...), nil
+}
+
+// downstreamCA picks the CA that signs a child's CA at now for ttl. The
+// prepared CA is used only when it adds no trust anchor (same root as the
+// active one): a new root must have propagated before anything chains to
+// it, which the activation schedule guarantees and an early use would not.
+func (m *Manager) downstreamCA(now time.Time, ttl time.Duration) (*x509Slot, error) {
+	m.mu.RLock()
+	cur, next := m.x509Cur, m.x509Next
+	m.mu.RUnlock()
+	if cur == nil {
+		return nil, ErrNotInitialized
+	}
+	if !cur.notAfter.Before(now.Add(ttl)) || next == nil || !next.notAfter.After(cur.notAfter) ||
+		now.Before(next.cert().NotBefore) || !sameAnchors(next, cur) {
+		return cur, nil
+	}
+	return next, nil
+}
+
+// sameAnchors reports whether every root a chains to is one b chains to.
+func sameAnchors(a, b *x509Slot) bool {
+	if len(a.anchors) == 0 {
+		return false
+	}
+	for _, r := range a.anchors {
+		if !slices.ContainsFunc(b.anchors, r.Equal) {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *Manager) createCertificate(tmpl *x509.Certificate, ca *x509Slot, pub crypto.PublicKey) (*x509.Certificate, error) {
