@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -219,7 +220,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	res := &Results{Started: time.Now(), CPUs: runtime.NumCPU(), Options: map[string]any{
 		"servers": o.servers, "backends": o.backends, "entries": o.entries, "runs": o.runs, "agents": o.agents,
 		"entries_per_agent": o.perAgent, "agent_curve": o.curve, "shape": o.shape, "sync_interval": o.syncInterval.String(),
-		"phase": o.phase.String(), "curve_phase": o.curvePhase.String(),
+		"phase": o.phase.String(), "curve_phase": o.curvePhase.String(), "arbor_commit": gitCommit(ctx, repo),
 	}}
 	measureRaw := func() error {
 		r, err := loadgen.RawSigningRate(o.rawDuration)
@@ -294,6 +295,20 @@ func countFailed(res *Results) int {
 		}
 	}
 	return n
+}
+
+// gitCommit names the checkout the arbor binary was built from (when it was
+// built by this run), with "+dirty" for local changes.
+func gitCommit(ctx context.Context, repo string) string {
+	out, err := exec.CommandContext(ctx, "git", "-C", repo, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.CommandContext(ctx, "git", "-C", repo, "status", "--porcelain", "--", "cmd", "internal", "root", "topology").Output(); err == nil && len(st) > 0 {
+		c += "+dirty"
+	}
+	return c
 }
 
 func writeJSON(path string, v any) error {

@@ -142,10 +142,7 @@ func (c chart) svg() string {
 	xlo, xhi := bounds(xs, c.logX)
 	if c.logX && len(xs) > 0 {
 		// Entry counts are the data: keep the axis on them.
-		xlo, xhi = minOf(xs), maxOf(xs)
-		if xlo == xhi {
-			xlo, xhi = xlo/10, xhi*10
-		}
+		xlo, xhi = minOf(xs)/1.4, maxOf(xs)*1.4
 	}
 	ylo, yhi := bounds(ys, c.logY)
 	x := axis{lo: xlo, hi: xhi, log: c.logX, from: padLeft, to: chartW - padRight}
