@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/x509util"
 )
 
 // Upstream is where a tier's X.509 CA certificate comes from: root.SelfSigned
@@ -93,6 +94,13 @@ type Config struct {
 	JWTIssuer string
 	// ServerDNSNames are extra DNS SANs of the server's TLS certificate.
 	ServerDNSNames []string
+	// PublishLead is the least time between publishing a prepared JWT key or
+	// new root CA in the bundle and activating it, so that it reaches every
+	// tier and workload first even when preparation ran late (the upstream
+	// was unreachable until after the activation point). Zero means
+	// min(lifetime/12, 2m). It never delays activation past the expiry of
+	// the active one.
+	PublishLead time.Duration
 	// RotateInterval is how often Run calls Rotate; zero means 10s.
 	RotateInterval time.Duration
 	// PruneGrace is how long after expiry an authority stays in the bundle
@@ -347,7 +355,8 @@ func (m *Manager) step(ctx context.Context) error {
 			m.log.Info("ca: prepared JWT key", "jwt_kid", s.kid, "not_after", s.notAfter)
 		}
 	}
-	if n := m.jwtNext; n != nil && (m.jwtCur == nil || !now.Before(m.jwtCur.activateAt())) {
+	if n := m.jwtNext; n != nil && (m.jwtCur == nil || !now.Before(m.jwtCur.activateAt())) &&
+		m.published(now, n.notBefore, n.notAfter, m.jwtCur != nil && now.Before(m.jwtCur.notAfter)) {
 		old := m.jwtCur
 		m.setSlots(func() { m.jwtCur, m.jwtNext = n, nil })
 		m.log.Info("ca: activated JWT key", "jwt_kid", n.kid, "not_after", n.notAfter, "previous_kid", kidOf(old))
@@ -424,6 +433,39 @@ func (m *Manager) prepareX509(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// published reports whether material prepared at preparedAt (valid until
+// notAfter) has been public for the publish lead, so that every tier and
+// workload below has it before it is used. When the active one is no longer
+// usable (curUsable false) there is no point in waiting.
+func (m *Manager) published(now, preparedAt, notAfter time.Time, curUsable bool) bool {
+	if !curUsable {
+		return true
+	}
+	lead := m.cfg.PublishLead
+	if lead == 0 {
+		lead = min(notAfter.Sub(preparedAt)/12, 2*time.Minute)
+	}
+	return !now.Before(preparedAt.Add(lead))
+}
+
+// newAnchor reports whether n chains to a root cur does not (a self-signed
+// root's next CA, or an upstream that moved to a new root).
+func newAnchor(cur, n *x509Slot) bool {
+	for _, a := range n.anchors {
+		found := false
+		for _, c := range cur.anchors {
+			if a.Equal(c) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return true
+		}
+	}
+	return false
+}
+
 // activateX509 activates the prepared X.509 CA once a sixth of the active
 // one's lifetime remains (or there is none), unless the prepared one would
 // cut X509-SVIDs short while the active one is better: then the active one
@@ -433,6 +475,10 @@ func (m *Manager) activateX509(now time.Time) {
 	cur, n := m.x509Cur, m.x509Next
 	if n == nil || (cur != nil && now.Before(cur.activateAt())) {
 		return
+	}
+	if cur != nil && newAnchor(cur, n) &&
+		!m.published(now, n.cert().NotBefore.Add(x509util.Backdate), n.notAfter, now.Before(cur.notAfter)) {
+		return // a new root must reach every verifier before anything chains to it
 	}
 	remaining := n.notAfter.Sub(now)
 	if cur != nil && now.Before(cur.notAfter) && remaining < m.cfg.X509SVIDTTL && !n.notAfter.After(cur.notAfter) {

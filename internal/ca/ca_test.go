@@ -494,13 +494,22 @@ func TestUpstreamOutageKeepsCurrentCA(t *testing.T) {
 			t.Errorf("SignX509SVID during the upstream outage: %v", err)
 		}
 	}
-	// Back after the activation point: prepared and activated in one step,
-	// its root published first.
+	// Back after the activation point: prepared and its root published at
+	// once, activated only after the publish lead (a new root must reach
+	// every verifier first) while the active CA is still usable.
 	failing = false
-	e.rotateAt(t, lastSixth(a).Add(time.Minute))
+	back := lastSixth(a).Add(time.Minute)
+	e.rotateAt(t, back)
+	if cur, _ := e.m.X509CA(); !cur.Equal(a) {
+		t.Fatalf("a new root was activated in the step that prepared it")
+	}
+	if e.m.Status().NextX509CA == nil {
+		t.Fatalf("no CA prepared once the upstream is back")
+	}
+	e.rotateAt(t, back.Add(2*time.Minute+time.Second))
 	b, _ := e.m.X509CA()
 	if b.Equal(a) {
-		t.Fatalf("no new CA once the upstream is back")
+		t.Fatalf("no new CA once the upstream is back and the publish lead passed")
 	}
 	if !slices.ContainsFunc(e.bundles.rootsDER(t, td), func(d []byte) bool { return bytes.Equal(d, b.Raw) }) {
 		t.Errorf("new root missing from the bundle")
