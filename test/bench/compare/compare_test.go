@@ -108,3 +108,34 @@ func readFile(dir, name string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, name))
 	return string(b), err
 }
+
+// TestMerge merges two earlier results files into one report whose medians
+// cover the runs of both.
+func TestMerge(t *testing.T) {
+	dir := t.TempDir()
+	a := &Results{CPUs: 2, Samples: []*Sample{sample("arbor", "sqlite", 1000, 1, 600, 1, 30<<20), sample("spire", "sqlite", 1000, 1, 300, 5, 90<<20)}}
+	b := &Results{CPUs: 2, Samples: []*Sample{sample("arbor", "sqlite", 1000, 1, 1000, 1, 30<<20), sample("spire", "sqlite", 1000, 1, 500, 5, 90<<20)}}
+	pa, pb := filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json")
+	if err := writeJSON(pa, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeJSON(pb, b); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "merged")
+	o, err := parseFlags([]string{"--from", pa + "," + pb, "--out", out}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := merge(o); err != nil {
+		t.Fatal(err)
+	}
+	md, err := readFile(out, "results.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Medians of (600, 1000) and (300, 500): 800 and 400, ratio 2.
+	if want := "| X509-SVID issuance vs spire | sqlite | 1k | 800.0 (600.0–1000)/s | 400.0 (300.0–500.0)/s | 2.00× | ≥ 2× | yes |"; !strings.Contains(md, want) {
+		t.Errorf("merged report lacks %q:\n%s", want, md)
+	}
+}

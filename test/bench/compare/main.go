@@ -69,6 +69,7 @@ type options struct {
 	timeout      time.Duration
 	quiet        bool
 	seedConc     int
+	from         []string
 }
 
 func parseInts(s string) ([]int, error) {
@@ -114,11 +115,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Hour, "bound on the whole comparison")
 	fs.IntVar(&o.seedConc, "seed-concurrency", 4, "BatchCreateEntry calls in flight while seeding (setup only, not measured)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
+	from := fs.String("from", "", "comma-separated results.json files of earlier runs: merge them into one report in --out instead of measuring")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *from != "" {
+		o.from = strings.Split(*from, ",")
 	}
 	var err error
 	if o.entries, err = parseInts(*entries); err != nil {
@@ -188,6 +193,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
+	if len(o.from) > 0 {
+		return merge(o)
+	}
 	repo, err := repoRoot()
 	if err != nil {
 		return err
@@ -295,6 +303,40 @@ func countFailed(res *Results) int {
 		}
 	}
 	return n
+}
+
+// merge reads earlier results.json files and writes one report of all their
+// samples (medians over every run) into o.out.
+func merge(o *options) error {
+	all := &Results{Options: map[string]any{"merged_from": o.from}}
+	for i, path := range o.from {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		var r Results
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if i == 0 || r.Started.Before(all.Started) {
+			all.Started = r.Started
+		}
+		all.Seconds += r.Seconds
+		all.CPUs = r.CPUs
+		all.RawSigning = append(all.RawSigning, r.RawSigning...)
+		all.Samples = append(all.Samples, r.Samples...)
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(o.out, "results.json"), all); err != nil {
+		return err
+	}
+	sum := summarize(all)
+	if err := os.WriteFile(filepath.Join(o.out, "results.md"), []byte(sum.markdown(all)), 0o644); err != nil {
+		return err
+	}
+	return sum.writeCharts(o.out, all)
 }
 
 // gitCommit names the checkout the arbor binary was built from (when it was

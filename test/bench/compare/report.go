@@ -246,6 +246,11 @@ func (s *summary) markdown(res *Results) string {
 			if r, ok := s.ratio(backend, "x509_per_s", n); ok {
 				fmt.Fprintf(&b, "| X509-SVID issuance vs spire | %s | %s | %s/s | %s/s | %.2f× | ≥ 2× | %s |\n", backend, humanCount(n), a, sp, r, yes(r >= 2))
 			}
+			if r, ok := s.ratio(backend, "x509_cpu_us", n); ok && r > 0 {
+				a, _ := s.get(backend, "arbor", "x509_cpu_us", n)
+				sp, _ := s.get(backend, "spire", "x509_cpu_us", n)
+				fmt.Fprintf(&b, "| X509-SVID issuance vs spire (server CPU per SVID, spire ÷ arbor) | %s | %s | %s µs | %s µs | %.2f× | ≥ 2× | %s |\n", backend, humanCount(n), a, sp, 1/r, yes(1/r >= 2))
+			}
 			if r, ok := s.get(backend, "arbor", "x509_vs_raw", n); ok {
 				fmt.Fprintf(&b, "| X509-SVID issuance vs raw signing (wall clock) | %s | %s | %s/s | – | %.0f%% (%.0f–%.0f%%) | ≥ 60%% | %s |\n", backend, humanCount(n), a,
 					100*r.Median, 100*r.Min, 100*r.Max, yes(r.Median >= 0.6))
@@ -259,6 +264,11 @@ func (s *summary) markdown(res *Results) string {
 			a, _ := s.get(backend, "arbor", "sync_p99_ms", largest)
 			sp, _ := s.get(backend, "spire", "sync_p99_ms", largest)
 			fmt.Fprintf(&b, "| agent sync p99 | %s | %s | %s ms | %s ms | %.3f× | ≤ 0.2× (at 100k) | %s |\n", backend, humanCount(largest), a, sp, r, yes(r <= 0.2))
+		}
+		if r, ok := s.ratio(backend, "sync_cpu_ms", largest); ok {
+			a, _ := s.get(backend, "arbor", "sync_cpu_ms", largest)
+			sp, _ := s.get(backend, "spire", "sync_cpu_ms", largest)
+			fmt.Fprintf(&b, "| server CPU per agent sync | %s | %s | %s ms | %s ms | %.3f× | (≤ 0.2× for p99) | %s |\n", backend, humanCount(largest), a, sp, r, yes(r <= 0.2))
 		}
 		if r, ok := s.ratio(backend, "rss_seeded_mib", largest); ok {
 			a, _ := s.get(backend, "arbor", "rss_seeded_mib", largest)
