@@ -114,8 +114,14 @@ func TestRotationAtEveryTier(t *testing.T) {
 	start := time.Now()
 	chkA := startChecker(t, wA, 100*time.Millisecond)
 	chkB := startChecker(t, wB, 100*time.Millisecond)
+	// Start-up: each leaf's first JWT key is active at once (there is no
+	// older one to keep using), so wait until both have crossed the tree.
 	poll(t, 30*time.Second, "leaf-a's JWT key reaches leaf-b's agent", func() error {
 		_, err := checkJWT(callCtx(t), wA, wB, "b")
+		return err
+	})
+	poll(t, 30*time.Second, "leaf-b's JWT key reaches leaf-a's agent", func() error {
+		_, err := checkJWT(callCtx(t), wB, wA, "a")
 		return err
 	})
 	jAB := startJWTChecker(t, wA, wB, "b", 500*time.Millisecond)
