@@ -20,18 +20,19 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
-// agentSpireServer is a real spire-server v1.13.3 with the join_token attestor
-// and SQLite in a temp dir.
+// agentSpireServer is a real spire-server with the join_token attestor and
+// SQLite in a temp dir.
 type agentSpireServer struct {
+	peer   *spirePeer
 	socket string
 	port   int
 	proc   *process
 }
 
-func startAgentSpireServer(t *testing.T) *agentSpireServer {
+func startAgentSpireServer(t *testing.T, p *spirePeer) *agentSpireServer {
 	t.Helper()
 	dir := t.TempDir()
-	s := &agentSpireServer{socket: filepath.Join(shortTempDir(t, "ss"), "api.sock"), port: freePort(t)}
+	s := &agentSpireServer{peer: p, socket: filepath.Join(shortTempDir(t, "ss"), "api.sock"), port: freePort(t)}
 	conf := fmt.Sprintf(`server {
   bind_address = "127.0.0.1"
   bind_port    = "%d"
@@ -62,7 +63,7 @@ plugins {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.proc = startProcess(t, "spire-server", filepath.Join(dir, "spire-server.log"), nil, spireServerBin, "run", "-config", confPath)
+	s.proc = startProcess(t, "spire-server "+p.version, filepath.Join(dir, "spire-server.log"), nil, p.server, "run", "-config", confPath)
 	poll(t, waitTimeout, "spire-server healthy", func() error {
 		if s.proc.exited() {
 			t.Fatalf("spire-server exited: %v\n%s", s.proc.err, tail(s.proc.log, 40))
@@ -77,7 +78,7 @@ func (s *agentSpireServer) cli(t *testing.T, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args = append(args[:len(args):len(args)], "-socketPath", s.socket)
-	out, err := exec.CommandContext(ctx, spireServerBin, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, s.peer.server, args...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("spire-server %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -130,10 +131,14 @@ func startArborAgent(t *testing.T, addr string, bundlePEM []byte, token string) 
 }
 
 // An arbor agent attests to a real spire-server with a join token and serves
-// the Workload API with X509- and JWT-SVIDs that spire-server signed.
+// the Workload API with X509- and JWT-SVIDs that spire-server signed. Against
+// every SPIRE release in spirePeers.
 func TestArborAgentWithSpireServer(t *testing.T) {
-	requireSetup(t)
-	ss := startAgentSpireServer(t)
+	forEachSpire(t, testArborAgentWithSpireServer)
+}
+
+func testArborAgentWithSpireServer(t *testing.T, p *spirePeer) {
+	ss := startAgentSpireServer(t, p)
 	out := ss.mustCLI(t, "token", "generate")
 	first, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	token := strings.TrimSpace(strings.TrimPrefix(first, "Token:"))

@@ -19,11 +19,16 @@ import (
 // TestAgentJoinToken attests a real spire-agent to arbor with a join token
 // and has a go-spiffe workload fetch an X509-SVID and a JWT-SVID through it,
 // both verified against the bundle arbor serves to the spire-server CLI.
+// Against every SPIRE release in spirePeers.
 func TestAgentJoinToken(t *testing.T) {
 	requireSetup(t)
 	t.Parallel()
+	forEachSpire(t, testAgentJoinToken)
+}
 
+func testAgentJoinToken(t *testing.T, p *spirePeer) {
 	a := newArbor(t, `datastore "sqlite" {}`)
+	a.spire = p
 	a.start(t)
 	hostID := mustID(t, "/host")
 	workloadID := mustID(t, "/workload")

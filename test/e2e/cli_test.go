@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,14 +20,19 @@ import (
 )
 
 // TestSpireServerCLI drives arbor's admin socket with the real spire-server
-// CLI (v1.13.3): every command below works unchanged against arbor. Where a
-// command has a JSON output (-output json) the test decodes it into the
-// spire-api-sdk message the CLI printed; otherwise it checks the pretty text.
+// CLI of every SPIRE release in spirePeers: every command below works
+// unchanged against arbor. Where a command has a JSON output (-output json)
+// the test decodes it into the spire-api-sdk message the CLI printed;
+// otherwise it checks the pretty text.
 func TestSpireServerCLI(t *testing.T) {
 	requireSetup(t)
 	t.Parallel()
+	forEachSpire(t, testSpireServerCLI)
+}
 
+func testSpireServerCLI(t *testing.T, p *spirePeer) {
 	a := newArbor(t, `datastore "sqlite" {}`)
+	a.spire = p
 	a.start(t)
 	hostID := mustID(t, "/host")
 	uid := strconv.Itoa(os.Getuid())
@@ -151,10 +157,13 @@ func TestSpireServerCLI(t *testing.T) {
 		if len(bySelector.Entries) != 1 || bySelector.Entries[0].GetId() != entryID {
 			t.Errorf("entry show -selector unix:uid:%s = %v, want entry %s", uid, &bySelector, entryID)
 		}
+		// The label column's width differs between releases (17 in
+		// v1.13, 24 in v1.15): compare "label: value" pairs.
 		pretty := a.cli(t, "entry", "show", "-entryID", entryID)
-		for _, want := range []string{"Found 1 entry", "Entry ID         : " + entryID, "SPIFFE ID        : " + workloadID.String(),
-			"Parent ID        : " + hostID.String(), "X509-SVID TTL    : 300", "Selector         : unix:uid:" + uid, "DNS name         : w.example.org"} {
-			if !strings.Contains(pretty, want) {
+		lines := prettyLines(pretty)
+		for _, want := range []string{"Found 1 entry", "Entry ID: " + entryID, "SPIFFE ID: " + workloadID.String(),
+			"Parent ID: " + hostID.String(), "X509-SVID TTL: 300", "Selector: unix:uid:" + uid, "DNS name: w.example.org"} {
+			if !slices.Contains(lines, want) {
 				t.Errorf("entry show -entryID printed\n%s\nwant a line %q", pretty, want)
 			}
 		}
@@ -218,8 +227,9 @@ func TestSpireServerCLI(t *testing.T) {
 			t.Errorf("agent show differs from agent list (-list +show):\n%s", diff)
 		}
 		pretty := a.cli(t, "agent", "show", "-spiffeID", agentID.String())
-		for _, want := range []string{"Found an attested agent given its SPIFFE ID", "SPIFFE ID         : " + agentID.String(), "Attestation type  : join_token"} {
-			if !strings.Contains(pretty, want) {
+		lines := prettyLines(pretty)
+		for _, want := range []string{"Found an attested agent given its SPIFFE ID", "SPIFFE ID: " + agentID.String(), "Attestation type: join_token"} {
+			if !slices.Contains(lines, want) {
 				t.Errorf("agent show printed\n%s\nwant a line %q", pretty, want)
 			}
 		}
@@ -289,6 +299,23 @@ func TestSpireServerCLI(t *testing.T) {
 			t.Errorf("agent show of an evicted agent: err %v, stderr %q, want a NotFound failure", r.err, r.stderr)
 		}
 	})
+}
+
+// prettyLines returns the non-empty lines of the CLI's pretty output with
+// "Label     : value" written as "Label: value".
+func prettyLines(out string) []string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if label, value, ok := strings.Cut(l, " : "); ok {
+			l = strings.TrimSpace(label) + ": " + strings.TrimSpace(value)
+		}
+		lines = append(lines, l)
+	}
+	return lines
 }
 
 // entryCmpOpts compares entries on what the CLI sets, ignoring server-made

@@ -193,6 +193,17 @@ type arborServer struct {
 	logDir    string
 	runs      int
 	proc      *process
+	// spire is the SPIRE release whose CLI and agents talk to this server;
+	// nil means defaultSpire().
+	spire *spirePeer
+}
+
+// peer is the SPIRE release used with the server.
+func (a *arborServer) peer() *spirePeer {
+	if a.spire == nil {
+		return defaultSpire()
+	}
+	return a.spire
 }
 
 // newArbor writes a one-server topology (join_token attestor, the given
@@ -289,7 +300,7 @@ func (a *arborServer) cliRun(t *testing.T, args ...string) cliResult {
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, spireServerBin, full...)
+	cmd := exec.CommandContext(ctx, a.peer().server, full...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	return cliResult{stdout: stdout.String(), stderr: stderr.String(), err: err}
@@ -371,7 +382,8 @@ type spireAgent struct {
 }
 
 // startAgent writes the agent's bootstrap bundle (from `bundle show`) and
-// config, and starts spire-agent with the join token. It returns once the
+// config, and starts spire-agent (of the server's SPIRE release) with the
+// join token. It returns once the
 // Workload API socket exists.
 func startAgent(t *testing.T, a *arborServer, token string) *spireAgent {
 	t.Helper()
@@ -413,8 +425,8 @@ plugins {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ag.proc = startProcess(t, "spire-agent", filepath.Join(dir, "spire-agent.log"), nil,
-		spireAgentBin, "run", "-config", confPath)
+	ag.proc = startProcess(t, "spire-agent "+a.peer().version, filepath.Join(dir, "spire-agent.log"), nil,
+		a.peer().agent, "run", "-config", confPath)
 	poll(t, waitTimeout, "spire-agent serving the Workload API", func() error {
 		if ag.proc.exited() {
 			t.Fatalf("spire-agent exited during start: %v\n%s", ag.proc.err, tail(ag.proc.log, 40))

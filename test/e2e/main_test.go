@@ -13,14 +13,36 @@ import (
 	"time"
 )
 
+// spirePeer is one SPIRE release built as a test peer.
+type spirePeer struct {
+	version string // e.g. "v1.15.3"
+	server  string // spire-server binary
+	agent   string // spire-agent binary
+}
+
 // Binaries every test uses, set once by TestMain.
 var (
-	arborBin       string
-	spireServerBin string
-	spireAgentBin  string
+	arborBin string
+	// spirePeers are the SPIRE releases the interop tests run against,
+	// oldest first: test/spirepeer/build.sh's "all" list. The first one is
+	// the peer of the tests that do not run against every release.
+	spirePeers []*spirePeer
 	// setupErr is why the binaries are missing; every test fails with it.
 	setupErr error
 )
+
+// defaultSpire is the peer of tests that run against one SPIRE release.
+func defaultSpire() *spirePeer { return spirePeers[0] }
+
+// forEachSpire runs f as a subtest named after each SPIRE release, one
+// release after the other.
+func forEachSpire(t *testing.T, f func(t *testing.T, p *spirePeer)) {
+	t.Helper()
+	requireSetup(t)
+	for _, p := range spirePeers {
+		t.Run(p.version, func(t *testing.T) { f(t, p) })
+	}
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "arbor-e2e-bin")
@@ -36,14 +58,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// setup builds arbor into dir and locates (building if needed) the SPIRE peers.
+// setup builds arbor into dir and locates (building if needed, one after the
+// other: about 5-7 minutes each on 2 cores the first time) the SPIRE peers.
 func setup(dir string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 
 	arborBin = filepath.Join(dir, "arbor")
-	build := exec.CommandContext(ctx, "go", "build", "-o", arborBin, "github.com/arborid/arbor/cmd/arbor")
-	if out, err := build.CombinedOutput(); err != nil {
+	goBuild := exec.CommandContext(ctx, "go", "build", "-o", arborBin, "github.com/arborid/arbor/cmd/arbor")
+	if out, err := goBuild.CombinedOutput(); err != nil {
 		return fmt.Errorf("building arbor: %v\n%s", err, out)
 	}
 
@@ -52,20 +75,29 @@ func setup(dir string) error {
 		return err
 	}
 	var stdout bytes.Buffer
-	peer := exec.CommandContext(ctx, "bash", script)
-	peer.Stdout = &stdout
-	peer.Stderr = os.Stderr // the first build takes minutes; show its progress
-	if err := peer.Run(); err != nil {
-		return fmt.Errorf("%s: %v", script, err)
+	build := exec.CommandContext(ctx, "bash", script, "all")
+	build.Stdout = &stdout
+	build.Stderr = os.Stderr // the first build takes minutes; show its progress
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("%s all: %v", script, err)
 	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	bin := strings.TrimSpace(lines[len(lines)-1])
-	spireServerBin = filepath.Join(bin, "spire-server")
-	spireAgentBin = filepath.Join(bin, "spire-agent")
-	for _, p := range []string{spireServerBin, spireAgentBin} {
-		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
-			return fmt.Errorf("%s printed %q, but %s is not an executable: %v", script, bin, p, err)
+	// One bin directory per release, <cache>/<version>/bin, in order.
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		bin := strings.TrimSpace(line)
+		p := &spirePeer{
+			version: filepath.Base(filepath.Dir(bin)),
+			server:  filepath.Join(bin, "spire-server"),
+			agent:   filepath.Join(bin, "spire-agent"),
 		}
+		for _, exe := range []string{p.server, p.agent} {
+			if fi, err := os.Stat(exe); err != nil || fi.Mode()&0o111 == 0 {
+				return fmt.Errorf("%s printed %q, but %s is not an executable: %v", script, bin, exe, err)
+			}
+		}
+		spirePeers = append(spirePeers, p)
+	}
+	if len(spirePeers) == 0 {
+		return fmt.Errorf("%s all printed no bin directory", script)
 	}
 	return nil
 }
@@ -76,7 +108,7 @@ func requireSetup(t *testing.T) {
 	if setupErr != nil {
 		t.Fatalf("e2e setup failed: %v", setupErr)
 	}
-	if arborBin == "" || spireServerBin == "" {
+	if arborBin == "" || len(spirePeers) == 0 {
 		t.Fatal(errors.New("e2e setup did not run"))
 	}
 }

@@ -57,16 +57,18 @@ type spireServer struct {
 	*arborServer
 }
 
-// startSpireServer runs a real spire-server (SQLite, join_token). With
-// upstreamPort > 0 it is nested: UpstreamAuthority "spire" against the server
-// on that port, authenticated through the Workload API at upstreamSocket.
-func startSpireServer(t *testing.T, upstreamPort int, upstreamSocket string) *spireServer {
+// startSpireServer runs a real spire-server of release p (SQLite,
+// join_token). With upstreamPort > 0 it is nested: UpstreamAuthority "spire"
+// against the server on that port, authenticated through the Workload API at
+// upstreamSocket.
+func startSpireServer(t *testing.T, p *spirePeer, upstreamPort int, upstreamSocket string) *spireServer {
 	t.Helper()
 	dir := t.TempDir()
 	s := &spireServer{&arborServer{
 		adminSock: filepath.Join(shortTempDir(t, "ss"), "api.sock"),
 		port:      freePort(t),
 		logDir:    dir,
+		spire:     p,
 	}}
 	upstream := ""
 	if upstreamPort > 0 {
@@ -109,7 +111,7 @@ plugins {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.proc = startProcess(t, "spire-server", filepath.Join(dir, "spire-server.log"), nil, spireServerBin, "run", "-config", confPath)
+	s.proc = startProcess(t, "spire-server "+p.version, filepath.Join(dir, "spire-server.log"), nil, p.server, "run", "-config", confPath)
 	poll(t, waitTimeout, "spire-server healthy", func() error {
 		if s.proc.exited() {
 			t.Fatalf("spire-server exited during start: %v\n%s", s.proc.err, tail(s.proc.log, 60))
@@ -131,10 +133,13 @@ func jwtKeyCount(t *testing.T, a *arborServer) int {
 
 // TestSpireServerNestedUnderArbor: a real spire-server with UpstreamAuthority
 // "spire" gets its intermediate CA from an arbor root through a co-located
-// spire-agent, and publishes its JWT key into arbor's bundle.
-func TestSpireServerNestedUnderArbor(t *testing.T) {
-	requireSetup(t)
+// spire-agent, and publishes its JWT key into arbor's bundle. Against every
+// SPIRE release in spirePeers.
+func TestSpireServerNestedUnderArbor(t *testing.T) { forEachSpire(t, testSpireServerNestedUnderArbor) }
+
+func testSpireServerNestedUnderArbor(t *testing.T, p *spirePeer) {
 	root := newArbor(t, `datastore "sqlite" {}`)
+	root.spire = p
 	root.start(t)
 	hostID := mustID(t, "/host/regional")
 	agent := startAgent(t, root, root.generateToken(t, hostID))
@@ -142,7 +147,7 @@ func TestSpireServerNestedUnderArbor(t *testing.T) {
 		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "-downstream")
 	jwtBefore := jwtKeyCount(t, root)
 
-	nested := startSpireServer(t, root.port, agent.socket)
+	nested := startSpireServer(t, p, root.port, agent.socket)
 
 	rootCerts, _ := root.bundlePEM(t)
 	nestedCerts, _ := nested.bundlePEM(t)
@@ -169,9 +174,11 @@ func TestSpireServerNestedUnderArbor(t *testing.T) {
 
 // TestArborNestedUnderSpireServer: an arbor tier gets its intermediate from
 // a real spire-server root through a co-located spire-agent's Workload API.
-func TestArborNestedUnderSpireServer(t *testing.T) {
-	requireSetup(t)
-	root := startSpireServer(t, 0, "")
+// Against every SPIRE release in spirePeers.
+func TestArborNestedUnderSpireServer(t *testing.T) { forEachSpire(t, testArborNestedUnderSpireServer) }
+
+func testArborNestedUnderSpireServer(t *testing.T, p *spirePeer) {
+	root := startSpireServer(t, p, 0, "")
 	hostID := mustID(t, "/host/arbor")
 	agent := startAgent(t, root.arborServer, root.generateToken(t, hostID))
 	root.cli(t, "entry", "create", "-parentID", hostID.String(), "-spiffeID", mustID(t, "/tier/arbor").String(),
@@ -233,9 +240,12 @@ func TestArborNestedUnderSpireServer(t *testing.T) {
 // TestMixedLeavesMTLS: under one arbor root, a real spire-server leaf and an
 // arbor leaf each serve a workload (through spire-agent and arbor's agent);
 // the two workloads complete mTLS, each verifying the other up to the root.
-func TestMixedLeavesMTLS(t *testing.T) {
-	requireSetup(t)
+// Against every SPIRE release in spirePeers.
+func TestMixedLeavesMTLS(t *testing.T) { forEachSpire(t, testMixedLeavesMTLS) }
+
+func testMixedLeavesMTLS(t *testing.T, p *spirePeer) {
 	root := newArbor(t, `datastore "sqlite" {}`)
+	root.spire = p
 	root.start(t)
 	hostID := mustID(t, "/host/leaves")
 	colocated := startAgent(t, root, root.generateToken(t, hostID))
@@ -243,7 +253,7 @@ func TestMixedLeavesMTLS(t *testing.T) {
 		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "-downstream")
 
 	// The SPIRE leaf and a spire-agent under it serving workload /wl/spire.
-	spireLeaf := startSpireServer(t, root.port, colocated.socket)
+	spireLeaf := startSpireServer(t, p, root.port, colocated.socket)
 	spireNode := mustID(t, "/node/spire")
 	spireWL := startAgent(t, spireLeaf.arborServer, spireLeaf.generateToken(t, spireNode))
 	spireLeaf.createEntry(t, spireNode, mustID(t, "/wl/spire"), fmt.Sprintf("unix:uid:%d", os.Getuid()))
@@ -257,7 +267,7 @@ func TestMixedLeavesMTLS(t *testing.T) {
 	}
 	defer up.Close()
 	dir := shortTempDir(t, "arbl")
-	leaf := &arborServer{adminSock: filepath.Join(dir, "a.sock")}
+	leaf := &arborServer{adminSock: filepath.Join(dir, "a.sock"), spire: p}
 	srv, err := server.New(ctx, server.Config{Name: "arbor-leaf", TrustDomain: td, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(dir, "state"), AdminSocket: leaf.adminSock, JoinToken: true, Upstream: up, CATTL: time.Hour})
 	if err != nil {
