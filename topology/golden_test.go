@@ -75,7 +75,7 @@ func TestInvalidFiles(t *testing.T) {
 }
 
 // exampleFiles are the topology files users copy; all must validate clean.
-var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "x509pop.hcl", "three-tier-multicloud.hcl", "ha-root.hcl", "federation.hcl"}
+var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "three-tier-multicloud.hcl", "ha-root.hcl", "federation.hcl"}
 
 // exampleWarnings are the warnings an example is allowed: quickstart's
 // co-located agents use join tokens, which is fine on one machine.

@@ -1,0 +1,49 @@
+# Configuration of "azure-westeurope-1" rendered by `arbor topology render` from ../examples/multi-cloud.hcl.
+# Generated: edit the topology file instead.
+
+trust_domain = "example.org"
+
+server "azure-westeurope-1" {
+  parent         = "azure-westeurope"
+  parent_address = "arbor.westeurope.azure.example.org:8081"
+  host           = "arbor.westeurope-1.azure.example.org"
+  replicas       = 1
+  listen         = "0.0.0.0:8081"
+  address        = "arbor.westeurope-1.azure.example.org:8081"
+  admin_socket   = "../examples/.arbor/azure-westeurope-1/admin.sock"
+  health_listen  = "0.0.0.0:8080"
+  state_dir      = "../examples/.arbor/azure-westeurope-1"
+  spiffe_id      = "spiffe://example.org/arbor/server/azure-westeurope-1"
+  ca_ttl         = "7d"
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  agent_svid_ttl = "1h"
+  key_type       = "ec-p256"
+  jwt_key_type   = "ec-p256"
+  ca_key_storage = "disk"
+  log_level      = "info"
+  log_format     = "text"
+  jwt_issuer     = ""
+
+  datastore "sqlite" {
+    path = "../examples/.arbor/azure-westeurope-1/datastore.sqlite3"
+  }
+
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  }
+}
+
+agent {
+  server_address   = "arbor.westeurope.azure.example.org:8081"
+  spiffe_id        = "spiffe://example.org/arbor/agent/azure-westeurope-1"
+  socket_path      = "../examples/.arbor/azure-westeurope-1/agent.sock"
+  data_dir         = "../examples/.arbor/azure-westeurope-1/agent"
+  server_selectors = []
+  sync_interval    = "5s"
+
+  node_attestor "x509pop" {
+    private_key_path = "/etc/arbor/machine.key"
+    certificate_path = "/etc/arbor/machine.pem"
+  }
+}

@@ -1,0 +1,62 @@
+# Configuration of "azure-westeurope" rendered by `arbor topology render` from ../examples/multi-cloud.hcl.
+# Generated: edit the topology file instead.
+
+trust_domain = "example.org"
+
+server "azure-westeurope" {
+  parent         = "root"
+  parent_address = "root.example.org:8081"
+  host           = "arbor.westeurope.azure.example.org"
+  replicas       = 1
+  listen         = "0.0.0.0:8081"
+  address        = "arbor.westeurope.azure.example.org:8081"
+  admin_socket   = "../examples/.arbor/azure-westeurope/admin.sock"
+  health_listen  = "0.0.0.0:8080"
+  state_dir      = "../examples/.arbor/azure-westeurope"
+  spiffe_id      = "spiffe://example.org/arbor/server/azure-westeurope"
+  ca_ttl         = "30d"
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  agent_svid_ttl = "1h"
+  key_type       = "ec-p256"
+  jwt_key_type   = "ec-p256"
+  ca_key_storage = "disk"
+  log_level      = "info"
+  log_format     = "text"
+  jwt_issuer     = ""
+
+  datastore "sqlite" {
+    path = "../examples/.arbor/azure-westeurope/datastore.sqlite3"
+  }
+
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  }
+}
+
+agent {
+  server_address   = "root.example.org:8081"
+  spiffe_id        = "spiffe://example.org/arbor/agent/azure-westeurope"
+  socket_path      = "../examples/.arbor/azure-westeurope/agent.sock"
+  data_dir         = "../examples/.arbor/azure-westeurope/agent"
+  server_selectors = []
+  sync_interval    = "5s"
+
+  node_attestor "x509pop" {
+    private_key_path = "/etc/arbor/machine.key"
+    certificate_path = "/etc/arbor/machine.pem"
+  }
+}
+
+entry "downstream-azure-westeurope-1" {
+  spiffe_id      = "spiffe://example.org/arbor/server/azure-westeurope-1"
+  parent_id      = "spiffe://example.org/arbor/agent/azure-westeurope-1"
+  selectors      = []
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  dns_names      = []
+  admin          = false
+  downstream     = true
+  federates_with = []
+  hint           = "arbor downstream server azure-westeurope-1"
+}

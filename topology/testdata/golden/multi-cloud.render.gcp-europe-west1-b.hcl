@@ -1,0 +1,62 @@
+# Configuration of "gcp-europe-west1-b" rendered by `arbor topology render` from ../examples/multi-cloud.hcl.
+# Generated: edit the topology file instead.
+
+trust_domain = "example.org"
+
+server "gcp-europe-west1-b" {
+  parent         = "gcp-europe-west1"
+  parent_address = "arbor.europe-west1.gcp.example.org:8081"
+  host           = "arbor.europe-west1-b.gcp.example.org"
+  replicas       = 1
+  listen         = "0.0.0.0:8081"
+  address        = "arbor.europe-west1-b.gcp.example.org:8081"
+  admin_socket   = "../examples/.arbor/gcp-europe-west1-b/admin.sock"
+  health_listen  = "0.0.0.0:8080"
+  state_dir      = "../examples/.arbor/gcp-europe-west1-b"
+  spiffe_id      = "spiffe://example.org/arbor/server/gcp-europe-west1-b"
+  ca_ttl         = "7d"
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  agent_svid_ttl = "1h"
+  key_type       = "ec-p256"
+  jwt_key_type   = "ec-p256"
+  ca_key_storage = "disk"
+  log_level      = "info"
+  log_format     = "text"
+  jwt_issuer     = ""
+
+  datastore "sqlite" {
+    path = "../examples/.arbor/gcp-europe-west1-b/datastore.sqlite3"
+  }
+
+  node_attestor "x509pop" {
+    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  }
+}
+
+agent {
+  server_address   = "arbor.europe-west1.gcp.example.org:8081"
+  spiffe_id        = "spiffe://example.org/arbor/agent/gcp-europe-west1-b"
+  socket_path      = "../examples/.arbor/gcp-europe-west1-b/agent.sock"
+  data_dir         = "../examples/.arbor/gcp-europe-west1-b/agent"
+  server_selectors = []
+  sync_interval    = "5s"
+
+  node_attestor "x509pop" {
+    private_key_path = "/etc/arbor/machine.key"
+    certificate_path = "/etc/arbor/machine.pem"
+  }
+}
+
+entry "payments" {
+  spiffe_id      = "spiffe://example.org/gcp/payments"
+  parent_id      = "spiffe://example.org/nodes/gcp-europe-west1-b"
+  selectors      = ["unix:user:payments"]
+  x509_svid_ttl  = "30m"
+  jwt_svid_ttl   = "5m"
+  dns_names      = []
+  admin          = false
+  downstream     = false
+  federates_with = []
+  hint           = ""
+}
