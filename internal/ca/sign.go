@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -106,7 +107,7 @@ func (m *Manager) signX509SVID(ca *x509Slot, p X509SVIDParams) ([]*x509.Certific
 		KeyUsage:              usage,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	leaf, err := m.createCertificate(tmpl, ca, p.PublicKey)
+	leaf, err := m.createLeaf(tmpl, ca, p.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +185,27 @@ func sameAnchors(a, b *x509Slot) bool {
 		}
 	}
 	return true
+}
+
+// createLeaf signs an SVID with x509util.CreateLeaf (the same encoding as
+// crypto/x509 without re-verifying our own signature, the hot path of
+// issuance), falling back to crypto/x509 for what it does not encode.
+func (m *Manager) createLeaf(tmpl *x509.Certificate, ca *x509Slot, pub crypto.PublicKey) (*x509.Certificate, error) {
+	der, err := x509util.CreateLeaf(m.rand, &x509util.Leaf{
+		SerialNumber: tmpl.SerialNumber, Subject: tmpl.Subject, NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter,
+		URIs: tmpl.URIs, DNSNames: tmpl.DNSNames, KeyUsage: tmpl.KeyUsage, ExtKeyUsage: tmpl.ExtKeyUsage,
+	}, ca.cert(), pub, ca.key)
+	if errors.Is(err, x509util.ErrUnsupportedLeaf) {
+		return m.createCertificate(tmpl, ca, pub)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign certificate: %w", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: parse signed certificate: %w", err)
+	}
+	return c, nil
 }
 
 func (m *Manager) createCertificate(tmpl *x509.Certificate, ca *x509Slot, pub crypto.PublicKey) (*x509.Certificate, error) {
