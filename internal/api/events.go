@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -16,6 +17,101 @@ import (
 type eventLog interface {
 	LastEntryEventID(ctx context.Context) (uint64, error)
 	LastNodeEventID(ctx context.Context) (uint64, error)
+}
+
+// ownWrites counts this server's own successful writes per key while the
+// event poller runs, so the poller skips re-reading what this server wrote
+// (it already holds it). Skipping one event per own write is safe: every
+// event makes the poller read the record's current state, so whichever
+// event for a key it does process, it ends with what the store holds; and if
+// the last event for a key is this server's own, the cache already holds
+// exactly what was written last.
+type ownWrites struct {
+	mu sync.Mutex
+	on bool
+	n  map[string]int
+}
+
+func (o *ownWrites) add(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.on {
+		o.n[key]++
+	}
+}
+
+func (o *ownWrites) take(key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n[key] == 0 {
+		return false
+	}
+	if o.n[key]--; o.n[key] == 0 {
+		delete(o.n, key)
+	}
+	return true
+}
+
+func (o *ownWrites) enable() {
+	o.mu.Lock()
+	o.on, o.n = true, make(map[string]int)
+	o.mu.Unlock()
+}
+
+// recordingStore records the keys of successful entry and node writes.
+type recordingStore struct {
+	datastore.Store
+	own *ownWrites
+}
+
+func (r recordingStore) CreateEntries(ctx context.Context, entries []*datastore.Entry) ([]*datastore.Entry, []error) {
+	out, errs := r.Store.CreateEntries(ctx, entries)
+	for i, err := range errs {
+		if err == nil && out[i] != nil {
+			r.own.add("e:" + out[i].ID)
+		}
+	}
+	return out, errs
+}
+
+func (r recordingStore) UpdateEntry(ctx context.Context, e *datastore.Entry) (*datastore.Entry, error) {
+	out, err := r.Store.UpdateEntry(ctx, e)
+	if err == nil {
+		r.own.add("e:" + e.ID)
+	}
+	return out, err
+}
+
+func (r recordingStore) DeleteEntry(ctx context.Context, id string) (*datastore.Entry, error) {
+	out, err := r.Store.DeleteEntry(ctx, id)
+	if err == nil {
+		r.own.add("e:" + id)
+	}
+	return out, err
+}
+
+func (r recordingStore) CreateNode(ctx context.Context, n *datastore.Node) error {
+	err := r.Store.CreateNode(ctx, n)
+	if err == nil {
+		r.own.add("n:" + n.ID.String())
+	}
+	return err
+}
+
+func (r recordingStore) UpdateNode(ctx context.Context, n *datastore.Node) error {
+	err := r.Store.UpdateNode(ctx, n)
+	if err == nil {
+		r.own.add("n:" + n.ID.String())
+	}
+	return err
+}
+
+func (r recordingStore) DeleteNode(ctx context.Context, id spiffeid.ID) (*datastore.Node, error) {
+	out, err := r.Store.DeleteNode(ctx, id)
+	if err == nil {
+		r.own.add("n:" + id.String())
+	}
+	return out, err
 }
 
 // eventCursor remembers the last applied entry and node events.
@@ -31,6 +127,10 @@ func (s *Service) PollEvents(ctx context.Context) error {
 		return fmt.Errorf("api: polling entry events: %w", err)
 	}
 	for _, ev := range evs {
+		if s.own.take("e:" + ev.Key) {
+			s.cursor.entry = ev.ID
+			continue
+		}
 		e, err := s.store.FetchEntry(ctx, ev.Key)
 		switch {
 		case err == nil:
@@ -47,6 +147,10 @@ func (s *Service) PollEvents(ctx context.Context) error {
 		return fmt.Errorf("api: polling node events: %w", err)
 	}
 	for _, ev := range nevs {
+		if s.own.take("n:" + ev.Key) {
+			s.cursor.node = ev.ID
+			continue
+		}
 		id, err := spiffeid.FromString(ev.Key)
 		if err != nil {
 			s.cursor.node = ev.ID
@@ -75,6 +179,7 @@ func (s *Service) PollEvents(ctx context.Context) error {
 // RunEventPoller calls PollEvents every interval until ctx ends, logging
 // failures once per change of state.
 func (s *Service) RunEventPoller(ctx context.Context, every time.Duration) {
+	s.own.enable()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	failing := false

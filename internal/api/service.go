@@ -99,6 +99,8 @@ type Service struct {
 	verified verifyCache
 	pollMu   sync.Mutex // guards cursor
 	cursor   eventCursor
+	own      *ownWrites
+	raw      datastore.Store // the store as given (s.store records own writes)
 
 	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
 }
@@ -121,9 +123,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	own := &ownWrites{}
 	s := &Service{
 		td:        cfg.TrustDomain,
-		store:     cfg.Store,
+		store:     recordingStore{Store: cfg.Store, own: own},
+		own:       own,
+		raw:       cfg.Store,
 		entries:   cfg.Entries,
 		bundles:   cfg.Bundles,
 		ca:        cfg.CA,
@@ -148,7 +153,7 @@ func (s *Service) Reload(ctx context.Context) error {
 	defer s.pollMu.Unlock()
 	// Read the event cursors first: a change racing with the load is then
 	// applied (again) by the next poll rather than lost.
-	if ev, ok := s.store.(eventLog); ok {
+	if ev, ok := s.raw.(eventLog); ok {
 		var err error
 		if s.cursor.entry, err = ev.LastEntryEventID(ctx); err != nil {
 			return fmt.Errorf("api: reading entry event cursor: %w", err)
