@@ -308,16 +308,21 @@ func TestX509PoPAgentReattestsAfterOutage(t *testing.T) {
 	if got := colo.Agent.SPIFFEID(); got != agentID {
 		t.Errorf("after re-attestation the co-located agent is %s, want %s", got, agentID)
 	}
-	renewed, err := colo.storedSVID()
-	if err != nil {
-		t.Fatalf("reading the co-located agent's stored SVID: %v", err)
-	}
-	if !renewed.NotAfter.After(restarted) || renewed.SerialNumber.Cmp(held.SerialNumber) == 0 {
-		t.Errorf("the co-located agent still stores agent SVID %v (not after %s)", renewed.SerialNumber, renewed.NotAfter.Format(time.TimeOnly))
-	}
-	if n := colo.log.count("agent re-attested", restarted); n == 0 {
-		t.Errorf("the co-located agent logged no re-attestation after the root returned")
-	}
+	// The root records the new SVID before the agent has received and stored
+	// it, so the agent's side is polled too.
+	poll(t, 30*time.Second, "the co-located agent storing its re-attested SVID", func() error {
+		renewed, err := colo.storedSVID()
+		if err != nil {
+			return fmt.Errorf("reading the co-located agent's stored SVID: %v", err)
+		}
+		if !renewed.NotAfter.After(restarted) || renewed.SerialNumber.Cmp(held.SerialNumber) == 0 {
+			return fmt.Errorf("the co-located agent still stores agent SVID %v (not after %s)", renewed.SerialNumber, renewed.NotAfter.Format(time.TimeOnly))
+		}
+		if n := colo.log.count("agent re-attested", restarted); n == 0 {
+			return fmt.Errorf("the co-located agent logged no re-attestation after the root returned")
+		}
+		return nil
+	})
 
 	// 2. The regional reaches the root again with a fresh downstream SVID
 	// from the agent.
