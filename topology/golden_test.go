@@ -75,7 +75,7 @@ func TestInvalidFiles(t *testing.T) {
 }
 
 // exampleFiles are the topology files users copy; all must validate clean.
-var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "three-tier-multicloud.hcl", "ha-root.hcl", "federation.hcl"}
+var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "ha-root.hcl", "federation.hcl"}
 
 // exampleWarnings are the warnings an example is allowed: quickstart's
 // co-located agents use join tokens, which is fine on one machine.
@@ -134,7 +134,7 @@ func TestExampleGolden(t *testing.T) {
 		})
 	}
 
-	f := parseExample(t, "three-tier-multicloud.hcl")
+	f := parseExample(t, "multi-cloud.hcl")
 	start := time.Date(2025, 1, 10, 8, 0, 0, 0, time.UTC)
 	for _, sc := range []struct {
 		down string
@@ -148,14 +148,14 @@ func TestExampleGolden(t *testing.T) {
 		if err := sim.WriteText(&b); err != nil {
 			t.Fatal(err)
 		}
-		checkGolden(t, filepath.Join("testdata", "golden", "three-tier-multicloud.simulate."+sc.down+".txt"), b.Bytes())
+		checkGolden(t, filepath.Join("testdata", "golden", "multi-cloud.simulate."+sc.down+".txt"), b.Bytes())
 	}
 }
 
 // TestRenderedHCLAndJSONAgree checks that the JSON form is HCL's JSON
 // syntax for the same body: both parse to the same attributes.
 func TestRenderedHCLAndJSONAgree(t *testing.T) {
-	f := parseExample(t, "three-tier-multicloud.hcl")
+	f := parseExample(t, "multi-cloud.hcl")
 	cfg, err := Render(f, "aws-us-east-1a")
 	if err != nil {
 		t.Fatal(err)

@@ -104,7 +104,7 @@ func TestRenderSPIREGolden(t *testing.T) {
 // downstream node: Go durations, the parent as UpstreamAuthority "spire"
 // reached through the agent's socket, and the agent pointed at the parent.
 func TestRenderSPIREValues(t *testing.T) {
-	f := parseExample(t, "three-tier-multicloud.hcl")
+	f := parseExample(t, "multi-cloud.hcl")
 	cfg, err := RenderSPIRE(f, "aws-us-east-1a")
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestRenderSPIREAcceptedBySPIRE(t *testing.T) {
 	}
 	// The check has teeth: the same validator rejects a day-unit duration
 	// (which arbor accepts and SPIRE does not) and an unknown key.
-	f := parseExample(t, "three-tier-multicloud.hcl")
+	f := parseExample(t, "multi-cloud.hcl")
 	server, agent := renderSPIREFiles(t, spireCase{file: f, node: "aws-us-east-1"})
 	for _, bad := range []struct{ program, conf string }{
 		{"spire-server", strings.Replace(string(server), `"720h"`, `"30d"`, 1)},

@@ -24,8 +24,8 @@ and go-spiffe clients work with it on any tier.`,
   arbor server --topology examples/single-server.hcl --node root
 
   # Check a topology, see its outage budgets, ask what a 6h regional outage breaks
-  arbor topology validate examples/three-tier-multicloud.hcl
-  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h
+  arbor topology validate examples/multi-cloud.hcl
+  arbor topology simulate examples/multi-cloud.hcl --down aws-us-east-1 --for 6h
 
   # Register a workload and create a join token for an agent
   arbor entry create -socketPath examples/.arbor/root/admin.sock \

@@ -24,8 +24,8 @@ func newTopologyCommand() *cobra.Command {
 (validate), see each tier's lifetimes and outage budgets (plan), produce one
 machine's configuration (render), draw the tree (graph), and ask what expires
 when a tier is down (simulate). See docs/topology.md.`,
-		Example: `  arbor topology validate examples/three-tier-multicloud.hcl
-  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h`,
+		Example: `  arbor topology validate examples/multi-cloud.hcl
+  arbor topology simulate examples/multi-cloud.hcl --down aws-us-east-1 --for 6h`,
 	}
 	cmd.AddCommand(newTopologyValidateCommand(), newTopologyPlanCommand(), newTopologyRenderCommand(),
 		newTopologyGraphCommand(), newTopologySimulateCommand(), newTopologyApplyCommand())
@@ -95,7 +95,7 @@ parent does not accept their attestor. Each problem is printed as
 file:line:col: error: summary, with how to fix it. Warnings (join_token
 co-located agents, outage budgets below min_outage_budget, SQLite with
 replicas) are printed too but do not fail. Exit status 1 when there are errors.`,
-		Example: `  arbor topology validate examples/three-tier-multicloud.hcl
+		Example: `  arbor topology validate examples/multi-cloud.hcl
   arbor topology validate --var region_ca_ttl=14d prod.hcl`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -121,7 +121,7 @@ how many certificates a workload's chain holds, how long the tier keeps
 issuing if its parent is down, and how long its workloads keep valid SVIDs
 if the tier itself is down. Budgets are worst cases; docs/topology.md
 defines each.`,
-		Example: `  arbor topology plan examples/three-tier-multicloud.hcl`,
+		Example: `  arbor topology plan examples/multi-cloud.hcl`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
@@ -154,9 +154,9 @@ parent or an upstream "spire", the agent.conf of the spire-agent beside it.
 Both are printed, agent.conf after a separator line, or written to DIR/server.conf
 and DIR/agent.conf with --out DIR. Comments at the top say what must be done
 outside the files (bootstrap bundle, registration entries).`,
-		Example: `  arbor topology render examples/three-tier-multicloud.hcl --node aws-us-east-1a
+		Example: `  arbor topology render examples/multi-cloud.hcl --node aws-us-east-1a
   arbor topology render examples/federation.hcl --node root --format json > root.json
-  arbor topology render examples/three-tier-multicloud.hcl --node aws-us-east-1 --format spire --out /etc/spire`,
+  arbor topology render examples/multi-cloud.hcl --node aws-us-east-1 --format spire --out /etc/spire`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "hcl" && format != "json" && format != "spire" {
@@ -252,8 +252,8 @@ each parent to each child labelled with the attestor of the child's
 co-located agent, federated trust domains dashed. --format svg draws the
 picture itself (no Graphviz needed): tiers in rows with the root at the
 top, one box per server with its name, CA TTL and datastore.`,
-		Example: `  arbor topology graph examples/three-tier-multicloud.hcl --format svg > tree.svg
-  arbor topology graph examples/three-tier-multicloud.hcl | dot -Tpng > tree.png
+		Example: `  arbor topology graph examples/multi-cloud.hcl --format svg > tree.svg
+  arbor topology graph examples/multi-cloud.hcl | dot -Tpng > tree.png
   arbor topology graph examples/ha-root.hcl --format mermaid`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -299,7 +299,7 @@ The exit status says whether the outage is survivable: 0 when no workload
 loses identity within it (the output may still say the tree needs manual
 action to recover), 1 with "not survivable: ..." when workloads lose
 identity (and for any other error).`,
-		Example: `  arbor topology simulate examples/three-tier-multicloud.hcl --down aws-us-east-1 --for 6h
+		Example: `  arbor topology simulate examples/multi-cloud.hcl --down aws-us-east-1 --for 6h
   arbor topology simulate prod.hcl --down root --for 3d --at 2025-01-10T08:00:00Z
   arbor topology simulate prod.hcl --down eu-west --for 2h && echo "2h outage of eu-west: survivable"`,
 		Args: cobra.ExactArgs(1),

@@ -26,14 +26,14 @@ func runArbor(args ...string) (string, error) {
 }
 
 func TestTopologyCommands(t *testing.T) {
-	const multi = "../../examples/three-tier-multicloud.hcl"
+	const multi = "../../examples/multi-cloud.hcl"
 	tests := []struct {
 		name    string
 		args    []string
 		want    []string // fragments of the output
 		wantErr bool
 	}{
-		{"validate clean", []string{"topology", "validate", multi}, []string{"valid: 5 server(s), 0 error(s), 0 warning(s)"}, false},
+		{"validate clean", []string{"topology", "validate", multi}, []string{"valid: 7 server(s), 0 error(s), 0 warning(s)"}, false},
 		{"validate errors", []string{"topology", "validate", "../../topology/testdata/invalid/child-ca-ttl.hcl"},
 			[]string{"child-ca-ttl.hcl:16:19: error: CA TTL too long for the parent", "Set ca_ttl on \"edge\" to at most 15d"}, true},
 		{"validate warning exits 0", []string{"topology", "validate", "../../topology/testdata/invalid/warn-sqlite-replicas.hcl"}, []string{"warning: SQLite with replicas"}, false},
@@ -87,7 +87,7 @@ func TestTopologySimulateDefaultsToNow(t *testing.T) {
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
-		cmd.SetArgs(append([]string{"../../examples/three-tier-multicloud.hcl", "--down", "aws-us-east-1", "--for", "40m"}, extra...))
+		cmd.SetArgs(append([]string{"../../examples/multi-cloud.hcl", "--down", "aws-us-east-1", "--for", "40m"}, extra...))
 		if err := cmd.Execute(); err != nil {
 			t.Fatalf("simulate %v: %v\n%s", extra, err, out.String())
 		}
@@ -119,7 +119,7 @@ func TestRunMain(t *testing.T) {
 // TestTopologyExitStatus runs the real binary's main for simulate and
 // validate and checks the exit status and what it prints on stderr.
 func TestTopologyExitStatus(t *testing.T) {
-	const multi = "../../examples/three-tier-multicloud.hcl"
+	const multi = "../../examples/multi-cloud.hcl"
 	tests := []struct {
 		name       string
 		args       []string
@@ -158,11 +158,11 @@ func TestTopologyExitStatus(t *testing.T) {
 // package renders, readable only by their owner (they may hold secrets).
 func TestTopologyRenderSPIREOut(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spire")
-	out, err := runArbor("topology", "render", "../../examples/three-tier-multicloud.hcl", "--node", "aws-us-east-1", "--format", "spire", "--out", dir)
+	out, err := runArbor("topology", "render", "../../examples/multi-cloud.hcl", "--node", "aws-us-east-1", "--format", "spire", "--out", dir)
 	if err != nil {
 		t.Fatalf("render --out: %v\n%s", err, out)
 	}
-	f, diags := topology.ParseFile("../../examples/three-tier-multicloud.hcl")
+	f, diags := topology.ParseFile("../../examples/multi-cloud.hcl")
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
