@@ -429,6 +429,12 @@ func (l *launcher) startDemos(ctx context.Context) error {
 		addr   string
 	}
 	var specs []demoSpec
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
 	for _, t := range leaves {
 		id, err := spiffeid.FromSegments(l.f.TrustDomain, "demo", t.srv.Name)
 		if err != nil {
@@ -448,12 +454,19 @@ func (l *launcher) startDemos(ctx context.Context) error {
 		if err := l.startAgent(ctx, t, "workload-agent", filepath.Join(dir, "agent"), socket, node, nil); err != nil {
 			return err
 		}
-		addr, err := freeAddr()
+		// Keep each picked port's listener open until all are picked, so
+		// two demos never get the same port.
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		specs = append(specs, demoSpec{t, id, socket, addr})
+		held = append(held, lis)
+		specs = append(specs, demoSpec{t, id, socket, lis.Addr().String()})
 	}
+	for _, l := range held {
+		l.Close()
+	}
+	held = nil
 	for i, s := range specs {
 		peer := specs[(i+1)%len(specs)]
 		third := specs[(i+2)%len(specs)]
@@ -480,15 +493,6 @@ func ensureEntry(ctx context.Context, conn grpc.ClientConnInterface, id, parent 
 		return err
 	}
 	return reconcile.Apply(ctx, conn, actions)
-}
-
-func freeAddr() (string, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer lis.Close()
-	return lis.Addr().String(), nil
 }
 
 func (l *launcher) printTree() {

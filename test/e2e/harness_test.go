@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,13 +62,25 @@ func poll(t *testing.T, timeout time.Duration, what string, try func() error) {
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("picking a free port: %v", err)
+	// The kernel may hand a just-closed port out again: never return one
+	// twice in this test binary.
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("picking a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := portsHandedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no fresh free port after 100 tries")
+	return 0
 }
+
+// portsHandedOut are the ports freePort returned.
+var portsHandedOut sync.Map
 
 // shortTempDir is a temporary directory with a short path, for Unix sockets
 // (108-byte limit), removed at cleanup.

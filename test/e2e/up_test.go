@@ -31,43 +31,59 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// upProc is a running `arbor up` and its output.
+type upProc struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit status, valid once exited is closed
+}
+
+// done reports whether arbor up has exited.
+func (u *upProc) done() bool {
+	select {
+	case <-u.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // runUp starts `arbor up` and returns it with its output.
-func runUp(t *testing.T, topo string) (*exec.Cmd, *syncBuffer) {
+func runUp(t *testing.T, topo string) *upProc {
 	t.Helper()
-	out := &syncBuffer{}
-	cmd := exec.Command(arborBin, "up", "--status-every", "1s", topo)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	u := &upProc{out: &syncBuffer{}, exited: make(chan struct{})}
+	u.cmd = exec.Command(arborBin, "up", "--status-every", "1s", topo)
+	u.cmd.Stdout, u.cmd.Stderr = u.out, u.out
+	if err := u.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { u.err = u.cmd.Wait(); close(u.exited) }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGINT)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
+		if !u.done() {
+			u.cmd.Process.Signal(syscall.SIGINT)
 			select {
-			case <-done:
+			case <-u.exited:
 			case <-time.After(30 * time.Second):
-				cmd.Process.Kill()
+				u.cmd.Process.Kill()
+				<-u.exited
 			}
 		}
 	})
-	return cmd, out
+	return u
 }
 
 // stopUp interrupts arbor up like Ctrl-C and requires a clean exit.
-func stopUp(t *testing.T, cmd *exec.Cmd, out *syncBuffer) {
+func stopUp(t *testing.T, u *upProc) {
 	t.Helper()
-	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	u.cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("arbor up exited with %v after Ctrl-C\n%s", err, tailString(out.String(), 30))
+	case <-u.exited:
+		if u.err != nil {
+			t.Fatalf("arbor up exited with %v after Ctrl-C\n%s", u.err, tailString(u.out.String(), 30))
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("arbor up did not stop within 60s of Ctrl-C\n%s", tailString(out.String(), 30))
+		t.Fatalf("arbor up did not stop within 60s of Ctrl-C\n%s", tailString(u.out.String(), 30))
 	}
 }
 
@@ -121,12 +137,12 @@ func TestUpNestedTree(t *testing.T) {
 		}
 	}
 
-	cmd, out := runUp(t, topo)
+	up := runUp(t, topo)
 	poll(t, 3*time.Minute, "both demo workloads reporting mTLS and JWT ok", func() error {
-		if cmd.ProcessState != nil {
-			t.Fatalf("arbor up exited early:\n%s", out.String())
+		if up.done() {
+			t.Fatalf("arbor up exited early (%v):\n%s", up.err, up.out.String())
 		}
-		return demosOK(out)()
+		return demosOK(up.out)()
 	})
 	rootCerts, _ := root.bundlePEM(t)
 	leafCerts, _ := leaf.bundlePEM(t)
@@ -134,19 +150,19 @@ func TestUpNestedTree(t *testing.T) {
 		t.Fatalf("leaf-a trusts %d certificates, want exactly the root's CA", len(leafCerts))
 	}
 	agentsBefore := root.cli(t, "agent", "count")
-	stopUp(t, cmd, out)
+	stopUp(t, up)
 	for _, s := range servers {
 		if _, err := os.Stat(filepath.Join(dir, s.name, "admin.sock")); err == nil {
 			t.Errorf("%s's admin socket is still there after arbor up stopped", s.name)
 		}
 	}
 
-	cmd, out = runUp(t, topo)
+	up = runUp(t, topo)
 	poll(t, 3*time.Minute, "the resumed tree's demo workloads ok", func() error {
-		if cmd.ProcessState != nil {
-			t.Fatalf("arbor up (second run) exited early:\n%s", out.String())
+		if up.done() {
+			t.Fatalf("arbor up (second run) exited early (%v):\n%s", up.err, up.out.String())
 		}
-		return demosOK(out)()
+		return demosOK(up.out)()
 	})
 	again, _ := root.bundlePEM(t)
 	if len(again) != 1 || !again[0].Equal(rootCerts[0]) {
@@ -155,7 +171,7 @@ func TestUpNestedTree(t *testing.T) {
 	if got := root.cli(t, "agent", "count"); got != agentsBefore {
 		t.Errorf("root agent count %q after resume, was %q: agents re-attested", strings.TrimSpace(got), strings.TrimSpace(agentsBefore))
 	}
-	stopUp(t, cmd, out)
+	stopUp(t, up)
 }
 
 // TestQuickstartAsInREADME runs README's first command on a copy of
@@ -173,10 +189,11 @@ func TestQuickstartAsInREADME(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	cmd, out := runUp(t, topo)
+	up := runUp(t, topo)
+	out := up.out
 	allOK := func() error {
-		if cmd.ProcessState != nil {
-			t.Fatalf("arbor up exited early:\n%s", out.String())
+		if up.done() {
+			t.Fatalf("arbor up exited early (%v):\n%s", up.err, out.String())
 		}
 		s := out.String()
 		for _, l := range []string{"leaf-a", "leaf-b"} {
@@ -220,5 +237,5 @@ func TestQuickstartAsInREADME(t *testing.T) {
 		}
 		return nil
 	})
-	stopUp(t, cmd, out)
+	stopUp(t, up)
 }
