@@ -256,23 +256,32 @@ func (s *Store) fetchEntry(ctx context.Context, q querier, id string) (*datastor
 		return nil, datastore.ErrNotFound
 	}
 	e := entries[0]
-	rows, err = q.QueryContext(ctx, s.q(`SELECT type, value FROM entry_selectors WHERE entry_id = ?`), id)
+	if e.Selectors, err = s.selectorsOf(ctx, q, `SELECT type, value FROM entry_selectors WHERE entry_id = ?`, id); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// selectorsOf runs a one-record selector query and returns the selectors sorted.
+func (s *Store) selectorsOf(ctx context.Context, q querier, query, id string) ([]selector.Selector, error) {
+	rows, err := q.QueryContext(ctx, s.q(query), id)
 	if err != nil {
 		return nil, fmt.Errorf("query selectors: %w", err)
 	}
 	defer rows.Close()
+	var sels []selector.Selector
 	for rows.Next() {
 		var sel selector.Selector
 		if err := rows.Scan(&sel.Type, &sel.Value); err != nil {
 			return nil, fmt.Errorf("scan selector: %w", err)
 		}
-		e.Selectors = append(e.Selectors, sel)
+		sels = append(sels, sel)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("query selectors: %w", err)
 	}
-	slices.SortFunc(e.Selectors, selector.Compare)
-	return e, nil
+	slices.SortFunc(sels, selector.Compare)
+	return sels, nil
 }
 
 // ListEntries implements datastore.EntryStore with two queries, entries and

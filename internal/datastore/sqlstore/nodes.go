@@ -101,22 +101,9 @@ func (s *Store) fetchNode(ctx context.Context, q querier, id string) (*datastore
 		return nil, datastore.ErrNotFound
 	}
 	n := nodes[0]
-	rows, err = q.QueryContext(ctx, s.q(`SELECT type, value FROM node_selectors WHERE spiffe_id = ?`), id)
-	if err != nil {
-		return nil, fmt.Errorf("query selectors: %w", err)
+	if n.Selectors, err = s.selectorsOf(ctx, q, `SELECT type, value FROM node_selectors WHERE spiffe_id = ?`, id); err != nil {
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var sel selector.Selector
-		if err := rows.Scan(&sel.Type, &sel.Value); err != nil {
-			return nil, fmt.Errorf("scan selector: %w", err)
-		}
-		n.Selectors = append(n.Selectors, sel)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("query selectors: %w", err)
-	}
-	slices.SortFunc(n.Selectors, selector.Compare)
 	return n, nil
 }
 
