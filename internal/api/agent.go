@@ -121,7 +121,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	}
 	s.nodes.put(node)
 	s.entries.PutNodeSelectors(node.ID, node.Selectors)
-	s.metrics.agents.Set(float64(len(s.nodes.list())))
+	s.metrics.agents.Set(float64(s.nodes.count()))
 	s.metrics.svids.WithLabelValues("agent").Inc()
 	s.log.InfoContext(ctx, "agent attested", "spiffe_id", node.ID.String(), "attestation_type", node.AttestationType, "reattested", exists)
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{
@@ -423,7 +423,7 @@ func (s *Service) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgentReque
 	}
 	s.nodes.delete(id)
 	s.entries.DeleteNode(id)
-	s.metrics.agents.Set(float64(len(s.nodes.list())))
+	s.metrics.agents.Set(float64(s.nodes.count()))
 	s.log.InfoContext(ctx, "agent evicted", "spiffe_id", id.String())
 	return &emptypb.Empty{}, nil
 }

@@ -171,7 +171,7 @@ func (s *Service) PollEvents(ctx context.Context) error {
 	}
 	if len(evs) > 0 || len(nevs) > 0 {
 		s.metrics.entries.Set(float64(s.entries.Count()))
-		s.metrics.agents.Set(float64(len(s.nodes.list())))
+		s.metrics.agents.Set(float64(s.nodes.count()))
 	}
 	return nil
 }

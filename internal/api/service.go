@@ -243,6 +243,12 @@ func (n *nodeIndex) delete(id spiffeid.ID) {
 	n.mu.Unlock()
 }
 
+func (n *nodeIndex) count() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.nodes)
+}
+
 func (n *nodeIndex) list() []*datastore.Node {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
