@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -65,22 +66,20 @@ func (s *Service) entryFromProto(p *types.Entry) (*datastore.Entry, error) {
 	if p == nil {
 		return nil, errors.New("missing entry")
 	}
-	spiffeID, err := idFromProto("spiffe_id", p.SpiffeId)
-	if err != nil {
-		return nil, err
-	}
-	if spiffeID.TrustDomain() != s.td {
-		return nil, fmt.Errorf("spiffe_id: %q is not a member of trust domain %q", spiffeID, s.td)
-	}
-	if isReservedPath(spiffeID) {
-		return nil, fmt.Errorf("spiffe_id: %q is reserved for servers and agents", spiffeID)
-	}
+	// The parent first, then the SPIFFE ID, as SPIRE checks them.
 	parentID, err := idFromProto("parent_id", p.ParentId)
 	if err != nil {
 		return nil, err
 	}
-	if parentID.TrustDomain() != s.td {
-		return nil, fmt.Errorf("parent_id: %q is not a member of trust domain %q", parentID, s.td)
+	if err := idpolicy.ParentID(s.td, parentID); err != nil {
+		return nil, fmt.Errorf("parent_id: %v", err)
+	}
+	spiffeID, err := idFromProto("spiffe_id", p.SpiffeId)
+	if err != nil {
+		return nil, err
+	}
+	if err := idpolicy.WorkloadID(s.td, spiffeID); err != nil {
+		return nil, fmt.Errorf("spiffe_id: %v", err)
 	}
 	if len(p.Selectors) == 0 {
 		return nil, errors.New("selectors: at least one selector is required")
@@ -139,12 +138,10 @@ func (s *Service) entryFromProto(p *types.Entry) (*datastore.Entry, error) {
 	return e, nil
 }
 
-// isReservedPath reports whether id names a server or agent, which entries may
-// not claim as their SPIFFE ID.
-func isReservedPath(id spiffeid.ID) bool {
-	p := id.Path()
-	return p == "/spire/server" || strings.HasPrefix(p, "/spire/agent/") || p == "/spire/agent"
-}
+// isReservedPath reports whether id is in the /spire namespace, which no
+// entry or join token alias may claim. It remains for CreateJoinToken until
+// that calls idpolicy.WorkloadID, which also refuses an empty path.
+func isReservedPath(id spiffeid.ID) bool { return idpolicy.IsReservedPath(id.Path()) }
 
 func validateDNSName(d string) error {
 	if d == "" {
