@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,25 +21,14 @@ import (
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
 	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/jointoken"
 	"github.com/arborid/arbor/internal/selector"
 )
 
-// parseCSR parses and checks the signature of a PKCS#10 request.
-func parseCSR(der []byte) (*x509.CertificateRequest, error) {
-	if len(der) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "missing CSR")
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "malformed CSR: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "CSR signature does not verify: %v", err)
-	}
-	return csr, nil
-}
-
-// AttestAgent runs node attestation: params, optional challenges, then the agent SVID.
+// AttestAgent runs node attestation: params, optional challenges, then the
+// agent SVID. The whole request is validated before the attestor runs, and
+// the attestor consumes nothing: a join token is consumed in the transaction
+// that stores the node, so any failure before it leaves the token usable.
 func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	ctx := stream.Context()
 	req, err := stream.Recv()
@@ -61,8 +49,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	if !ok {
 		return status.Errorf(codes.InvalidArgument, "node attestor %q is not enabled on this server", params.Data.Type)
 	}
-	// Parse the CSR before attesting, so a bad request consumes no join token.
-	csr, err := parseCSR(params.Params.Csr)
+	csr, err := parseCSR(params.Params.Csr, csrSVID)
 	if err != nil {
 		return err
 	}
@@ -93,16 +80,15 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	if result.AgentID.TrustDomain() != s.td {
 		return s.internalError(ctx, "attestor returned an agent ID outside the trust domain", errors.New(result.AgentID.String()))
 	}
-	existing, exists := s.nodes.get(result.AgentID)
-	if exists && existing.Banned() {
+	if existing, ok := s.nodes.get(result.AgentID); ok && existing.Banned() {
 		return status.Errorf(codes.PermissionDenied, "agent %s is banned", result.AgentID)
 	}
 	chain, err := s.ca.SignX509SVID(ctx, ca.X509SVIDParams{ID: result.AgentID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
 	if err != nil {
-		return s.internalError(ctx, "signing agent SVID", err)
+		return s.statusFor(ctx, "signing agent SVID", err)
 	}
 	leaf := chain[0]
-	node := &datastore.Node{
+	attested := &datastore.Node{
 		ID:              result.AgentID,
 		AttestationType: params.Data.Type,
 		CertSerial:      leaf.SerialNumber.String(),
@@ -110,20 +96,22 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		CanReattest:     result.CanReattest,
 		Selectors:       selector.Sorted(result.Selectors),
 	}
-	if exists {
-		node.AgentVersion = existing.AgentVersion
-		err = s.store.UpdateNode(ctx, node)
-	} else {
-		err = s.store.CreateNode(ctx, node)
-	}
-	if err != nil {
+	_, reattested := s.nodes.get(result.AgentID)
+	node, err := s.writeNode(ctx, result.AgentID, func() (*datastore.Node, error) {
+		return s.store.AttestNode(ctx, attested, result.JoinToken)
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, datastore.ErrBanned):
+		return status.Errorf(codes.PermissionDenied, "agent %s is banned", result.AgentID)
+	case errors.Is(err, datastore.ErrNotFound) && result.JoinToken != "":
+		// A concurrent attestation consumed the token first.
+		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", jointoken.ErrTokenUsed)
+	default:
 		return s.internalError(ctx, "storing attested node", err)
 	}
-	s.nodes.put(node)
-	s.entries.PutNodeSelectors(node.ID, node.Selectors)
-	s.metrics.agents.Set(float64(s.nodes.count()))
 	s.metrics.svids.WithLabelValues("agent").Inc()
-	s.log.InfoContext(ctx, "agent attested", "spiffe_id", node.ID.String(), "attestation_type", node.AttestationType, "reattested", exists)
+	s.log.InfoContext(ctx, "agent attested", "spiffe_id", node.ID.String(), "attestation_type", node.AttestationType, "reattested", reattested)
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{
 		Result: &agentv1.AttestAgentResponse_Result{
 			Svid:         x509SVIDToProto(node.ID, chain, ""),
@@ -144,35 +132,48 @@ func (s *Service) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest
 	if req.Params == nil {
 		return nil, status.Error(codes.InvalidArgument, "missing params")
 	}
-	csr, err := parseCSR(req.Params.Csr)
+	csr, err := parseCSR(req.Params.Csr, csrSVID)
 	if err != nil {
 		return nil, err
 	}
 	chain, err := s.ca.SignX509SVID(ctx, ca.X509SVIDParams{ID: caller.ID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
 	if err != nil {
-		return nil, s.internalError(ctx, "signing agent SVID", err)
+		return nil, s.statusFor(ctx, "signing agent SVID", err)
 	}
-	node := *caller.Node
-	node.NewCertSerial = chain[0].SerialNumber.String()
-	node.NewCertNotAfter = chain[0].NotAfter.Unix()
-	if err := s.store.UpdateNode(ctx, &node); err != nil {
-		return nil, s.internalError(ctx, "storing renewed agent SVID serial", err)
+	// Recorded only if the SVID the agent called with is still its current
+	// one: a ban or re-attestation since the call was authorized wins.
+	presented := caller.Cert.SerialNumber.String()
+	_, err = s.writeNode(ctx, caller.ID, func() (*datastore.Node, error) {
+		return s.store.RenewNode(ctx, caller.ID, presented, chain[0].SerialNumber.String(), chain[0].NotAfter.Unix())
+	})
+	if err != nil {
+		if errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrNotFound) {
+			if denial := s.nodeDenial(caller.ID, presented); denial != nil {
+				return nil, denial
+			}
+		}
+		return nil, s.statusFor(ctx, "storing renewed agent SVID serial", err)
 	}
-	s.nodes.put(&node)
 	s.metrics.svids.WithLabelValues("agent").Inc()
 	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(caller.ID, chain, "")}, nil
 }
 
-// PostStatus records the agent's version.
+// PostStatus records the agent's version (that field only).
 func (s *Service) PostStatus(ctx context.Context, req *agentv1.PostStatusRequest) (*agentv1.PostStatusResponse, error) {
 	caller := CallerFrom(ctx)
 	if req.AgentVersion != "" && req.AgentVersion != caller.Node.AgentVersion {
-		node := *caller.Node
-		node.AgentVersion = req.AgentVersion
-		if err := s.store.UpdateNode(ctx, &node); err != nil {
-			return nil, s.internalError(ctx, "storing agent version", err)
+		if len(req.AgentVersion) > 256 {
+			return nil, status.Errorf(codes.InvalidArgument, "agent_version: longer than 256 bytes")
 		}
-		s.nodes.put(&node)
+		_, err := s.writeNode(ctx, caller.ID, func() (*datastore.Node, error) {
+			return s.store.SetNodeAgentVersion(ctx, caller.ID, req.AgentVersion)
+		})
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, s.nodeDenial(caller.ID, caller.Cert.SerialNumber.String())
+		}
+		if err != nil {
+			return nil, s.statusFor(ctx, "storing agent version", err)
+		}
 	}
 	return &agentv1.PostStatusResponse{}, nil
 }
@@ -415,39 +416,31 @@ func (s *Service) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgentReque
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.store.DeleteNode(ctx, id); err != nil {
+	if err := s.deleteNode(ctx, id); err != nil {
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
 		}
 		return nil, s.internalError(ctx, "deleting agent", err)
 	}
-	s.nodes.delete(id)
-	s.entries.DeleteNode(id)
-	s.metrics.agents.Set(float64(s.nodes.count()))
 	s.log.InfoContext(ctx, "agent evicted", "spiffe_id", id.String())
 	return &emptypb.Empty{}, nil
 }
 
 // BanAgent bans an agent: its SVID stops working and it cannot re-attest
-// until deleted.
+// until deleted. Only the serials are written, so no concurrent write of the
+// node can bring them back.
 func (s *Service) BanAgent(ctx context.Context, req *agentv1.BanAgentRequest) (*emptypb.Empty, error) {
 	id, err := s.agentIDFromRequest(req.Id)
 	if err != nil {
 		return nil, err
 	}
-	n, ok := s.nodes.get(id)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
-	}
-	banned := *n
-	banned.CertSerial, banned.NewCertSerial = "", ""
-	if err := s.store.UpdateNode(ctx, &banned); err != nil {
+	_, err = s.writeNode(ctx, id, func() (*datastore.Node, error) { return s.store.BanNode(ctx, id) })
+	if err != nil {
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
 		}
 		return nil, s.internalError(ctx, "banning agent", err)
 	}
-	s.nodes.put(&banned)
 	s.log.InfoContext(ctx, "agent banned", "spiffe_id", id.String())
 	return &emptypb.Empty{}, nil
 }

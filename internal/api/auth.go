@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -306,15 +307,28 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 	switch serial {
 	case node.CertSerial:
 	case node.NewCertSerial:
-		promoted := *node
-		promoted.CertSerial, promoted.CertNotAfter = node.NewCertSerial, node.NewCertNotAfter
-		promoted.NewCertSerial, promoted.NewCertNotAfter = "", 0
-		if err := s.store.UpdateNode(ctx, &promoted); err != nil {
-			s.log.Error("promoting renewed agent SVID", "spiffe_id", c.ID.String(), "err", err)
+		// First use of a renewed SVID: it becomes the current one, if it
+		// still is the node's new serial (a ban since then wins).
+		promoted, err := s.writeNode(ctx, c.ID, func() (*datastore.Node, error) {
+			return s.store.ActivateNodeSerial(ctx, c.ID, serial)
+		})
+		switch {
+		case err == nil:
+			node = promoted
+		case errors.Is(err, datastore.ErrConflict), errors.Is(err, datastore.ErrNotFound):
+			// Banned, evicted or re-attested since, or activated by a
+			// concurrent call of the same agent: decide on what is stored.
+			if denial := s.nodeDenial(c.ID, serial); denial != nil {
+				return denial
+			}
+			node, _ = s.nodes.get(c.ID)
+			if node.CertSerial != serial {
+				return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %s presented SVID serial %s, which is not its current one", c.ID, serial)
+			}
+		default:
+			s.log.ErrorContext(ctx, "promoting renewed agent SVID", "spiffe_id", c.ID.String(), "err", err)
 			return status.Error(codes.Internal, "failed to record the agent's renewed SVID")
 		}
-		s.nodes.put(&promoted)
-		node = &promoted
 	default:
 		return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %s presented SVID serial %s, which is not its current one", c.ID, serial)
 	}

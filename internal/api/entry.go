@@ -142,33 +142,51 @@ func (s *Service) updateEntry(ctx context.Context, p *types.Entry, mask *types.E
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	cur, ok := s.entries.Entry(p.Id)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
+	// The change is merged onto the entry as this server holds it and
+	// stored only if the datastore still has that revision; when another
+	// server sharing the datastore wrote the entry first, the merge is done
+	// again on its version, so fields this update does not name keep what
+	// the other write put there.
+	for attempt := 0; ; attempt++ {
+		cur, ok := s.entries.Entry(p.Id)
+		if !ok {
+			return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
+		}
+		merged := entryToProto(cur, nil)
+		overlayEntry(merged, p, mask)
+		e, err := s.entryFromProto(merged)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "failed to update entry: %v", err)
+		}
+		e.CreatedAt, e.RevisionNumber = cur.CreatedAt, cur.RevisionNumber
+		if dup, ok := s.entries.FindDuplicate(e); ok && dup.ID != e.ID {
+			return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate entry %q", e.ID, dup.ID)
+		}
+		updated, err := s.store.UpdateEntry(ctx, e)
+		switch {
+		case err == nil:
+			s.entries.PutEntry(updated)
+			return updated, nil
+		case errors.Is(err, datastore.ErrConflict) && attempt < maxUpdateAttempts:
+			if err := s.reloadEntryLocked(ctx, p.Id); err != nil {
+				return nil, s.internalError(ctx, "failed to update entry", err)
+			}
+		case errors.Is(err, datastore.ErrConflict):
+			return nil, status.Errorf(codes.Aborted, "entry %q is being changed concurrently; retry", p.Id)
+		case errors.Is(err, datastore.ErrNotFound):
+			s.entries.DeleteEntry(p.Id)
+			return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
+		case errors.Is(err, datastore.ErrAlreadyExists):
+			return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate another entry", p.Id)
+		default:
+			return nil, s.internalError(ctx, "failed to update entry", err)
+		}
 	}
-	merged := entryToProto(cur, nil)
-	overlayEntry(merged, p, mask)
-	e, err := s.entryFromProto(merged)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "failed to update entry: %v", err)
-	}
-	e.CreatedAt, e.RevisionNumber = cur.CreatedAt, cur.RevisionNumber
-	if dup, ok := s.entries.FindDuplicate(e); ok && dup.ID != e.ID {
-		return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate entry %q", e.ID, dup.ID)
-	}
-	updated, err := s.store.UpdateEntry(ctx, e)
-	switch {
-	case err == nil:
-	case errors.Is(err, datastore.ErrNotFound):
-		return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
-	case errors.Is(err, datastore.ErrAlreadyExists):
-		return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate another entry", p.Id)
-	default:
-		return nil, s.internalError(ctx, "failed to update entry", err)
-	}
-	s.entries.PutEntry(updated)
-	return updated, nil
 }
+
+// maxUpdateAttempts bounds how often one entry update is merged again after
+// losing to a concurrent write on another server.
+const maxUpdateAttempts = 8
 
 // overlayEntry copies the fields of src selected by mask (all when nil) onto dst.
 func overlayEntry(dst, src *types.Entry, mask *types.EntryMask) {

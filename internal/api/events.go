@@ -92,26 +92,73 @@ func (r recordingStore) DeleteEntry(ctx context.Context, id string) (*datastore.
 
 func (r recordingStore) CreateNode(ctx context.Context, n *datastore.Node) error {
 	err := r.Store.CreateNode(ctx, n)
-	if err == nil {
-		r.own.add("n:" + n.ID.String())
-	}
+	r.node(n.ID, err)
 	return err
 }
 
-func (r recordingStore) UpdateNode(ctx context.Context, n *datastore.Node) error {
-	err := r.Store.UpdateNode(ctx, n)
-	if err == nil {
-		r.own.add("n:" + n.ID.String())
-	}
-	return err
+func (r recordingStore) AttestNode(ctx context.Context, n *datastore.Node, joinToken string) (*datastore.Node, error) {
+	out, err := r.Store.AttestNode(ctx, n, joinToken)
+	r.node(n.ID, err)
+	return out, err
+}
+
+func (r recordingStore) RenewNode(ctx context.Context, id spiffeid.ID, current, serial string, notAfter int64) (*datastore.Node, error) {
+	out, err := r.Store.RenewNode(ctx, id, current, serial, notAfter)
+	r.node(id, err)
+	return out, err
+}
+
+func (r recordingStore) ActivateNodeSerial(ctx context.Context, id spiffeid.ID, serial string) (*datastore.Node, error) {
+	out, err := r.Store.ActivateNodeSerial(ctx, id, serial)
+	r.node(id, err)
+	return out, err
+}
+
+func (r recordingStore) SetNodeAgentVersion(ctx context.Context, id spiffeid.ID, version string) (*datastore.Node, error) {
+	out, err := r.Store.SetNodeAgentVersion(ctx, id, version)
+	r.node(id, err)
+	return out, err
+}
+
+func (r recordingStore) BanNode(ctx context.Context, id spiffeid.ID) (*datastore.Node, error) {
+	out, err := r.Store.BanNode(ctx, id)
+	r.node(id, err)
+	return out, err
 }
 
 func (r recordingStore) DeleteNode(ctx context.Context, id spiffeid.ID) (*datastore.Node, error) {
 	out, err := r.Store.DeleteNode(ctx, id)
+	r.node(id, err)
+	return out, err
+}
+
+// node records a successful write of node id (a failed one wrote no event).
+func (r recordingStore) node(id spiffeid.ID, err error) {
 	if err == nil {
 		r.own.add("n:" + id.String())
 	}
-	return out, err
+}
+
+// reloadEntry makes the entry index hold entry id as the datastore does. It
+// holds the entry write lock, so it cannot put back a state older than what
+// a concurrent local write just stored.
+func (s *Service) reloadEntry(ctx context.Context, id string) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return s.reloadEntryLocked(ctx, id)
+}
+
+func (s *Service) reloadEntryLocked(ctx context.Context, id string) error {
+	e, err := s.store.FetchEntry(ctx, id)
+	switch {
+	case err == nil:
+		s.entries.PutEntry(e)
+	case errors.Is(err, datastore.ErrNotFound):
+		s.entries.DeleteEntry(id)
+	default:
+		return err
+	}
+	return nil
 }
 
 // eventCursor remembers the last applied entry and node events.
@@ -131,13 +178,7 @@ func (s *Service) PollEvents(ctx context.Context) error {
 			s.cursor.entry = ev.ID
 			continue
 		}
-		e, err := s.store.FetchEntry(ctx, ev.Key)
-		switch {
-		case err == nil:
-			s.entries.PutEntry(e)
-		case errors.Is(err, datastore.ErrNotFound):
-			s.entries.DeleteEntry(ev.Key)
-		default:
+		if err := s.reloadEntry(ctx, ev.Key); err != nil {
 			return fmt.Errorf("api: fetching entry %s: %w", ev.Key, err)
 		}
 		s.cursor.entry = ev.ID
@@ -156,15 +197,7 @@ func (s *Service) PollEvents(ctx context.Context) error {
 			s.cursor.node = ev.ID
 			continue
 		}
-		n, err := s.store.FetchNode(ctx, id)
-		switch {
-		case err == nil:
-			s.nodes.put(n)
-			s.entries.PutNodeSelectors(n.ID, n.Selectors)
-		case errors.Is(err, datastore.ErrNotFound):
-			s.nodes.delete(id)
-			s.entries.DeleteNode(id)
-		default:
+		if err := s.reloadNode(ctx, id); err != nil {
 			return fmt.Errorf("api: fetching node %s: %w", id, err)
 		}
 		s.cursor.node = ev.ID

@@ -205,60 +205,6 @@ func (s *Service) internalError(ctx context.Context, what string, err error) err
 	return status.Errorf(codes.Internal, "%s", what)
 }
 
-// nodeIndex is the in-memory view of attested nodes that every agent call is
-// authorized against.
-type nodeIndex struct {
-	mu    sync.RWMutex
-	nodes map[spiffeid.ID]*datastore.Node
-}
-
-func newNodeIndex() *nodeIndex { return &nodeIndex{nodes: make(map[spiffeid.ID]*datastore.Node)} }
-
-func (n *nodeIndex) reset(nodes []*datastore.Node) {
-	m := make(map[spiffeid.ID]*datastore.Node, len(nodes))
-	for _, node := range nodes {
-		m[node.ID] = node
-	}
-	n.mu.Lock()
-	n.nodes = m
-	n.mu.Unlock()
-}
-
-func (n *nodeIndex) get(id spiffeid.ID) (*datastore.Node, bool) {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	node, ok := n.nodes[id]
-	return node, ok
-}
-
-func (n *nodeIndex) put(node *datastore.Node) {
-	n.mu.Lock()
-	n.nodes[node.ID] = node
-	n.mu.Unlock()
-}
-
-func (n *nodeIndex) delete(id spiffeid.ID) {
-	n.mu.Lock()
-	delete(n.nodes, id)
-	n.mu.Unlock()
-}
-
-func (n *nodeIndex) count() int {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return len(n.nodes)
-}
-
-func (n *nodeIndex) list() []*datastore.Node {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	out := make([]*datastore.Node, 0, len(n.nodes))
-	for _, node := range n.nodes {
-		out = append(out, node)
-	}
-	return out
-}
-
 // localCreds are the admin socket's transport credentials: no handshake, and
 // every peer is marked local.
 type localCreds struct{}

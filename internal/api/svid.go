@@ -79,7 +79,7 @@ func (s *Service) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, 
 	if !ok {
 		return fail(codes.NotFound, "entry not found or not authorized")
 	}
-	csr, err := parseCSR(p.Csr)
+	csr, err := parseCSR(p.Csr, csrSVID)
 	if err != nil {
 		return &svidv1.BatchNewX509SVIDResponse_Result{Status: statusFromErr(err)}
 	}
@@ -91,8 +91,7 @@ func (s *Service) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, 
 		Subject:   svidSubject(e.DNSNames),
 	})
 	if err != nil {
-		s.log.ErrorContext(ctx, "signing X509-SVID", "entry_id", e.ID, "err", err)
-		return fail(codes.Internal, "failed to sign X509-SVID")
+		return &svidv1.BatchNewX509SVIDResponse_Result{Status: statusFromErr(s.statusFor(ctx, "failed to sign X509-SVID", err))}
 	}
 	s.metrics.svids.WithLabelValues("x509").Inc()
 	return &svidv1.BatchNewX509SVIDResponse_Result{Status: okStatus, Svid: x509SVIDToProto(e.SPIFFEID, chain, e.Hint)}
@@ -138,7 +137,7 @@ func (s *Service) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequest)
 func (s *Service) signJWT(ctx context.Context, id spiffeid.ID, aud []string, ttl time.Duration, hint string) (*types.JWTSVID, error) {
 	token, iat, exp, err := s.ca.SignJWTSVID(ctx, id, aud, ttl)
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to sign JWT-SVID", err)
+		return nil, s.statusFor(ctx, "failed to sign JWT-SVID", err)
 	}
 	s.metrics.svids.WithLabelValues("jwt").Inc()
 	return &types.JWTSVID{Token: token, Id: idToProto(id), ExpiresAt: exp.Unix(), IssuedAt: iat.Unix(), Hint: hint}, nil
@@ -146,7 +145,7 @@ func (s *Service) signJWT(ctx context.Context, id spiffeid.ID, aud []string, ttl
 
 // MintX509SVID signs an X509-SVID for the SPIFFE ID in the CSR's URI SAN (admin).
 func (s *Service) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVIDRequest) (*svidv1.MintX509SVIDResponse, error) {
-	csr, err := parseCSR(req.Csr)
+	csr, err := parseCSR(req.Csr, csrSVID)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +172,7 @@ func (s *Service) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVIDRequ
 		DNSNames: csr.DNSNames, Subject: csrSubject(csr),
 	})
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to sign X509-SVID", err)
+		return nil, s.statusFor(ctx, "failed to sign X509-SVID", err)
 	}
 	s.metrics.svids.WithLabelValues("x509").Inc()
 	return &svidv1.MintX509SVIDResponse{Svid: x509SVIDToProto(id, chain, "")}, nil
@@ -210,7 +209,7 @@ func (s *Service) MintJWTSVID(ctx context.Context, req *svidv1.MintJWTSVIDReques
 
 // NewDownstreamX509CA signs an intermediate CA for a downstream server.
 func (s *Service) NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownstreamX509CARequest) (*svidv1.NewDownstreamX509CAResponse, error) {
-	csr, err := parseCSR(req.Csr)
+	csr, err := parseCSR(req.Csr, csrCA)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +235,7 @@ func (s *Service) NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownst
 	}
 	chain, err := s.ca.SignDownstreamX509CA(ctx, csr.PublicKey, ttl)
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to sign downstream CA", err)
+		return nil, s.statusFor(ctx, "failed to sign downstream CA", err)
 	}
 	resp := &svidv1.NewDownstreamX509CAResponse{}
 	for _, c := range chain {

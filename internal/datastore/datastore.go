@@ -27,8 +27,11 @@ var (
 	// ErrAlreadyExists: a record with the same identity exists (for entries:
 	// same parent ID, SPIFFE ID and selector set; or the same entry ID).
 	ErrAlreadyExists = errors.New("datastore: already exists")
-	// ErrConflict: a concurrent writer changed the record first; retry.
+	// ErrConflict: a concurrent writer changed the record first, so the
+	// write's condition no longer holds; re-read and decide again.
 	ErrConflict = errors.New("datastore: conflict")
+	// ErrBanned: the node is banned, and only deleting it lifts the ban.
+	ErrBanned = errors.New("datastore: node is banned")
 )
 
 // Entry is a registration entry. Times are Unix seconds as in the SPIRE API.
@@ -117,8 +120,11 @@ type EntryStore interface {
 	// or another error. An empty ID gets a new random UUID; CreatedAt and
 	// RevisionNumber (0) are set by the store.
 	CreateEntries(ctx context.Context, entries []*Entry) (out []*Entry, errs []error)
-	// UpdateEntry replaces the entry with e.ID, incrementing its revision.
-	// ErrNotFound if missing; ErrAlreadyExists if it would duplicate another.
+	// UpdateEntry replaces the entry with e.ID if its stored revision is
+	// still e.RevisionNumber (the revision the caller's change was based on),
+	// and increments the revision. ErrConflict if another write came first
+	// (the caller re-reads and merges again); ErrNotFound if missing;
+	// ErrAlreadyExists if it would duplicate another entry.
 	UpdateEntry(ctx context.Context, e *Entry) (*Entry, error)
 	// DeleteEntry deletes and returns the entry; ErrNotFound if missing.
 	DeleteEntry(ctx context.Context, id string) (*Entry, error)
@@ -131,13 +137,34 @@ type EntryStore interface {
 	EntryEventsSince(ctx context.Context, after uint64) ([]Event, error)
 }
 
-// NodeStore persists attested nodes.
+// NodeStore persists attested nodes. Every write changes only the fields it
+// is about, under a condition checked in the same transaction, and returns
+// the node as stored after it; so no write can undo another that it did not
+// see — a ban or an eviction in particular (a write to a deleted node is
+// ErrNotFound, never a re-creation, except by AttestNode).
 type NodeStore interface {
 	// CreateNode stores a newly attested node; ErrAlreadyExists if present.
 	CreateNode(ctx context.Context, n *Node) error
-	// UpdateNode replaces the node (selectors included) in one transaction;
-	// ErrNotFound if missing.
-	UpdateNode(ctx context.Context, n *Node) error
+	// AttestNode records a successful attestation in one transaction: it
+	// consumes joinToken when not empty (ErrNotFound if it does not exist,
+	// that is, was already used), then creates the node or, when it exists,
+	// replaces what attestation establishes (attestation type, both serials
+	// and not-afters, CanReattest, selectors), keeping AgentVersion.
+	// ErrBanned, consuming nothing, if the node exists and is banned.
+	AttestNode(ctx context.Context, n *Node, joinToken string) (*Node, error)
+	// RenewNode records a renewed SVID (NewCertSerial, NewCertNotAfter) if
+	// the node's current serial is still current; ErrConflict otherwise (the
+	// node was banned or attested again since).
+	RenewNode(ctx context.Context, id spiffeid.ID, current, serial string, notAfter int64) (*Node, error)
+	// ActivateNodeSerial makes the renewed serial the current one, on its
+	// first use, if it is still the node's NewCertSerial; ErrConflict
+	// otherwise (banned, or already activated by a concurrent call).
+	ActivateNodeSerial(ctx context.Context, id spiffeid.ID, serial string) (*Node, error)
+	// SetNodeAgentVersion records the version the agent reports.
+	SetNodeAgentVersion(ctx context.Context, id spiffeid.ID, version string) (*Node, error)
+	// BanNode clears both serials, so no SVID of the node is accepted and it
+	// cannot attest again until deleted.
+	BanNode(ctx context.Context, id spiffeid.ID) (*Node, error)
 	FetchNode(ctx context.Context, id spiffeid.ID) (*Node, error)
 	ListNodes(ctx context.Context) ([]*Node, error)
 	// DeleteNode deletes and returns the node; ErrNotFound if missing.
@@ -145,14 +172,14 @@ type NodeStore interface {
 	NodeEventsSince(ctx context.Context, after uint64) ([]Event, error)
 }
 
-// TokenStore persists join tokens.
+// TokenStore persists join tokens. A token is consumed by NodeStore.AttestNode,
+// in the transaction that stores the node it attested.
 type TokenStore interface {
 	// CreateJoinToken stores t; ErrAlreadyExists if the token value exists.
 	CreateJoinToken(ctx context.Context, t *JoinToken) error
-	// ConsumeJoinToken atomically deletes and returns the token, so it can be
-	// used once even by servers sharing the store; ErrNotFound if missing.
-	// The caller checks expiry (an expired token is consumed all the same).
-	ConsumeJoinToken(ctx context.Context, token string) (*JoinToken, error)
+	// FetchJoinToken returns the token without consuming it; ErrNotFound if
+	// missing.
+	FetchJoinToken(ctx context.Context, token string) (*JoinToken, error)
 	// PruneJoinTokens deletes tokens that expired before the given time.
 	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
 }

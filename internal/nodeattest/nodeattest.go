@@ -54,4 +54,10 @@ type Result struct {
 	// CanReattest reports whether the agent can attest again with the same
 	// data (x509pop) instead of needing a fresh secret (join_token).
 	CanReattest bool
+	// JoinToken, when not empty, is a single-use secret the attestation
+	// rests on. The attestor only checked it; the server consumes it in the
+	// transaction that stores the node (datastore.NodeStore.AttestNode), so
+	// an attestation that fails after this point leaves it usable and of
+	// concurrent attestations with it exactly one succeeds.
+	JoinToken string
 }

@@ -197,6 +197,14 @@ func testEntryCRUD(t *testing.T, s datastore.Store) {
 	if diff := cmp.Diff(&wantUpd, got, cmpOpts...); diff != "" {
 		t.Errorf("FetchEntry() after update (-want +got):\n%s", diff)
 	}
+	// An update based on a revision that is no longer stored is a conflict
+	// and changes nothing: a concurrent writer came first.
+	stale := *upd
+	stale.Hint = "stale"
+	if _, err := s.UpdateEntry(ctx, &stale); !errors.Is(err, datastore.ErrConflict) {
+		t.Errorf("UpdateEntry(revision 0 after revision 1) error = %v, want ErrConflict", err)
+	}
+	upd.RevisionNumber = 1
 	if updated, err = s.UpdateEntry(ctx, upd); err != nil || updated.RevisionNumber != 2 {
 		t.Errorf("second UpdateEntry() = revision %v, %v; want 2, nil", revision(updated), err)
 	}
@@ -499,23 +507,49 @@ func testNodeCRUD(t *testing.T, s datastore.Store) {
 		t.Errorf("FetchNode() (-want +got):\n%s", diff)
 	}
 
-	// Ban: serials cleared, selectors replaced.
-	banned := *n
-	banned.CertSerial, banned.NewCertSerial = "", ""
-	banned.CertNotAfter, banned.NewCertNotAfter = 0, 0
-	banned.Selectors = sels("x509pop:subject:cn:other")
-	if err := s.UpdateNode(ctx, &banned); err != nil {
-		t.Fatalf("UpdateNode() error = %v", err)
+	// Each targeted write changes its own fields only.
+	if got, err = s.SetNodeAgentVersion(ctx, n.ID, "1.15.3"); err != nil || got.AgentVersion != "1.15.3" || got.CertSerial != n.CertSerial {
+		t.Errorf("SetNodeAgentVersion() = %+v, %v; want version 1.15.3 and serials kept", got, err)
+	}
+	if got, err = s.ActivateNodeSerial(ctx, n.ID, "42"); err != nil || got.CertSerial != "42" || got.CertNotAfter != FixedNow+7200 || got.NewCertSerial != "" {
+		t.Errorf("ActivateNodeSerial(42) = %+v, %v; want current serial 42", got, err)
+	}
+	if _, err = s.ActivateNodeSerial(ctx, n.ID, "42"); !errors.Is(err, datastore.ErrConflict) {
+		t.Errorf("ActivateNodeSerial(42) again error = %v, want ErrConflict", err)
+	}
+	if got, err = s.RenewNode(ctx, n.ID, "42", "43", FixedNow+9000); err != nil || got.NewCertSerial != "43" || got.CertSerial != "42" {
+		t.Errorf("RenewNode(42 -> 43) = %+v, %v; want new serial 43 beside 42", got, err)
+	}
+	if _, err = s.RenewNode(ctx, n.ID, "12345678901234567890", "44", FixedNow+9000); !errors.Is(err, datastore.ErrConflict) {
+		t.Errorf("RenewNode(from a serial no longer current) error = %v, want ErrConflict", err)
+	}
+
+	// Ban: serials cleared, everything else kept; nothing brings them back.
+	banned, err := s.BanNode(ctx, n.ID)
+	if err != nil {
+		t.Fatalf("BanNode() error = %v", err)
+	}
+	if !banned.Banned() || banned.AgentVersion != "1.15.3" || len(banned.Selectors) != 2 {
+		t.Errorf("BanNode() = %+v, want banned with version and selectors kept", banned)
+	}
+	if _, err := s.RenewNode(ctx, n.ID, "42", "45", FixedNow+9000); !errors.Is(err, datastore.ErrConflict) {
+		t.Errorf("RenewNode(banned) error = %v, want ErrConflict", err)
+	}
+	if _, err := s.ActivateNodeSerial(ctx, n.ID, "43"); !errors.Is(err, datastore.ErrConflict) {
+		t.Errorf("ActivateNodeSerial(banned) error = %v, want ErrConflict", err)
+	}
+	if _, err := s.AttestNode(ctx, n, ""); !errors.Is(err, datastore.ErrBanned) {
+		t.Errorf("AttestNode(banned) error = %v, want ErrBanned", err)
+	}
+	if _, err := s.SetNodeAgentVersion(ctx, n.ID, "1.15.3"); err != nil {
+		t.Errorf("SetNodeAgentVersion(banned) error = %v", err)
 	}
 	got, err = s.FetchNode(ctx, n.ID)
 	if err != nil {
-		t.Fatalf("FetchNode() after update error = %v", err)
+		t.Fatalf("FetchNode() after ban error = %v", err)
 	}
-	if diff := cmp.Diff(&banned, got, cmpOpts...); diff != "" {
-		t.Errorf("FetchNode() after update (-want +got):\n%s", diff)
-	}
-	if !got.Banned() {
-		t.Errorf("Banned() = false after clearing both serials")
+	if diff := cmp.Diff(banned, got, cmpOpts...); diff != "" {
+		t.Errorf("FetchNode() after ban and refused writes (-want +got):\n%s", diff)
 	}
 
 	other := &datastore.Node{ID: id("/spire/agent/join_token/t"), AttestationType: "join_token", CertSerial: "1"}
@@ -526,7 +560,7 @@ func testNodeCRUD(t *testing.T, s datastore.Store) {
 	if err != nil {
 		t.Fatalf("ListNodes() error = %v", err)
 	}
-	wantList := []*datastore.Node{other, &banned} // ordered by SPIFFE ID
+	wantList := []*datastore.Node{other, banned} // ordered by SPIFFE ID
 	slices.SortFunc(list, func(a, b *datastore.Node) int { return compareStrings(a.ID.String(), b.ID.String()) })
 	if diff := cmp.Diff(wantList, list, cmpOpts...); diff != "" {
 		t.Errorf("ListNodes() (-want +got):\n%s", diff)
@@ -536,7 +570,7 @@ func testNodeCRUD(t *testing.T, s datastore.Store) {
 	if err != nil {
 		t.Fatalf("DeleteNode() error = %v", err)
 	}
-	if diff := cmp.Diff(&banned, deleted, cmpOpts...); diff != "" {
+	if diff := cmp.Diff(banned, deleted, cmpOpts...); diff != "" {
 		t.Errorf("DeleteNode() returned (-want +got):\n%s", diff)
 	}
 	missing := []struct {
@@ -545,7 +579,10 @@ func testNodeCRUD(t *testing.T, s datastore.Store) {
 	}{
 		{"FetchNode", func() error { _, err := s.FetchNode(ctx, n.ID); return err }},
 		{"DeleteNode", func() error { _, err := s.DeleteNode(ctx, n.ID); return err }},
-		{"UpdateNode", func() error { return s.UpdateNode(ctx, n) }},
+		{"SetNodeAgentVersion", func() error { _, err := s.SetNodeAgentVersion(ctx, n.ID, "v"); return err }},
+		{"BanNode", func() error { _, err := s.BanNode(ctx, n.ID); return err }},
+		{"RenewNode", func() error { _, err := s.RenewNode(ctx, n.ID, "42", "46", 1); return err }},
+		{"ActivateNodeSerial", func() error { _, err := s.ActivateNodeSerial(ctx, n.ID, "43"); return err }},
 	}
 	for _, m := range missing {
 		if err := m.call(); !errors.Is(err, datastore.ErrNotFound) {
@@ -556,6 +593,7 @@ func testNodeCRUD(t *testing.T, s datastore.Store) {
 	if err := s.CreateNode(ctx, n); err != nil {
 		t.Errorf("CreateNode(after delete) error = %v", err)
 	}
+	testAttestNode(t, s)
 }
 
 func testNodeEvents(t *testing.T, s datastore.Store) {
@@ -570,9 +608,11 @@ func testNodeEvents(t *testing.T, s datastore.Store) {
 	if err := s.CreateNode(ctx, a); !errors.Is(err, datastore.ErrAlreadyExists) {
 		t.Fatalf("CreateNode(dup) error = %v, want ErrAlreadyExists", err)
 	}
-	a.CertSerial = "3"
-	if err := s.UpdateNode(ctx, a); err != nil {
-		t.Fatalf("UpdateNode() error = %v", err)
+	if _, err := s.RenewNode(ctx, a.ID, "1", "3", 0); err != nil {
+		t.Fatalf("RenewNode() error = %v", err)
+	}
+	if _, err := s.RenewNode(ctx, a.ID, "9", "4", 0); !errors.Is(err, datastore.ErrConflict) {
+		t.Fatalf("RenewNode(stale serial) error = %v, want ErrConflict (and no event)", err)
 	}
 	if _, err := s.DeleteNode(ctx, b.ID); err != nil {
 		t.Fatalf("DeleteNode() error = %v", err)
@@ -611,30 +651,33 @@ func testJoinTokens(t *testing.T, s datastore.Store) {
 		t.Errorf("CreateJoinToken(dup) error = %v, want ErrAlreadyExists", err)
 	}
 
-	got, err := s.ConsumeJoinToken(ctx, "fresh")
+	got, err := s.FetchJoinToken(ctx, "fresh")
 	if err != nil {
-		t.Fatalf("ConsumeJoinToken() error = %v", err)
+		t.Fatalf("FetchJoinToken() error = %v", err)
 	}
 	if got.Token != "fresh" || !got.ExpiresAt.Equal(tokens[2].ExpiresAt) {
-		t.Errorf("ConsumeJoinToken() = %s expiring %v, want fresh expiring %v", got.Token, got.ExpiresAt, tokens[2].ExpiresAt)
+		t.Errorf("FetchJoinToken() = %s expiring %v, want fresh expiring %v", got.Token, got.ExpiresAt, tokens[2].ExpiresAt)
 	}
-	if _, err := s.ConsumeJoinToken(ctx, "fresh"); !errors.Is(err, datastore.ErrNotFound) {
-		t.Errorf("ConsumeJoinToken(used) error = %v, want ErrNotFound", err)
+	if _, err := consumeJoinToken(ctx, s, "fresh"); err != nil {
+		t.Fatalf("AttestNode(with token) error = %v", err)
 	}
-	if _, err := s.ConsumeJoinToken(ctx, "never-created"); !errors.Is(err, datastore.ErrNotFound) {
-		t.Errorf("ConsumeJoinToken(unknown) error = %v, want ErrNotFound", err)
+	if _, err := consumeJoinToken(ctx, s, "fresh"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("AttestNode(token used) error = %v, want ErrNotFound", err)
+	}
+	if _, err := consumeJoinToken(ctx, s, "never-created"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("AttestNode(token unknown) error = %v, want ErrNotFound", err)
 	}
 
 	n, err := s.PruneJoinTokens(ctx, time.Unix(FixedNow, 0))
 	if err != nil || n != 1 {
 		t.Errorf("PruneJoinTokens(now) = %d, %v; want 1 (only the one expired before now)", n, err)
 	}
-	if _, err := s.ConsumeJoinToken(ctx, "old"); !errors.Is(err, datastore.ErrNotFound) {
-		t.Errorf("ConsumeJoinToken(pruned) error = %v, want ErrNotFound", err)
+	if _, err := consumeJoinToken(ctx, s, "old"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("AttestNode(token pruned) error = %v, want ErrNotFound", err)
 	}
 	for _, tok := range []string{"edge", "other"} {
-		if _, err := s.ConsumeJoinToken(ctx, tok); err != nil {
-			t.Errorf("ConsumeJoinToken(%s) error = %v, want it kept by the prune", tok, err)
+		if _, err := consumeJoinToken(ctx, s, tok); err != nil {
+			t.Errorf("AttestNode(token %s) error = %v, want it kept by the prune", tok, err)
 		}
 	}
 }
@@ -653,7 +696,7 @@ func testConcurrentConsumeJoinToken(t *testing.T, s datastore.Store) {
 		for i := range workers {
 			wg.Go(func() {
 				<-start
-				_, results[i] = s.ConsumeJoinToken(ctx, token)
+				_, results[i] = consumeJoinToken(ctx, s, token)
 			})
 		}
 		close(start)
@@ -664,12 +707,60 @@ func testConcurrentConsumeJoinToken(t *testing.T, s datastore.Store) {
 			case err == nil:
 				winners++
 			case !errors.Is(err, datastore.ErrNotFound):
-				t.Errorf("round %d worker %d: ConsumeJoinToken() error = %v, want nil or ErrNotFound", round, i, err)
+				t.Errorf("round %d worker %d: AttestNode(with token) error = %v, want nil or ErrNotFound", round, i, err)
 			}
 		}
 		if winners != 1 {
 			t.Errorf("round %d: %d of %d concurrent ConsumeJoinToken calls won, want exactly 1", round, winners, workers)
 		}
+	}
+}
+
+// consumeJoinToken attests the token's node with the token, consuming it.
+func consumeJoinToken(ctx context.Context, s datastore.Store, token string) (*datastore.Node, error) {
+	n := &datastore.Node{ID: id("/spire/agent/join_token/" + token), AttestationType: "join_token", CertSerial: "1"}
+	return s.AttestNode(ctx, n, token)
+}
+
+// testAttestNode: attestation creates a node or re-attests it (keeping its
+// agent version), and consumes a join token in the same transaction: a
+// refused attestation (banned node) leaves the token usable.
+func testAttestNode(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	n := &datastore.Node{ID: id("/spire/agent/x509pop/reattest"), AttestationType: "x509pop", CertSerial: "1",
+		CertNotAfter: FixedNow + 60, CanReattest: true, Selectors: sels("x509pop:subject:cn:a")}
+	got, err := s.AttestNode(ctx, n, "")
+	if err != nil {
+		t.Fatalf("AttestNode(new) error = %v", err)
+	}
+	if diff := cmp.Diff(n, got, cmpOpts...); diff != "" {
+		t.Errorf("AttestNode(new) (-want +got):\n%s", diff)
+	}
+	if _, err := s.SetNodeAgentVersion(ctx, n.ID, "1.0"); err != nil {
+		t.Fatalf("SetNodeAgentVersion() error = %v", err)
+	}
+	again := *n
+	again.CertSerial, again.NewCertSerial, again.Selectors = "2", "", sels("x509pop:subject:cn:b")
+	got, err = s.AttestNode(ctx, &again, "")
+	if err != nil {
+		t.Fatalf("AttestNode(again) error = %v", err)
+	}
+	want := again
+	want.AgentVersion = "1.0"
+	if diff := cmp.Diff(&want, got, cmpOpts...); diff != "" {
+		t.Errorf("AttestNode(again) (-want +got):\n%s", diff)
+	}
+	if _, err := s.BanNode(ctx, n.ID); err != nil {
+		t.Fatalf("BanNode() error = %v", err)
+	}
+	if err := s.CreateJoinToken(ctx, &datastore.JoinToken{Token: "kept", ExpiresAt: time.Unix(FixedNow+60, 0)}); err != nil {
+		t.Fatalf("CreateJoinToken() error = %v", err)
+	}
+	if _, err := s.AttestNode(ctx, &again, "kept"); !errors.Is(err, datastore.ErrBanned) {
+		t.Errorf("AttestNode(banned, token) error = %v, want ErrBanned", err)
+	}
+	if _, err := s.FetchJoinToken(ctx, "kept"); err != nil {
+		t.Errorf("FetchJoinToken() after a refused attestation error = %v, want the token kept", err)
 	}
 }
 

@@ -73,7 +73,7 @@ type snapshot struct {
 	TokenPresent bool
 }
 
-func takeSnapshot(t *testing.T, ctx context.Context, s datastore.Store, consumeToken bool) snapshot {
+func takeSnapshot(t *testing.T, ctx context.Context, s datastore.Store, checkToken bool) snapshot {
 	t.Helper()
 	var snap snapshot
 	var err error
@@ -93,8 +93,8 @@ func takeSnapshot(t *testing.T, ctx context.Context, s datastore.Store, consumeT
 	if snap.NodeEvents, err = s.NodeEventsSince(ctx, 0); err != nil {
 		t.Fatalf("NodeEventsSince() error = %v", err)
 	}
-	if consumeToken {
-		_, err := s.ConsumeJoinToken(ctx, "durable-token")
+	if checkToken {
+		_, err := s.FetchJoinToken(ctx, "durable-token")
 		snap.TokenPresent = err == nil
 	}
 	return snap
@@ -214,7 +214,7 @@ func testSharedDatabase(t *testing.T, db Database) {
 		s := []datastore.Store{a, b}[i%2]
 		wg.Go(func() {
 			<-start
-			_, results[i] = s.ConsumeJoinToken(ctx, "shared")
+			_, results[i] = consumeJoinToken(ctx, s, "shared")
 		})
 	}
 	close(start)
@@ -229,7 +229,7 @@ func testSharedDatabase(t *testing.T, db Database) {
 		}
 	}
 	if winners != 1 || losers != len(results)-1 {
-		t.Errorf("ConsumeJoinToken from two stores: results %v, want exactly one nil and the rest ErrNotFound", results)
+		t.Errorf("AttestNode with one token from two stores: results %v, want exactly one nil and the rest ErrNotFound", results)
 	}
 
 	// Concurrent entry writes from both: each store sees the other's events,

@@ -161,8 +161,8 @@ func TestSearchPathForms(t *testing.T) {
 	if err := a.CreateJoinToken(ctx, &datastore.JoinToken{Token: "in-a", ExpiresAt: time.Unix(datastoretest.FixedNow, 0)}); err != nil {
 		t.Fatalf("CreateJoinToken() error = %v", err)
 	}
-	if _, err := b.ConsumeJoinToken(ctx, "in-a"); !errors.Is(err, datastore.ErrNotFound) {
-		t.Errorf("ConsumeJoinToken() on schema %s of a token created in %s: error = %v, want ErrNotFound", schemaB, schemaA, err)
+	if _, err := b.FetchJoinToken(ctx, "in-a"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("FetchJoinToken() on schema %s of a token created in %s: error = %v, want ErrNotFound", schemaB, schemaA, err)
 	}
 	admin := adminDB(t)
 	for schema, want := range map[string]int{schemaA: 1, schemaB: 0} {

@@ -170,7 +170,8 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, table, keyColumn, k
 }
 
 // UpdateEntry implements datastore.EntryStore. CreatedAt is kept from the
-// stored entry and RevisionNumber incremented; the rest comes from e.
+// stored entry and RevisionNumber incremented, if it still is
+// e.RevisionNumber; the rest comes from e.
 func (s *Store) UpdateEntry(ctx context.Context, e *datastore.Entry) (*datastore.Entry, error) {
 	ne := cloneEntry(e)
 	dns, fed, err := encodeEntryLists(ne)
@@ -183,12 +184,15 @@ func (s *Store) UpdateEntry(ctx context.Context, e *datastore.Entry) (*datastore
 			jwt_svid_ttl = ?, admin = ?, downstream = ?, store_svid = ?, hint = ?, dns_names = ?,
 			federates_with = ?, revision_number = revision_number + 1, expires_at = ?,
 			jwt_svid_include_jti = ?, disable_x509_svid_prefetch = ?, dedupe_key = ?
-			WHERE id = ? RETURNING revision_number, created_at`),
+			WHERE id = ? AND revision_number = ? RETURNING revision_number, created_at`),
 			ne.SPIFFEID.String(), ne.ParentID.String(), ne.X509SVIDTTL, ne.JWTSVIDTTL, ne.Admin, ne.Downstream,
 			ne.StoreSVID, ne.Hint, dns, fed, ne.ExpiresAt, ne.JWTSVIDIncludeJTI, ne.DisableX509SVIDPrefetch,
-			dedupeKey(ne), ne.ID).Scan(&ne.RevisionNumber, &ne.CreatedAt)
+			dedupeKey(ne), ne.ID, e.RevisionNumber).Scan(&ne.RevisionNumber, &ne.CreatedAt)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
+			if _, ferr := s.fetchEntry(ctx, tx, ne.ID); ferr == nil {
+				return datastore.ErrConflict
+			}
 			return datastore.ErrNotFound
 		case err != nil && s.d.IsUniqueViolation(err):
 			return datastore.ErrAlreadyExists

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -42,36 +43,128 @@ func (s *Store) CreateNode(ctx context.Context, n *datastore.Node) error {
 	return nil
 }
 
-// UpdateNode implements datastore.NodeStore: the row and its selectors are
-// replaced in one transaction.
-func (s *Store) UpdateNode(ctx context.Context, n *datastore.Node) error {
+// AttestNode implements datastore.NodeStore. Every node write holds the node
+// events lock, so the read of the current row and the write that depends on
+// it cannot interleave with another writer, also across servers sharing the
+// database.
+func (s *Store) AttestNode(ctx context.Context, n *datastore.Node, joinToken string) (*datastore.Node, error) {
 	id := n.ID.String()
 	sels := normalizeSelectors(n.Selectors)
 	now := s.now().Unix()
+	var out *datastore.Node
 	err := s.write(ctx, []string{lockNodeEvents}, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET attestation_type = ?, cert_serial = ?,
-			cert_not_after = ?, new_cert_serial = ?, new_cert_not_after = ?, can_reattest = ?,
-			agent_version = ? WHERE spiffe_id = ?`),
-			n.AttestationType, n.CertSerial, n.CertNotAfter, n.NewCertSerial, n.NewCertNotAfter,
-			n.CanReattest, n.AgentVersion, id)
+		cur, err := s.fetchNode(ctx, tx, id)
+		switch {
+		case errors.Is(err, datastore.ErrNotFound):
+			cur = nil
+		case err != nil:
+			return err
+		case cur.Banned():
+			return datastore.ErrBanned
+		}
+		if joinToken != "" {
+			res, err := tx.ExecContext(ctx, s.q(`DELETE FROM join_tokens WHERE token = ?`), joinToken)
+			if err != nil {
+				return fmt.Errorf("consume join token: %w", err)
+			}
+			if err := mustAffect(res); err != nil {
+				return err
+			}
+		}
+		if cur == nil {
+			_, err = tx.ExecContext(ctx, s.q(`INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+				id, n.AttestationType, n.CertSerial, n.CertNotAfter, n.NewCertSerial, n.NewCertNotAfter,
+				n.CanReattest, n.AgentVersion)
+		} else {
+			_, err = tx.ExecContext(ctx, s.q(`UPDATE nodes SET attestation_type = ?, cert_serial = ?,
+				cert_not_after = ?, new_cert_serial = ?, new_cert_not_after = ?, can_reattest = ?
+				WHERE spiffe_id = ?`),
+				n.AttestationType, n.CertSerial, n.CertNotAfter, n.NewCertSerial, n.NewCertNotAfter, n.CanReattest, id)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, s.q(`DELETE FROM node_selectors WHERE spiffe_id = ?`), id)
+			}
+		}
 		if err != nil {
 			return err
-		}
-		if err := mustAffect(res); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM node_selectors WHERE spiffe_id = ?`), id); err != nil {
-			return fmt.Errorf("delete selectors: %w", err)
 		}
 		if err := s.insertSelectors(ctx, tx, "node_selectors", "spiffe_id", id, sels); err != nil {
 			return err
 		}
-		return s.insertEvent(ctx, tx, "node_events", "spiffe_id", id, now)
+		if err := s.insertEvent(ctx, tx, "node_events", "spiffe_id", id, now); err != nil {
+			return err
+		}
+		out, err = s.fetchNode(ctx, tx, id)
+		return err
 	})
 	if err != nil {
-		return s.errorf(err, "update node %q", id)
+		// The token is a secret: never put it in an error.
+		return nil, s.errorf(err, "attest node %q", id)
 	}
-	return nil
+	return out, nil
+}
+
+// RenewNode implements datastore.NodeStore.
+func (s *Store) RenewNode(ctx context.Context, id spiffeid.ID, current, serial string, notAfter int64) (*datastore.Node, error) {
+	if current == "" {
+		return nil, s.errorf(datastore.ErrConflict, "renew node %q: no current serial", id)
+	}
+	return s.updateNode(ctx, id, "renew", `new_cert_serial = ?, new_cert_not_after = ?`, []any{serial, notAfter},
+		`cert_serial = ?`, []any{current})
+}
+
+// ActivateNodeSerial implements datastore.NodeStore.
+func (s *Store) ActivateNodeSerial(ctx context.Context, id spiffeid.ID, serial string) (*datastore.Node, error) {
+	if serial == "" {
+		return nil, s.errorf(datastore.ErrConflict, "activate serial of node %q: empty serial", id)
+	}
+	return s.updateNode(ctx, id, "activate serial of",
+		`cert_serial = new_cert_serial, cert_not_after = new_cert_not_after, new_cert_serial = '', new_cert_not_after = 0`, nil,
+		`new_cert_serial = ?`, []any{serial})
+}
+
+// SetNodeAgentVersion implements datastore.NodeStore.
+func (s *Store) SetNodeAgentVersion(ctx context.Context, id spiffeid.ID, version string) (*datastore.Node, error) {
+	return s.updateNode(ctx, id, "set agent version of", `agent_version = ?`, []any{version}, "", nil)
+}
+
+// BanNode implements datastore.NodeStore.
+func (s *Store) BanNode(ctx context.Context, id spiffeid.ID) (*datastore.Node, error) {
+	return s.updateNode(ctx, id, "ban", `cert_serial = '', new_cert_serial = ''`, nil, "", nil)
+}
+
+// updateNode runs one UPDATE of the named columns, with an optional extra
+// condition, records the event and returns the row as stored. No row: the
+// node is missing (ErrNotFound) or the condition failed (ErrConflict).
+func (s *Store) updateNode(ctx context.Context, id spiffeid.ID, what, set string, setArgs []any, cond string, condArgs []any) (*datastore.Node, error) {
+	key := id.String()
+	now := s.now().Unix()
+	where := `spiffe_id = ?`
+	if cond != "" {
+		where += ` AND ` + cond
+	}
+	args := append(append(append([]any{}, setArgs...), key), condArgs...)
+	var out *datastore.Node
+	err := s.write(ctx, []string{lockNodeEvents}, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET `+set+` WHERE `+where), args...)
+		if err != nil {
+			return err
+		}
+		if err := mustAffect(res); err != nil {
+			if _, ferr := s.fetchNode(ctx, tx, key); ferr == nil {
+				return datastore.ErrConflict
+			}
+			return err
+		}
+		if err := s.insertEvent(ctx, tx, "node_events", "spiffe_id", key, now); err != nil {
+			return err
+		}
+		out, err = s.fetchNode(ctx, tx, key)
+		return err
+	})
+	if err != nil {
+		return nil, s.errorf(err, "%s node %q", what, key)
+	}
+	return out, nil
 }
 
 // FetchNode implements datastore.NodeStore.

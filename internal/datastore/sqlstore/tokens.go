@@ -24,16 +24,15 @@ func (s *Store) CreateJoinToken(ctx context.Context, t *datastore.JoinToken) err
 	return nil
 }
 
-// ConsumeJoinToken implements datastore.TokenStore with one DELETE ...
-// RETURNING, so of several concurrent callers exactly one gets the token.
-func (s *Store) ConsumeJoinToken(ctx context.Context, token string) (*datastore.JoinToken, error) {
+// FetchJoinToken implements datastore.TokenStore.
+func (s *Store) FetchJoinToken(ctx context.Context, token string) (*datastore.JoinToken, error) {
 	var expires int64
-	err := s.writer.QueryRowContext(ctx, s.q(`DELETE FROM join_tokens WHERE token = ? RETURNING expires_at`), token).Scan(&expires)
+	err := s.reader.QueryRowContext(ctx, s.q(`SELECT expires_at FROM join_tokens WHERE token = ?`), token).Scan(&expires)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			err = datastore.ErrNotFound
 		}
-		return nil, s.errorf(err, "consume join token")
+		return nil, s.errorf(err, "fetch join token")
 	}
 	return &datastore.JoinToken{Token: token, ExpiresAt: time.Unix(expires, 0).UTC()}, nil
 }

@@ -1,7 +1,7 @@
 // Package jointoken attests agents that present a single-use join token, the
 // bootstrap secret an administrator generates on a server tier (SPIRE's
-// "join_token" attestation type). The token is consumed on first use, whether
-// or not it has expired.
+// "join_token" attestation type). The token is consumed by the server when it
+// stores the attested node, in the same transaction, so it is used once.
 package jointoken
 
 import (
@@ -57,11 +57,13 @@ func New(c Config) (*Attestor, error) {
 // Type returns "join_token".
 func (a *Attestor) Type() string { return Type }
 
-// Attest consumes the token in payload and returns the agent ID
-// spiffe://<trust domain>/spire/agent/join_token/<token>. Like SPIRE, it
-// produces no selectors and the agent cannot re-attest (the token is gone).
-// An empty or malformed token is ErrInvalid; an unknown, already used or
-// expired token is ErrDenied. Error messages never contain the token.
+// Attest checks the token in payload and returns the agent ID
+// spiffe://<trust domain>/spire/agent/join_token/<token>, with the token in
+// Result.JoinToken for the server to consume when it stores the node. Like
+// SPIRE, it produces no selectors and the agent cannot re-attest (the token
+// will be gone). An empty or malformed token is ErrInvalid; an unknown,
+// already used or expired token is ErrDenied (an expired one is left for
+// pruning). Error messages never contain the token.
 func (a *Attestor) Attest(ctx context.Context, payload []byte, _ nodeattest.ChallengeFunc) (*nodeattest.Result, error) {
 	token := string(payload)
 	if token == "" {
@@ -73,20 +75,25 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, _ nodeattest.Chal
 	if err != nil {
 		return nil, fmt.Errorf("jointoken: %w: token is not a valid SPIFFE ID path segment", nodeattest.ErrInvalid)
 	}
-	jt, err := a.tokens.ConsumeJoinToken(ctx, token)
+	jt, err := a.tokens.FetchJoinToken(ctx, token)
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
-		return nil, fmt.Errorf("jointoken: %w: token does not exist or was already used", nodeattest.ErrDenied)
+		return nil, fmt.Errorf("jointoken: %w: %w", nodeattest.ErrDenied, ErrTokenUsed)
 	case err != nil:
-		return nil, fmt.Errorf("jointoken: consuming token: %w", err)
+		return nil, fmt.Errorf("jointoken: reading token: %w", err)
 	}
 	// SPIRE rejects a token whose expiry is strictly before now; the same
 	// instant is still valid.
 	if jt.ExpiresAt.Before(a.now()) {
 		return nil, fmt.Errorf("jointoken: %w: token expired at %s", nodeattest.ErrDenied, jt.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	return &nodeattest.Result{AgentID: agentID}, nil
+	return &nodeattest.Result{AgentID: agentID, JoinToken: token}, nil
 }
+
+// ErrTokenUsed is the reason (wrapped in ErrDenied) for a token that does not
+// exist or was already used; the server returns it too when the token is gone
+// by the time it stores the node.
+var ErrTokenUsed = errors.New("token does not exist or was already used")
 
 // AgentID returns the agent ID a join token attests:
 // spiffe://<td>/spire/agent/join_token/<token>. It is also the parent ID of

@@ -41,7 +41,7 @@ func (m *memTokens) CreateJoinToken(_ context.Context, t *datastore.JoinToken) e
 	return nil
 }
 
-func (m *memTokens) ConsumeJoinToken(_ context.Context, token string) (*datastore.JoinToken, error) {
+func (m *memTokens) FetchJoinToken(_ context.Context, token string) (*datastore.JoinToken, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
@@ -51,8 +51,14 @@ func (m *memTokens) ConsumeJoinToken(_ context.Context, token string) (*datastor
 	if !ok {
 		return nil, datastore.ErrNotFound
 	}
-	delete(m.tokens, token)
 	return &t, nil
+}
+
+// consume deletes the token, as the server does when it stores the node.
+func (m *memTokens) consume(token string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.tokens, token)
 }
 
 func (m *memTokens) PruneJoinTokens(_ context.Context, before time.Time) (int, error) {
@@ -107,22 +113,25 @@ func TestAttest(t *testing.T) {
 		wantStays bool // the token is still stored after the attempt
 	}{
 		{
-			name:    "valid",
-			stored:  []datastore.JoinToken{{Token: token, ExpiresAt: now.Add(time.Minute)}},
-			payload: token,
-			wantID:  "spiffe://example.org/spire/agent/join_token/" + token,
+			name:      "valid",
+			stored:    []datastore.JoinToken{{Token: token, ExpiresAt: now.Add(time.Minute)}},
+			payload:   token,
+			wantID:    "spiffe://example.org/spire/agent/join_token/" + token,
+			wantStays: true, // the server consumes it with the node write
 		},
 		{
-			name:    "expires at this instant",
-			stored:  []datastore.JoinToken{{Token: token, ExpiresAt: now}},
-			payload: token,
-			wantID:  "spiffe://example.org/spire/agent/join_token/" + token,
+			name:      "expires at this instant",
+			stored:    []datastore.JoinToken{{Token: token, ExpiresAt: now}},
+			payload:   token,
+			wantID:    "spiffe://example.org/spire/agent/join_token/" + token,
+			wantStays: true,
 		},
 		{
-			name:    "expired",
-			stored:  []datastore.JoinToken{{Token: token, ExpiresAt: now.Add(-time.Second)}},
-			payload: token,
-			wantErr: nodeattest.ErrDenied,
+			name:      "expired",
+			stored:    []datastore.JoinToken{{Token: token, ExpiresAt: now.Add(-time.Second)}},
+			payload:   token,
+			wantErr:   nodeattest.ErrDenied,
+			wantStays: true, // left for pruning
 		},
 		{
 			name:    "unknown",
@@ -168,7 +177,7 @@ func TestAttest(t *testing.T) {
 				}
 				return
 			}
-			want := &nodeattest.Result{AgentID: spiffeid.RequireFromString(tt.wantID)}
+			want := &nodeattest.Result{AgentID: spiffeid.RequireFromString(tt.wantID), JoinToken: tt.payload}
 			if diff := cmp.Diff(want, res, cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })); diff != "" {
 				t.Errorf("Attest(%q) mismatch (-want +got):\n%s", tt.payload, diff)
 			}
@@ -176,33 +185,19 @@ func TestAttest(t *testing.T) {
 	}
 }
 
-func TestAttestTokenIsSingleUse(t *testing.T) {
+func TestAttestUsedTokenIsDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	const token = "single-use"
 	store := newMemTokens(datastore.JoinToken{Token: token, ExpiresAt: now.Add(time.Hour)})
 	a := newAttestor(t, store)
-	if _, err := a.Attest(ctx, []byte(token), noChallenge(t)); err != nil {
+	res, err := a.Attest(ctx, []byte(token), noChallenge(t))
+	if err != nil {
 		t.Fatalf("first Attest(%q) = %v, want success", token, err)
 	}
-	if _, err := a.Attest(ctx, []byte(token), noChallenge(t)); !errors.Is(err, nodeattest.ErrDenied) {
-		t.Fatalf("second Attest(%q) error = %v, want %v", token, err, nodeattest.ErrDenied)
-	}
-}
-
-func TestAttestExpiredTokenIsConsumed(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	const token = "expired"
-	store := newMemTokens(datastore.JoinToken{Token: token, ExpiresAt: now.Add(-time.Hour)})
-	a := newAttestor(t, store)
-	for i := range 2 {
-		if _, err := a.Attest(ctx, []byte(token), noChallenge(t)); !errors.Is(err, nodeattest.ErrDenied) {
-			t.Fatalf("Attest(%q) #%d error = %v, want %v", token, i, err, nodeattest.ErrDenied)
-		}
-		if store.has(token) {
-			t.Fatalf("Attest(%q) #%d left the expired token stored", token, i)
-		}
+	store.consume(res.JoinToken)
+	if _, err := a.Attest(ctx, []byte(token), noChallenge(t)); !errors.Is(err, nodeattest.ErrDenied) || !errors.Is(err, jointoken.ErrTokenUsed) {
+		t.Fatalf("Attest(%q) after it was consumed: error = %v, want %v and %v", token, err, nodeattest.ErrDenied, jointoken.ErrTokenUsed)
 	}
 }
 
