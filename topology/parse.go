@@ -370,7 +370,7 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		s.SPIFFEID, _ = spiffeid.FromSegments(p.td, "arbor", "server", name)
 	}
 	if attr, ok := a["spiffe_id"]; ok {
-		if id, ok := p.spiffeID(attr); ok {
+		if id, ok := p.spiffeID(attr, roleEntryID, "/arbor/server/"+name); ok {
 			s.SPIFFEID = id
 		}
 	}

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -270,7 +272,7 @@ func (p *parser) agent(b *hcl.Block, s *Server, d *defaultsBlock) *Agent {
 		}
 	}
 	if attr, ok := a["spiffe_id"]; ok {
-		if id, ok := p.spiffeID(attr); ok {
+		if id, ok := p.spiffeID(attr, roleEntryID, "/arbor/agent/"+s.Name); ok {
 			ag.SPIFFEID = id
 		}
 	}
@@ -325,11 +327,11 @@ func (p *parser) entry(b *hcl.Block, s *Server) (Entry, bool) {
 	a := content.Attributes
 	ok := true
 	if attr, found := a["spiffe_id"]; found {
-		e.SPIFFEID, ok = p.spiffeID(attr)
+		e.SPIFFEID, ok = p.spiffeID(attr, roleEntryID, "/"+name)
 	}
 	if attr, found := a["parent_id"]; found {
 		var okp bool
-		e.ParentID, okp = p.spiffeID(attr)
+		e.ParentID, okp = p.spiffeID(attr, roleParentID, "")
 		ok = ok && okp
 	}
 	if attr, found := a["selectors"]; found {
@@ -437,9 +439,23 @@ func (p *parser) federation(b *hcl.Block) (Federation, bool) {
 	return fed, true
 }
 
+// idRole is what a SPIFFE ID attribute becomes on a server, which decides
+// the rule of idpolicy it must follow.
+type idRole int
+
+const (
+	// roleEntryID is the SPIFFE ID of an entry block, of a server (its
+	// downstream entry at the parent) or of an agent (its join token alias).
+	roleEntryID idRole = iota
+	// roleParentID is the parent ID of an entry block.
+	roleParentID
+)
+
 // spiffeID evaluates a SPIFFE ID that must belong to the topology's trust
-// domain.
-func (p *parser) spiffeID(attr *hcl.Attribute) (spiffeid.ID, bool) {
+// domain and follow the rule of its role, as SPIRE's server API would
+// enforce it when the entry is created. example is a path to suggest in
+// place of a refused entry ID.
+func (p *parser) spiffeID(attr *hcl.Attribute, role idRole, example string) (spiffeid.ID, bool) {
 	v, ok := p.str(attr)
 	if !ok {
 		return spiffeid.ID{}, false
@@ -455,7 +471,29 @@ func (p *parser) spiffeID(attr *hcl.Attribute) (spiffeid.ID, bool) {
 			"%s = %q is in trust domain %q, but this topology serves %q. Use an ID under spiffe://%s/.", attr.Name, v, id.TrustDomain().Name(), p.td.Name(), p.td.Name())
 		return spiffeid.ID{}, false
 	}
-	return id, true
+	// Without a trust domain (already reported) the ID's own stands in, so
+	// the path rules are still checked.
+	td := id.TrustDomain()
+	check := idpolicy.WorkloadID
+	if role == roleParentID {
+		check = idpolicy.ParentID
+	}
+	switch err := check(td, id); {
+	case err == nil:
+		return id, true
+	case errors.Is(err, idpolicy.ErrEmptyPath) && role == roleParentID:
+		p.errorf(attr.Expr.Range(), "SPIFFE ID without a path",
+			"%s = %q names the trust domain itself, which is no agent or node; SPIRE refuses it as a parent. Use the ID of the agent the workload runs under, or \"spiffe://%s/spire/server\" for a node entry.", attr.Name, v, td.Name())
+	case errors.Is(err, idpolicy.ErrEmptyPath):
+		p.errorf(attr.Expr.Range(), "SPIFFE ID without a path",
+			"%s = %q names the trust domain itself; SPIRE refuses it as the ID of an entry or join token, and go-spiffe cannot parse an X509-SVID that carries it. Add a path, for example \"spiffe://%s%s\".", attr.Name, v, td.Name(), example)
+	case errors.Is(err, idpolicy.ErrReservedPath):
+		p.errorf(attr.Expr.Range(), "SPIFFE ID in the reserved /spire namespace",
+			"%s = %q is under /spire, where SPIRE names its servers and agents; SPIRE refuses it as the ID of an entry or join token. Choose a path outside /spire, for example \"spiffe://%s%s\".", attr.Name, v, td.Name(), example)
+	default:
+		p.errorf(attr.Expr.Range(), "Invalid SPIFFE ID", "%s: %v. Use an ID under spiffe://%s/.", attr.Name, err, td.Name())
+	}
+	return spiffeid.ID{}, false
 }
 
 func (p *parser) tdName() string {

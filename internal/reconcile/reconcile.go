@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/nodeattest/x509pop"
 	"github.com/arborid/arbor/internal/selector"
 	"github.com/arborid/arbor/topology"
@@ -51,7 +52,7 @@ func DesiredEntries(f *topology.File, s *topology.Server, uid int) ([]Desired, e
 		if len(sels) == 0 {
 			sels = []string{fmt.Sprintf("unix:uid:%d", uid)}
 		}
-		e, err := entry(c.SPIFFEID, parentID, sels)
+		e, err := entry(f.TrustDomain, c.SPIFFEID, parentID, sels)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: downstream entry for %q: %w", c.Name, err)
 		}
@@ -59,7 +60,7 @@ func DesiredEntries(f *topology.File, s *topology.Server, uid int) ([]Desired, e
 		out = append(out, Desired{Why: fmt.Sprintf("server %q (downstream of %q)", c.Name, s.Name), Entry: e})
 	}
 	for _, b := range s.Entries {
-		e, err := entry(b.SPIFFEID, b.ParentID, b.Selectors)
+		e, err := entry(f.TrustDomain, b.SPIFFEID, b.ParentID, b.Selectors)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: entry %q of server %q: %w", b.Name, s.Name, err)
 		}
@@ -104,7 +105,16 @@ func agentIdentity(f *topology.File, p, c *topology.Server) (spiffeid.ID, error)
 	return spiffeid.ID{}, fmt.Errorf("reconcile: server %q's agent attests with %q, which apply does not know", c.Name, c.Agent.NodeAttestor.Kind)
 }
 
-func entry(id, parent spiffeid.ID, sels []string) (*types.Entry, error) {
+// entry builds the entry for id under parent, refusing what SPIRE's server
+// API would (idpolicy): a topology parsed by topology.Parse never holds such
+// IDs, but a File built in code may.
+func entry(td spiffeid.TrustDomain, id, parent spiffeid.ID, sels []string) (*types.Entry, error) {
+	if err := idpolicy.ParentID(td, parent); err != nil {
+		return nil, fmt.Errorf("parent ID: %w", err)
+	}
+	if err := idpolicy.WorkloadID(td, id); err != nil {
+		return nil, fmt.Errorf("SPIFFE ID: %w", err)
+	}
 	e := &types.Entry{
 		SpiffeId: &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
 		ParentId: &types.SPIFFEID{TrustDomain: parent.TrustDomain().Name(), Path: parent.Path()},
@@ -234,6 +244,9 @@ func Apply(ctx context.Context, conn grpc.ClientConnInterface, actions []Action)
 // co-located agent whose alias is the child's agent SPIFFE ID.
 func JoinToken(ctx context.Context, conn grpc.ClientConnInterface, child *topology.Server, ttl time.Duration) (string, error) {
 	id := child.Agent.SPIFFEID
+	if err := idpolicy.WorkloadID(id.TrustDomain(), id); err != nil {
+		return "", fmt.Errorf("reconcile: join token alias of %q's agent: %w", child.Name, err)
+	}
 	jt, err := agentv1.NewAgentClient(conn).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{
 		Ttl:     int32(ttl / time.Second),
 		AgentId: &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},

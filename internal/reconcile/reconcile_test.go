@@ -3,6 +3,7 @@ package reconcile
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/topology"
 )
@@ -121,5 +125,61 @@ func TestApplyIsIdempotent(t *testing.T) {
 				t.Errorf("downstream entry = %v, want downstream with unix:uid:4242", a.Entry)
 			}
 		}
+	}
+}
+
+// DesiredEntries refuses, before any server sees them, the IDs SPIRE's
+// server API would: a File built in code can hold what topology.Parse
+// refuses.
+func TestDesiredEntriesRefusesWhatSPIRERefuses(t *testing.T) {
+	parse := func(t *testing.T) *topology.File {
+		t.Helper()
+		dir := t.TempDir()
+		src := fmt.Sprintf(topo, filepath.Join(dir, "root"), filepath.Join(dir, "root.sock"), "10m", filepath.Join(dir, "child"))
+		f, diags := topology.Parse([]byte(src), "t.hcl")
+		if diags.HasErrors() {
+			t.Fatal(topology.FormatDiagnostics(diags, nil))
+		}
+		return f
+	}
+	td := func(f *topology.File, path string) spiffeid.ID {
+		if path == "" {
+			return f.TrustDomain.ID()
+		}
+		return spiffeid.RequireFromPath(f.TrustDomain, path)
+	}
+	cases := []struct {
+		name   string
+		change func(f *topology.File)
+		want   error
+	}{
+		{"entry ID without a path", func(f *topology.File) { f.Servers[0].Entries[0].SPIFFEID = td(f, "") }, idpolicy.ErrEmptyPath},
+		{"entry ID under /spire", func(f *topology.File) { f.Servers[0].Entries[0].SPIFFEID = td(f, "/spire/web") }, idpolicy.ErrReservedPath},
+		{"entry parent without a path", func(f *topology.File) { f.Servers[0].Entries[0].ParentID = td(f, "") }, idpolicy.ErrEmptyPath},
+		{"entry parent in another trust domain", func(f *topology.File) {
+			f.Servers[0].Entries[0].ParentID = spiffeid.RequireFromString("spiffe://other.org/node")
+		}, idpolicy.ErrForeignTrustDomain},
+		{"downstream entry ID under /spire", func(f *topology.File) { f.Servers[1].SPIFFEID = td(f, "/spire/server") }, idpolicy.ErrReservedPath},
+		{"downstream parent without a path", func(f *topology.File) { f.Servers[1].Agent.SPIFFEID = td(f, "") }, idpolicy.ErrEmptyPath},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := parse(t)
+			if _, err := DesiredEntries(f, f.Servers[0], 4242); err != nil {
+				t.Fatalf("DesiredEntries of the unchanged file = %v", err)
+			}
+			c.change(f)
+			if _, err := DesiredEntries(f, f.Servers[0], 4242); !errors.Is(err, c.want) {
+				t.Fatalf("DesiredEntries = %v, want %v", err, c.want)
+			}
+		})
+	}
+	f := parse(t)
+	f.Servers[1].Agent.SPIFFEID = td(f, "/spire/agent/child")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The alias is refused before any call: a nil connection is never used.
+	if _, err := JoinToken(ctx, nil, f.Servers[1], time.Minute); !errors.Is(err, idpolicy.ErrReservedPath) {
+		t.Fatalf("JoinToken with alias %s = %v, want %v", f.Servers[1].Agent.SPIFFEID, err, idpolicy.ErrReservedPath)
 	}
 }
