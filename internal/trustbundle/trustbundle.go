@@ -51,18 +51,19 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	default:
 		return fmt.Errorf("trustbundle: refresh: %w", err)
 	}
-	c.mu.RLock()
-	stale := b != nil && c.own != nil && b.SequenceNumber < c.own.SequenceNumber
-	c.mu.RUnlock()
-	if !stale { // a concurrent UpdateBundle may have stored a newer one
-		c.set(b)
-	}
+	c.set(b)
 	return nil
 }
 
+// set caches b as the own bundle unless the cache already holds a newer one
+// (by sequence number): a read or a write that finished late never replaces
+// what a later one stored. nil (no bundle) always replaces.
 func (c *Cache) set(b *datastore.Bundle) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if b != nil && c.own != nil && b.SequenceNumber < c.own.SequenceNumber {
+		return
+	}
 	unchanged := b != nil && c.own != nil && b.SequenceNumber == c.own.SequenceNumber &&
 		sameX509(b, c.own) && len(b.JWTAuthorities) == len(c.own.JWTAuthorities)
 	c.own = b
