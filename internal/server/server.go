@@ -82,6 +82,24 @@ type Config struct {
 	// X509PoP enables the x509pop node attestor when non-nil.
 	X509PoP *X509PoPConfig
 
+	// Bounds on the agent port (ListenAddr), which anyone can reach. A
+	// stream opened before authenticating (AttestAgent) must send its first
+	// message within UnauthenticatedFirstMessageTimeout (zero: 10s) and
+	// finish, challenges included, within UnauthenticatedStreamTimeout
+	// (zero: 60s), or it ends with DeadlineExceeded; at most
+	// MaxUnauthenticatedStreams (zero: 1024) are in flight on the server,
+	// further ones get ResourceExhausted. The api.DefaultUnauthenticated*
+	// constants say why.
+	UnauthenticatedFirstMessageTimeout time.Duration
+	UnauthenticatedStreamTimeout       time.Duration
+	MaxUnauthenticatedStreams          int
+	// HandshakeTimeout bounds a new agent-port connection's TLS and HTTP/2
+	// handshake; zero means 10s.
+	HandshakeTimeout time.Duration
+	// MaxStreamsPerConnection caps the concurrent streams of one agent-port
+	// connection; zero means 250.
+	MaxStreamsPerConnection uint32
+
 	// PollInterval is how often a server sharing its datastore (postgres)
 	// picks up other servers' entry, node and bundle changes; zero means 1s.
 	PollInterval time.Duration
@@ -110,6 +128,7 @@ type Server struct {
 	bundles  *trustbundle.Cache
 	ca       *ca.Manager
 	api      *api.Service
+	unauth   *api.UnauthenticatedStreams
 	registry *prometheus.Registry
 	health   *health.Server
 
@@ -130,6 +149,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.ListenAddr == "" {
 		return nil, errors.New("server: listen address is required")
 	}
+	if cfg.HandshakeTimeout < 0 {
+		return nil, fmt.Errorf("server: handshake timeout %v is negative", cfg.HandshakeTimeout)
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: creating state directory: %w", err)
 	}
@@ -146,6 +168,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	log = log.With("tier", cfg.Name)
 	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.unauth, err = api.NewUnauthenticatedStreams(api.UnauthenticatedConfig{
+		FirstMessageTimeout: cfg.UnauthenticatedFirstMessageTimeout,
+		Timeout:             cfg.UnauthenticatedStreamTimeout,
+		MaxStreams:          cfg.MaxUnauthenticatedStreams,
+		Logger:              log,
+		Registerer:          s.registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 
 	s.store, err = openStore(ctx, cfg)
 	if err != nil {
@@ -445,6 +477,29 @@ func (s *Server) tlsConfig() *tls.Config {
 	}
 }
 
+// Transport limits of the agent port.
+const (
+	// defaultHandshakeTimeout replaces grpc's 120s, which let a peer that
+	// never completes its handshake hold a connection for two minutes; a
+	// TLS handshake takes one or two round trips.
+	defaultHandshakeTimeout = 10 * time.Second
+	// defaultMaxStreamsPerConnection is Go's own HTTP/2 server default
+	// (grpc's is unlimited): an agent or a downstream server has a handful
+	// of calls in flight, and one connection cannot take every
+	// unauthenticated slot.
+	defaultMaxStreamsPerConnection = 250
+	// maxRecvMsgSize is grpc's default, stated because it is what one
+	// stream can make the server buffer. Authenticated batches need it
+	// (BatchCreateEntry, the entry IDs of SyncAuthorizedEntries); an
+	// unauthenticated sender must also push it within the first-message
+	// bound.
+	maxRecvMsgSize = 4 << 20
+	// maxConnectionIdle sends GOAWAY to a connection without a stream for
+	// this long (clients reconnect when they next call); agents and
+	// downstream servers call every few seconds.
+	maxConnectionIdle = 5 * time.Minute
+)
+
 // Run serves until ctx ends, then stops gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
@@ -454,12 +509,27 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 
 	keep := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+	handshake := s.cfg.HandshakeTimeout
+	if handshake == 0 {
+		handshake = defaultHandshakeTimeout
+	}
+	perConn := s.cfg.MaxStreamsPerConnection
+	if perConn == 0 {
+		perConn = defaultMaxStreamsPerConnection
+	}
 	agentSrv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tlsConfig())),
 		grpc.UnaryInterceptor(s.api.UnaryInterceptor),
-		grpc.StreamInterceptor(s.api.StreamInterceptor),
+		// Unauthenticated streams are admitted (or refused) before the
+		// transport starts a goroutine for them, and bounded before
+		// anything else, authorization included, runs for them.
+		grpc.InTapHandle(s.unauth.TapHandle),
+		grpc.ChainStreamInterceptor(s.unauth.StreamInterceptor, s.api.StreamInterceptor),
+		grpc.ConnectionTimeout(handshake),
+		grpc.MaxConcurrentStreams(perConn),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keep),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, MaxConnectionIdle: maxConnectionIdle}),
 	)
 	s.api.Register(agentSrv)
 	healthpb.RegisterHealthServer(agentSrv, s.health)
