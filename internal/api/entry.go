@@ -142,51 +142,39 @@ func (s *Service) updateEntry(ctx context.Context, p *types.Entry, mask *types.E
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	// The change is merged onto the entry as this server holds it and
-	// stored only if the datastore still has that revision; when another
-	// server sharing the datastore wrote the entry first, the merge is done
-	// again on its version, so fields this update does not name keep what
-	// the other write put there.
-	for attempt := 0; ; attempt++ {
-		cur, ok := s.entries.Entry(p.Id)
-		if !ok {
-			return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
-		}
+	// The change is merged onto the entry as the datastore holds it, inside
+	// its write transaction: when another server sharing the datastore just
+	// wrote the entry, fields this update does not name keep what it wrote.
+	var refused error // fn's own refusal, a status for the caller
+	updated, err := s.store.UpdateEntry(ctx, p.Id, func(cur *datastore.Entry) (*datastore.Entry, error) {
 		merged := entryToProto(cur, nil)
 		overlayEntry(merged, p, mask)
 		e, err := s.entryFromProto(merged)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "failed to update entry: %v", err)
+			refused = status.Errorf(codes.InvalidArgument, "failed to update entry: %v", err)
+			return nil, refused
 		}
-		e.CreatedAt, e.RevisionNumber = cur.CreatedAt, cur.RevisionNumber
-		if dup, ok := s.entries.FindDuplicate(e); ok && dup.ID != e.ID {
-			return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate entry %q", e.ID, dup.ID)
+		if dup, ok := s.entries.FindDuplicate(e); ok && dup.ID != p.Id {
+			refused = status.Errorf(codes.AlreadyExists, "entry %q would duplicate entry %q", p.Id, dup.ID)
+			return nil, refused
 		}
-		updated, err := s.store.UpdateEntry(ctx, e)
-		switch {
-		case err == nil:
-			s.entries.PutEntry(updated)
-			return updated, nil
-		case errors.Is(err, datastore.ErrConflict) && attempt < maxUpdateAttempts:
-			if err := s.reloadEntryLocked(ctx, p.Id); err != nil {
-				return nil, s.internalError(ctx, "failed to update entry", err)
-			}
-		case errors.Is(err, datastore.ErrConflict):
-			return nil, status.Errorf(codes.Aborted, "entry %q is being changed concurrently; retry", p.Id)
-		case errors.Is(err, datastore.ErrNotFound):
-			s.entries.DeleteEntry(p.Id)
-			return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
-		case errors.Is(err, datastore.ErrAlreadyExists):
-			return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate another entry", p.Id)
-		default:
-			return nil, s.internalError(ctx, "failed to update entry", err)
-		}
+		return e, nil
+	})
+	switch {
+	case refused != nil:
+		return nil, refused
+	case err == nil:
+	case errors.Is(err, datastore.ErrNotFound):
+		s.entries.DeleteEntry(p.Id)
+		return nil, status.Errorf(codes.NotFound, "entry %q not found", p.Id)
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate another entry", p.Id)
+	default:
+		return nil, s.internalError(ctx, "failed to update entry", err)
 	}
+	s.entries.PutEntry(updated)
+	return updated, nil
 }
-
-// maxUpdateAttempts bounds how often one entry update is merged again after
-// losing to a concurrent write on another server.
-const maxUpdateAttempts = 8
 
 // overlayEntry copies the fields of src selected by mask (all when nil) onto dst.
 func overlayEntry(dst, src *types.Entry, mask *types.EntryMask) {

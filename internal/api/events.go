@@ -74,10 +74,10 @@ func (r recordingStore) CreateEntries(ctx context.Context, entries []*datastore.
 	return out, errs
 }
 
-func (r recordingStore) UpdateEntry(ctx context.Context, e *datastore.Entry) (*datastore.Entry, error) {
-	out, err := r.Store.UpdateEntry(ctx, e)
+func (r recordingStore) UpdateEntry(ctx context.Context, id string, fn func(*datastore.Entry) (*datastore.Entry, error)) (*datastore.Entry, error) {
+	out, err := r.Store.UpdateEntry(ctx, id, fn)
 	if err == nil {
-		r.own.add("e:" + e.ID)
+		r.own.add("e:" + id)
 	}
 	return out, err
 }

@@ -120,12 +120,14 @@ type EntryStore interface {
 	// or another error. An empty ID gets a new random UUID; CreatedAt and
 	// RevisionNumber (0) are set by the store.
 	CreateEntries(ctx context.Context, entries []*Entry) (out []*Entry, errs []error)
-	// UpdateEntry replaces the entry with e.ID if its stored revision is
-	// still e.RevisionNumber (the revision the caller's change was based on),
-	// and increments the revision. ErrConflict if another write came first
-	// (the caller re-reads and merges again); ErrNotFound if missing;
-	// ErrAlreadyExists if it would duplicate another entry.
-	UpdateEntry(ctx context.Context, e *Entry) (*Entry, error)
+	// UpdateEntry reads the entry with the given ID, calls fn with (a copy
+	// of) it and stores what fn returns, incrementing the revision and
+	// keeping the ID and CreatedAt, all in one transaction that excludes
+	// every other entry writer (also across servers sharing the store): a
+	// change of some fields is merged onto the entry as stored, never onto a
+	// stale copy. fn returning an error aborts with that error. ErrNotFound
+	// if missing; ErrAlreadyExists if the result would duplicate another.
+	UpdateEntry(ctx context.Context, id string, fn func(cur *Entry) (*Entry, error)) (*Entry, error)
 	// DeleteEntry deletes and returns the entry; ErrNotFound if missing.
 	DeleteEntry(ctx context.Context, id string) (*Entry, error)
 	// FetchEntry returns one entry; ErrNotFound if missing.

@@ -180,7 +180,7 @@ func testEntryCRUD(t *testing.T, s datastore.Store) {
 		DNSNames:  []string{"web2.example.org"},
 		CreatedAt: 5, // ignored
 	}
-	updated, err := s.UpdateEntry(ctx, upd)
+	updated, err := replaceEntry(ctx, s, upd)
 	if err != nil {
 		t.Fatalf("UpdateEntry() error = %v", err)
 	}
@@ -197,16 +197,19 @@ func testEntryCRUD(t *testing.T, s datastore.Store) {
 	if diff := cmp.Diff(&wantUpd, got, cmpOpts...); diff != "" {
 		t.Errorf("FetchEntry() after update (-want +got):\n%s", diff)
 	}
-	// An update based on a revision that is no longer stored is a conflict
-	// and changes nothing: a concurrent writer came first.
-	stale := *upd
-	stale.Hint = "stale"
-	if _, err := s.UpdateEntry(ctx, &stale); !errors.Is(err, datastore.ErrConflict) {
-		t.Errorf("UpdateEntry(revision 0 after revision 1) error = %v, want ErrConflict", err)
+	// fn is handed the entry as stored, and its error aborts the update.
+	boom := errors.New("refused")
+	if _, err := s.UpdateEntry(ctx, created.ID, func(cur *datastore.Entry) (*datastore.Entry, error) {
+		if diff := cmp.Diff(&wantUpd, cur, cmpOpts...); diff != "" {
+			t.Errorf("UpdateEntry() handed fn (-want +got):\n%s", diff)
+		}
+		cur.Hint = "never stored"
+		return nil, boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("UpdateEntry(fn fails) error = %v, want %v", err, boom)
 	}
-	upd.RevisionNumber = 1
-	if updated, err = s.UpdateEntry(ctx, upd); err != nil || updated.RevisionNumber != 2 {
-		t.Errorf("second UpdateEntry() = revision %v, %v; want 2, nil", revision(updated), err)
+	if updated, err = replaceEntry(ctx, s, upd); err != nil || updated.RevisionNumber != 2 || updated.Hint != "" {
+		t.Errorf("second UpdateEntry() = revision %v, %v; want 2, nil and nothing of the aborted update", revision(updated), err)
 	}
 
 	deleted, err := s.DeleteEntry(ctx, created.ID)
@@ -224,7 +227,7 @@ func testEntryCRUD(t *testing.T, s datastore.Store) {
 	}{
 		{"FetchEntry", func() error { _, err := s.FetchEntry(ctx, created.ID); return err }},
 		{"DeleteEntry", func() error { _, err := s.DeleteEntry(ctx, created.ID); return err }},
-		{"UpdateEntry", func() error { _, err := s.UpdateEntry(ctx, upd); return err }},
+		{"UpdateEntry", func() error { _, err := replaceEntry(ctx, s, upd); return err }},
 	}
 	for _, m := range missing {
 		if err := m.call(); !errors.Is(err, datastore.ErrNotFound) {
@@ -235,6 +238,11 @@ func testEntryCRUD(t *testing.T, s datastore.Store) {
 	if err != nil || len(list) != 1 || list[0].ID != "given-id" {
 		t.Errorf("ListEntries() after delete = %d entries, %v; want only given-id", len(list), err)
 	}
+}
+
+// replaceEntry stores e in place of the entry with its ID.
+func replaceEntry(ctx context.Context, s datastore.Store, e *datastore.Entry) (*datastore.Entry, error) {
+	return s.UpdateEntry(ctx, e.ID, func(*datastore.Entry) (*datastore.Entry, error) { return e, nil })
 }
 
 func revision(e *datastore.Entry) any {
@@ -375,7 +383,7 @@ func testUpdateEntryDuplicate(t *testing.T, s datastore.Store) {
 	b := *out[1]
 	b.SPIFFEID = id("/a")
 	b.Selectors = sels("y:2", "x:1")
-	if _, err := s.UpdateEntry(ctx, &b); !errors.Is(err, datastore.ErrAlreadyExists) {
+	if _, err := replaceEntry(ctx, s, &b); !errors.Is(err, datastore.ErrAlreadyExists) {
 		t.Fatalf("UpdateEntry(into a duplicate) error = %v, want ErrAlreadyExists", err)
 	}
 	got, err := s.FetchEntry(ctx, out[1].ID)
@@ -399,7 +407,7 @@ func testEntryEvents(t *testing.T, s datastore.Store) {
 	}
 	e1 := *out[0]
 	e1.Hint = "changed"
-	if _, err := s.UpdateEntry(ctx, &e1); err != nil {
+	if _, err := replaceEntry(ctx, s, &e1); err != nil {
 		t.Fatalf("UpdateEntry() error = %v", err)
 	}
 	if _, err := s.DeleteEntry(ctx, "e2"); err != nil {

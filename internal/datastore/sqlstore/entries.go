@@ -169,46 +169,52 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, table, keyColumn, k
 	return nil
 }
 
-// UpdateEntry implements datastore.EntryStore. CreatedAt is kept from the
-// stored entry and RevisionNumber incremented, if it still is
-// e.RevisionNumber; the rest comes from e.
-func (s *Store) UpdateEntry(ctx context.Context, e *datastore.Entry) (*datastore.Entry, error) {
-	ne := cloneEntry(e)
-	dns, fed, err := encodeEntryLists(ne)
-	if err != nil {
-		return nil, s.errorf(err, "update entry %q", e.ID)
-	}
+// UpdateEntry implements datastore.EntryStore: the entry is read, changed
+// by fn and written in one transaction holding the entry events lock, so no
+// other writer (on any server sharing the database) comes in between.
+// CreatedAt is kept and RevisionNumber incremented whatever fn returns.
+func (s *Store) UpdateEntry(ctx context.Context, id string, fn func(cur *datastore.Entry) (*datastore.Entry, error)) (*datastore.Entry, error) {
 	now := s.now().Unix()
-	err = s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, s.q(`UPDATE entries SET spiffe_id = ?, parent_id = ?, x509_svid_ttl = ?,
+	var ne *datastore.Entry
+	err := s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
+		cur, err := s.fetchEntry(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		next, err := fn(cloneEntry(cur))
+		if err != nil {
+			return err
+		}
+		ne = cloneEntry(next)
+		ne.ID = id
+		dns, fed, err := encodeEntryLists(ne)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, s.q(`UPDATE entries SET spiffe_id = ?, parent_id = ?, x509_svid_ttl = ?,
 			jwt_svid_ttl = ?, admin = ?, downstream = ?, store_svid = ?, hint = ?, dns_names = ?,
 			federates_with = ?, revision_number = revision_number + 1, expires_at = ?,
 			jwt_svid_include_jti = ?, disable_x509_svid_prefetch = ?, dedupe_key = ?
-			WHERE id = ? AND revision_number = ? RETURNING revision_number, created_at`),
+			WHERE id = ? RETURNING revision_number, created_at`),
 			ne.SPIFFEID.String(), ne.ParentID.String(), ne.X509SVIDTTL, ne.JWTSVIDTTL, ne.Admin, ne.Downstream,
 			ne.StoreSVID, ne.Hint, dns, fed, ne.ExpiresAt, ne.JWTSVIDIncludeJTI, ne.DisableX509SVIDPrefetch,
-			dedupeKey(ne), ne.ID, e.RevisionNumber).Scan(&ne.RevisionNumber, &ne.CreatedAt)
+			dedupeKey(ne), id).Scan(&ne.RevisionNumber, &ne.CreatedAt)
 		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			if _, ferr := s.fetchEntry(ctx, tx, ne.ID); ferr == nil {
-				return datastore.ErrConflict
-			}
-			return datastore.ErrNotFound
 		case err != nil && s.d.IsUniqueViolation(err):
 			return datastore.ErrAlreadyExists
 		case err != nil:
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM entry_selectors WHERE entry_id = ?`), ne.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM entry_selectors WHERE entry_id = ?`), id); err != nil {
 			return fmt.Errorf("delete selectors: %w", err)
 		}
-		if err := s.insertSelectors(ctx, tx, "entry_selectors", "entry_id", ne.ID, ne.Selectors); err != nil {
+		if err := s.insertSelectors(ctx, tx, "entry_selectors", "entry_id", id, ne.Selectors); err != nil {
 			return err
 		}
-		return s.insertEvent(ctx, tx, "entry_events", "entry_id", ne.ID, now)
+		return s.insertEvent(ctx, tx, "entry_events", "entry_id", id, now)
 	})
 	if err != nil {
-		return nil, s.errorf(err, "update entry %q", e.ID)
+		return nil, s.errorf(err, "update entry %q", id)
 	}
 	return ne, nil
 }
