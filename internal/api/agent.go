@@ -20,6 +20,7 @@ import (
 
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/nodeattest"
 	"github.com/arborid/arbor/internal/nodeattest/jointoken"
 	"github.com/arborid/arbor/internal/selector"
@@ -204,11 +205,9 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *agentv1.CreateJoinTo
 		if err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
-		if id.TrustDomain() != s.td {
-			return nil, status.Errorf(codes.InvalidArgument, "agent_id: %q is not a member of trust domain %q", id, s.td)
-		}
-		if isReservedPath(id) {
-			return nil, status.Errorf(codes.InvalidArgument, "agent_id: %q is reserved for servers and agents", id)
+		// The alias is the SPIFFE ID of a node-alias entry: a workload ID.
+		if err := idpolicy.WorkloadID(s.td, id); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "agent_id: %v", err)
 		}
 		alias = &datastore.Entry{
 			SPIFFEID:  id,
@@ -388,11 +387,8 @@ func (s *Service) agentIDFromRequest(p *types.SPIFFEID) (spiffeid.ID, error) {
 	if err != nil {
 		return id, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if id.TrustDomain() != s.td {
-		return id, status.Errorf(codes.InvalidArgument, "id: %q is not a member of trust domain %q", id, s.td)
-	}
-	if !isAgentPath(id) {
-		return id, status.Errorf(codes.InvalidArgument, "id: %q is not an agent SPIFFE ID (want spiffe://%s/spire/agent/...)", id, s.td)
+	if err := idpolicy.AgentID(s.td, id); err != nil {
+		return id, status.Errorf(codes.InvalidArgument, "id: %v", err)
 	}
 	return id, nil
 }

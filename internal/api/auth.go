@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/trustbundle"
 )
 
@@ -346,9 +346,7 @@ func agentDenied(reason types.PermissionDeniedDetails_Reason, format string, arg
 	return st.Err()
 }
 
-func isAgentPath(id spiffeid.ID) bool {
-	return strings.HasPrefix(id.Path(), "/spire/agent/")
-}
+func isAgentPath(id spiffeid.ID) bool { return idpolicy.IsAgentPath(id.Path()) }
 
 // UnaryInterceptor authorizes every unary call.
 func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
