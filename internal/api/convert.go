@@ -138,11 +138,6 @@ func (s *Service) entryFromProto(p *types.Entry) (*datastore.Entry, error) {
 	return e, nil
 }
 
-// isReservedPath reports whether id is in the /spire namespace, which no
-// entry or join token alias may claim. It remains for CreateJoinToken until
-// that calls idpolicy.WorkloadID, which also refuses an empty path.
-func isReservedPath(id spiffeid.ID) bool { return idpolicy.IsReservedPath(id.Path()) }
-
 func validateDNSName(d string) error {
 	if d == "" {
 		return errors.New("empty DNS name")
