@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -241,10 +242,13 @@ func runIdleStreamAttacker(t *testing.T, addr string) {
 
 // Past the maximum, AttestAgent gets ResourceExhausted (and a refused
 // attestation consumes nothing) while authenticated streams and unary calls
-// go on; once the idle streams end, the same join token attests.
+// go on; once the idle streams end, the same join token attests. Reaching
+// the maximum and leaving it are logged once each, not per stream.
 func TestUnauthenticatedStreamCap(t *testing.T) {
 	const limit = 4
+	logs := &unauthLog{}
 	h := startServer(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		c.HealthAddr = "127.0.0.1:0"
 		c.MaxUnauthenticatedStreams = limit
 		c.UnauthenticatedFirstMessageTimeout = 2 * time.Second
@@ -299,7 +303,39 @@ func TestUnauthenticatedStreamCap(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
+	// The line for leaving the maximum follows the slot's release.
+	unauthPoll(t, 10*time.Second, "the log line for leaving the maximum", func() error {
+		if logs.count("unauthenticated streams below their maximum again") == 0 {
+			return errors.New("not logged")
+		}
+		return nil
+	})
+	for msg, want := range map[string]int{"unauthenticated streams at their maximum": 1, "unauthenticated streams below their maximum again": 1} {
+		if got := logs.count(msg); got != want {
+			t.Errorf("log has %q %d times, want %d:\n%s", msg, got, want, logs.String())
+		}
+	}
 }
+
+// unauthLog collects a server's log lines.
+type unauthLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *unauthLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *unauthLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *unauthLog) count(msg string) int { return strings.Count(l.String(), "msg=\""+msg) }
 
 // A join token attestation and an x509pop one, with its challenge round,
 // complete under the bounds.
