@@ -34,7 +34,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	ctx := stream.Context()
 	req, err := stream.Recv()
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "receiving attestation request: %v", err)
+		return recvError(ctx, err)
 	}
 	params := req.GetParams()
 	if params == nil || params.Data == nil {
@@ -75,6 +75,9 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		return status.Errorf(codes.InvalidArgument, "attestation failed: %v", err)
 	case errors.Is(err, nodeattest.ErrDenied):
 		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", err)
+	case ctx.Err() != nil:
+		// The stream ended during a challenge (a bound expired, the agent left).
+		return status.FromContextError(ctx.Err()).Err()
 	default:
 		return s.internalError(ctx, "attestation failed", err)
 	}
@@ -119,6 +122,19 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 			Reattestable: result.CanReattest,
 		},
 	}})
+}
+
+// recvError is the status of a failed read of an attestation stream: the
+// stream's own (a bound on unauthenticated streams expired, the client went
+// away), never InvalidArgument, so metrics and callers see what happened.
+func recvError(ctx context.Context, err error) error {
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Errorf(codes.Canceled, "receiving attestation request: %v", err)
 }
 
 // RenewAgent issues a new agent SVID; the old one stays valid until the new
