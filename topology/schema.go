@@ -220,3 +220,33 @@ var federationSchema = &hcl.BodySchema{
 		{Name: "endpoint_spiffe_id"},
 	},
 }
+
+// ServerAttributes lists every attribute a server block accepts, its nested
+// blocks' included, as dotted paths from the server block: "ca_ttl",
+// "datastore.sqlite.path", "upstream.vault.auth.approle.role_id",
+// "agent.sync_interval", "agent.node_attestor.x509pop.certificate_path",
+// "entry.spiffe_id". It is read from the schema above, so a tool or a test
+// that must handle every attribute sees a new one as soon as the language
+// accepts it.
+func ServerAttributes() []string {
+	var out []string
+	add := func(prefix string, s *hcl.BodySchema) {
+		for _, a := range s.Attributes {
+			out = append(out, prefix+a.Name)
+		}
+	}
+	addKinds := func(prefix string, m map[string]*hcl.BodySchema) {
+		for _, k := range sortedKeys(m) {
+			add(prefix+k+".", m[k])
+		}
+	}
+	add("", serverSchema)
+	addKinds("datastore.", datastoreSchemas)
+	addKinds("node_attestor.", nodeAttestorSchemas)
+	addKinds("upstream.", upstreamSchemas)
+	addKinds("upstream."+UpstreamVault+".auth.", vaultAuthSchemas)
+	add("agent.", agentSchema)
+	addKinds("agent.node_attestor.", agentAttestorSchemas)
+	add("entry.", entrySchema)
+	return out
+}

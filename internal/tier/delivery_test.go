@@ -1,0 +1,275 @@
+package tier
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/arborid/arbor/internal/reconcile"
+	"github.com/arborid/arbor/topology"
+)
+
+// consumedElsewhere lists the server-block attributes that configure no
+// process of the tree, with where they are used instead. Every other
+// attribute must change what some process gets.
+var consumedElsewhere = map[string]string{
+	// Placement: validation refuses two servers of one host sharing a port
+	// or a path, and render/terraform place the block on a machine.
+	"host": "validation and placement",
+	// How many processes run the block (HA behind a shared PostgreSQL);
+	// each replica runs the same configuration. arbor up runs one.
+	"replicas": "placement (terraform, render)",
+}
+
+// deliveryCase changes one attribute: the topology with base and with
+// changed as the body of server "t" must give some process of the tree
+// different settings. root makes "t" the file's only server; otherwise it is
+// a child of "root", beside a "mid" child.
+type deliveryCase struct {
+	attr          string
+	root          bool
+	base, changed string
+}
+
+const vaultToken = `upstream "vault" {
+  address = "https://vault.example:8200"
+  auth "token" { token = "s.x" }
+`
+
+func deliveryCases() []deliveryCase {
+	child := func(attr, base, changed string) deliveryCase {
+		return deliveryCase{attr: attr, base: `parent = "root"` + "\n" + base, changed: `parent = "root"` + "\n" + changed}
+	}
+	root := func(attr, base, changed string) deliveryCase {
+		return deliveryCase{attr: attr, root: true, base: base, changed: changed}
+	}
+	vault := func(attr, base, changed string) deliveryCase {
+		return root(attr, vaultToken+base+"}", vaultToken+changed+"}")
+	}
+	vaultAuth := func(attr, method, base, changed string) deliveryCase {
+		head := `upstream "vault" {` + "\n" + `address = "https://vault.example:8200"` + "\n" + `auth "` + method + `" {` + "\n"
+		return root(attr, head+base+"}\n}", head+changed+"}\n}")
+	}
+	pca := func(attr, base, changed string) deliveryCase {
+		head := `upstream "aws_pca" {` + "\n" + `region = "us-east-1"` + "\n"
+		if attr != "upstream.aws_pca.certificate_authority_arn" {
+			head += `certificate_authority_arn = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/a"` + "\n"
+		}
+		return root(attr, head+base+"}", head+changed+"}")
+	}
+	const spire = `upstream "spire" {` + "\n"
+	const agentPoP = `agent {` + "\n" + `node_attestor "x509pop" {` + "\n"
+	return []deliveryCase{
+		{attr: "parent", base: `parent = "root"`, changed: `parent = "mid"`},
+		root("listen", ``, `listen = "127.0.0.1:9001"`),
+		root("address", ``, `address = "t.example:8081"`),
+		root("admin_socket", ``, `admin_socket = "/tmp/t-admin.sock"`),
+		root("health_listen", ``, `health_listen = "127.0.0.1:9002"`),
+		root("state_dir", ``, `state_dir = "elsewhere"`),
+		child("spiffe_id", ``, `spiffe_id = "spiffe://example.org/srv/t"`),
+		root("ca_ttl", ``, `ca_ttl = "72h"`),
+		root("x509_svid_ttl", ``, `x509_svid_ttl = "2h"`),
+		root("jwt_svid_ttl", ``, `jwt_svid_ttl = "7m"`),
+		root("agent_svid_ttl", ``, `agent_svid_ttl = "3h"`),
+		root("key_type", ``, `key_type = "ec-p384"`),
+		root("jwt_key_type", ``, `jwt_key_type = "rsa-2048"`),
+		root("ca_key_storage", ``, `ca_key_storage = "memory"`),
+		root("log_level", ``, `log_level = "debug"`),
+		root("log_format", ``, `log_format = "json"`),
+		root("jwt_issuer", ``, `jwt_issuer = "https://oidc.example"`),
+		root("datastore.postgres.dsn", `datastore "postgres" { dsn = "postgres://a/b" }`, `datastore "postgres" { dsn = "postgres://c/d" }`),
+		root("datastore.sqlite.path", `datastore "sqlite" {}`, `datastore "sqlite" { path = "other.sqlite3" }`),
+		root("node_attestor.join_token.default_ttl", `node_attestor "join_token" {}`, `node_attestor "join_token" { default_ttl = "1h" }`),
+		root("node_attestor.x509pop.ca_bundle_paths", `node_attestor "x509pop" { ca_bundle_paths = ["a.pem"] }`, `node_attestor "x509pop" { ca_bundle_paths = ["b.pem"] }`),
+		root("node_attestor.x509pop.agent_path_template", `node_attestor "x509pop" { ca_bundle_paths = ["a.pem"] }`,
+			`node_attestor "x509pop" {`+"\n"+`ca_bundle_paths = ["a.pem"]`+"\n"+`agent_path_template = "x/{{ .Fingerprint }}"`+"\n}"),
+		pca("upstream.aws_pca.region", ``, ``), // region is in head; changed below
+		pca("upstream.aws_pca.certificate_authority_arn",
+			`certificate_authority_arn = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/a"`+"\n",
+			`certificate_authority_arn = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/b"`+"\n"),
+		pca("upstream.aws_pca.ca_signing_template_arn", ``, `ca_signing_template_arn = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen2/V1"`+"\n"),
+		pca("upstream.aws_pca.signing_algorithm", ``, `signing_algorithm = "SHA384WITHECDSA"`+"\n"),
+		pca("upstream.aws_pca.assume_role_arn", ``, `assume_role_arn = "arn:aws:iam::111122223333:role/r"`+"\n"),
+		pca("upstream.aws_pca.endpoint", ``, `endpoint = "https://pca.example"`+"\n"),
+		pca("upstream.aws_pca.supplemental_bundle_path", ``, `supplemental_bundle_path = "extra.pem"`+"\n"),
+		root("upstream.disk.cert_file_path",
+			`upstream "disk" {`+"\n"+`cert_file_path = "a.pem"`+"\n"+`key_file_path = "k.pem"`+"\n}",
+			`upstream "disk" {`+"\n"+`cert_file_path = "b.pem"`+"\n"+`key_file_path = "k.pem"`+"\n}"),
+		root("upstream.disk.key_file_path",
+			`upstream "disk" {`+"\n"+`cert_file_path = "a.pem"`+"\n"+`key_file_path = "k.pem"`+"\n}",
+			`upstream "disk" {`+"\n"+`cert_file_path = "a.pem"`+"\n"+`key_file_path = "l.pem"`+"\n}"),
+		root("upstream.disk.bundle_file_path",
+			`upstream "disk" {`+"\n"+`cert_file_path = "a.pem"`+"\n"+`key_file_path = "k.pem"`+"\n}",
+			`upstream "disk" {`+"\n"+`cert_file_path = "a.pem"`+"\n"+`key_file_path = "k.pem"`+"\n"+`bundle_file_path = "b.pem"`+"\n}"),
+		root("upstream.spire.server_address", spire+`server_address = "spire.example:8081"`+"\n}", spire+`server_address = "spire.example:9081"`+"\n}"),
+		root("upstream.spire.workload_api_socket", spire+`server_address = "spire.example:8081"`+"\n}",
+			spire+`server_address = "spire.example:8081"`+"\n"+`workload_api_socket = "/tmp/other.sock"`+"\n}"),
+		root("upstream.vault.address", vaultToken+"}", strings.Replace(vaultToken, "vault.example", "vault2.example", 1)+"}"),
+		vault("upstream.vault.pki_mount", ``, `pki_mount = "pki2"`+"\n"),
+		vault("upstream.vault.namespace", ``, `namespace = "team"`+"\n"),
+		vault("upstream.vault.ca_cert_path", ``, `ca_cert_path = "vault-ca.pem"`+"\n"),
+		vault("upstream.vault.insecure_skip_verify", ``, `insecure_skip_verify = true`+"\n"),
+		vaultAuth("upstream.vault.auth.approle.mount", "approle", `role_id = "r"`+"\n"+`secret_id = "s"`+"\n", `role_id = "r"`+"\n"+`secret_id = "s"`+"\n"+`mount = "ar2"`+"\n"),
+		vaultAuth("upstream.vault.auth.approle.role_id", "approle", `role_id = "r"`+"\n"+`secret_id = "s"`+"\n", `role_id = "q"`+"\n"+`secret_id = "s"`+"\n"),
+		vaultAuth("upstream.vault.auth.approle.secret_id", "approle", `role_id = "r"`+"\n"+`secret_id = "s"`+"\n", `role_id = "r"`+"\n"+`secret_id = "z"`+"\n"),
+		vaultAuth("upstream.vault.auth.cert.mount", "cert", `client_cert_path = "c.pem"`+"\n"+`client_key_path = "k.pem"`+"\n",
+			`client_cert_path = "c.pem"`+"\n"+`client_key_path = "k.pem"`+"\n"+`mount = "cert2"`+"\n"),
+		vaultAuth("upstream.vault.auth.cert.role_name", "cert", `client_cert_path = "c.pem"`+"\n"+`client_key_path = "k.pem"`+"\n",
+			`client_cert_path = "c.pem"`+"\n"+`client_key_path = "k.pem"`+"\n"+`role_name = "web"`+"\n"),
+		vaultAuth("upstream.vault.auth.cert.client_cert_path", "cert", `client_cert_path = "c.pem"`+"\n"+`client_key_path = "k.pem"`+"\n",
+			`client_cert_path = "d.pem"`+"\n"+`client_key_path = "k.pem"`+"\n"),
+		vaultAuth("upstream.vault.auth.cert.client_key_path", "cert", `client_cert_path = "c.pem"`+"\n"+`client_key_path = "k.pem"`+"\n",
+			`client_cert_path = "c.pem"`+"\n"+`client_key_path = "l.pem"`+"\n"),
+		vaultAuth("upstream.vault.auth.kubernetes.mount", "kubernetes", `role = "r"`+"\n", `role = "r"`+"\n"+`mount = "k8s2"`+"\n"),
+		vaultAuth("upstream.vault.auth.kubernetes.role", "kubernetes", `role = "r"`+"\n", `role = "q"`+"\n"),
+		vaultAuth("upstream.vault.auth.kubernetes.token_path", "kubernetes", `role = "r"`+"\n", `role = "r"`+"\n"+`token_path = "/tmp/tok"`+"\n"),
+		vaultAuth("upstream.vault.auth.token.token", "token", `token = "s.x"`+"\n", `token = "s.y"`+"\n"),
+		child("agent.socket_path", `agent {}`, `agent { socket_path = "/tmp/t-agent.sock" }`),
+		child("agent.data_dir", `agent {}`, `agent { data_dir = "t-agent" }`),
+		child("agent.spiffe_id", `agent {}`, `agent { spiffe_id = "spiffe://example.org/arbor/agent/other" }`),
+		child("agent.server_selectors", `agent {}`, `agent { server_selectors = ["unix:uid:4242"] }`),
+		child("agent.sync_interval", `agent {}`, `agent { sync_interval = "3s" }`),
+		child("agent.node_attestor.join_token.token", `agent {}`, `agent {`+"\n"+`node_attestor "join_token" { token = "tok" }`+"\n}"),
+		child("agent.node_attestor.x509pop.private_key_path",
+			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n}\n}",
+			agentPoP+`private_key_path = "l.pem"`+"\n"+`certificate_path = "c.pem"`+"\n}\n}"),
+		child("agent.node_attestor.x509pop.certificate_path",
+			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n}\n}",
+			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "d.pem"`+"\n}\n}"),
+		child("agent.node_attestor.x509pop.intermediates_path",
+			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n}\n}",
+			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n"+`intermediates_path = "i.pem"`+"\n}\n}"),
+		entryCase("entry.spiffe_id", `spiffe_id = "spiffe://example.org/w2"`),
+		entryCase("entry.parent_id", `parent_id = "spiffe://example.org/n2"`),
+		entryCase("entry.selectors", `selectors = ["unix:uid:2"]`),
+		entryCase("entry.x509_svid_ttl", `x509_svid_ttl = "10m"`),
+		entryCase("entry.jwt_svid_ttl", `jwt_svid_ttl = "2m"`),
+		entryCase("entry.dns_names", `dns_names = ["w.example"]`),
+		entryCase("entry.admin", `admin = true`),
+		entryCase("entry.downstream", `downstream = true`),
+		entryCase("entry.federates_with", `federates_with = ["other.org"]`),
+		entryCase("entry.hint", `hint = "web"`),
+	}
+}
+
+// entryCase sets one attribute of an entry block, replacing the base's
+// value when the base has one.
+func entryCase(attr, line string) deliveryCase {
+	base := map[string]string{
+		"spiffe_id": `spiffe_id = "spiffe://example.org/w"`,
+		"parent_id": `parent_id = "spiffe://example.org/n"`,
+		"selectors": `selectors = ["unix:uid:1"]`,
+	}
+	body := func(with bool) string {
+		var b strings.Builder
+		b.WriteString("entry \"e\" {\n")
+		name := strings.TrimPrefix(attr, "entry.")
+		for _, k := range []string{"spiffe_id", "parent_id", "selectors"} {
+			if with && k == name {
+				continue
+			}
+			b.WriteString(base[k] + "\n")
+		}
+		if with {
+			b.WriteString(line + "\n")
+		}
+		b.WriteString("}")
+		return b.String()
+	}
+	return deliveryCase{attr: attr, root: true, base: body(false), changed: body(true)}
+}
+
+// tree is everything the processes of a topology get: each server's and
+// co-located agent's settings, a workload agent's per server, and the
+// entries topology apply (and arbor up) register at each server. Errors
+// stand in for settings that cannot be made, so they compare too.
+type tree map[string]any
+
+func runtimeOf(t *testing.T, f *topology.File) tree {
+	t.Helper()
+	out := tree{}
+	errText := func(err error) string {
+		if err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	for _, s := range f.Servers {
+		srv, err := ServerConfig(f, s.Name)
+		out["server "+s.Name] = []any{srv, errText(err)}
+		ag, err := AgentConfig(f, s.Name)
+		out["agent "+s.Name] = []any{ag, errText(err)}
+		wa, err := WorkloadAgentConfig(f, s.Name)
+		out["workload agent "+s.Name] = []any{wa, errText(err)}
+		want, err := reconcile.DesiredEntries(f, s, 1000)
+		out["entries at "+s.Name] = []any{want, errText(err)}
+	}
+	return out
+}
+
+func parseCase(t *testing.T, dir string, root bool, body string) *topology.File {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("trust_domain = \"example.org\"\n")
+	b.WriteString("federation \"other.org\" {\n  bundle_endpoint = \"https://other.example/bundle\"\n}\n")
+	if !root {
+		b.WriteString("server \"root\" {\n  listen = \"127.0.0.1:7001\"\n  health_listen = \"off\"\n  ca_ttl = \"96h\"\n" +
+			"  node_attestor \"join_token\" {}\n  node_attestor \"x509pop\" { ca_bundle_paths = [\"ca.pem\"] }\n}\n")
+		b.WriteString("server \"mid\" {\n  parent = \"root\"\n  listen = \"127.0.0.1:7002\"\n  health_listen = \"off\"\n  ca_ttl = \"48h\"\n}\n")
+	}
+	fmt.Fprintf(&b, "server \"t\" {\n%s\n}\n", body)
+	path := filepath.Join(dir, "t.hcl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, diags := topology.ParseFile(path)
+	if diags.HasErrors() {
+		t.Fatalf("topology:\n%s\n%s", b.String(), topology.FormatDiagnostics(diags, nil))
+	}
+	return f
+}
+
+// TestEveryAttributeReachesAProcess changes each attribute the topology
+// accepts in a server block, one at a time, and requires that some process
+// of the tree (the server, its co-located agent, a workload agent attached
+// to it, or the entries registered for it) gets different settings. A new
+// attribute fails here until it has a case, which fails until the value is
+// delivered, or until it is listed in consumedElsewhere with a reason.
+func TestEveryAttributeReachesAProcess(t *testing.T) {
+	cases := map[string]deliveryCase{}
+	for _, c := range deliveryCases() {
+		cases[c.attr] = c
+	}
+	// aws_pca's region is in every aws_pca case's head: change it here.
+	c := cases["upstream.aws_pca.region"]
+	c.changed = strings.Replace(c.base, "us-east-1\"\n", "eu-west-1\"\n", 1)
+	cases["upstream.aws_pca.region"] = c
+
+	dir := t.TempDir()
+	for _, attr := range topology.ServerAttributes() {
+		if why, ok := consumedElsewhere[attr]; ok {
+			t.Logf("%s: consumed by %s", attr, why)
+			continue
+		}
+		c, ok := cases[attr]
+		if !ok {
+			t.Errorf("attribute %q has no delivery case: add one to deliveryCases (or, if no process uses it, to consumedElsewhere with where it is used)", attr)
+			continue
+		}
+		t.Run(attr, func(t *testing.T) {
+			base := runtimeOf(t, parseCase(t, dir, c.root, c.base))
+			changed := runtimeOf(t, parseCase(t, dir, c.root, c.changed))
+			if reflect.DeepEqual(base, changed) {
+				t.Errorf("changing %s changes no process's settings: it is parsed but not delivered", attr)
+			}
+		})
+	}
+	for attr := range cases {
+		if _, ok := consumedElsewhere[attr]; ok {
+			t.Errorf("attribute %q is both in consumedElsewhere and has a delivery case", attr)
+		}
+	}
+}

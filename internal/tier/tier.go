@@ -1,0 +1,223 @@
+// Package tier is the one translation from a topology file to the settings
+// of the processes that run it: ServerConfig for `arbor server --topology
+// FILE --node NAME`, AgentConfig for the co-located agent of a server block
+// (`arbor agent run --topology FILE --node NAME`) and WorkloadAgentConfig for
+// an agent attached to a server for its workloads (`--attach NAME`). `arbor
+// up` starts its children with those flags, so every process of a topology,
+// started by hand or by the launcher, gets its settings from here.
+//
+// The translation is pure: it reads the parsed file and returns plain
+// configuration values, so a test can check that every attribute the
+// language accepts reaches a field. Server.Open then builds what needs I/O
+// (the CA source's client).
+package tier
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/arborid/arbor/agent"
+	"github.com/arborid/arbor/downstream"
+	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/topology"
+	"github.com/arborid/arbor/upstream/awspca"
+	"github.com/arborid/arbor/upstream/disk"
+	"github.com/arborid/arbor/upstream/vault"
+)
+
+// Server is what one server block runs with.
+type Server struct {
+	// Config is the server's configuration; its CA source is left nil,
+	// Open sets it from Upstream.
+	Config server.Config
+	// LogLevel and LogFormat configure the process's logger.
+	LogLevel, LogFormat string
+	// Upstream says where the tier's CA comes from; the zero value is a
+	// self-signed root.
+	Upstream Upstream
+}
+
+// Upstream is the CA source of a tier: at most one field is set. Parent is
+// the nesting link of a downstream tier (and of a root with upstream
+// "spire"); the others are a root's external PKI.
+type Upstream struct {
+	Parent *downstream.Config
+	Disk   *disk.Config
+	Vault  *vault.Config
+	AWSPCA *awspca.Config
+}
+
+// ServerConfig translates the server block named node of f.
+func ServerConfig(f *topology.File, node string) (Server, error) {
+	s, err := f.Server(node)
+	if err != nil {
+		return Server{}, err
+	}
+	keyType, err := ca.ParseKeyType(string(s.KeyType))
+	if err != nil {
+		return Server{}, fmt.Errorf("tier: server %q: key_type: %w", s.Name, err)
+	}
+	jwtKeyType, err := ca.ParseKeyType(string(s.JWTKeyType))
+	if err != nil {
+		return Server{}, fmt.Errorf("tier: server %q: jwt_key_type: %w", s.Name, err)
+	}
+	cfg := server.Config{
+		Name:           s.Name,
+		TrustDomain:    f.TrustDomain,
+		ListenAddr:     s.Listen,
+		AdminSocket:    s.AdminSocket,
+		HealthAddr:     s.HealthListen,
+		StateDir:       s.StateDir,
+		Datastore:      s.Datastore.Kind,
+		SQLitePath:     s.Datastore.Path,
+		PostgresDSN:    s.Datastore.DSN,
+		CAKeyType:      keyType,
+		JWTKeyType:     jwtKeyType,
+		CATTL:          s.CATTL,
+		X509SVIDTTL:    s.X509SVIDTTL,
+		JWTSVIDTTL:     s.JWTSVIDTTL,
+		AgentSVIDTTL:   s.AgentSVIDTTL,
+		CAKeysInMemory: s.CAKeyStorage == topology.CAKeyStorageMemory,
+		JWTIssuer:      s.JWTIssuer,
+	}
+	for _, a := range s.NodeAttestors {
+		switch a.Kind {
+		case topology.NodeAttestorJoinToken:
+			cfg.JoinToken = true
+			cfg.DefaultJoinTokenTTL = a.JoinToken.DefaultTTL
+		case topology.NodeAttestorX509PoP:
+			cfg.X509PoP = &server.X509PoPConfig{CABundlePaths: a.X509PoP.CABundlePaths, AgentPathTemplate: a.X509PoP.AgentPathTemplate}
+		}
+	}
+	up, err := upstreamOf(f, s)
+	if err != nil {
+		return Server{}, err
+	}
+	return Server{Config: cfg, LogLevel: s.LogLevel, LogFormat: s.LogFormat, Upstream: up}, nil
+}
+
+// upstreamOf is where s's CA comes from.
+func upstreamOf(f *topology.File, s *topology.Server) (Upstream, error) {
+	nest := func(addr, socket string) (Upstream, error) {
+		abs, err := filepath.Abs(socket)
+		if err != nil {
+			return Upstream{}, fmt.Errorf("tier: server %q: agent socket: %w", s.Name, err)
+		}
+		return Upstream{Parent: &downstream.Config{TrustDomain: f.TrustDomain, ParentAddress: addr, WorkloadAPIAddr: "unix://" + abs}}, nil
+	}
+	u := s.Upstream
+	switch {
+	case s.Parent != "":
+		parent, err := f.Server(s.Parent)
+		if err != nil {
+			return Upstream{}, err
+		}
+		if s.Agent == nil {
+			return Upstream{}, fmt.Errorf("tier: server %q has a parent but no agent block", s.Name)
+		}
+		return nest(parent.Address, s.Agent.SocketPath)
+	case u == nil:
+		return Upstream{}, nil
+	case u.SPIRE != nil:
+		return nest(u.SPIRE.ServerAddress, u.SPIRE.WorkloadAPISocket)
+	case u.Disk != nil:
+		return Upstream{Disk: &disk.Config{
+			TrustDomain: f.TrustDomain, CertFile: u.Disk.CertFilePath, KeyFile: u.Disk.KeyFilePath,
+			BundleFile: u.Disk.BundleFilePath,
+		}}, nil
+	case u.Vault != nil:
+		v := u.Vault
+		cfg := &vault.Config{
+			TrustDomain: f.TrustDomain, Address: v.Address, Namespace: v.Namespace, PKIMount: v.PKIMount,
+			CACertFile: v.CACertPath, InsecureSkipVerify: v.InsecureSkipVerify,
+		}
+		switch a := v.Auth; a.Method {
+		case topology.VaultAuthToken:
+			cfg.Token = a.Token
+		case topology.VaultAuthAppRole:
+			cfg.AppRole = &vault.AppRole{Mount: a.Mount, RoleID: a.RoleID, SecretID: a.SecretID}
+		case topology.VaultAuthCert:
+			cfg.Cert = &vault.CertAuth{Mount: a.Mount, Name: a.RoleName, CertFile: a.ClientCertPath, KeyFile: a.ClientKeyPath}
+		case topology.VaultAuthKubernetes:
+			cfg.Kubernetes = &vault.Kubernetes{Mount: a.Mount, Role: a.Role, TokenFile: a.TokenPath}
+		default:
+			return Upstream{}, fmt.Errorf("tier: server %q: unknown Vault auth method %q", s.Name, a.Method)
+		}
+		return Upstream{Vault: cfg}, nil
+	case u.AWSPCA != nil:
+		c := u.AWSPCA
+		return Upstream{AWSPCA: &awspca.Config{
+			TrustDomain: f.TrustDomain, Region: c.Region, CertificateAuthorityARN: c.CertificateAuthorityARN,
+			TemplateARN: c.CASigningTemplateARN, SigningAlgorithm: c.SigningAlgorithm, AssumeRoleARN: c.AssumeRoleARN,
+			Endpoint: c.Endpoint, SupplementalBundleFile: c.SupplementalBundlePath,
+		}}, nil
+	}
+	return Upstream{}, fmt.Errorf("tier: server %q: unknown upstream kind %q", s.Name, u.Kind)
+}
+
+// AgentConfig translates the agent block of the server block named node:
+// the agent beside that server, attested to its parent (or to its upstream
+// "spire" server), serving the server its downstream SVID. The bootstrap
+// bundle, a join token not written in the file, workload attestors and the
+// logger are the caller's: they belong to one start of one process.
+func AgentConfig(f *topology.File, node string) (agent.Config, error) {
+	s, err := f.Server(node)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	ag := s.Agent
+	if ag == nil {
+		return agent.Config{}, fmt.Errorf("tier: server %q has no co-located agent (no parent, no upstream \"spire\"); "+
+			"to run an agent for workloads of %[1]q, attach one to it", s.Name)
+	}
+	var addr string
+	switch {
+	case s.Parent != "":
+		parent, err := f.Server(s.Parent)
+		if err != nil {
+			return agent.Config{}, err
+		}
+		addr = parent.Address
+	case s.Upstream != nil && s.Upstream.SPIRE != nil:
+		addr = s.Upstream.SPIRE.ServerAddress
+	default:
+		return agent.Config{}, fmt.Errorf("tier: server %q has an agent block but nothing to attest to", s.Name)
+	}
+	cfg := agent.Config{
+		TrustDomain:   f.TrustDomain,
+		ServerAddress: addr,
+		DataDir:       ag.DataDir,
+		SocketPath:    ag.SocketPath,
+		SyncInterval:  ag.SyncInterval,
+	}
+	switch a := ag.NodeAttestor; a.Kind {
+	case topology.NodeAttestorJoinToken:
+		cfg.JoinToken = a.Token
+	case topology.NodeAttestorX509PoP:
+		cfg.X509PoP = &agent.X509PoPConfig{CertPath: a.CertificatePath, KeyPath: a.PrivateKeyPath, IntermediatesPath: a.IntermediatesPath}
+	}
+	return cfg, nil
+}
+
+// WorkloadAgentConfig is an agent attached to the server block named node,
+// for workloads of that tier: it connects to the server's address and syncs
+// as the defaults block says. Its data directory defaults to
+// .arbor/agent-NAME next to the file; its socket and attestation are the
+// caller's.
+func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
+	s, err := f.Server(node)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	cfg := agent.Config{
+		TrustDomain:   f.TrustDomain,
+		ServerAddress: s.Address,
+		DataDir:       filepath.Join(filepath.Dir(f.Path), topology.DefaultStateDirName, "agent-"+s.Name),
+		SyncInterval:  f.Defaults.SyncInterval,
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = topology.DefaultSyncInterval
+	}
+	return cfg, nil
+}
