@@ -22,7 +22,7 @@ import (
 	"github.com/arborid/arbor/internal/trustbundle"
 )
 
-// Rule is the single authorization rule of an RPC (DESIGN.md, security model).
+// Rule is the single authorization rule of an RPC (docs/security.md).
 type Rule int
 
 const (
@@ -55,9 +55,10 @@ func (r Rule) String() string {
 	return "unknown"
 }
 
-// Rules maps every served RPC's full method name to its rule. A method missing
-// here is denied to everyone, so a new RPC cannot be exposed by accident.
-var Rules = map[string]Rule{
+// rules maps every served RPC's full method name to its rule. A method missing
+// here is denied to everyone, so a new RPC cannot be exposed by accident. It
+// is not exported: nothing outside this package may change who may call what.
+var rules = map[string]Rule{
 	"/spire.api.server.agent.v1.Agent/CountAgents":     RuleAdmin,
 	"/spire.api.server.agent.v1.Agent/ListAgents":      RuleAdmin,
 	"/spire.api.server.agent.v1.Agent/GetAgent":        RuleAdmin,
@@ -168,7 +169,7 @@ func LocalCredentials() credentials.TransportCredentials { return localCreds{} }
 
 // authorize establishes the caller and applies the method's rule.
 func (s *Service) authorize(ctx context.Context, method string) (context.Context, error) {
-	rule, ok := Rules[method]
+	rule, ok := rules[method]
 	if !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "method %s is not authorized for any caller", method)
 	}
@@ -216,9 +217,10 @@ func denied(c Caller, rule Rule) error {
 	return status.Errorf(codes.PermissionDenied, "%s is not authorized for this call (needs %s)", who, rule)
 }
 
-// identify reads the transport's credentials. The TLS handshake already
-// verified the chain against the own bundle (see Service.VerifyPeerCertificate);
-// here the leaf's validity is rechecked because connections outlive certificates.
+// identify reads the transport's credentials and verifies the caller's
+// X509-SVID against the current own bundle (cached per leaf and bundle), and
+// its validity at this call's time: connections outlive certificates, and a
+// resumed TLS session must not skip either check.
 func (s *Service) identify(ctx context.Context) (Caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {

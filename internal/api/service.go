@@ -57,13 +57,18 @@ type Config struct {
 	AgentSVIDTTL time.Duration
 	// DefaultJoinTokenTTL is used when CreateJoinToken asks for none; zero means 600s.
 	DefaultJoinTokenTTL time.Duration
-	// DownstreamCATTL is the intermediate lifetime given to children that ask
-	// for none; zero means 24h (always capped by our own CA).
-	DownstreamCATTL time.Duration
-	// MaxDownstreamCATTL refuses children asking for a longer intermediate
-	// (normally this tier's own CA TTL); zero means no limit beyond the
-	// cap at our CA's expiry.
-	MaxDownstreamCATTL time.Duration
+	// DownstreamPolicy decides a child tier's NewDownstreamX509CA request
+	// from its CSR and the TTL it prefers (zero: none): it returns the TTL
+	// to sign for, or an error that refuses the request with
+	// InvalidArgument (downstream.ChildCAPolicy). nil answers the call with
+	// Unimplemented: this tier signs no child CAs.
+	DownstreamPolicy func(csr *x509.CertificateRequest, preferred time.Duration) (time.Duration, error)
+	// Events is Store's event log, read before loading so that polling
+	// (RunEventPoller) starts at its last IDs; nil for a store without one.
+	Events EventLog
+	// PruneBundle removes expired authorities from the own bundle (the CA
+	// manager's); nil answers the prune call with Unimplemented.
+	PruneBundle func(ctx context.Context, grace time.Duration) (ca.PruneResult, error)
 	// PublishUpstream, when set (a downstream tier), publishes a JWT key
 	// that a child published here on to this tier's parent first, and
 	// returns the parent's set, so keys reach every tier of the tree.
@@ -116,9 +121,6 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.DefaultJoinTokenTTL == 0 {
 		cfg.DefaultJoinTokenTTL = 600 * time.Second
 	}
-	if cfg.DownstreamCATTL == 0 {
-		cfg.DownstreamCATTL = 24 * time.Hour
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -153,7 +155,7 @@ func (s *Service) Reload(ctx context.Context) error {
 	defer s.pollMu.Unlock()
 	// Read the event cursors first: a change racing with the load is then
 	// applied (again) by the next poll rather than lost.
-	if ev, ok := s.raw.(eventLog); ok {
+	if ev := s.cfg.Events; ev != nil {
 		var err error
 		if s.cursor.entry, err = ev.LastEntryEventID(ctx); err != nil {
 			return fmt.Errorf("api: reading entry event cursor: %w", err)
@@ -191,11 +193,6 @@ func (s *Service) now() time.Time {
 		return s.cfg.Now()
 	}
 	return time.Now()
-}
-
-func (s *Service) serverID() spiffeid.ID {
-	id, _ := spiffeid.FromPath(s.td, "/spire/server")
-	return id
 }
 
 // internalError logs err with the request's method and returns a status that

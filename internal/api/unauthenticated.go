@@ -96,7 +96,7 @@ type UnauthenticatedStreams struct {
 	timedOut      *prometheus.CounterVec
 }
 
-// NewUnauthenticatedStreams returns the limiter for the methods Rules opens
+// NewUnauthenticatedStreams returns the limiter for the methods the rule table opens
 // to anyone that take a client stream.
 func NewUnauthenticatedStreams(cfg UnauthenticatedConfig) (*UnauthenticatedStreams, error) {
 	if cfg.FirstMessageTimeout < 0 {
@@ -153,13 +153,13 @@ func NewUnauthenticatedStreams(cfg UnauthenticatedConfig) (*UnauthenticatedStrea
 	return u, nil
 }
 
-// anyoneClientStreams returns the methods of Rules that anyone may call and
+// anyoneClientStreams returns the methods of the rule table that anyone may call and
 // that read a stream of client messages, as their protobuf descriptors say.
 // Server-streaming methods (health Watch) are subscriptions meant to last;
 // they are not bounded here.
 func anyoneClientStreams() map[string]bool {
 	out := make(map[string]bool)
-	for method, rule := range Rules {
+	for method, rule := range rules {
 		if rule != RuleAnyone {
 			continue
 		}
@@ -325,8 +325,8 @@ func (l *streamLimits) release() {
 // installed on the same server.
 func (u *UnauthenticatedStreams) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if !u.bounded[info.FullMethod] {
-		if info.IsClientStream && Rules[info.FullMethod] == RuleAnyone {
-			// Rules opened a client stream to anyone that its protobuf
+		if info.IsClientStream && rules[info.FullMethod] == RuleAnyone {
+			// The rule table opened a client stream to anyone that its protobuf
 			// descriptor did not show; refuse it rather than serve it unbounded.
 			u.log.Error("unauthenticated client stream has no bounds", "method", info.FullMethod)
 			return status.Errorf(codes.Internal, "method %s is not bounded for unauthenticated callers", info.FullMethod)

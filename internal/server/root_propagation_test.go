@@ -9,7 +9,7 @@ import (
 	"github.com/arborid/arbor/internal/server"
 )
 
-// TestRootCAPropagatesThroughFourTiers (issue 9, item 3) measures how long
+// TestRootCAPropagatesThroughFourTiers measures how long
 // a new root CA takes from the root preparing it to the bundle of the third
 // tier below it (four levels), with every tier pulling its parent's bundle
 // every `sync`, and checks that every tier holds it before the root

@@ -31,7 +31,7 @@ func stateOf(h *harness) tierState {
 	}
 }
 
-// TestRestartsDoNotPileUpKeys (issue 9, item 5): restarting a root and its
+// TestRestartsDoNotPileUpKeys: restarting a root and its
 // child five times each (alternately, the child also while its parent is
 // back) keeps the same active X.509 CA and JWT key on both, and neither
 // bundle grows or even changes its sequence number: a key is reused after a

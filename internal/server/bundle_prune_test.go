@@ -35,7 +35,7 @@ func foreignAuthorities(t *testing.T, serial int64, notAfter time.Time) (*types.
 	return &types.X509Certificate{Asn1: der}, &types.JWTKey{PublicKey: pub, KeyId: "old-key-" + big.NewInt(serial).String(), ExpiresAt: notAfter.Unix()}
 }
 
-// TestBundlePruneAcrossTiers (issue 9, item 4): expired authorities handed
+// TestBundlePruneAcrossTiers: expired authorities handed
 // down from the root leave a child's bundle with `arbor bundle prune` (the
 // admin client's PruneBundle over the admin socket), stay out although the
 // root still lists them, and leave the root with its own prune; the grace

@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestRotationMarginWarning (issue 9, item 3): a server whose rotation
+// TestRotationMarginWarning: a server whose rotation
 // leaves less than depth × the bundle sync interval + the agents' sync
 // interval between publishing its next CA (half of ca_ttl) and using it (a
 // sixth of ca_ttl left) gets a warning at its ca_ttl.
