@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
+	"github.com/arborid/arbor/internal/tier"
 	"github.com/arborid/arbor/topology"
 )
 
@@ -20,26 +20,40 @@ const defaultAgentSocket = "/tmp/arbor-agent/public/api.sock"
 
 func newAgentRunCommand() *cobra.Command {
 	var (
-		topoPath, node, serverAddr, trustDomain, bundlePath, bundleURL string
-		joinToken, popCert, popKey, popInter, dataDir, socketPath      string
-		healthAddr, logLevel, logFormat                                string
-		insecureBootstrap, unixPaths                                   bool
-		syncInterval                                                   time.Duration
+		topoPath, node, attach, serverAddr, trustDomain, bundlePath, bundleURL string
+		joinToken, popCert, popKey, popInter, dataDir, socketPath              string
+		healthAddr, logLevel, logFormat                                        string
+		insecureBootstrap, unixPaths                                           bool
+		syncInterval                                                           time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run a node agent: attest, cache SVIDs, serve the Workload API",
-		Long: `Run an agent attached to a server. With --topology and --node the agent
-connects to that server block's address in the file's trust domain; without a
-topology give --server-address and --trust-domain. The first start needs a
-bootstrap bundle (--trust-bundle FILE or --trust-bundle-url) and a node
-attestor (--join-token, or --x509pop-cert and --x509pop-key); later starts
-reuse the agent SVID stored in --data-dir and do not attest again.
+		Long: `Run an agent attached to a server.
 
-Workloads call the SPIFFE Workload API on --socket-path; they are attested by
+With --topology FILE --node NAME it is the co-located agent of server block
+NAME, as the block's agent { } says: attested to NAME's parent (or its
+upstream "spire" server) with the block's node_attestor, on its socket_path
+and data_dir, syncing every sync_interval. With --topology FILE --attach NAME
+it is an agent for workloads of server NAME: it connects to NAME's address and
+syncs as the defaults block says. Without a topology give --server-address
+and --trust-domain. Flags given explicitly override what the topology says.
+
+The first start needs a bootstrap bundle (--trust-bundle FILE or
+--trust-bundle-url) and a node attestor (--join-token, or --x509pop-cert and
+--x509pop-key, or the agent block's node_attestor); later starts reuse the
+agent SVID stored in the data directory and do not attest again.
+
+Workloads call the SPIFFE Workload API on the socket; they are attested by
 their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 --unix-workload-path also unix:path and unix:sha256).`,
-		Example: `  arbor agent run --topology prod.hcl --node us-east --trust-bundle bundle.pem --join-token $TOKEN
+		Example: `  # The agent beside server "us-east", attested to its parent
+  arbor agent run --topology prod.hcl --node us-east --trust-bundle parent-bundle.pem --join-token $TOKEN
+
+  # An agent for workloads of server "us-east"
+  arbor agent run --topology prod.hcl --attach us-east --trust-bundle bundle.pem \
+      --join-token $TOKEN --socket-path /run/arbor/api.sock
+
   arbor agent run --server-address 10.0.0.5:8081 --trust-domain example.org \
       --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem`,
 		Args: cobra.NoArgs,
@@ -48,29 +62,41 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 			if err != nil {
 				return err
 			}
-			cfg := agent.Config{
-				ServerAddress: serverAddr, TrustBundleURL: bundleURL, InsecureBootstrap: insecureBootstrap,
-				DataDir: dataDir, SocketPath: socketPath, JoinToken: joinToken, SyncInterval: syncInterval,
-				HealthAddr: healthAddr, Logger: log,
-			}
-			if topoPath != "" {
+			var cfg agent.Config
+			switch {
+			case topoPath == "" && (node != "" || attach != ""):
+				return errors.New("--node and --attach need --topology")
+			case topoPath != "" && (node == "") == (attach == ""):
+				return errors.New("with --topology give --node NAME (the agent of server NAME) or --attach NAME (an agent for its workloads)")
+			case topoPath != "":
 				file, diags := topology.ParseFile(topoPath)
 				if diags.HasErrors() {
 					return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
 				}
-				srv, err := file.Server(node)
+				if node != "" {
+					cfg, err = tier.AgentConfig(file, node)
+				} else {
+					cfg, err = tier.WorkloadAgentConfig(file, attach)
+				}
 				if err != nil {
 					return err
 				}
-				cfg.TrustDomain = file.TrustDomain
-				if cfg.ServerAddress == "" {
-					cfg.ServerAddress = srv.Address
+			}
+			// Explicit flags win over the topology; unset ones fill what it
+			// leaves empty.
+			set := func(name string, dst *string, v string) {
+				if cmd.Flags().Changed(name) || *dst == "" {
+					*dst = v
 				}
-				if cfg.DataDir == "" {
-					cfg.DataDir = filepath.Join(filepath.Dir(topoPath), ".arbor", "agent-"+node)
-				}
-			} else if node != "" {
-				return errors.New("--node needs --topology")
+			}
+			set("server-address", &cfg.ServerAddress, serverAddr)
+			set("data-dir", &cfg.DataDir, dataDir)
+			set("socket-path", &cfg.SocketPath, socketPath)
+			if cmd.Flags().Changed("join-token") {
+				cfg.JoinToken = joinToken
+			}
+			if cmd.Flags().Changed("sync-interval") || cfg.SyncInterval == 0 {
+				cfg.SyncInterval = syncInterval
 			}
 			if trustDomain != "" {
 				td, err := spiffeid.TrustDomainFromString(trustDomain)
@@ -79,9 +105,13 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 				}
 				cfg.TrustDomain = td
 			}
-			if cfg.DataDir == "" {
-				cfg.DataDir = ".arbor/agent"
+			if popCert != "" || popKey != "" {
+				cfg.X509PoP = &agent.X509PoPConfig{CertPath: popCert, KeyPath: popKey, IntermediatesPath: popInter}
+				if !cmd.Flags().Changed("join-token") {
+					cfg.JoinToken = "" // the flags replace the agent block's attestor
+				}
 			}
+			cfg.TrustBundleURL, cfg.InsecureBootstrap, cfg.HealthAddr, cfg.Logger = bundleURL, insecureBootstrap, healthAddr, log
 			if bundlePath != "" {
 				data, err := os.ReadFile(bundlePath)
 				if err != nil {
@@ -90,9 +120,6 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 				if cfg.TrustBundle, err = agent.ParseBundlePEM(data); err != nil {
 					return fmt.Errorf("--trust-bundle %s: %w", bundlePath, err)
 				}
-			}
-			if popCert != "" || popKey != "" {
-				cfg.X509PoP = &agent.X509PoPConfig{CertPath: popCert, KeyPath: popKey, IntermediatesPath: popInter}
 			}
 			att, err := unix.New(unix.Config{DiscoverWorkloadPath: unixPaths})
 			if err != nil {
@@ -107,9 +134,10 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&topoPath, "topology", "", "topology file (HCL) naming the server to attach to")
-	fs.StringVar(&node, "node", "", "server block of the topology to attach to")
-	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port (default: the topology server's address)")
+	fs.StringVar(&topoPath, "topology", "", "topology file (HCL)")
+	fs.StringVar(&node, "node", "", "run the co-located agent of this server block (its agent { } block)")
+	fs.StringVar(&attach, "attach", "", "run an agent for workloads of this server block")
+	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port (default: from the topology)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "trust domain (default: the topology's)")
 	fs.StringVar(&bundlePath, "trust-bundle", "", "PEM file of the server's X.509 roots for the first attestation")
 	fs.StringVar(&bundleURL, "trust-bundle-url", "", "HTTPS URL serving the bootstrap bundle as PEM")
@@ -118,9 +146,9 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 	fs.StringVar(&popCert, "x509pop-cert", "", "x509pop node certificate (PEM, optionally followed by intermediates)")
 	fs.StringVar(&popKey, "x509pop-key", "", "x509pop node private key (PEM)")
 	fs.StringVar(&popInter, "x509pop-intermediates", "", "x509pop intermediates (PEM), optional")
-	fs.StringVar(&dataDir, "data-dir", "", "directory for the agent SVID, key and bundle (default .arbor/agent)")
-	fs.StringVar(&socketPath, "socket-path", defaultAgentSocket, "Workload API Unix socket")
-	fs.DurationVar(&syncInterval, "sync-interval", agent.DefaultSyncInterval, "how often to sync entries and bundles")
+	fs.StringVar(&dataDir, "data-dir", ".arbor/agent", "directory for the agent SVID, key and bundle (default with a topology: the agent block's data_dir, or .arbor/agent-NAME)")
+	fs.StringVar(&socketPath, "socket-path", defaultAgentSocket, "Workload API Unix socket (default with --node: the agent block's socket_path)")
+	fs.DurationVar(&syncInterval, "sync-interval", agent.DefaultSyncInterval, "how often to sync entries and bundles (default with a topology: its sync_interval)")
 	fs.StringVar(&healthAddr, "health-listen", "", "address for /live, /ready and /metrics (off when empty)")
 	fs.BoolVar(&unixPaths, "unix-workload-path", false, "add unix:path and unix:sha256 selectors (needs access to /proc/<pid>/exe)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

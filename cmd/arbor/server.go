@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arborid/arbor/internal/launcher"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/tier"
 	"github.com/arborid/arbor/topology"
 )
 
@@ -29,21 +29,21 @@ It stops gracefully on SIGINT or SIGTERM.`,
 			if diags.HasErrors() {
 				return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
 			}
-			srv, err := file.Server(node)
+			t, err := tier.ServerConfig(file, node)
 			if err != nil {
 				return err
 			}
 			if logLevel == "" {
-				logLevel = srv.LogLevel
+				logLevel = t.LogLevel
 			}
 			if logFormat == "" {
-				logFormat = srv.LogFormat
+				logFormat = t.LogFormat
 			}
 			log, err := newLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
 				return err
 			}
-			cfg, closer, err := launcher.ServerConfig(cmd.Context(), file, srv, log)
+			cfg, closer, err := t.Open(cmd.Context(), log)
 			if err != nil {
 				return err
 			}

@@ -40,6 +40,7 @@ import (
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/internal/demo"
 	"github.com/arborid/arbor/internal/reconcile"
+	"github.com/arborid/arbor/internal/tier"
 	"github.com/arborid/arbor/topology"
 )
 
@@ -67,8 +68,8 @@ type proc struct {
 	stopping atomic.Bool // stopped on purpose: its exit is not a failure
 }
 
-// tier is a running server with what runs beside it.
-type tier struct {
+// liveTier is a running server with what runs beside it.
+type liveTier struct {
 	srv       *topology.Server
 	conn      *grpc.ClientConn
 	server    *proc
@@ -80,7 +81,7 @@ type launcher struct {
 	opts  Options
 	mu    sync.Mutex // guards procs and tiers' server/stopped state against the control socket
 	procs []*proc
-	tiers []*tier
+	tiers []*liveTier
 	uid   int
 	exits chan error // children that exited on their own
 	began time.Time
@@ -237,7 +238,7 @@ func (l *launcher) waitFor(ctx context.Context, p *proc, what string, cond func(
 	}
 }
 
-func (l *launcher) tierOf(name string) *tier {
+func (l *launcher) tierOf(name string) *liveTier {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, t := range l.tiers {
@@ -263,7 +264,11 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 		if err := l.applyAt(ctx, parent); err != nil {
 			return err
 		}
-		if err := l.startAgent(ctx, parent, s.Name+"-agent", s.Agent.DataDir, s.Agent.SocketPath, s.Agent.SPIFFEID, s); err != nil {
+		a, err := l.colocatedAgent(s)
+		if err != nil {
+			return err
+		}
+		if err := l.startAgent(ctx, parent, a); err != nil {
 			return err
 		}
 	}
@@ -273,7 +278,7 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 	if err != nil {
 		return err
 	}
-	t := &tier{srv: s, conn: conn}
+	t := &liveTier{srv: s, conn: conn}
 	l.mu.Lock()
 	l.tiers = append(l.tiers, t)
 	l.mu.Unlock()
@@ -291,7 +296,7 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 }
 
 // startServer starts t's server process and waits until it serves.
-func (l *launcher) startServer(ctx context.Context, t *tier) error {
+func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 	s := t.srv
 	p, err := l.start("server "+s.Name, l.logPath(s, "server"), "server", "--topology", l.f.Path, "--node", s.Name)
 	if err != nil {
@@ -319,7 +324,7 @@ func (l *launcher) startServer(ctx context.Context, t *tier) error {
 }
 
 // applyAt reconciles the entries the topology wants on t's server.
-func (l *launcher) applyAt(ctx context.Context, t *tier) error {
+func (l *launcher) applyAt(ctx context.Context, t *liveTier) error {
 	want, err := reconcile.DesiredEntries(l.f, t.srv, l.uid)
 	if err != nil {
 		return err
@@ -331,52 +336,72 @@ func (l *launcher) applyAt(ctx context.Context, t *tier) error {
 	return reconcile.Apply(ctx, t.conn, actions)
 }
 
-// startAgent starts an agent attested to parent, with a join token aliased
-// to aliasID unless dataDir already holds an agent SVID (a resumed run).
-func (l *launcher) startAgent(ctx context.Context, parent *tier, name, dataDir, socket string, aliasID spiffeid.ID, child *topology.Server) error {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("launcher: %s data dir: %w", name, err)
+// agentStart is one agent process to start: its arguments after "agent
+// run", with the settings tier gave it for the socket and data directory
+// it will use.
+type agentStart struct {
+	name    string
+	args    []string
+	cfg     agent.Config
+	aliasID spiffeid.ID      // the join token's alias when it needs one
+	logTo   *topology.Server // whose logs directory gets its log
+}
+
+// colocatedAgent is the agent beside server s, attested to its parent, as
+// s's agent block says: the process gets --topology/--node and reads the
+// block itself.
+func (l *launcher) colocatedAgent(s *topology.Server) (agentStart, error) {
+	cfg, err := tier.AgentConfig(l.f, s.Name)
+	if err != nil {
+		return agentStart{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
-		return fmt.Errorf("launcher: %s socket dir: %w", name, err)
+	return agentStart{name: s.Name + "-agent", args: []string{"--topology", l.f.Path, "--node", s.Name},
+		cfg: cfg, aliasID: s.Agent.SPIFFEID, logTo: s}, nil
+}
+
+// workloadAgent is the agent for t's demo workload, attached to t. Its
+// socket and data directory are arbor up's (the topology has none for it).
+func (l *launcher) workloadAgent(t *liveTier, dataDir, socket string, aliasID spiffeid.ID) (agentStart, error) {
+	cfg, err := tier.WorkloadAgentConfig(l.f, t.srv.Name)
+	if err != nil {
+		return agentStart{}, err
 	}
-	bundlePath := filepath.Join(dataDir, "bootstrap.pem")
+	cfg.DataDir, cfg.SocketPath = dataDir, socket
+	return agentStart{name: "workload-agent", args: []string{"--topology", l.f.Path, "--attach", t.srv.Name,
+		"--data-dir", dataDir, "--socket-path", socket}, cfg: cfg, aliasID: aliasID, logTo: t.srv}, nil
+}
+
+// startAgent starts a, attested to parent: with a join token aliased to
+// a.aliasID unless its data directory already holds an agent SVID (a
+// resumed run) or it attests otherwise (x509pop, a token in the file). The
+// bootstrap bundle and the token are what is per process; everything else
+// the agent reads from the topology.
+func (l *launcher) startAgent(ctx context.Context, parent *liveTier, a agentStart) error {
+	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("launcher: %s data dir: %w", a.name, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(a.cfg.SocketPath), 0o700); err != nil {
+		return fmt.Errorf("launcher: %s socket dir: %w", a.name, err)
+	}
+	bundlePath := filepath.Join(a.cfg.DataDir, "bootstrap.pem")
 	if err := writeBundle(ctx, parent.conn, bundlePath); err != nil {
-		return fmt.Errorf("launcher: %s: parent bundle: %w", name, err)
+		return fmt.Errorf("launcher: %s: parent bundle: %w", a.name, err)
 	}
-	args := []string{"agent", "run",
-		"--server-address", parent.srv.Address,
-		"--trust-domain", l.f.TrustDomain.Name(),
-		"--trust-bundle", bundlePath,
-		"--data-dir", dataDir,
-		"--socket-path", socket,
-		"--sync-interval", "2s",
-	}
-	if !agent.Attested(dataDir) {
-		if child != nil && child.Agent.NodeAttestor.Kind == topology.NodeAttestorX509PoP {
-			a := child.Agent.NodeAttestor
-			args = append(args, "--x509pop-cert", a.CertificatePath, "--x509pop-key", a.PrivateKeyPath)
-			if a.IntermediatesPath != "" {
-				args = append(args, "--x509pop-intermediates", a.IntermediatesPath)
-			}
-		} else {
-			tok, err := createToken(ctx, parent.conn, aliasID)
-			if err != nil {
-				return fmt.Errorf("launcher: join token for %s: %w", name, err)
-			}
-			args = append(args, "--join-token", tok)
+	args := append([]string{"agent", "run"}, a.args...)
+	args = append(args, "--trust-bundle", bundlePath)
+	if !agent.Attested(a.cfg.DataDir) && a.cfg.X509PoP == nil && a.cfg.JoinToken == "" {
+		tok, err := createToken(ctx, parent.conn, a.aliasID)
+		if err != nil {
+			return fmt.Errorf("launcher: join token for %s: %w", a.name, err)
 		}
+		args = append(args, "--join-token", tok)
 	}
-	logOwner := parent.srv
-	if child != nil {
-		logOwner = child
-	}
-	p, err := l.start("agent "+name, l.logPath(logOwner, name), args...)
+	p, err := l.start("agent "+a.name, l.logPath(a.logTo, a.name), args...)
 	if err != nil {
 		return err
 	}
 	return l.waitFor(ctx, p, "waiting for the agent's Workload API", func() error {
-		c, err := net.DialTimeout("unix", socket, time.Second)
+		c, err := net.DialTimeout("unix", a.cfg.SocketPath, time.Second)
 		if err != nil {
 			return err
 		}
@@ -407,8 +432,8 @@ func writeBundle(ctx context.Context, conn grpc.ClientConnInterface, path string
 }
 
 // leaves are the servers without children.
-func (l *launcher) leaves() []*tier {
-	var out []*tier
+func (l *launcher) leaves() []*liveTier {
+	var out []*liveTier
 	for _, t := range l.tiers {
 		if len(l.f.Children(t.srv.Name)) == 0 {
 			out = append(out, t)
@@ -423,7 +448,7 @@ func (l *launcher) leaves() []*tier {
 func (l *launcher) startDemos(ctx context.Context) error {
 	leaves := l.leaves()
 	type demoSpec struct {
-		t      *tier
+		t      *liveTier
 		id     spiffeid.ID
 		socket string
 		addr   string
@@ -451,7 +476,11 @@ func (l *launcher) startDemos(ctx context.Context) error {
 		dir := filepath.Join(t.srv.StateDir, "demo")
 		socket := filepath.Join(dir, "workload.sock")
 		l.progress("%s: starting workload agent and demo workload", t.srv.Name)
-		if err := l.startAgent(ctx, t, "workload-agent", filepath.Join(dir, "agent"), socket, node, nil); err != nil {
+		a, err := l.workloadAgent(t, filepath.Join(dir, "agent"), socket, node)
+		if err != nil {
+			return err
+		}
+		if err := l.startAgent(ctx, t, a); err != nil {
 			return err
 		}
 		// Keep each picked port's listener open until all are picked, so

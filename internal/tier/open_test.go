@@ -1,4 +1,4 @@
-package launcher
+package tier
 
 import (
 	"context"
@@ -19,9 +19,9 @@ import (
 	"github.com/arborid/arbor/topology"
 )
 
-// TestServerConfigDiskUpstream: a root with upstream "disk" runs a CA signed
-// by the enterprise CA on disk, and its bundle trusts that CA.
-func TestServerConfigDiskUpstream(t *testing.T) {
+// TestOpenDiskUpstream: a root with upstream "disk" runs a CA signed by the
+// enterprise CA on disk, and its bundle trusts that CA.
+func TestOpenDiskUpstream(t *testing.T) {
 	dir, err := os.MkdirTemp("", "arl")
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,11 @@ server "root" {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, closer, err := ServerConfig(ctx, f, f.Servers[0], nil)
+	tr, err := ServerConfig(f, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, closer, err := tr.Open(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
