@@ -79,7 +79,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		// The stream ended during a challenge (a bound expired, the agent left).
 		return status.FromContextError(ctx.Err()).Err()
 	default:
-		return s.internalError(ctx, "attestation failed", err)
+		return s.statusFor(ctx, "attestation failed", err)
 	}
 	if result.AgentID.TrustDomain() != s.td {
 		return s.internalError(ctx, "attestor returned an agent ID outside the trust domain", errors.New(result.AgentID.String()))
@@ -112,7 +112,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		// A concurrent attestation consumed the token first.
 		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", jointoken.ErrTokenUsed)
 	default:
-		return s.internalError(ctx, "storing attested node", err)
+		return s.statusFor(ctx, "storing attested node", err)
 	}
 	s.metrics.svids.WithLabelValues("agent").Inc()
 	s.log.InfoContext(ctx, "agent attested", "spiffe_id", node.ID.String(), "attestation_type", node.AttestationType, "reattested", reattested)
@@ -236,11 +236,11 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *agentv1.CreateJoinTo
 		if errors.Is(err, datastore.ErrAlreadyExists) {
 			return nil, status.Error(codes.AlreadyExists, "join token already exists")
 		}
-		return nil, s.internalError(ctx, "storing join token", err)
+		return nil, s.statusFor(ctx, "storing join token", err)
 	}
 	if alias != nil {
 		if _, err := s.createEntries(ctx, []*datastore.Entry{alias}); err[0] != nil && !errors.Is(err[0], datastore.ErrAlreadyExists) {
-			return nil, s.internalError(ctx, "creating the join token's alias entry", err[0])
+			return nil, s.statusFor(ctx, "creating the join token's alias entry", err[0])
 		}
 	}
 	s.log.InfoContext(ctx, "join token created", "expires_at", jt.ExpiresAt)
@@ -432,7 +432,7 @@ func (s *Service) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgentReque
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
 		}
-		return nil, s.internalError(ctx, "deleting agent", err)
+		return nil, s.statusFor(ctx, "deleting agent", err)
 	}
 	s.log.InfoContext(ctx, "agent evicted", "spiffe_id", id.String())
 	return &emptypb.Empty{}, nil
@@ -451,7 +451,7 @@ func (s *Service) BanAgent(ctx context.Context, req *agentv1.BanAgentRequest) (*
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "agent %s not found", id)
 		}
-		return nil, s.internalError(ctx, "banning agent", err)
+		return nil, s.statusFor(ctx, "banning agent", err)
 	}
 	s.log.InfoContext(ctx, "agent banned", "spiffe_id", id.String())
 	return &emptypb.Empty{}, nil

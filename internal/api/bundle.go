@@ -29,7 +29,7 @@ func (s *Service) GetBundle(ctx context.Context, req *bundlev1.GetBundleRequest)
 func (s *Service) CountBundles(ctx context.Context, _ *bundlev1.CountBundlesRequest) (*bundlev1.CountBundlesResponse, error) {
 	bs, err := s.bundles.ListBundles(ctx)
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to count bundles", err)
+		return nil, s.statusFor(ctx, "failed to count bundles", err)
 	}
 	return &bundlev1.CountBundlesResponse{Count: int32(len(bs))}, nil
 }
@@ -109,7 +109,7 @@ func (s *Service) appendOwn(ctx context.Context, x5 []datastore.X509Authority, j
 		return nil, status.Error(codes.NotFound, "bundle not found")
 	}
 	if err != nil {
-		return nil, s.internalError(ctx, what, err)
+		return nil, s.statusFor(ctx, what, err)
 	}
 	return b, nil
 }
@@ -163,7 +163,7 @@ func (s *Service) ListFederatedBundles(ctx context.Context, req *bundlev1.ListFe
 	}
 	bs, err := s.bundles.ListBundles(ctx)
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to list bundles", err)
+		return nil, s.statusFor(ctx, "failed to list bundles", err)
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].TrustDomain.Name() < bs[j].TrustDomain.Name() })
 	resp := &bundlev1.ListFederatedBundlesResponse{}
@@ -192,7 +192,7 @@ func (s *Service) GetFederatedBundle(ctx context.Context, req *bundlev1.GetFeder
 		return nil, status.Errorf(codes.NotFound, "bundle for %q not found", td)
 	}
 	if err != nil {
-		return nil, s.internalError(ctx, "failed to fetch bundle", err)
+		return nil, s.statusFor(ctx, "failed to fetch bundle", err)
 	}
 	return bundleToProto(b, req.OutputMask), nil
 }
@@ -260,7 +260,7 @@ func (s *Service) writeFederated(ctx context.Context, p *types.Bundle, how bundl
 	case errors.Is(err, errNoAuthorities):
 		return nil, status.Error(codes.InvalidArgument, "a federated bundle needs at least one X.509 authority")
 	}
-	return nil, s.internalError(ctx, "failed to write federated bundle", err)
+	return nil, s.statusFor(ctx, "failed to write federated bundle", err)
 }
 
 var errNoAuthorities = errors.New("no X.509 authorities")
@@ -334,7 +334,7 @@ func (s *Service) deleteFederated(ctx context.Context, name string, mode bundlev
 	if _, err := s.bundles.FetchBundle(ctx, td); errors.Is(err, datastore.ErrNotFound) {
 		return status.Errorf(codes.NotFound, "bundle for %q not found", td)
 	} else if err != nil {
-		return s.internalError(ctx, "failed to fetch bundle", err)
+		return s.statusFor(ctx, "failed to fetch bundle", err)
 	}
 	users, _ := s.entries.List(func(e *datastore.Entry) bool { return slices.Contains(e.FederatesWith, td) }, "", 0)
 	switch mode {
@@ -365,7 +365,7 @@ func (s *Service) deleteFederated(ctx context.Context, name string, mode bundlev
 		if errors.Is(err, datastore.ErrNotFound) {
 			return status.Errorf(codes.NotFound, "bundle for %q not found", td)
 		}
-		return s.internalError(ctx, "failed to delete bundle", err)
+		return s.statusFor(ctx, "failed to delete bundle", err)
 	}
 	s.log.InfoContext(ctx, "federated bundle deleted", "trust_domain", td.Name(), "mode", mode.String())
 	return nil

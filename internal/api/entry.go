@@ -170,7 +170,7 @@ func (s *Service) updateEntry(ctx context.Context, p *types.Entry, mask *types.E
 	case errors.Is(err, datastore.ErrAlreadyExists):
 		return nil, status.Errorf(codes.AlreadyExists, "entry %q would duplicate another entry", p.Id)
 	default:
-		return nil, s.internalError(ctx, "failed to update entry", err)
+		return nil, s.statusFor(ctx, "failed to update entry", err)
 	}
 	s.entries.PutEntry(updated)
 	return updated, nil
