@@ -49,11 +49,11 @@ func (u *upProc) done() bool {
 	}
 }
 
-// runUp starts `arbor up` and returns it with its output.
-func runUp(t *testing.T, topo string) *upProc {
+// runUp starts `arbor up [flags] topo` and returns it with its output.
+func runUp(t *testing.T, topo string, flags ...string) *upProc {
 	t.Helper()
 	u := &upProc{out: &syncBuffer{}, exited: make(chan struct{})}
-	u.cmd = exec.Command(arborBin, "up", "--status-every", "1s", topo)
+	u.cmd = exec.Command(arborBin, append(append([]string{"up", "--status-every", "1s"}, flags...), topo)...)
 	u.cmd.Stdout, u.cmd.Stderr = u.out, u.out
 	if err := u.cmd.Start(); err != nil {
 		t.Fatal(err)
