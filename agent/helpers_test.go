@@ -18,23 +18,16 @@ import (
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/internal/selector"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-func shortDir(t testing.TB) string {
-	dir, err := os.MkdirTemp("", "arba")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortDir(t testing.TB) string { return testkit.ShortDir(t) }
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("AGENT_TEST_LOG") != "" {
@@ -46,15 +39,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // poll calls try until it succeeds or the timeout passes.
 func poll(t testing.TB, timeout time.Duration, what string, try func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = try(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+	testkit.Poll(t, timeout, what, try)
 }
 
 // testServer is an in-process arbor server.
@@ -86,45 +71,11 @@ func startServer(t testing.TB, mutate func(*server.Config)) *testServer {
 func (s *testServer) start() {
 	t := s.t
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, s.cfg)
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatalf("server Listen: %v", err)
-	}
-	s.cfg.ListenAddr = srv.AgentAddr().String()
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("server stopped: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("server not ready")
-	}
-	conn, err := grpc.NewClient("unix://"+s.cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.admin = conn
-	var once sync.Once
-	s.stop = func() {
-		once.Do(func() {
-			conn.Close()
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Error("server did not stop")
-			}
-		})
-	}
+	ts := testkit.StartServer(t, s.cfg)
+	s.cfg.ListenAddr = ts.AgentAddr().String()
+	s.admin = ts.Admin
+	s.stop = func() { ts.Stop(t) }
+	conn := ts.Admin
 	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctxT(t), &bundlev1.GetBundleRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 // TestSharedPostgres runs two servers of one tier on one PostgreSQL schema:
@@ -64,11 +66,10 @@ func TestSharedPostgres(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testkit.Poll(t, 20*time.Second, "waiting for "+what, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

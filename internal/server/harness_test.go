@@ -12,9 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,18 +27,16 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-// clock is a settable test clock: real time plus an offset.
-type clock struct{ offset atomic.Int64 }
+// clock is the shared settable test clock.
+type clock = testkit.Clock
 
-func (c *clock) Now() time.Time           { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) Advance(d time.Duration)  { c.offset.Add(int64(d)) }
 func newClock() *clock                    { return &clock{} }
 func spiffeID(path string) spiffeid.ID    { return spiffeid.RequireFromPath(td, path) }
 func protoID(path string) *types.SPIFFEID { return &types.SPIFFEID{TrustDomain: td.Name(), Path: path} }
@@ -58,20 +54,8 @@ func must[T any](v T, err error) func(*testing.T) T {
 	}
 }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func mkShortDir(t *testing.T) string {
-	dir, err := os.MkdirTemp("", "arb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func testCtx(t *testing.T, d time.Duration) context.Context { return testkit.Context(t, d) }
+func mkShortDir(t *testing.T) string                        { return testkit.ShortDir(t) }
 
 // harness is a running in-process server with clients for every kind of caller.
 type harness struct {
@@ -110,57 +94,12 @@ func startServer(t *testing.T, opts ...option) *harness {
 func (h *harness) start() {
 	t := h.t
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, h.cfg)
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatalf("Listen: %v", err)
-	}
+	ts := testkit.StartServer(t, h.cfg)
 	// Keep the same port across restarts.
-	h.cfg.ListenAddr = srv.AgentAddr().String()
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("server stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("server not ready after 30s")
-	}
-	h.srv = srv
-	var stopped bool
-	h.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		if h.admin != nil {
-			h.admin.Close()
-			h.admin = nil
-		}
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("server Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("server did not stop within 30s")
-		}
-	}
-	t.Cleanup(h.stop)
-	conn, err := grpc.NewClient("unix://"+h.cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.admin = conn
-	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctxT(t), &bundlev1.GetBundleRequest{})
+	h.cfg.ListenAddr = ts.AgentAddr().String()
+	h.srv, h.admin = ts.Server, ts.Admin
+	h.stop = func() { ts.Stop(t) }
+	b, err := bundlev1.NewBundleClient(h.admin).GetBundle(ctxT(t), &bundlev1.GetBundleRequest{})
 	if err != nil {
 		t.Fatalf("GetBundle on admin socket: %v", err)
 	}

@@ -1,61 +1,20 @@
 package server_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
-const defaultPostgresDSN = "postgres://arbor:arbor@127.0.0.1:5432/arbor_test?sslmode=disable"
-
 // postgresDSN creates a fresh schema for the test and returns a DSN that uses it.
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("ARBOR_TEST_POSTGRES_DSN")
-	if base == "" {
-		base = defaultPostgresDSN
-	}
-	ctx := testCtx(t, 30e9)
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL is not reachable at %s: %v\n(start it with `pg_ctlcluster 15 main start`, or set ARBOR_TEST_POSTGRES_DSN; .ci/run installs and starts it)", base, err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "arbor_srv_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30e9)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, base); err == nil {
-			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(ctx)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("ARBOR_TEST_POSTGRES_DSN must be a URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("options", "-csearch_path="+schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func postgresDSN(t *testing.T) string { return testkit.PostgresDSN(t) }
 
 func TestRestartKeepsState(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {

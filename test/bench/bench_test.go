@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -36,9 +35,9 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -60,9 +59,7 @@ func check(b *testing.B, err error) {
 
 func startServer(b *testing.B, mutate func(*server.Config)) *env {
 	b.Helper()
-	dir, err := os.MkdirTemp("", "arbb")
-	check(b, err)
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testkit.ShortDir(b)
 	cfg := server.Config{
 		Name: "bench", TrustDomain: td, ListenAddr: "127.0.0.1:0",
 		AdminSocket: filepath.Join(dir, "a.sock"), StateDir: filepath.Join(dir, "state"), JoinToken: true,
@@ -70,19 +67,9 @@ func startServer(b *testing.B, mutate func(*server.Config)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	check(b, err)
-	check(b, srv.Listen())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	<-srv.Ready()
-	b.Cleanup(func() { cancel(); <-done })
-	admin, err := grpc.NewClient("unix://"+cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	check(b, err)
-	b.Cleanup(func() { admin.Close() })
-	e := &env{b: b, admin: admin, addr: srv.AgentAddr().String(), bundle: x509bundle.New(td)}
-	bun, err := bundlev1.NewBundleClient(admin).GetBundle(context.Background(), &bundlev1.GetBundleRequest{})
+	srv := testkit.StartServer(b, cfg)
+	e := &env{b: b, admin: srv.Admin, addr: srv.AgentAddr().String(), bundle: x509bundle.New(td)}
+	bun, err := bundlev1.NewBundleClient(srv.Admin).GetBundle(context.Background(), &bundlev1.GetBundleRequest{})
 	check(b, err)
 	for _, a := range bun.X509Authorities {
 		c, err := x509.ParseCertificate(a.Asn1)

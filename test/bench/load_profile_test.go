@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 	"github.com/arborid/arbor/test/load/loadgen"
 )
 
@@ -21,25 +22,13 @@ import (
 // internal/) next to the client's.
 func startLoadServer(b *testing.B, backend string) loadgen.Config {
 	b.Helper()
-	dir, err := os.MkdirTemp("", "arbl")
-	check(b, err)
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testkit.ShortDir(b)
 	cfg := server.Config{Name: "load", TrustDomain: td, ListenAddr: "127.0.0.1:0",
 		AdminSocket: filepath.Join(dir, "a.sock"), StateDir: filepath.Join(dir, "state"), JoinToken: true}
 	if backend == "postgres" {
 		cfg.Datastore, cfg.PostgresDSN = "postgres", postgresDSN(b)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	check(b, srv.Listen())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	<-srv.Ready()
-	b.Cleanup(func() { cancel(); <-done })
+	srv := testkit.StartServer(b, cfg)
 	return loadgen.Config{AdminSocket: cfg.AdminSocket, ServerAddr: srv.AgentAddr().String(), TrustDomain: td,
 		ServerPID: os.Getpid(), SeedConcurrency: 4}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 	"github.com/arborid/arbor/test/load/loadgen"
 )
 
@@ -21,43 +22,16 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 // and returns a loadgen configuration pointing at it.
 func startArbor(t *testing.T) loadgen.Config {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "lg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testkit.ShortDir(t)
 	cfg := server.Config{Name: "load", TrustDomain: td, ListenAddr: "127.0.0.1:0",
 		AdminSocket: filepath.Join(dir, "a.sock"), StateDir: filepath.Join(dir, "state"), JoinToken: true}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("server stopped before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("server not ready within 30s")
-	}
-	t.Cleanup(func() { cancel(); <-done })
+	srv := testkit.StartServer(t, cfg)
 	return loadgen.Config{AdminSocket: cfg.AdminSocket, ServerAddr: srv.AgentAddr().String(), TrustDomain: td,
 		ServerPID: os.Getpid(), RPCTimeout: 20 * time.Second, WarmupTimeout: 20 * time.Second}
 }
 
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return testkit.Context(t, 60*time.Second)
 }
 
 // TestLoadAgainstArbor runs every RPC of the agent loop against arbor in
