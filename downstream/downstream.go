@@ -1,12 +1,20 @@
-// Package downstream is what makes a tier downstream: it obtains the tier's
-// X.509 intermediate CA from the parent server with svid.v1
-// NewDownstreamX509CA, publishes the tier's JWT signing keys upward with
-// bundle.v1 PublishJWTAuthority, and carries the parent's trust bundle down.
+// Package downstream is the nesting protocol, both ends.
 //
-// The child never holds a static secret for its parent: it authenticates with
-// the X509-SVID of a downstream registration entry that a co-located agent
+// The child end (this file) is what makes a tier downstream: Upstream, an
+// upstream.Parent, obtains the tier's X.509 intermediate CA from the parent
+// server with svid.v1 NewDownstreamX509CA, publishes the tier's JWT signing
+// keys upward with bundle.v1 PublishJWTAuthority, fetches the parent's trust
+// bundle to carry it down, and reports whether the parent answers. The child
+// never holds a static secret for its parent: it authenticates with the
+// X509-SVID of a downstream registration entry that a co-located agent
 // (arbor's or spire-agent) serves on its Workload API socket. The same code
-// path serves any SPIRE-API parent — an arbor server or a real spire-server.
+// path serves any SPIRE-API parent — an arbor server or a real spire-server
+// (the topology's upstream "spire" kind).
+//
+// The parent end (parent.go) is the policy a tier applies to its children's
+// requests: the TTL a child gets and the trust domain its CSR must name
+// (ChildCAPolicy), and which of the tier's CAs signs it (ChooseSigningCA).
+// The server injects both into the API and the CA manager.
 package downstream
 
 import (
@@ -19,7 +27,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,14 +42,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/idpolicy"
+	"github.com/arborid/arbor/upstream"
 )
 
-var (
-	_ ca.Upstream     = (*Upstream)(nil)
-	_ ca.JWTPublisher = (*Upstream)(nil)
-)
+var _ upstream.Parent = (*Upstream)(nil)
 
 // Source is where the child's client SVID and the trust bundle used to
 // authenticate the parent come from; workloadapi.X509Source is one.
@@ -67,13 +71,11 @@ type Config struct {
 	ParentID spiffeid.ID
 	// CallTimeout bounds each call to the parent; zero means 30s.
 	CallTimeout time.Duration
-	// Now is the clock SyncBundle judges expiry by; nil means time.Now.
-	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
 
-// Upstream implements ca.Upstream and ca.JWTPublisher against a parent server.
+// Upstream is the link to a parent server: an upstream.Parent.
 type Upstream struct {
 	cfg    Config
 	log    *slog.Logger
@@ -83,9 +85,6 @@ type Upstream struct {
 	connMu     sync.Mutex
 	conn       *grpc.ClientConn // authenticated with the SVID of serial connSerial
 	connSerial string
-
-	mu    sync.Mutex
-	roots []*x509.Certificate // the parent's latest X.509 authorities
 
 	reachable atomic.Bool // the last call to the parent succeeded
 }
@@ -109,17 +108,10 @@ func New(ctx context.Context, cfg Config) (*Upstream, error) {
 		return nil, errors.New("downstream: parent address is required")
 	}
 	if cfg.ParentID.IsZero() {
-		id, err := spiffeid.FromPath(cfg.TrustDomain, "/spire/server")
-		if err != nil {
-			return nil, fmt.Errorf("downstream: %w", err)
-		}
-		cfg.ParentID = id
+		cfg.ParentID = idpolicy.ServerID(cfg.TrustDomain)
 	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = 30 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -184,7 +176,7 @@ func (u *Upstream) Close() error {
 }
 
 // MintX509CA asks the parent to sign an intermediate CA for key.
-func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{Organization: []string{"arbor"}, CommonName: u.cfg.TrustDomain.Name() + " intermediate"},
 		URIs:    []*url.URL{u.cfg.TrustDomain.ID().URL()},
@@ -207,25 +199,24 @@ func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.D
 	if len(resp.CaCertChain) == 0 {
 		return nil, errors.New("downstream: parent returned an empty CA chain")
 	}
-	chain, err := parseCerts(resp.CaCertChain)
+	chain, err := upstream.ParseCertificatesDER(resp.CaCertChain...)
 	if err != nil {
 		return nil, fmt.Errorf("downstream: parent returned a bad CA chain: %w", err)
 	}
-	roots, err := parseCerts(resp.X509Authorities)
+	roots, err := upstream.ParseCertificatesDER(resp.X509Authorities...)
 	if err != nil {
 		return nil, fmt.Errorf("downstream: parent returned bad X.509 authorities: %w", err)
 	}
 	if len(roots) == 0 {
 		return nil, errors.New("downstream: parent returned no X.509 authorities")
 	}
-	u.setRoots(roots)
 	u.log.Info("downstream: parent signed intermediate CA", "not_after", chain[0].NotAfter, "parent", u.cfg.ParentAddress)
-	return &ca.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: roots}, nil
+	return &upstream.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: roots}, nil
 }
 
 // PublishJWTKey publishes a JWT signing key to the parent and returns the
 // parent's whole set of JWT authorities.
-func (u *Upstream) PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error) {
+func (u *Upstream) PublishJWTKey(ctx context.Context, k upstream.JWTKey) ([]upstream.JWTKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
 	conn, err := u.client()
@@ -238,22 +229,13 @@ func (u *Upstream) PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) 
 	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s refused PublishJWTAuthority: %w", u.cfg.ParentAddress, err)
 	}
-	out := make([]datastore.JWTAuthority, 0, len(resp.JwtAuthorities))
-	for _, a := range resp.JwtAuthorities {
-		out = append(out, datastore.JWTAuthority{KeyID: a.KeyId, PublicKey: a.PublicKey, ExpiresAt: a.ExpiresAt, Tainted: a.Tainted})
-	}
+	out := jwtKeysOf(resp.JwtAuthorities)
 	u.log.Info("downstream: published JWT key to parent", "jwt_kid", k.KeyID, "parent_jwt_authorities", len(out))
 	return out, nil
 }
 
-func (u *Upstream) setRoots(roots []*x509.Certificate) {
-	u.mu.Lock()
-	u.roots = roots
-	u.mu.Unlock()
-}
-
-// FetchParentBundle reads the parent's bundle (X.509 roots and JWT keys).
-func (u *Upstream) FetchParentBundle(ctx context.Context) (*types.Bundle, error) {
+// FetchBundle reads the parent's bundle: its X.509 authorities and JWT keys.
+func (u *Upstream) FetchBundle(ctx context.Context) (*upstream.Bundle, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
 	conn, err := u.client()
@@ -264,92 +246,17 @@ func (u *Upstream) FetchParentBundle(ctx context.Context) (*types.Bundle, error)
 	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s GetBundle: %w", u.cfg.ParentAddress, err)
 	}
-	return b, nil
-}
-
-// SyncBundle merges the parent's current X.509 authorities and JWT keys into
-// the own bundle, so new roots and other tiers' JWT keys flow down before
-// anyone uses them. Authorities are only added here, and never ones that have
-// already expired: pruning is the CA manager's job, and an authority it
-// pruned must not come back from a parent that has not pruned it yet.
-func (u *Upstream) SyncBundle(ctx context.Context, bundles datastore.BundleStore) (added int, err error) {
-	pb, err := u.FetchParentBundle(ctx)
-	if err != nil {
-		return 0, err
-	}
-	now := u.cfg.Now()
-	_, err = bundles.UpdateBundle(ctx, u.cfg.TrustDomain, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
-		if cur == nil {
-			return nil, nil // the CA manager creates the bundle at Init
-		}
-		next := *cur
-		next.X509Authorities = slices.Clone(cur.X509Authorities)
-		next.JWTAuthorities = slices.Clone(cur.JWTAuthorities)
-		for _, a := range pb.X509Authorities {
-			if !slices.ContainsFunc(next.X509Authorities, func(h datastore.X509Authority) bool { return string(h.Cert) == string(a.Asn1) }) {
-				if c, err := x509.ParseCertificate(a.Asn1); err != nil || now.After(c.NotAfter) {
-					continue
-				}
-				next.X509Authorities = append(next.X509Authorities, datastore.X509Authority{Cert: a.Asn1, Tainted: a.Tainted})
-				added++
-			}
-		}
-		for _, k := range pb.JwtAuthorities {
-			if k.ExpiresAt != 0 && k.ExpiresAt < now.Unix() {
-				continue
-			}
-			if !slices.ContainsFunc(next.JWTAuthorities, func(h datastore.JWTAuthority) bool { return h.KeyID == k.KeyId }) {
-				next.JWTAuthorities = append(next.JWTAuthorities, datastore.JWTAuthority{KeyID: k.KeyId, PublicKey: k.PublicKey, ExpiresAt: k.ExpiresAt, Tainted: k.Tainted})
-				added++
-			}
-		}
-		if added == 0 {
-			return cur, nil
-		}
-		next.SequenceNumber++
-		return &next, nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("downstream: merging parent bundle: %w", err)
-	}
-	if added > 0 {
-		u.log.Info("downstream: parent bundle merged", "authorities_added", added)
-	}
-	return added, nil
-}
-
-// RunBundleSync calls SyncBundle every interval until ctx ends, logging
-// failures once per change of state.
-func (u *Upstream) RunBundleSync(ctx context.Context, bundles datastore.BundleStore, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	failing := false
-	for {
-		if _, err := u.SyncBundle(ctx, bundles); err != nil {
-			if !failing && ctx.Err() == nil {
-				u.log.Warn("downstream: parent unreachable; serving from the current CA", "err", err)
-			}
-			failing = true
-		} else if failing {
-			u.log.Info("downstream: parent reachable again")
-			failing = false
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func parseCerts(ders [][]byte) ([]*x509.Certificate, error) {
-	out := make([]*x509.Certificate, 0, len(ders))
-	for _, der := range ders {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	out := &upstream.Bundle{JWTKeys: jwtKeysOf(b.JwtAuthorities)}
+	for _, a := range b.X509Authorities {
+		out.X509Authorities = append(out.X509Authorities, upstream.X509Authority{Cert: a.Asn1, Tainted: a.Tainted})
 	}
 	return out, nil
+}
+
+func jwtKeysOf(keys []*types.JWTKey) []upstream.JWTKey {
+	out := make([]upstream.JWTKey, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, upstream.JWTKey{KeyID: k.KeyId, PublicKey: k.PublicKey, ExpiresAt: k.ExpiresAt, Tainted: k.Tainted})
+	}
+	return out
 }

@@ -17,11 +17,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
-var _ ca.Upstream = (*SelfSigned)(nil)
+var _ upstream.Authority = (*SelfSigned)(nil)
 
 // SelfSigned is the upstream of a root tier that self-signs its CA
 // certificates. Its fields must not be modified after first use.
@@ -39,7 +38,7 @@ type SelfSigned struct {
 
 // MintX509CA self-signs a root CA certificate for key, valid from now (less
 // a small backdate) for ttl. The result's Roots is that certificate.
-func (s *SelfSigned) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (s *SelfSigned) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	if s.TrustDomain.IsZero() {
 		return nil, errors.New("root: trust domain is required")
 	}
@@ -57,12 +56,12 @@ func (s *SelfSigned) MintX509CA(ctx context.Context, key crypto.Signer, ttl time
 	if len(subject.ToRDNSequence()) == 0 {
 		subject = pkix.Name{Organization: []string{"arbor"}, CommonName: s.TrustDomain.Name() + " root"}
 	}
-	serial, err := x509util.NewSerialNumber(r)
+	serial, err := upstream.NewSerialNumber(r)
 	if err != nil {
 		return nil, fmt.Errorf("root: %w", err)
 	}
 	t := now()
-	tmpl, err := x509util.CATemplate(s.TrustDomain, key.Public(), serial, subject, t.Add(-x509util.Backdate), t.Add(ttl))
+	tmpl, err := upstream.CATemplate(s.TrustDomain, key.Public(), serial, subject, t.Add(-upstream.Backdate), t.Add(ttl))
 	if err != nil {
 		return nil, fmt.Errorf("root: %w", err)
 	}
@@ -74,5 +73,5 @@ func (s *SelfSigned) MintX509CA(ctx context.Context, key crypto.Signer, ttl time
 	if err != nil {
 		return nil, fmt.Errorf("root: parse CA certificate: %w", err)
 	}
-	return &ca.MintedCA{Cert: cert, Roots: []*x509.Certificate{cert}}, nil
+	return &upstream.MintedCA{Cert: cert, Roots: []*x509.Certificate{cert}}, nil
 }

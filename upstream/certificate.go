@@ -1,7 +1,8 @@
-// Package x509util holds the certificate templates and small X.509 helpers
-// shared by every tier's CA: the CA manager (internal/ca) and the upstreams
-// that mint a tier's CA certificate (root, downstream, upstream adapters).
-package x509util
+package upstream
+
+// The CA certificate profile every source mints to (the other side of the
+// rules Validate checks) and the small X.509 helpers the sources, the CA
+// manager and the API share.
 
 import (
 	"bytes"
@@ -14,11 +15,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -30,7 +34,7 @@ const Backdate = 10 * time.Second
 
 // ErrUnsupportedKey is returned for a public key type or size that arbor does
 // not issue certificates for.
-var ErrUnsupportedKey = errors.New("x509util: unsupported public key")
+var ErrUnsupportedKey = errors.New("upstream: unsupported public key")
 
 // serialLimit is 2^128: serial numbers are random 128-bit positive integers.
 var serialLimit = new(big.Int).Lsh(big.NewInt(1), 128)
@@ -40,7 +44,7 @@ func NewSerialNumber(r io.Reader) (*big.Int, error) {
 	for {
 		n, err := randInt(r, serialLimit)
 		if err != nil {
-			return nil, fmt.Errorf("x509util: generate serial number: %w", err)
+			return nil, fmt.Errorf("upstream: generate serial number: %w", err)
 		}
 		if n.Sign() > 0 {
 			return n, nil
@@ -62,14 +66,14 @@ func randInt(r io.Reader, max *big.Int) (*big.Int, error) {
 func SubjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("x509util: marshal public key: %w", err)
+		return nil, fmt.Errorf("upstream: marshal public key: %w", err)
 	}
 	var spki struct {
 		Algorithm        pkix.AlgorithmIdentifier
 		SubjectPublicKey asn1.BitString
 	}
 	if _, err := asn1.Unmarshal(der, &spki); err != nil {
-		return nil, fmt.Errorf("x509util: parse public key: %w", err)
+		return nil, fmt.Errorf("upstream: parse public key: %w", err)
 	}
 	sum := sha1.Sum(spki.SubjectPublicKey.Bytes) //nolint:gosec // see import
 	return sum[:], nil
@@ -111,7 +115,7 @@ func TrustDomainURI(td spiffeid.TrustDomain) *url.URL {
 // that CA certificates of successive rotations have distinct subjects.
 func CATemplate(td spiffeid.TrustDomain, pub crypto.PublicKey, serial *big.Int, subject pkix.Name, notBefore, notAfter time.Time) (*x509.Certificate, error) {
 	if td.IsZero() {
-		return nil, errors.New("x509util: trust domain is empty")
+		return nil, errors.New("upstream: trust domain is empty")
 	}
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, err
@@ -159,4 +163,128 @@ func MinNotAfter(certs ...*x509.Certificate) time.Time {
 		}
 	}
 	return min
+}
+
+// ParseCertificatesDER parses DER certificates, in order.
+func ParseCertificatesDER(ders ...[]byte) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, 0, len(ders))
+	for i, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: parse certificate %d: %w", i+1, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// ParseCertificatesPEM parses every CERTIFICATE block of data, in order. It
+// fails on a malformed certificate and when there is none; other block types
+// are skipped.
+func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: parse certificate %d: %w", len(out)+1, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("upstream: no PEM CERTIFICATE block")
+	}
+	return out, nil
+}
+
+// ReadCertificatesFile reads the PEM certificates of a file.
+func ReadCertificatesFile(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	certs, err := ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w in %s", err, path)
+	}
+	return certs, nil
+}
+
+// ParsePrivateKeyPEM parses the first private key block of data: PKCS#8
+// ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY").
+// Other blocks are skipped; an encrypted key is refused with a hint.
+func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return nil, errors.New("no PEM private key block")
+		}
+		var (
+			k   any
+			err error
+		)
+		switch b.Type {
+		case "PRIVATE KEY":
+			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(b.Bytes)
+		default:
+			if strings.Contains(b.Type, "ENCRYPTED") {
+				return nil, fmt.Errorf("%s blocks are not supported: decrypt the key first", b.Type)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", b.Type, err)
+		}
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%T is not a signing key", k)
+		}
+		return s, nil
+	}
+}
+
+// SplitChain sorts the certificates an authority returned above a CA
+// certificate: self-signed ones become roots and the others intermediates,
+// in order. When anchorTop is true and there is no self-signed certificate,
+// the last certificate becomes the (partial-chain) root, for authorities whose
+// published chain stops below an offline root.
+func SplitChain(chain []*x509.Certificate, anchorTop bool) (intermediates, roots []*x509.Certificate) {
+	for _, c := range chain {
+		if IsSelfSigned(c) {
+			roots = AppendUnique(roots, c)
+		} else {
+			intermediates = AppendUnique(intermediates, c)
+		}
+	}
+	if anchorTop && len(roots) == 0 && len(intermediates) > 0 {
+		last := intermediates[len(intermediates)-1]
+		intermediates, roots = intermediates[:len(intermediates)-1], []*x509.Certificate{last}
+	}
+	return intermediates, roots
+}
+
+// AppendUnique appends the certificates of add that certs does not hold yet.
+func AppendUnique(certs []*x509.Certificate, add ...*x509.Certificate) []*x509.Certificate {
+next:
+	for _, a := range add {
+		for _, c := range certs {
+			if c.Equal(a) {
+				continue next
+			}
+		}
+		certs = append(certs, a)
+	}
+	return certs
 }

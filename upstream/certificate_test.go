@@ -1,4 +1,4 @@
-package x509util_test
+package upstream_test
 
 import (
 	"bytes"
@@ -17,14 +17,14 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 func TestNewSerialNumber(t *testing.T) {
 	seen := map[string]bool{}
 	limit := new(big.Int).Lsh(big.NewInt(1), 128)
 	for range 100 {
-		n, err := x509util.NewSerialNumber(rand.Reader)
+		n, err := upstream.NewSerialNumber(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +36,7 @@ func TestNewSerialNumber(t *testing.T) {
 		}
 		seen[n.String()] = true
 	}
-	if _, err := x509util.NewSerialNumber(bytes.NewReader([]byte{1, 2})); err == nil {
+	if _, err := upstream.NewSerialNumber(bytes.NewReader([]byte{1, 2})); err == nil {
 		t.Errorf("NewSerialNumber with a short reader succeeded")
 	}
 }
@@ -61,11 +61,11 @@ func TestCheckPublicKey(t *testing.T) {
 		{"private key", p256, false},
 	}
 	for _, tt := range tests {
-		err := x509util.CheckPublicKey(tt.pub)
+		err := upstream.CheckPublicKey(tt.pub)
 		if (err == nil) != tt.ok {
 			t.Errorf("CheckPublicKey(%s) = %v, want ok %v", tt.name, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, x509util.ErrUnsupportedKey) {
+		if err != nil && !errors.Is(err, upstream.ErrUnsupportedKey) {
 			t.Errorf("CheckPublicKey(%s) error %v is not ErrUnsupportedKey", tt.name, err)
 		}
 	}
@@ -78,7 +78,7 @@ func TestCATemplateAndIsSelfSigned(t *testing.T) {
 	now := time.Now()
 	mk := func(key *ecdsa.PrivateKey, pub crypto.PublicKey, parent *x509.Certificate, serial int64) *x509.Certificate {
 		t.Helper()
-		tmpl, err := x509util.CATemplate(td, pub, big.NewInt(serial), pkix.Name{CommonName: "ca"}, now, now.Add(time.Hour))
+		tmpl, err := upstream.CATemplate(td, pub, big.NewInt(serial), pkix.Name{CommonName: "ca"}, now, now.Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,10 +97,10 @@ func TestCATemplateAndIsSelfSigned(t *testing.T) {
 	}
 	rootCert := mk(rootKey, rootKey.Public(), nil, 7)
 	sub := mk(rootKey, subKey.Public(), rootCert, 8)
-	if !x509util.IsSelfSigned(rootCert) || x509util.IsSelfSigned(sub) {
-		t.Errorf("IsSelfSigned(root, sub) = %v, %v; want true, false", x509util.IsSelfSigned(rootCert), x509util.IsSelfSigned(sub))
+	if !upstream.IsSelfSigned(rootCert) || upstream.IsSelfSigned(sub) {
+		t.Errorf("IsSelfSigned(root, sub) = %v, %v; want true, false", upstream.IsSelfSigned(rootCert), upstream.IsSelfSigned(sub))
 	}
-	ski, err := x509util.SubjectKeyID(subKey.Public())
+	ski, err := upstream.SubjectKeyID(subKey.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestCATemplateAndIsSelfSigned(t *testing.T) {
 	if sub.Subject.SerialNumber != "8" || sub.URIs[0].String() != "spiffe://example.org" || !sub.IsCA {
 		t.Errorf("template: subject serial %q, URI %v, CA %v", sub.Subject.SerialNumber, sub.URIs[0], sub.IsCA)
 	}
-	if _, err := x509util.CATemplate(spiffeid.TrustDomain{}, subKey.Public(), big.NewInt(1), pkix.Name{}, now, now); err == nil {
+	if _, err := upstream.CATemplate(spiffeid.TrustDomain{}, subKey.Public(), big.NewInt(1), pkix.Name{}, now, now); err == nil {
 		t.Errorf("CATemplate with no trust domain succeeded")
 	}
 }

@@ -1,36 +1,24 @@
-// Package upstream connects a root tier to a PKI that already exists: each
-// subpackage is an adapter that implements ca.Upstream by having an external
-// authority sign the tier's CA certificate — disk (a CA certificate and key in
-// files), vault (HashiCorp Vault's PKI engine) and awspca (AWS Private CA).
-// The spire kind is the downstream package pointed at any SPIRE-API server.
-//
-// Every adapter checks what its authority returned with Validate before
-// handing it to the CA manager, so that an upstream that returns a chain that
-// does not verify, a certificate that is not a CA, one for another key or
-// trust domain, or a lifetime much shorter than asked is refused with a clear
-// error. The CA manager then keeps issuing from its current CA and asks again
-// at its next rotation tick; an unreachable upstream is handled the same way.
 package upstream
 
 import (
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
 )
 
-// Reasons a minted CA is refused; a *RefusedError wraps one of them (and
-// ca.ErrBadUpstream). Callers branch with errors.Is.
+// ErrRefused is wrapped by every *RefusedError: a CA source returned a CA
+// certificate that cannot be used (the CA manager's ca.ErrBadUpstream is
+// this value).
+var ErrRefused = errors.New("upstream: refused CA certificate")
+
+// Reasons a CA certificate is refused; a *RefusedError wraps one of them
+// (and ErrRefused). Callers branch with errors.Is.
 var (
 	ErrNoCertificate    = errors.New("no CA certificate")
 	ErrNoRoots          = errors.New("no roots to trust")
@@ -39,18 +27,22 @@ var (
 	ErrNoKeyCertSign    = errors.New("certificate lacks the keyCertSign key usage")
 	ErrWrongTrustDomain = errors.New("certificate names another trust domain")
 	ErrChainInvalid     = errors.New("certificate does not chain to the roots")
+	ErrExpired          = errors.New("certificate chain has expired")
 	ErrLifetimeTooShort = errors.New("certificate lifetime is too short")
 )
 
 // MinLifetimeFraction is the smallest fraction of the requested lifetime an
-// upstream may grant. Authorities cap lifetimes (a Vault mount's max TTL, the
-// expiry of the signing CA itself), so some shortening is normal and only
-// logged; below this fraction the CA manager would have to rotate so often
-// that the configuration is almost certainly wrong, so the CA is refused.
+// external authority may grant. Authorities cap lifetimes (a Vault mount's
+// max TTL, the expiry of the signing CA itself), so some shortening is
+// normal and only logged; below this fraction the CA manager would have to
+// rotate so often that the configuration is almost certainly wrong, so the
+// CA is refused. A parent tier legitimately caps its child at its own
+// expiry, so the CA manager does not apply this floor (Validate with a zero
+// requested TTL).
 const MinLifetimeFraction = 0.5
 
-// RefusedError reports a CA certificate from an upstream that Validate
-// refused. It unwraps to its Reason and to ca.ErrBadUpstream.
+// RefusedError reports a CA certificate that Validate or CheckCACertificate
+// refused. It unwraps to its Reason and to ErrRefused.
 type RefusedError struct {
 	// Cert is the refused certificate; nil when there was none.
 	Cert *x509.Certificate
@@ -62,7 +54,7 @@ type RefusedError struct {
 
 func (e *RefusedError) Error() string {
 	var b strings.Builder
-	b.WriteString("upstream: refused CA certificate")
+	b.WriteString(ErrRefused.Error())
 	if e.Cert != nil {
 		fmt.Fprintf(&b, " (serial %v, subject %q)", e.Cert.SerialNumber, e.Cert.Subject.String())
 	}
@@ -75,27 +67,23 @@ func (e *RefusedError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the reason and ca.ErrBadUpstream.
-func (e *RefusedError) Unwrap() []error { return []error{e.Reason, ca.ErrBadUpstream} }
+// Unwrap returns the reason and ErrRefused.
+func (e *RefusedError) Unwrap() []error { return []error{e.Reason, ErrRefused} }
 
-// Validate checks a CA minted by an upstream for key's public key in trust
-// domain td, asked for requestedTTL at now. It refuses (with a *RefusedError)
-// a missing certificate or roots, a certificate for another key, without CA
-// basic constraints or keyCertSign, with a spiffe:// URI SAN other than
-// spiffe://<td>, that does not chain through Intermediates to one of Roots at
-// now, or whose remaining lifetime (the earliest NotAfter of the certificate
-// and its intermediates, minus now) is less than MinLifetimeFraction of
-// requestedTTL. It returns that remaining lifetime.
-func Validate(minted *ca.MintedCA, key crypto.PublicKey, td spiffeid.TrustDomain, requestedTTL time.Duration, now time.Time) (time.Duration, error) {
-	if minted == nil || minted.Cert == nil {
-		return 0, &RefusedError{Reason: ErrNoCertificate}
+// CheckCACertificate checks what makes c a CA certificate of trust domain td
+// under RFC 5280 and the SPIFFE X509-SVID specification: valid basic
+// constraints with CA true, a key usage extension that asserts keyCertSign
+// (RFC 5280 4.2.1.3: a CA that signs certificates must include it, and a key
+// usage without keyCertSign forbids signing certificates), and no spiffe://
+// URI SAN other than spiffe://<td> (an external PKI's certificate may have
+// none). It is the one rule set for every CA certificate a tier signs with,
+// whatever its source, and for the CA certificate of the disk adapter.
+func CheckCACertificate(c *x509.Certificate, td spiffeid.TrustDomain) error {
+	refuse := func(reason error, format string, args ...any) error {
+		return &RefusedError{Cert: c, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
-	c := minted.Cert
-	refuse := func(reason error, format string, args ...any) (time.Duration, error) {
-		return 0, &RefusedError{Cert: c, Reason: reason, Detail: fmt.Sprintf(format, args...)}
-	}
-	if !x509util.PublicKeyEqual(key, c.PublicKey) {
-		return refuse(ErrKeyMismatch, "the upstream signed a different public key")
+	if c == nil {
+		return &RefusedError{Reason: ErrNoCertificate}
 	}
 	if !c.BasicConstraintsValid || !c.IsCA {
 		return refuse(ErrNotCA, "basic constraints valid=%v, CA=%v", c.BasicConstraintsValid, c.IsCA)
@@ -103,17 +91,43 @@ func Validate(minted *ca.MintedCA, key crypto.PublicKey, td spiffeid.TrustDomain
 	if c.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return refuse(ErrNoKeyCertSign, "key usage is %#x", int(c.KeyUsage))
 	}
-	want := x509util.TrustDomainURI(td).String()
+	want := TrustDomainURI(td).String()
 	for _, u := range c.URIs {
 		if strings.EqualFold(u.Scheme, "spiffe") && u.String() != want {
-			return refuse(ErrWrongTrustDomain, "URI SAN %q, want %q", u.String(), want)
+			return refuse(ErrWrongTrustDomain, "URI SAN %q, want %q or none", u.String(), want)
 		}
+	}
+	return nil
+}
+
+// Validate checks a CA minted for key's public key in trust domain td at
+// now, whatever its source: the self-signed root, an external adapter or a
+// parent tier. It refuses (with a *RefusedError) a missing certificate or
+// roots, a certificate for another key, one that CheckCACertificate refuses,
+// one that does not chain through Intermediates to one of Roots at now (at
+// its NotBefore when that is later: an authority's clock slightly ahead), one
+// whose chain has expired, and — when requestedTTL is positive — one whose
+// remaining lifetime is less than MinLifetimeFraction of requestedTTL. It
+// returns the remaining lifetime: NotAfter minus now.
+func Validate(minted *MintedCA, key crypto.PublicKey, td spiffeid.TrustDomain, requestedTTL time.Duration, now time.Time) (time.Duration, error) {
+	if minted == nil || minted.Cert == nil {
+		return 0, &RefusedError{Reason: ErrNoCertificate}
+	}
+	c := minted.Cert
+	refuse := func(reason error, format string, args ...any) (time.Duration, error) {
+		return 0, &RefusedError{Cert: c, Reason: reason, Detail: fmt.Sprintf(format, args...)}
+	}
+	if !PublicKeyEqual(key, c.PublicKey) {
+		return refuse(ErrKeyMismatch, "the upstream signed a different public key")
+	}
+	if err := CheckCACertificate(c, td); err != nil {
+		return 0, err
 	}
 	if len(minted.Roots) == 0 {
 		return refuse(ErrNoRoots, "the upstream returned no trust anchors")
 	}
 	at := now
-	if at.Before(c.NotBefore) { // an upstream clock slightly ahead of ours
+	if at.Before(c.NotBefore) {
 		at = c.NotBefore
 	}
 	opts := x509.VerifyOptions{
@@ -131,18 +145,60 @@ func Validate(minted *ca.MintedCA, key crypto.PublicKey, td spiffeid.TrustDomain
 	if _, err := c.Verify(opts); err != nil {
 		return refuse(ErrChainInvalid, "%v", err)
 	}
-	left := x509util.MinNotAfter(append([]*x509.Certificate{c}, minted.Intermediates...)...).Sub(now)
+	notAfter := minted.NotAfter()
+	if !now.Before(notAfter) {
+		return refuse(ErrExpired, "the chain ends at %v", notAfter)
+	}
+	left := notAfter.Sub(now)
 	if requestedTTL > 0 && float64(left) < MinLifetimeFraction*float64(requestedTTL) {
 		return refuse(ErrLifetimeTooShort, "%v left, asked for %v (at least %v%% required)", left.Round(time.Second), requestedTTL, int(MinLifetimeFraction*100))
 	}
 	return left, nil
 }
 
+// NotAfter is the end of m's chain: the earliest NotAfter of the CA
+// certificate, its intermediates and the root it chains to (with several
+// candidate roots, such as a root re-issued with the same key, the one that
+// lives longest). Nothing the CA signs may outlive it.
+func (m *MintedCA) NotAfter() time.Time {
+	path := append([]*x509.Certificate{m.Cert}, m.Intermediates...)
+	end := MinNotAfter(path...)
+	var rootEnd time.Time
+	for _, r := range m.Anchors() {
+		if r.NotAfter.After(rootEnd) {
+			rootEnd = r.NotAfter
+		}
+	}
+	if !rootEnd.IsZero() && rootEnd.Before(end) {
+		end = rootEnd
+	}
+	return end
+}
+
+// Anchors returns the roots m's chain ends at: the top of the chain itself
+// when it is self-signed, otherwise those of Roots that signed it.
+func (m *MintedCA) Anchors() []*x509.Certificate {
+	top := m.Cert
+	if n := len(m.Intermediates); n > 0 {
+		top = m.Intermediates[n-1]
+	}
+	if IsSelfSigned(top) {
+		return []*x509.Certificate{top}
+	}
+	var out []*x509.Certificate
+	for _, r := range m.Roots {
+		if top.CheckSignatureFrom(r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // LogMinted logs a CA that Validate accepted: at info level, or at warn level
 // when the upstream granted noticeably less than asked (more than 5% less)
 // or when the CA has a path length of zero (it can then sign SVIDs but not
 // the intermediate CAs of downstream tiers).
-func LogMinted(log *slog.Logger, kind string, minted *ca.MintedCA, requestedTTL, granted time.Duration) {
+func LogMinted(log *slog.Logger, kind string, minted *MintedCA, requestedTTL, granted time.Duration) {
 	if log == nil {
 		return
 	}
@@ -156,81 +212,4 @@ func LogMinted(log *slog.Logger, kind string, minted *ca.MintedCA, requestedTTL,
 		return
 	}
 	log.Info("upstream: CA signed", attrs...)
-}
-
-// SplitChain sorts the certificates an authority returned above a CA
-// certificate: self-signed ones become roots and the others intermediates,
-// in order. When anchorTop is true and there is no self-signed certificate,
-// the last certificate becomes the (partial-chain) root, for authorities whose
-// published chain stops below an offline root.
-func SplitChain(chain []*x509.Certificate, anchorTop bool) (intermediates, roots []*x509.Certificate) {
-	for _, c := range chain {
-		if x509util.IsSelfSigned(c) {
-			roots = appendUnique(roots, c)
-		} else {
-			intermediates = appendUnique(intermediates, c)
-		}
-	}
-	if anchorTop && len(roots) == 0 && len(intermediates) > 0 {
-		last := intermediates[len(intermediates)-1]
-		intermediates, roots = intermediates[:len(intermediates)-1], []*x509.Certificate{last}
-	}
-	return intermediates, roots
-}
-
-// AppendUnique appends the certificates of add that certs does not hold yet.
-func AppendUnique(certs []*x509.Certificate, add ...*x509.Certificate) []*x509.Certificate {
-	return appendUnique(certs, add...)
-}
-
-func appendUnique(certs []*x509.Certificate, add ...*x509.Certificate) []*x509.Certificate {
-next:
-	for _, a := range add {
-		for _, c := range certs {
-			if c.Equal(a) {
-				continue next
-			}
-		}
-		certs = append(certs, a)
-	}
-	return certs
-}
-
-// ParseCertificatesPEM parses every CERTIFICATE block of data, in order. It
-// fails on a malformed certificate and when there is none; other block types
-// are skipped.
-func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("upstream: parse certificate %d: %w", len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("upstream: no PEM CERTIFICATE block")
-	}
-	return out, nil
-}
-
-// ReadCertificatesFile reads the PEM certificates of a file.
-func ReadCertificatesFile(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
-	}
-	certs, err := ParseCertificatesPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w in %s", err, path)
-	}
-	return certs, nil
 }

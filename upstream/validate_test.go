@@ -11,7 +11,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/upstream"
 	"github.com/arborid/arbor/upstream/internal/upstreamtest"
 )
@@ -35,24 +34,24 @@ func TestValidate(t *testing.T) {
 	roots := []*x509.Certificate{root.Cert}
 	tests := []struct {
 		name        string
-		minted      *ca.MintedCA
+		minted      *upstream.MintedCA
 		key         any
 		wantErr     error
 		wantGranted time.Duration
 	}{
-		{"good", &ca.MintedCA{Cert: good, Intermediates: chain, Roots: roots}, key.Public(), nil, time.Hour},
-		{"no URI SAN", &ca.MintedCA{Cert: noURI, Intermediates: chain, Roots: roots}, key.Public(), nil, time.Hour},
-		{"shorter but acceptable", &ca.MintedCA{Cert: slightlyShort, Intermediates: chain, Roots: roots}, key.Public(), nil, 40 * time.Minute},
-		{"intermediate as anchor", &ca.MintedCA{Cert: good, Roots: chain}, key.Public(), nil, time.Hour},
+		{"good", &upstream.MintedCA{Cert: good, Intermediates: chain, Roots: roots}, key.Public(), nil, time.Hour},
+		{"no URI SAN", &upstream.MintedCA{Cert: noURI, Intermediates: chain, Roots: roots}, key.Public(), nil, time.Hour},
+		{"shorter but acceptable", &upstream.MintedCA{Cert: slightlyShort, Intermediates: chain, Roots: roots}, key.Public(), nil, 40 * time.Minute},
+		{"intermediate as anchor", &upstream.MintedCA{Cert: good, Roots: chain}, key.Public(), nil, time.Hour},
 		{"nil", nil, key.Public(), upstream.ErrNoCertificate, 0},
-		{"no roots", &ca.MintedCA{Cert: good, Intermediates: chain}, key.Public(), upstream.ErrNoRoots, 0},
-		{"other key", &ca.MintedCA{Cert: good, Intermediates: chain, Roots: roots}, upstreamtest.NewKey(t).Public(), upstream.ErrKeyMismatch, 0},
-		{"not a CA", &ca.MintedCA{Cert: sign(upstreamtest.NotCA), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrNotCA, 0},
-		{"wrong trust domain", &ca.MintedCA{Cert: sign(upstreamtest.WrongTD), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrWrongTrustDomain, 0},
-		{"foreign chain", &ca.MintedCA{Cert: sign(upstreamtest.ForeignChain), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrChainInvalid, 0},
-		{"wrong roots", &ca.MintedCA{Cert: good, Intermediates: chain, Roots: []*x509.Certificate{other.Cert}}, key.Public(), upstream.ErrChainInvalid, 0},
-		{"missing intermediate", &ca.MintedCA{Cert: good, Roots: roots}, key.Public(), upstream.ErrChainInvalid, 0},
-		{"too short", &ca.MintedCA{Cert: sign(upstreamtest.ShortLife), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrLifetimeTooShort, 0},
+		{"no roots", &upstream.MintedCA{Cert: good, Intermediates: chain}, key.Public(), upstream.ErrNoRoots, 0},
+		{"other key", &upstream.MintedCA{Cert: good, Intermediates: chain, Roots: roots}, upstreamtest.NewKey(t).Public(), upstream.ErrKeyMismatch, 0},
+		{"not a CA", &upstream.MintedCA{Cert: sign(upstreamtest.NotCA), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrNotCA, 0},
+		{"wrong trust domain", &upstream.MintedCA{Cert: sign(upstreamtest.WrongTD), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrWrongTrustDomain, 0},
+		{"foreign chain", &upstream.MintedCA{Cert: sign(upstreamtest.ForeignChain), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrChainInvalid, 0},
+		{"wrong roots", &upstream.MintedCA{Cert: good, Intermediates: chain, Roots: []*x509.Certificate{other.Cert}}, key.Public(), upstream.ErrChainInvalid, 0},
+		{"missing intermediate", &upstream.MintedCA{Cert: good, Roots: roots}, key.Public(), upstream.ErrChainInvalid, 0},
+		{"too short", &upstream.MintedCA{Cert: sign(upstreamtest.ShortLife), Intermediates: chain, Roots: roots}, key.Public(), upstream.ErrLifetimeTooShort, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,8 +65,8 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, tt.wantErr) || !errors.Is(err, ca.ErrBadUpstream) {
-				t.Fatalf("Validate = %v, want %v and ca.ErrBadUpstream", err, tt.wantErr)
+			if !errors.Is(err, tt.wantErr) || !errors.Is(err, upstream.ErrRefused) {
+				t.Fatalf("Validate = %v, want %v and upstream.ErrRefused", err, tt.wantErr)
 			}
 			var re *upstream.RefusedError
 			if !errors.As(err, &re) || re.Reason != tt.wantErr {

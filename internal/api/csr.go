@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 // maxCSRSize bounds the PKCS#10 requests any RPC accepts; real ones are a
@@ -29,7 +29,7 @@ var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
 
 // parseCSR parses and checks a PKCS#10 request completely before anything
 // is signed or consumed: size, syntax, the signature, and a key arbor
-// signs for (x509util.CheckPublicKey). A CSR for an SVID may not ask to be a
+// signs for (upstream.CheckPublicKey). A CSR for an SVID may not ask to be a
 // CA. Every failure is an InvalidArgument status.
 func parseCSR(der []byte, use csrUse) (*x509.CertificateRequest, error) {
 	if len(der) == 0 {
@@ -45,7 +45,7 @@ func parseCSR(der []byte, use csrUse) (*x509.CertificateRequest, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "CSR signature does not verify: %v", err)
 	}
-	if err := x509util.CheckPublicKey(csr.PublicKey); err != nil {
+	if err := upstream.CheckPublicKey(csr.PublicKey); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "CSR key: %v", err)
 	}
 	if use == csrSVID {

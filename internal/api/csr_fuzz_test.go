@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 // FuzzParseCSR: whatever bytes arrive as a CSR, parseCSR never panics and
@@ -55,7 +55,7 @@ func FuzzParseCSR(f *testing.F) {
 		if err := csr.CheckSignature(); err != nil {
 			t.Fatalf("parseCSR() accepted a CSR whose signature does not verify: %v", err)
 		}
-		if err := x509util.CheckPublicKey(csr.PublicKey); err != nil {
+		if err := upstream.CheckPublicKey(csr.PublicKey); err != nil {
 			t.Fatalf("parseCSR() accepted a CSR with a refused key: %v", err)
 		}
 		if isCA, _ := csrRequestsCA(csr); isCA && use == csrSVID {

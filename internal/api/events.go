@@ -12,9 +12,10 @@ import (
 	"github.com/arborid/arbor/internal/datastore"
 )
 
-// eventLog is implemented by datastores that several servers can share: the
-// highest event IDs, read before loading so that polling starts there.
-type eventLog interface {
+// EventLog is what the API reads of a datastore's event log besides the
+// events themselves: the highest event IDs, read before loading so that
+// polling starts there.
+type EventLog interface {
 	LastEntryEventID(ctx context.Context) (uint64, error)
 	LastNodeEventID(ctx context.Context) (uint64, error)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"time"
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
@@ -31,11 +30,6 @@ const (
 
 	pruneServiceName = "arbor.admin.v1.Bundle"
 )
-
-// bundlePruner is implemented by the CA manager (ca.Manager.PruneBundle).
-type bundlePruner interface {
-	PruneBundle(ctx context.Context, grace time.Duration) (ca.PruneResult, error)
-}
 
 // pruneServer is the handler type of pruneServiceDesc.
 type pruneServer interface {
@@ -75,11 +69,10 @@ func (s *Service) PruneBundle(ctx context.Context, grace *durationpb.Duration) (
 	if d < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "grace period %v is negative", d)
 	}
-	p, ok := s.ca.(bundlePruner)
-	if !ok {
+	if s.cfg.PruneBundle == nil {
 		return nil, status.Error(codes.Unimplemented, "this server's CA cannot prune its bundle")
 	}
-	res, err := p.PruneBundle(ctx, d)
+	res, err := s.cfg.PruneBundle(ctx, d)
 	switch {
 	case errors.Is(err, ca.ErrInvalidArgument):
 		return nil, status.Error(codes.InvalidArgument, err.Error())

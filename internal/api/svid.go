@@ -213,25 +213,12 @@ func (s *Service) NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownst
 	if err != nil {
 		return nil, err
 	}
-	if req.PreferredTtl < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "preferred_ttl: %d is negative", req.PreferredTtl)
+	if s.cfg.DownstreamPolicy == nil {
+		return nil, status.Error(codes.Unimplemented, "this server signs no downstream CAs")
 	}
-	for _, u := range csr.URIs {
-		id, err := spiffeid.FromURI(u)
-		if err != nil || id.TrustDomain() != s.td {
-			return nil, status.Errorf(codes.InvalidArgument, "CSR URI SAN %q is not the trust domain spiffe://%s", u, s.td)
-		}
-	}
-	ttl := s.cfg.DownstreamCATTL
-	if max := s.cfg.MaxDownstreamCATTL; max > 0 && ttl > max {
-		ttl = max // a child asking for nothing gets at most what it may ask for
-	}
-	if req.PreferredTtl > 0 {
-		ttl = time.Duration(req.PreferredTtl) * time.Second
-	}
-	if s.cfg.MaxDownstreamCATTL > 0 && ttl > s.cfg.MaxDownstreamCATTL {
-		return nil, status.Errorf(codes.InvalidArgument, "preferred_ttl %s is longer than this tier's own CA lifetime %s; a child CA must fit inside its parent's",
-			ttl, s.cfg.MaxDownstreamCATTL)
+	ttl, err := s.cfg.DownstreamPolicy(csr, time.Duration(req.PreferredTtl)*time.Second)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	chain, err := s.ca.SignDownstreamX509CA(ctx, csr.PublicKey, ttl)
 	if err != nil {

@@ -4,11 +4,10 @@
 // X509-SVIDs, JWT-SVIDs, the server's own TLS certificate and the
 // intermediate CAs of downstream tiers. Where a tier's CA certificate comes
 // from — self-signed at the root, or signed by a parent tier or an external
-// authority — is the Upstream it is given.
+// authority — is the upstream.Authority it is given.
 package ca
 
 import (
-	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -23,36 +22,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/datastore"
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
-
-// Upstream is where a tier's X.509 CA certificate comes from: root.SelfSigned
-// for a root tier, the parent tier or an external authority otherwise.
-type Upstream interface {
-	// MintX509CA returns a CA certificate for key's public key valid for
-	// about ttl (it may be shorter; the manager uses what it gets), with the
-	// intermediates between it and the roots, and the roots to trust.
-	MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*MintedCA, error)
-}
-
-// MintedCA is a CA certificate minted by an Upstream.
-type MintedCA struct {
-	Cert *x509.Certificate
-	// Intermediates lead from Cert to one of Roots (Cert's issuer first);
-	// empty when Cert is signed by a root or is itself a root.
-	Intermediates []*x509.Certificate
-	// Roots are the trust anchors; they go into the trust domain's bundle.
-	Roots []*x509.Certificate
-}
-
-// JWTPublisher is implemented by an Upstream that publishes the tier's JWT
-// signing keys to its parent (downstream tiers), so that every tier's bundle
-// holds every tier's JWT keys.
-type JWTPublisher interface {
-	// PublishJWTKey publishes k upstream and returns the upstream bundle's
-	// JWT authorities, which the manager adds to the local bundle.
-	PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error)
-}
 
 // Defaults for the zero values of Config.
 const (
@@ -67,10 +38,18 @@ const (
 type Config struct {
 	// TrustDomain the CA issues for. Required.
 	TrustDomain spiffeid.TrustDomain
-	// Upstream mints the X.509 CA certificates. Required. If it also
-	// implements JWTPublisher, every new JWT key is published through it
-	// before it enters the local bundle.
-	Upstream Upstream
+	// Upstream mints the X.509 CA certificates. Required. Every CA it
+	// returns is checked with upstream.Validate.
+	Upstream upstream.Authority
+	// JWTPublisher, set for a downstream tier (its parent link), takes
+	// every new JWT key before it enters the local bundle, and its answer
+	// (the parent's JWT keys) is added to the bundle; nil for a root tier.
+	JWTPublisher upstream.JWTPublisher
+	// ChooseDownstreamCA picks the CA that signs a child tier's CA for ttl
+	// at now: the active one or the prepared one (nil when none is
+	// prepared). It is the parent side's policy of nesting
+	// (downstream.ChooseSigningCA); nil means the active one always.
+	ChooseDownstreamCA func(now time.Time, ttl time.Duration, active, prepared *upstream.MintedCA) *upstream.MintedCA
 	// Bundles holds the trust domain's own bundle. Required.
 	Bundles datastore.BundleStore
 	// KeyType of the X.509 CA keys; the zero value is ec-p256.
@@ -124,8 +103,9 @@ var (
 	ErrInvalidArgument = errors.New("ca: invalid argument")
 	// ErrExpired: the active authority has no lifetime left to sign with.
 	ErrExpired = errors.New("ca: signing authority expired")
-	// ErrBadUpstream: the upstream returned an unusable CA certificate.
-	ErrBadUpstream = errors.New("ca: bad upstream CA")
+	// ErrBadUpstream: the upstream returned an unusable CA certificate
+	// (upstream.Validate refused it); it is upstream.ErrRefused.
+	ErrBadUpstream = upstream.ErrRefused
 	// ErrBadState: the state in Dir cannot be loaded (corrupt, missing key
 	// files, or another trust domain's).
 	ErrBadState = errors.New("ca: bad stored state")
@@ -207,324 +187,18 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
+// CATTL is the lifetime the manager asks for its X.509 CAs and JWT keys
+// (Config.CATTL or its default).
+func (m *Manager) CATTL() time.Duration { return m.cfg.CATTL }
+
+// X509SVIDTTL is the default X509-SVID lifetime (Config.X509SVIDTTL or its
+// default).
+func (m *Manager) X509SVIDTTL() time.Duration { return m.cfg.X509SVIDTTL }
+
 func setDefault(d *time.Duration, def time.Duration) {
 	if *d == 0 {
 		*d = def
 	}
-}
-
-// Init loads the CA state from Dir, or prepares and activates the first X.509
-// CA and JWT key, then runs one rotation step (which also catches up after a
-// long downtime) and makes sure the bundle holds the public material. It may
-// be called again; later calls only run the rotation step.
-func (m *Manager) Init(ctx context.Context) error {
-	m.rotateMu.Lock()
-	defer m.rotateMu.Unlock()
-	if !m.isInitialized() && m.cfg.Dir != "" {
-		st, err := m.loadState()
-		if err != nil {
-			return err
-		}
-		if st != nil {
-			m.mu.Lock()
-			m.x509Cur, m.x509Next, m.jwtCur, m.jwtNext = st.x509Cur, st.x509Next, st.jwtCur, st.jwtNext
-			m.mu.Unlock()
-			m.log.Info("ca: loaded state", "dir", m.cfg.Dir, "x509_ca_serial", serialOf(st.x509Cur), "jwt_kid", kidOf(st.jwtCur))
-		}
-	}
-	if err := m.step(ctx); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.initialized = m.x509Cur != nil && m.jwtCur != nil
-	ok := m.initialized
-	m.mu.Unlock()
-	if !ok {
-		return errors.New("ca: init: no active authority")
-	}
-	return nil
-}
-
-// Rotate runs one rotation step at m.Now(): it prepares the next X.509 CA and
-// JWT key once half of the active one's lifetime has passed (publishing their
-// public parts into the bundle at once), activates the prepared one when a
-// sixth of the active one's lifetime remains (or it expired), and prunes
-// authorities that expired more than PruneGrace ago from the bundle. While
-// the active or prepared X.509 CA is capped (shorter than CATTL because the
-// upstream's own CA ends first), it asks the upstream again and keeps a CA
-// that lives longer; it does not activate a CA with less than X509SVIDTTL
-// left while the active one ends later. It keeps going after a failure and
-// returns every failure it met.
-func (m *Manager) Rotate(ctx context.Context) error {
-	m.rotateMu.Lock()
-	defer m.rotateMu.Unlock()
-	if !m.isInitialized() {
-		return ErrNotInitialized
-	}
-	return m.step(ctx)
-}
-
-// Run calls Rotate every RotateInterval and renews the server certificate at
-// its half-life, until ctx ends. Failures are logged and retried at the next
-// tick; the active authorities keep signing meanwhile.
-func (m *Manager) Run(ctx context.Context) error {
-	if !m.isInitialized() {
-		return ErrNotInitialized
-	}
-	t := time.NewTicker(m.cfg.RotateInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		stepCtx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := m.Rotate(stepCtx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			m.log.Warn("ca: rotation step failed", "err", err)
-		}
-		if sc := m.server.Load(); sc != nil && !m.serverCertFresh(sc) {
-			if _, err := m.issueServerCert(); err != nil {
-				m.log.Warn("ca: renew server certificate failed", "err", err)
-			}
-		}
-	}
-}
-
-// PruneResult counts the authorities a prune removed from the bundle.
-type PruneResult struct {
-	X509, JWT int
-}
-
-// PruneBundle removes from the trust domain's bundle every X.509 and JWT
-// authority that expired more than grace ago — the tier's own old ones and
-// those handed down by the upstream alike — except the roots the held CAs
-// chain to and the held JWT keys; it never removes the last X.509 authority.
-// Rotate does the same with PruneGrace; this is the on-demand form (arbor
-// bundle prune).
-func (m *Manager) PruneBundle(ctx context.Context, grace time.Duration) (PruneResult, error) {
-	if grace < 0 {
-		return PruneResult{}, fmt.Errorf("%w: negative grace period %v", ErrInvalidArgument, grace)
-	}
-	m.rotateMu.Lock()
-	defer m.rotateMu.Unlock()
-	if !m.isInitialized() {
-		return PruneResult{}, ErrNotInitialized
-	}
-	cutoff := m.now().Add(-grace)
-	ch, err := m.reconcile(ctx, cutoff, nil, nil, nil)
-	if err != nil {
-		return PruneResult{}, err
-	}
-	return PruneResult{X509: ch.x509Pruned, JWT: ch.jwtPruned}, nil
-}
-
-func (m *Manager) isInitialized() bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.initialized
-}
-
-// step is one rotation step; the caller holds rotateMu.
-func (m *Manager) step(ctx context.Context) error {
-	now := m.now()
-	var errs []error
-
-	// X.509 CA.
-	if n := m.x509Next; n != nil && !now.Before(n.notAfter) {
-		m.log.Warn("ca: dropped expired prepared X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter)
-		m.setSlots(func() { m.x509Next = nil })
-	}
-	if err := m.prepareX509(ctx, now); err != nil {
-		errs = append(errs, err)
-	}
-	m.activateX509(now)
-
-	// JWT key.
-	if n := m.jwtNext; n != nil && !now.Before(n.notAfter) {
-		m.log.Warn("ca: dropped expired prepared JWT key", "jwt_kid", n.kid, "not_after", n.notAfter)
-		m.setSlots(func() { m.jwtNext = nil })
-	}
-	if m.jwtNext == nil && (m.jwtCur == nil || !now.Before(m.jwtCur.prepareAt())) {
-		if s, err := m.prepareJWT(ctx, now); err != nil {
-			errs = append(errs, err)
-		} else {
-			m.setSlots(func() { m.jwtNext = s })
-			m.log.Info("ca: prepared JWT key", "jwt_kid", s.kid, "not_after", s.notAfter)
-		}
-	}
-	if n := m.jwtNext; n != nil && (m.jwtCur == nil || !now.Before(m.jwtCur.activateAt())) &&
-		m.published(now, n.notBefore, n.notAfter, m.jwtCur != nil && now.Before(m.jwtCur.notAfter)) {
-		old := m.jwtCur
-		m.setSlots(func() { m.jwtCur, m.jwtNext = n, nil })
-		m.log.Info("ca: activated JWT key", "jwt_kid", n.kid, "not_after", n.notAfter, "previous_kid", kidOf(old))
-	}
-
-	if m.dirty && m.cfg.Dir != "" {
-		if err := m.saveState(); err != nil {
-			errs = append(errs, err)
-		} else {
-			m.dirty = false
-		}
-	}
-	if m.x509Cur != nil || m.jwtCur != nil {
-		if err := m.publish(ctx, now.Add(-m.cfg.PruneGrace), nil, nil, nil); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// prepareX509 prepares the next X.509 CA when one is due (half of the
-// active one's lifetime has passed and none is prepared), and asks again
-// while the CA it would replace is capped: a parent caps a child's CA at its
-// own CA's expiry and can sign a full one only once it has rotated itself.
-// A minted CA is kept when it is what was asked for, or when it ends later
-// than the best CA held by a tenth of the CA TTL; otherwise it is thrown
-// away before its key is written, and the next try waits capRetry. The
-// caller holds rotateMu.
-func (m *Manager) prepareX509(ctx context.Context, now time.Time) error {
-	cur, next := m.x509Cur, m.x509Next
-	due := next == nil && (cur == nil || !now.Before(cur.prepareAt()))
-	improve := (next != nil && next.capped) || (next == nil && cur != nil && cur.capped)
-	if !due && !improve {
-		return nil
-	}
-	if cur != nil && now.Before(cur.notAfter) && now.Before(m.nextMint) {
-		return nil
-	}
-	best := next
-	if best == nil {
-		best = cur
-	}
-	s, err := m.mintX509(ctx, now)
-	if err != nil {
-		if !due {
-			m.nextMint = now.Add(m.capRetry())
-		}
-		return err
-	}
-	accept := best == nil ||
-		(!s.capped && (due || s.notAfter.After(best.notAfter))) ||
-		s.notAfter.After(best.notAfter.Add(m.cfg.CATTL/10))
-	if !accept {
-		m.nextMint = now.Add(m.capRetry())
-		if m.waitingOn() != best {
-			m.setWaiting(best)
-			m.log.Warn("ca: the upstream cannot yet sign an X.509 CA that outlives the one held; asking again until it can",
-				"x509_ca_serial", serialOf(best), "not_after", best.notAfter, "offered_not_after", s.notAfter,
-				"retry_every", m.capRetry())
-		}
-		return nil
-	}
-	if err := m.commitX509(ctx, now, s); err != nil {
-		return err
-	}
-	m.setSlots(func() { m.x509Next, m.waiting = s, nil })
-	m.log.Info("ca: prepared X.509 CA", "x509_ca_serial", serialOf(s), "not_after", s.notAfter, "self_signed", len(s.chain) == 0)
-	if s.capped {
-		m.nextMint = now.Add(m.capRetry())
-		m.log.Warn("ca: the upstream returned a shorter X.509 CA than asked for (capped at its own expiry); preparing again once it can sign a longer one",
-			"x509_ca_serial", serialOf(s), "requested_ttl", m.cfg.CATTL, "not_after", s.notAfter,
-			"remaining_seconds", int64(s.notAfter.Sub(now).Seconds()), "retry_every", m.capRetry())
-	}
-	return nil
-}
-
-// published reports whether material prepared at preparedAt (valid until
-// notAfter) has been public for the publish lead, so that every tier and
-// workload below has it before it is used. When the active one is no longer
-// usable (curUsable false) there is no point in waiting.
-func (m *Manager) published(now, preparedAt, notAfter time.Time, curUsable bool) bool {
-	if !curUsable {
-		return true
-	}
-	lead := m.cfg.PublishLead
-	if lead == 0 {
-		lead = min(notAfter.Sub(preparedAt)/12, 2*time.Minute)
-	}
-	return !now.Before(preparedAt.Add(lead))
-}
-
-// newAnchor reports whether n chains to a root cur does not (a self-signed
-// root's next CA, or an upstream that moved to a new root).
-func newAnchor(cur, n *x509Slot) bool {
-	for _, a := range n.anchors {
-		found := false
-		for _, c := range cur.anchors {
-			if a.Equal(c) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return true
-		}
-	}
-	return false
-}
-
-// activateX509 activates the prepared X.509 CA once a sixth of the active
-// one's lifetime remains (or there is none), unless the prepared one would
-// cut X509-SVIDs short while the active one is better: then the active one
-// stays until a better CA is prepared or it expires. The caller holds
-// rotateMu.
-func (m *Manager) activateX509(now time.Time) {
-	cur, n := m.x509Cur, m.x509Next
-	if n == nil || (cur != nil && now.Before(cur.activateAt())) {
-		return
-	}
-	if cur != nil && newAnchor(cur, n) &&
-		!m.published(now, n.cert().NotBefore.Add(x509util.Backdate), n.notAfter, now.Before(cur.notAfter)) {
-		return // a new root must reach every verifier before anything chains to it
-	}
-	remaining := n.notAfter.Sub(now)
-	if cur != nil && now.Before(cur.notAfter) && remaining < m.cfg.X509SVIDTTL && !n.notAfter.After(cur.notAfter) {
-		if m.held != n {
-			m.held = n
-			m.log.Warn("ca: kept the active X.509 CA: the prepared one ends no later and has less than an X509-SVID TTL left",
-				"x509_ca_serial", serialOf(cur), "not_after", cur.notAfter, "prepared_serial", serialOf(n), "prepared_not_after", n.notAfter,
-				"x509_svid_ttl", m.cfg.X509SVIDTTL)
-		}
-		return
-	}
-	m.setSlots(func() { m.x509Cur, m.x509Next = n, nil })
-	m.held = nil
-	m.log.Info("ca: activated X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter, "previous_serial", serialOf(cur))
-	if remaining < m.cfg.X509SVIDTTL {
-		m.log.Warn("ca: the active X.509 CA ends before a full X509-SVID TTL; SVIDs end with it until a longer CA is prepared",
-			"x509_ca_serial", serialOf(n), "not_after", n.notAfter, "remaining_seconds", int64(remaining.Seconds()),
-			"x509_svid_ttl", m.cfg.X509SVIDTTL)
-	}
-}
-
-func (m *Manager) waitingOn() *x509Slot {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.waiting
-}
-
-func (m *Manager) setWaiting(s *x509Slot) {
-	m.mu.Lock()
-	m.waiting = s
-	m.mu.Unlock()
-}
-
-// capRetry is how long to wait between mints that can only improve on a
-// capped CA: every rotation step, but not more often than 1/200 of the CA
-// TTL (an external authority may charge per certificate).
-func (m *Manager) capRetry() time.Duration {
-	return max(m.cfg.RotateInterval, m.cfg.CATTL/200)
-}
-
-// setSlots changes the slots under mu and marks the state dirty.
-func (m *Manager) setSlots(f func()) {
-	m.mu.Lock()
-	f()
-	m.mu.Unlock()
-	m.dirty = true
 }
 
 // Status describes the manager's authorities.

@@ -21,7 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 func TestParseKeyType(t *testing.T) {
@@ -416,7 +416,7 @@ func TestServerCertificateRenewsAtHalfLife(t *testing.T) {
 	if again == first || !again.Leaf.NotAfter.After(first.Leaf.NotAfter) {
 		t.Errorf("server certificate not renewed at half-life")
 	}
-	if !x509util.PublicKeyEqual(first.Leaf.PublicKey, again.Leaf.PublicKey) {
+	if !upstream.PublicKeyEqual(first.Leaf.PublicKey, again.Leaf.PublicKey) {
 		t.Errorf("server key changed on renewal")
 	}
 }
@@ -426,12 +426,12 @@ func TestBadUpstream(t *testing.T) {
 	other := mustKey(t, ca.KeyTypeECP256)
 	tests := []struct {
 		name string
-		up   ca.Upstream
+		up   upstream.Authority
 	}{
-		{"cert for another key", upstreamFunc(func(ctx context.Context, _ crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+		{"cert for another key", upstreamFunc(func(ctx context.Context, _ crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 			return e.cfg.Upstream.MintX509CA(ctx, other, ttl)
 		})},
-		{"no roots", upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+		{"no roots", upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 			m, err := e.cfg.Upstream.MintX509CA(ctx, k, ttl)
 			if err != nil {
 				return nil, err
@@ -439,7 +439,7 @@ func TestBadUpstream(t *testing.T) {
 			m.Roots = nil
 			return m, nil
 		})},
-		{"does not chain to roots", upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+		{"does not chain to roots", upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 			m, err := e.cfg.Upstream.MintX509CA(ctx, k, ttl)
 			if err != nil {
 				return nil, err
@@ -463,9 +463,9 @@ func TestBadUpstream(t *testing.T) {
 	}
 }
 
-type upstreamFunc func(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error)
+type upstreamFunc func(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error)
 
-func (f upstreamFunc) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (f upstreamFunc) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	return f(ctx, key, ttl)
 }
 
@@ -473,7 +473,7 @@ func TestUpstreamOutageKeepsCurrentCA(t *testing.T) {
 	failing := false
 	e := newEnv(t, func(c *ca.Config) {
 		real := c.Upstream
-		c.Upstream = upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+		c.Upstream = upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 			if failing {
 				return nil, errors.New("parent unreachable")
 			}

@@ -14,8 +14,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/upstream"
 )
 
 // parentUpstream makes a tier downstream of parent, the way the downstream
@@ -24,15 +26,15 @@ import (
 type parentUpstream struct {
 	parent        *ca.Manager
 	parentBundles *memBundles
-	published     []datastore.JWTAuthority
+	published     []upstream.JWTKey
 }
 
 var (
-	_ ca.Upstream     = (*parentUpstream)(nil)
-	_ ca.JWTPublisher = (*parentUpstream)(nil)
+	_ upstream.Authority    = (*parentUpstream)(nil)
+	_ upstream.JWTPublisher = (*parentUpstream)(nil)
 )
 
-func (u *parentUpstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (u *parentUpstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	chain, err := u.parent.SignDownstreamX509CA(ctx, key.Public(), ttl)
 	if err != nil {
 		return nil, err
@@ -49,21 +51,25 @@ func (u *parentUpstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl 
 		}
 		roots = append(roots, c)
 	}
-	return &ca.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: roots}, nil
+	return &upstream.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: roots}, nil
 }
 
-func (u *parentUpstream) PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error) {
+func (u *parentUpstream) PublishJWTKey(ctx context.Context, k upstream.JWTKey) ([]upstream.JWTKey, error) {
 	u.published = append(u.published, k)
 	b, err := u.parentBundles.UpdateBundle(ctx, td, func(b *datastore.Bundle) (*datastore.Bundle, error) {
 		out := cloneBundle(b)
-		out.JWTAuthorities = append(out.JWTAuthorities, k)
+		out.JWTAuthorities = append(out.JWTAuthorities, datastore.JWTAuthority{KeyID: k.KeyID, PublicKey: k.PublicKey, ExpiresAt: k.ExpiresAt})
 		out.SequenceNumber++
 		return out, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return b.JWTAuthorities, nil
+	var keys []upstream.JWTKey
+	for _, a := range b.JWTAuthorities {
+		keys = append(keys, upstream.JWTKey{KeyID: a.KeyID, PublicKey: a.PublicKey, ExpiresAt: a.ExpiresAt})
+	}
+	return keys, nil
 }
 
 // child returns an initialized tier below parent.
@@ -71,7 +77,7 @@ func child(t *testing.T, parent *env, caTTL time.Duration) (*env, *parentUpstrea
 	t.Helper()
 	up := &parentUpstream{parent: parent.m, parentBundles: parent.bundles}
 	e := &env{clock: parent.clock, bundles: newMemBundles(t)}
-	e.cfg = ca.Config{TrustDomain: td, Upstream: up, Bundles: e.bundles, CATTL: caTTL, Now: parent.clock.Now}
+	e.cfg = ca.Config{TrustDomain: td, Upstream: up, JWTPublisher: up, ChooseDownstreamCA: downstream.ChooseSigningCA, Bundles: e.bundles, CATTL: caTTL, Now: parent.clock.Now}
 	e.m = e.start(t)
 	return e, up
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
 	"github.com/arborid/arbor/root"
@@ -228,11 +229,12 @@ func newEnvAt(t testing.TB, start time.Time, edit func(*ca.Config)) *env {
 	t.Helper()
 	e := &env{clock: newClock(start), bundles: newMemBundles(t)}
 	e.cfg = ca.Config{
-		TrustDomain: td,
-		Upstream:    &root.SelfSigned{TrustDomain: td, Now: e.clock.Now},
-		Bundles:     e.bundles,
-		CATTL:       6 * time.Hour,
-		Now:         e.clock.Now,
+		TrustDomain:        td,
+		Upstream:           &root.SelfSigned{TrustDomain: td, Now: e.clock.Now},
+		ChooseDownstreamCA: downstream.ChooseSigningCA,
+		Bundles:            e.bundles,
+		CATTL:              6 * time.Hour,
+		Now:                e.clock.Now,
 	}
 	if edit != nil {
 		edit(&e.cfg)

@@ -16,15 +16,19 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 // childWith is child with the config edited before Init.
-func childWith(t *testing.T, parent *env, up ca.Upstream, edit func(*ca.Config)) *env {
+func childWith(t *testing.T, parent *env, up upstream.Authority, edit func(*ca.Config)) *env {
 	t.Helper()
 	e := &env{clock: parent.clock, bundles: newMemBundles(t)}
-	e.cfg = ca.Config{TrustDomain: td, Upstream: up, Bundles: e.bundles, Now: parent.clock.Now}
+	e.cfg = ca.Config{TrustDomain: td, Upstream: up, ChooseDownstreamCA: downstream.ChooseSigningCA, Bundles: e.bundles, Now: parent.clock.Now}
+	if p, ok := up.(*parentUpstream); ok {
+		e.cfg.JWTPublisher = p // a parent tier takes the child's JWT keys
+	}
 	if edit != nil {
 		edit(&e.cfg)
 	}
@@ -131,7 +135,7 @@ func TestCappedIntermediateHonestWhenParentCannotRotate(t *testing.T) {
 	rootCA, _ := rootTier.m.X509CA()
 	mints := 0
 	real := &parentUpstream{parent: rootTier.m, parentBundles: rootTier.bundles}
-	up := upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+	up := upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 		mints++
 		return real.MintX509CA(ctx, k, ttl)
 	})
@@ -290,7 +294,7 @@ func TestPruneBundleOnDemand(t *testing.T) {
 func TestSVIDBoundedByRootOfChain(t *testing.T) {
 	clk := newClock(epoch)
 	rootKey := mustKey(t, ca.KeyTypeECP256)
-	rootTmpl, err := x509util.CATemplate(td, rootKey.Public(), big.NewInt(1), pkix.Name{CommonName: "short root"}, epoch.Add(-time.Minute), epoch.Add(2*time.Hour))
+	rootTmpl, err := upstream.CATemplate(td, rootKey.Public(), big.NewInt(1), pkix.Name{CommonName: "short root"}, epoch.Add(-time.Minute), epoch.Add(2*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,10 +304,10 @@ func TestSVIDBoundedByRootOfChain(t *testing.T) {
 	}
 	rootCert, _ := x509.ParseCertificate(rootDER)
 	serial := int64(1)
-	up := upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+	up := upstreamFunc(func(ctx context.Context, k crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 		serial++
 		now := clk.Now()
-		tmpl, err := x509util.CATemplate(td, k.Public(), big.NewInt(serial), pkix.Name{CommonName: "long intermediate"}, now.Add(-time.Minute), now.Add(ttl))
+		tmpl, err := upstream.CATemplate(td, k.Public(), big.NewInt(serial), pkix.Name{CommonName: "long intermediate"}, now.Add(-time.Minute), now.Add(ttl))
 		if err != nil {
 			return nil, err
 		}
@@ -315,7 +319,7 @@ func TestSVIDBoundedByRootOfChain(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return &ca.MintedCA{Cert: c, Roots: []*x509.Certificate{rootCert}}, nil
+		return &upstream.MintedCA{Cert: c, Roots: []*x509.Certificate{rootCert}}, nil
 	})
 	e := &env{clock: clk, bundles: newMemBundles(t)}
 	e.cfg = ca.Config{TrustDomain: td, Upstream: up, Bundles: e.bundles, CATTL: 6 * time.Hour, Now: clk.Now}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/datastore"
 	"github.com/arborid/arbor/root"
+	"github.com/arborid/arbor/upstream"
 )
 
 // publishingUpstream is a self-signed upstream whose JWT publishing can fail,
@@ -19,15 +19,15 @@ type publishingUpstream struct {
 	failing *bool
 }
 
-func (p publishingUpstream) MintX509CA(ctx context.Context, k crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (p publishingUpstream) MintX509CA(ctx context.Context, k crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	return p.SelfSigned.MintX509CA(ctx, k, ttl)
 }
 
-func (p publishingUpstream) PublishJWTKey(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error) {
+func (p publishingUpstream) PublishJWTKey(ctx context.Context, k upstream.JWTKey) ([]upstream.JWTKey, error) {
 	if *p.failing {
 		return nil, errors.New("parent unreachable")
 	}
-	return []datastore.JWTAuthority{k}, nil
+	return []upstream.JWTKey{k}, nil
 }
 
 // TestJWTKeyPreparedLateIsPublishedBeforeUse: when the next JWT key can only
@@ -37,7 +37,8 @@ func (p publishingUpstream) PublishJWTKey(ctx context.Context, k datastore.JWTAu
 func TestJWTKeyPreparedLateIsPublishedBeforeUse(t *testing.T) {
 	failing := false
 	e := newEnv(t, func(c *ca.Config) {
-		c.Upstream = publishingUpstream{SelfSigned: c.Upstream.(*root.SelfSigned), failing: &failing}
+		p := publishingUpstream{SelfSigned: c.Upstream.(*root.SelfSigned), failing: &failing}
+		c.Upstream, c.JWTPublisher = p, p
 	})
 	first := e.m.Status().JWTKey
 	failing = true

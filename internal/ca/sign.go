@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -18,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 // X509SVIDParams describes an X509-SVID to sign.
@@ -63,7 +62,7 @@ func (m *Manager) signX509SVID(ca *x509Slot, p X509SVIDParams) ([]*x509.Certific
 	if err := m.checkID(p.ID); err != nil {
 		return nil, err
 	}
-	if err := x509util.CheckPublicKey(p.PublicKey); err != nil {
+	if err := upstream.CheckPublicKey(p.PublicKey); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	for _, n := range p.DNSNames {
@@ -80,7 +79,7 @@ func (m *Manager) signX509SVID(ca *x509Slot, p X509SVIDParams) ([]*x509.Certific
 	if err != nil {
 		return nil, err
 	}
-	serial, err := x509util.NewSerialNumber(m.rand)
+	serial, err := upstream.NewSerialNumber(m.rand)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +97,7 @@ func (m *Manager) signX509SVID(ca *x509Slot, p X509SVIDParams) ([]*x509.Certific
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               subject,
-		NotBefore:             now.Add(-x509util.Backdate),
+		NotBefore:             now.Add(-upstream.Backdate),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{p.ID.URL()},
 		DNSNames:              p.DNSNames,
@@ -118,13 +117,10 @@ func (m *Manager) signX509SVID(ca *x509Slot, p X509SVIDParams) ([]*x509.Certific
 // (URI SAN spiffe://<td>, basic constraints CA, keyCertSign|cRLSign) valid
 // for ttl (zero means Config.CATTL) but never past the signing CA's chain,
 // and returns it followed by this tier's chain (excluding a self-signed
-// root). The signing CA is the active one, or the prepared one when the
-// active one would cut the child's CA short and the prepared one chains to
-// the same root and lives longer: it is already trusted everywhere the
-// active one is, so a child gets a full-length CA even in this tier's last
-// sixth (see downstreamCA).
+// root). The signing CA is the active one or, as Config.ChooseDownstreamCA
+// decides, the prepared one.
 func (m *Manager) SignDownstreamX509CA(ctx context.Context, pub crypto.PublicKey, ttl time.Duration) ([]*x509.Certificate, error) {
-	if err := x509util.CheckPublicKey(pub); err != nil {
+	if err := upstream.CheckPublicKey(pub); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	ttl, err := ttlOrDefault(ttl, m.cfg.CATTL)
@@ -140,12 +136,12 @@ func (m *Manager) SignDownstreamX509CA(ctx context.Context, pub crypto.PublicKey
 	if err != nil {
 		return nil, err
 	}
-	serial, err := x509util.NewSerialNumber(m.rand)
+	serial, err := upstream.NewSerialNumber(m.rand)
 	if err != nil {
 		return nil, err
 	}
 	subject := pkix.Name{Organization: []string{"arbor"}, CommonName: m.cfg.TrustDomain.Name() + " intermediate"}
-	tmpl, err := x509util.CATemplate(m.cfg.TrustDomain, pub, serial, subject, now.Add(-x509util.Backdate), notAfter)
+	tmpl, err := upstream.CATemplate(m.cfg.TrustDomain, pub, serial, subject, now.Add(-upstream.Backdate), notAfter)
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
@@ -156,10 +152,9 @@ func (m *Manager) SignDownstreamX509CA(ctx context.Context, pub crypto.PublicKey
 	return append([]*x509.Certificate{c}, ca.chain...), nil
 }
 
-// downstreamCA picks the CA that signs a child's CA at now for ttl. The
-// prepared CA is used only when it adds no trust anchor (same root as the
-// active one): a new root must have propagated before anything chains to
-// it, which the activation schedule guarantees and an early use would not.
+// downstreamCA picks the CA that signs a child's CA at now for ttl:
+// Config.ChooseDownstreamCA decides between the active and the prepared
+// one (the active one when it is nil).
 func (m *Manager) downstreamCA(now time.Time, ttl time.Duration) (*x509Slot, error) {
 	m.mu.RLock()
 	cur, next := m.x509Cur, m.x509Next
@@ -167,24 +162,13 @@ func (m *Manager) downstreamCA(now time.Time, ttl time.Duration) (*x509Slot, err
 	if cur == nil {
 		return nil, ErrNotInitialized
 	}
-	if !cur.notAfter.Before(now.Add(ttl)) || next == nil || !next.notAfter.After(cur.notAfter) ||
-		now.Before(next.cert().NotBefore) || !sameAnchors(next, cur) {
+	if next == nil || m.cfg.ChooseDownstreamCA == nil {
 		return cur, nil
 	}
-	return next, nil
-}
-
-// sameAnchors reports whether every root a chains to is one b chains to.
-func sameAnchors(a, b *x509Slot) bool {
-	if len(a.anchors) == 0 {
-		return false
+	if m.cfg.ChooseDownstreamCA(now, ttl, &cur.minted, &next.minted) == &next.minted {
+		return next, nil
 	}
-	for _, r := range a.anchors {
-		if !slices.ContainsFunc(b.anchors, r.Equal) {
-			return false
-		}
-	}
-	return true
+	return cur, nil
 }
 
 // createLeaf signs an SVID with x509util.CreateLeaf (the same encoding as
@@ -317,64 +301,4 @@ func (m *Manager) SignJWTSVID(ctx context.Context, id spiffeid.ID, audience []st
 		return "", time.Time{}, time.Time{}, fmt.Errorf("ca: sign JWT: %w", err)
 	}
 	return token, now, exp, nil
-}
-
-// serverCert is a cached server TLS certificate.
-type serverCert struct {
-	tls     *tls.Certificate
-	ca      *x509Slot // the CA that signed it
-	renewAt time.Time
-}
-
-// ServerID returns the server's SPIFFE ID, spiffe://<td>/spire/server.
-func (m *Manager) ServerID() spiffeid.ID {
-	id, _ := spiffeid.FromSegments(m.cfg.TrustDomain, "spire", "server")
-	return id
-}
-
-// ServerCertificate returns the server's TLS certificate, an X509-SVID for
-// spiffe://<td>/spire/server with a key the manager holds in memory; chain as
-// SignX509SVID. It is re-issued at half its lifetime and whenever the active
-// CA changes. Use it as tls.Config.GetCertificate.
-func (m *Manager) ServerCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if sc := m.server.Load(); sc != nil && m.serverCertFresh(sc) {
-		return sc.tls, nil
-	}
-	return m.issueServerCert()
-}
-
-func (m *Manager) serverCertFresh(sc *serverCert) bool {
-	m.mu.RLock()
-	cur := m.x509Cur
-	m.mu.RUnlock()
-	return sc.ca == cur && m.now().Before(sc.renewAt)
-}
-
-func (m *Manager) issueServerCert() (*tls.Certificate, error) {
-	m.serverMu.Lock()
-	defer m.serverMu.Unlock()
-	if sc := m.server.Load(); sc != nil && m.serverCertFresh(sc) {
-		return sc.tls, nil
-	}
-	ca, err := m.activeX509()
-	if err != nil {
-		return nil, err
-	}
-	if m.serverKey == nil {
-		if m.serverKey, err = KeyTypeECP256.Generate(m.rand); err != nil {
-			return nil, err
-		}
-	}
-	now := m.now()
-	chain, err := m.signX509SVID(ca, X509SVIDParams{ID: m.ServerID(), PublicKey: m.serverKey.Public(), DNSNames: m.cfg.ServerDNSNames})
-	if err != nil {
-		return nil, fmt.Errorf("ca: issue server certificate: %w", err)
-	}
-	tc := &tls.Certificate{PrivateKey: m.serverKey, Leaf: chain[0]}
-	for _, c := range chain {
-		tc.Certificate = append(tc.Certificate, c.Raw)
-	}
-	m.server.Store(&serverCert{tls: tc, ca: ca, renewAt: halfLife(now, chain[0].NotAfter)})
-	m.log.Info("ca: issued server certificate", "spiffe_id", m.ServerID().String(), "serial", chain[0].SerialNumber.String(), "not_after", chain[0].NotAfter)
-	return tc, nil
 }

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/arborid/arbor/upstream"
 )
 
 const (
@@ -97,33 +99,31 @@ func (m *Manager) loadX509(xs *x509State) (*x509Slot, error) {
 	if err != nil {
 		return nil, err
 	}
-	parse := func(ders [][]byte) ([]*x509.Certificate, error) {
-		var out []*x509.Certificate
-		for _, d := range ders {
-			c, err := x509.ParseCertificate(d)
-			if err != nil {
-				return nil, fmt.Errorf("%w: certificate: %v", ErrBadState, err)
-			}
-			out = append(out, c)
-		}
-		return out, nil
-	}
-	var minted MintedCA
-	certs, err := parse([][]byte{xs.Cert})
-	if err != nil {
-		return nil, err
-	}
-	minted.Cert = certs[0]
-	if minted.Intermediates, err = parse(xs.Intermediates); err != nil {
-		return nil, err
-	}
-	if minted.Roots, err = parse(xs.Roots); err != nil {
-		return nil, err
-	}
-	s, err := newX509Slot(key, &minted)
+	var minted upstream.MintedCA
+	certs, err := upstream.ParseCertificatesDER(xs.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadState, err)
 	}
+	minted.Cert = certs[0]
+	if minted.Intermediates, err = upstream.ParseCertificatesDER(xs.Intermediates...); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadState, err)
+	}
+	if minted.Roots, err = upstream.ParseCertificatesDER(xs.Roots...); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadState, err)
+	}
+	// The rules a fresh CA passed, checked as of its issuance (when every
+	// certificate of its chain had begun): a stored CA that has expired
+	// since is dropped by the rotation, not refused here.
+	issued := minted.Cert.NotBefore
+	for _, c := range minted.Intermediates {
+		if c.NotBefore.After(issued) {
+			issued = c.NotBefore
+		}
+	}
+	if _, err := upstream.Validate(&minted, key.Public(), m.cfg.TrustDomain, 0, issued); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadState, err)
+	}
+	s := newX509Slot(key, &minted)
 	s.keyFile = xs.KeyFile
 	s.capped = xs.Capped
 	return s, nil
@@ -235,17 +235,9 @@ func (m *Manager) readKey(name string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: read key file: %v", ErrBadState, err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%w: %s: no PKCS#8 PEM block", ErrBadState, name)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	signer, err := upstream.ParsePrivateKeyPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadState, name, err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s: %T is not a signing key", ErrBadState, name, k)
 	}
 	return signer, nil
 }

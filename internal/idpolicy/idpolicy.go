@@ -31,6 +31,20 @@ var (
 // ReservedPrefix is the path under which servers and agents are named.
 const ReservedPrefix = "/spire"
 
+// ServerPath is the path of every server's SPIFFE ID.
+const ServerPath = ReservedPrefix + "/server"
+
+// ServerID returns spiffe://<td>/spire/server, the SPIFFE ID of every server
+// of td: its TLS certificate carries it and agents and child tiers verify it
+// (the zero ID for the zero trust domain).
+func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
+	id, err := spiffeid.FromPath(td, ServerPath)
+	if err != nil {
+		return spiffeid.ID{}
+	}
+	return id
+}
+
 // agentPrefix starts every agent ID path.
 const agentPrefix = ReservedPrefix + "/agent/"
 

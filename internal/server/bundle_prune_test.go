@@ -20,7 +20,7 @@ import (
 	"github.com/arborid/arbor/internal/admin"
 	"github.com/arborid/arbor/internal/api"
 	"github.com/arborid/arbor/internal/server"
-	"github.com/arborid/arbor/internal/x509util"
+	"github.com/arborid/arbor/upstream"
 )
 
 // foreignAuthorities returns an X.509 root and a JWT key, unrelated to the
@@ -29,7 +29,7 @@ import (
 func foreignAuthorities(t *testing.T, serial int64, notAfter time.Time) (*types.X509Certificate, *types.JWTKey) {
 	t.Helper()
 	key := newKey(t)
-	tmpl := must(x509util.CATemplate(td, key.Public(), big.NewInt(serial), pkix.Name{CommonName: "old upstream root"}, notAfter.Add(-48*time.Hour), notAfter))(t)
+	tmpl := must(upstream.CATemplate(td, key.Public(), big.NewInt(serial), pkix.Name{CommonName: "old upstream root"}, notAfter.Add(-48*time.Hour), notAfter))(t)
 	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key))(t)
 	pub := must(x509.MarshalPKIXPublicKey(newKey(t).Public()))(t)
 	return &types.X509Certificate{Asn1: der}, &types.JWTKey{PublicKey: pub, KeyId: "old-key-" + big.NewInt(serial).String(), ExpiresAt: notAfter.Unix()}

@@ -49,7 +49,7 @@ func startChild(t *testing.T, parent *harness, name string) *harness {
 	}
 	t.Cleanup(func() { up.Close() })
 	return startServer(t, func(c *server.Config) {
-		c.Name, c.Upstream, c.ParentBundleSyncInterval = name, up, 200*time.Millisecond
+		c.Name, c.Parent, c.ParentBundleSyncInterval = name, up, 200*time.Millisecond
 		c.CATTL = 2 * time.Hour
 	})
 }

@@ -1,14 +1,12 @@
 package server_test
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/arborid/arbor/internal/datastore"
 	"github.com/arborid/arbor/internal/server"
 )
 
@@ -50,9 +48,7 @@ func TestRestartsDoNotPileUpKeys(t *testing.T) {
 		// A round trip through the parent after the restarts: the child
 		// syncs the root's bundle (nothing new) and the root answers.
 		waitFor(t, "the child reaching the restarted root", func() bool {
-			_, err := child.cfg.Upstream.(interface {
-				SyncBundle(ctx context.Context, b datastore.BundleStore) (int, error)
-			}).SyncBundle(ctxT(t), child.srv.Bundles())
+			_, err := child.srv.SyncParentBundle(ctxT(t))
 			return err == nil
 		})
 		for name, c := range map[string]struct {

@@ -27,6 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/api"
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
@@ -38,6 +39,7 @@ import (
 	"github.com/arborid/arbor/internal/nodeattest/x509pop"
 	"github.com/arborid/arbor/internal/trustbundle"
 	"github.com/arborid/arbor/root"
+	"github.com/arborid/arbor/upstream"
 )
 
 // Config configures a Server. Zero values are documented per field. It must
@@ -57,7 +59,10 @@ type Config struct {
 	// StateDir holds the CA keys and state and the SQLite file. Required.
 	StateDir string
 
-	// Datastore is "sqlite" (default) or "postgres".
+	// Datastore is "sqlite" (default: this server's own file) or "postgres"
+	// (shared by the tier's servers). Both keep an event log, which the
+	// server prunes; a shared one is also polled for the other servers'
+	// entry, node and bundle changes every PollInterval.
 	Datastore string
 	// SQLitePath defaults to <StateDir>/datastore.sqlite3.
 	SQLitePath string
@@ -104,10 +109,16 @@ type Config struct {
 	// picks up other servers' entry, node and bundle changes; zero means 1s.
 	PollInterval time.Duration
 
-	// Upstream mints the X.509 CA; nil makes this a self-signed root tier.
-	// An Upstream that also syncs the parent's bundle (downstream.Upstream)
-	// has that run every ParentBundleSyncInterval (zero means 10s).
-	Upstream                 ca.Upstream
+	// Upstream is a root tier's CA source: an external PKI's adapter
+	// (upstream/disk, vault, awspca) or, when nil, root.SelfSigned. It must
+	// be nil when Parent is set.
+	Upstream upstream.Authority
+	// Parent makes this a downstream tier: the link to its parent tier
+	// (downstream.Upstream) mints the CA, takes every JWT key this tier and
+	// its children publish, hands the parent's bundle down every
+	// ParentBundleSyncInterval (zero means 10s) and says whether the parent
+	// answers (the arbor_upstream_reachable gauge). nil for a root tier.
+	Parent                   upstream.Parent
 	ParentBundleSyncInterval time.Duration
 
 	Logger *slog.Logger // nil: discard
@@ -125,6 +136,8 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	store    datastore.Store
+	events   eventLog // store's event log
+	shared   bool     // store is shared with the tier's other servers
 	bundles  *trustbundle.Cache
 	ca       *ca.Manager
 	api      *api.Service
@@ -148,6 +161,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.ListenAddr == "" {
 		return nil, errors.New("server: listen address is required")
+	}
+	if cfg.Upstream != nil && cfg.Parent != nil {
+		return nil, errors.New("server: a tier has an upstream (root) or a parent (downstream), not both")
 	}
 	if cfg.HandshakeTimeout < 0 {
 		return nil, fmt.Errorf("server: handshake timeout %v is negative", cfg.HandshakeTimeout)
@@ -179,7 +195,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 
-	s.store, err = openStore(ctx, cfg)
+	s.store, s.events, s.shared, err = openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -193,27 +209,33 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 
-	upstream := cfg.Upstream
-	if upstream == nil {
-		upstream = &root.SelfSigned{TrustDomain: cfg.TrustDomain, Now: cfg.Now}
+	source := cfg.Upstream
+	var jwtPublisher upstream.JWTPublisher
+	switch {
+	case cfg.Parent != nil:
+		source, jwtPublisher = cfg.Parent, cfg.Parent
+	case source == nil:
+		source = &root.SelfSigned{TrustDomain: cfg.TrustDomain, Now: cfg.Now}
 	}
 	caDir := filepath.Join(cfg.StateDir, "ca")
 	if cfg.CAKeysInMemory {
 		caDir = ""
 	}
 	s.ca, err = ca.New(ca.Config{
-		TrustDomain: cfg.TrustDomain,
-		Upstream:    upstream,
-		Bundles:     s.bundles,
-		KeyType:     cfg.CAKeyType,
-		JWTKeyType:  cfg.JWTKeyType,
-		CATTL:       cfg.CATTL,
-		X509SVIDTTL: cfg.X509SVIDTTL,
-		JWTSVIDTTL:  cfg.JWTSVIDTTL,
-		Dir:         caDir,
-		JWTIssuer:   cfg.JWTIssuer,
-		Now:         cfg.Now,
-		Logger:      log,
+		TrustDomain:        cfg.TrustDomain,
+		Upstream:           source,
+		JWTPublisher:       jwtPublisher,
+		ChooseDownstreamCA: downstream.ChooseSigningCA,
+		Bundles:            s.bundles,
+		KeyType:            cfg.CAKeyType,
+		JWTKeyType:         cfg.JWTKeyType,
+		CATTL:              cfg.CATTL,
+		X509SVIDTTL:        cfg.X509SVIDTTL,
+		JWTSVIDTTL:         cfg.JWTSVIDTTL,
+		Dir:                caDir,
+		JWTIssuer:          cfg.JWTIssuer,
+		Now:                cfg.Now,
+		Logger:             log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -228,7 +250,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	agentTTL := cfg.AgentSVIDTTL
 	if agentTTL == 0 {
-		agentTTL = cfg.X509SVIDTTL
+		agentTTL = s.ca.X509SVIDTTL()
+	}
+	var publish func(context.Context, datastore.JWTAuthority) ([]datastore.JWTAuthority, error)
+	if cfg.Parent != nil {
+		publish = ca.PublishJWTKeyThrough(cfg.Parent)
 	}
 	s.api, err = api.New(ctx, api.Config{
 		TrustDomain:         cfg.TrustDomain,
@@ -239,8 +265,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Attestors:           attestors,
 		AgentSVIDTTL:        agentTTL,
 		DefaultJoinTokenTTL: cfg.DefaultJoinTokenTTL,
-		PublishUpstream:     publishUpstream(cfg.Upstream),
-		MaxDownstreamCATTL:  caTTL(cfg.CATTL),
+		PublishUpstream:     publish,
+		DownstreamPolicy:    downstream.ChildCAPolicy(cfg.TrustDomain, ca.DefaultCATTL, s.ca.CATTL()),
+		Events:              s.events,
+		PruneBundle:         s.ca.PruneBundle,
 		Now:                 cfg.Now,
 		Logger:              log,
 		Registerer:          s.registry,
@@ -266,7 +294,7 @@ func (s *Server) registerCAMetrics() {
 			return at.Sub(s.now()).Seconds()
 		}
 	}
-	if r, ok := s.cfg.Upstream.(interface{ Reachable() bool }); ok {
+	if r := s.cfg.Parent; r != nil {
 		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "arbor_upstream_reachable",
 			Help: "1 when the last call to the parent (or upstream server) succeeded, else 0.",
@@ -312,7 +340,16 @@ func (s *Server) registerCAMetrics() {
 	)
 }
 
-func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
+// eventLog is what the server and the API use of a datastore's event log.
+type eventLog interface {
+	api.EventLog
+	PruneEvents(ctx context.Context, before time.Time) (int, error)
+}
+
+// openStore opens the datastore cfg names and says what it is: its event
+// log and whether the tier's other servers share it. This is the one place
+// that looks at the datastore kind.
+func openStore(ctx context.Context, cfg Config) (_ datastore.Store, _ eventLog, shared bool, _ error) {
 	switch cfg.Datastore {
 	case "", "sqlite":
 		path := cfg.SQLitePath
@@ -321,36 +358,20 @@ func openStore(ctx context.Context, cfg Config) (datastore.Store, error) {
 		}
 		st, err := sqlite.Open(ctx, path, sqlite.WithNow(nowFunc(cfg.Now)))
 		if err != nil {
-			return nil, fmt.Errorf("server: opening SQLite datastore %s: %w", path, err)
+			return nil, nil, false, fmt.Errorf("server: opening SQLite datastore %s: %w", path, err)
 		}
-		return st, nil
+		return st, st, false, nil
 	case "postgres":
 		if cfg.PostgresDSN == "" {
-			return nil, errors.New("server: postgres datastore needs a DSN")
+			return nil, nil, false, errors.New("server: postgres datastore needs a DSN")
 		}
 		st, err := postgres.Open(ctx, cfg.PostgresDSN, postgres.WithNow(nowFunc(cfg.Now)))
 		if err != nil {
-			return nil, fmt.Errorf("server: opening PostgreSQL datastore: %w", err)
+			return nil, nil, false, fmt.Errorf("server: opening PostgreSQL datastore: %w", err)
 		}
-		return st, nil
+		return st, st, true, nil
 	}
-	return nil, fmt.Errorf("server: unknown datastore %q (want sqlite or postgres)", cfg.Datastore)
-}
-
-// caTTL is the effective CA TTL (the CA manager's default when unset).
-func caTTL(d time.Duration) time.Duration {
-	if d == 0 {
-		return ca.DefaultCATTL
-	}
-	return d
-}
-
-// publishUpstream returns the upstream's JWT publisher, or nil for a root.
-func publishUpstream(u ca.Upstream) func(context.Context, datastore.JWTAuthority) ([]datastore.JWTAuthority, error) {
-	if p, ok := u.(ca.JWTPublisher); ok {
-		return p.PublishJWTKey
-	}
-	return nil
+	return nil, nil, false, fmt.Errorf("server: unknown datastore %q (want sqlite or postgres)", cfg.Datastore)
 }
 
 func nowFunc(now func() time.Time) func() time.Time {
@@ -585,14 +606,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.pruneTokens(ctx) })
-	if bs, ok := s.cfg.Upstream.(bundleSyncer); ok {
+	if s.cfg.Parent != nil {
 		every := s.cfg.ParentBundleSyncInterval
 		if every == 0 {
 			every = 10 * time.Second
 		}
-		wg.Go(func() { bs.RunBundleSync(ctx, s.bundles, every) })
+		wg.Go(func() { s.runParentBundleSync(ctx, every) })
 	}
-	if s.cfg.Datastore == "postgres" {
+	if s.shared {
 		every := s.cfg.PollInterval
 		if every == 0 {
 			every = time.Second
@@ -666,9 +687,43 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// bundleSyncer is implemented by upstreams that carry a parent's bundle down.
-type bundleSyncer interface {
-	RunBundleSync(ctx context.Context, bundles datastore.BundleStore, every time.Duration)
+// SyncParentBundle fetches the parent's bundle and merges what it adds into
+// the own one, returning how many authorities it added; a root tier has
+// nothing to sync.
+func (s *Server) SyncParentBundle(ctx context.Context) (int, error) {
+	if s.cfg.Parent == nil {
+		return 0, nil
+	}
+	b, err := s.cfg.Parent.FetchBundle(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.ca.MergeParentBundle(ctx, b)
+}
+
+// runParentBundleSync calls SyncParentBundle every interval until ctx ends,
+// logging failures once per change of state: the tier keeps serving from
+// its current CA while the parent is away.
+func (s *Server) runParentBundleSync(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := false
+	for {
+		if _, err := s.SyncParentBundle(ctx); err != nil {
+			if !failing && ctx.Err() == nil {
+				s.log.Warn("parent unreachable; serving from the current CA", "err", err)
+			}
+			failing = true
+		} else if failing {
+			s.log.Info("parent reachable again")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // refreshBundle re-reads the own bundle so that authorities added by other
@@ -686,11 +741,6 @@ func (s *Server) refreshBundle(ctx context.Context, every time.Duration) {
 			}
 		}
 	}
-}
-
-// eventPruner is implemented by the SQL backends.
-type eventPruner interface {
-	PruneEvents(ctx context.Context, before time.Time) (int, error)
 }
 
 // eventRetention is how long entry and node events are kept for servers
@@ -712,8 +762,8 @@ func (s *Server) pruneTokens(ctx context.Context) {
 			} else if n > 0 {
 				s.log.Info("pruned expired join tokens", "count", n)
 			}
-			if p, ok := s.store.(eventPruner); ok {
-				if _, err := p.PruneEvents(ctx, s.now().Add(-eventRetention)); err != nil && ctx.Err() == nil {
+			if s.events != nil {
+				if _, err := s.events.PruneEvents(ctx, s.now().Add(-eventRetention)); err != nil && ctx.Err() == nil {
 					s.log.Warn("pruning datastore events", "err", err)
 				}
 			}

@@ -45,7 +45,7 @@ func startChildOn(t *testing.T, parent *harness, name string, sync time.Duration
 		Selectors: []*types.Selector{sel("unix", "uid:0")}, Downstream: true})
 	svid := must(parent.workloadSVID(agent, entryID))(t)
 	up, err := downstream.New(ctxT(t), downstream.Config{
-		TrustDomain: td, ParentAddress: parent.cfg.ListenAddr, Now: parent.clock.Now,
+		TrustDomain: td, ParentAddress: parent.cfg.ListenAddr,
 		Source: staticSource{svid: svid, bundle: parent.snapshotBundle()},
 	})
 	if err != nil {
@@ -53,7 +53,7 @@ func startChildOn(t *testing.T, parent *harness, name string, sync time.Duration
 	}
 	t.Cleanup(func() { up.Close() })
 	all := append([]option{func(c *server.Config) {
-		c.Name, c.Upstream, c.ParentBundleSyncInterval = name, up, sync
+		c.Name, c.Parent, c.ParentBundleSyncInterval = name, up, sync
 	}}, opts...)
 	return startServerOn(t, parent.clock, all...)
 }

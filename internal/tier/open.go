@@ -34,7 +34,7 @@ func (s Server) Open(ctx context.Context, log *slog.Logger) (server.Config, io.C
 		if err != nil {
 			return server.Config{}, nil, fmt.Errorf("tier: server %q: parent %s: %w", cfg.Name, c.ParentAddress, err)
 		}
-		cfg.Upstream, closer = up, up
+		cfg.Parent, closer = up, up
 	case u.Disk != nil:
 		c := *u.Disk
 		c.Logger = log

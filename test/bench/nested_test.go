@@ -96,7 +96,7 @@ func BenchmarkNestedIssuance(b *testing.B) {
 			Source: staticSource{svid: svid, bundle: parent.bundle}})
 		check(b, err)
 		b.Cleanup(func() { up.Close() })
-		return startServer(b, func(c *server.Config) { c.Upstream = up; c.CATTL = 12 * time.Hour })
+		return startServer(b, func(c *server.Config) { c.Parent = up; c.CATTL = 12 * time.Hour })
 	}
 	regional := down(root, "regional")
 	leaf := down(regional, "leaf")

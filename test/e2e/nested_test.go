@@ -195,7 +195,7 @@ func testArborNestedUnderSpireServer(t *testing.T, p *spirePeer) {
 	dir := shortTempDir(t, "arbn")
 	child, err := server.New(ctx, server.Config{
 		Name: "arbor-child", TrustDomain: td, ListenAddr: "127.0.0.1:0", StateDir: filepath.Join(dir, "state"),
-		AdminSocket: filepath.Join(dir, "a.sock"), JoinToken: true, Upstream: up, CATTL: time.Hour,
+		AdminSocket: filepath.Join(dir, "a.sock"), JoinToken: true, Parent: up, CATTL: time.Hour,
 	})
 	if err != nil {
 		t.Fatalf("arbor child under spire-server: %v", err)
@@ -269,7 +269,7 @@ func testMixedLeavesMTLS(t *testing.T, p *spirePeer) {
 	dir := shortTempDir(t, "arbl")
 	leaf := &arborServer{adminSock: filepath.Join(dir, "a.sock"), spire: p}
 	srv, err := server.New(ctx, server.Config{Name: "arbor-leaf", TrustDomain: td, ListenAddr: "127.0.0.1:0",
-		StateDir: filepath.Join(dir, "state"), AdminSocket: leaf.adminSock, JoinToken: true, Upstream: up, CATTL: time.Hour})
+		StateDir: filepath.Join(dir, "state"), AdminSocket: leaf.adminSock, JoinToken: true, Parent: up, CATTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 
 	"github.com/arborid/arbor/downstream"
-	"github.com/arborid/arbor/internal/x509util"
 	"github.com/arborid/arbor/topology"
+	"github.com/arborid/arbor/upstream"
 )
 
 // budgetTopology is root -> regional -> leaf with short TTLs. The regional's
@@ -100,9 +100,9 @@ func TestOutageBudgetMatchesSimulate(t *testing.T) {
 	chk := startChecker(t, w, 100*time.Millisecond)
 
 	leafCA, _ := leaf.srv.CA().X509CA()
-	if leafCA.NotAfter.Sub(leafCA.NotBefore) != server("leaf").CATTL+x509util.Backdate {
+	if leafCA.NotAfter.Sub(leafCA.NotBefore) != server("leaf").CATTL+upstream.Backdate {
 		t.Fatalf("the leaf's CA lives %v (backdated by %v), want its ca_ttl %v: the parent capped it",
-			leafCA.NotAfter.Sub(leafCA.NotBefore), x509util.Backdate, server("leaf").CATTL)
+			leafCA.NotAfter.Sub(leafCA.NotBefore), upstream.Backdate, server("leaf").CATTL)
 	}
 	stopAt := halfLife(leafCA).Add(-time.Second)
 	if time.Until(stopAt) < 0 || leaf.srv.CA().Status().NextX509CA != nil {
@@ -136,7 +136,7 @@ func TestOutageBudgetMatchesSimulate(t *testing.T) {
 	}
 	// arbor prepares the next CA at half of the backdated lifetime, so the
 	// true worst case is half the backdate later than Simulate's.
-	if limit := predicted.At + x509util.Backdate/2 + 3*time.Second; elapsed > limit {
+	if limit := predicted.At + upstream.Backdate/2 + 3*time.Second; elapsed > limit {
 		t.Errorf("the leaf stopped issuing after %v; Simulate's worst case is %v (allowing %v)", elapsed.Round(100*time.Millisecond), predicted.At, limit)
 	}
 	if elapsed > predicted.Latest+2*time.Second {

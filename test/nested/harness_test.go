@@ -187,7 +187,7 @@ func startChild(t *testing.T, parent *tier, name string, tt ttls) *tier {
 	t.Cleanup(func() { up.Close() })
 
 	cfg := newTierConfig(t, name, tt)
-	cfg.Upstream = up
+	cfg.Parent = up
 	cfg.ParentBundleSyncInterval = syncEvery
 	tr := &tier{t: t, name: name, parent: parent, cfg: cfg, up: up, colo: colo}
 	tr.start()

@@ -35,7 +35,7 @@ func TestParentOutage(t *testing.T) {
 		// token: its agent SVID must outlive the outage or it could never
 		// come back. 60s is half the root CA TTL.
 		agent: 60 * time.Second})
-	// SVID TTLs stay above x509util.Backdate (10s): a shorter one is past
+	// SVID TTLs stay above upstream.Backdate (10s): a shorter one is past
 	// half-life (counted from the backdated NotBefore) when it is issued, and
 	// agents renew it on every sync.
 	reg := startChild(t, root, "regional", ttls{ca: 60 * time.Second, x509: 12 * time.Second, jwt: 10 * time.Second})

@@ -178,7 +178,7 @@ func startX509PoPChild(t *testing.T, parent *tier, name string, tt ttls, pki *x5
 	t.Cleanup(func() { up.Close() })
 
 	tcfg := newTierConfig(t, name, tt)
-	tcfg.Upstream = up
+	tcfg.Parent = up
 	tcfg.ParentBundleSyncInterval = syncEvery
 	tr := &tier{t: t, name: name, parent: parent, cfg: tcfg, up: up, colo: ra}
 	tr.start()

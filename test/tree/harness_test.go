@@ -33,6 +33,7 @@ import (
 	"github.com/arborid/arbor/internal/selector"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/root"
+	"github.com/arborid/arbor/upstream"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -105,9 +106,9 @@ func protoID(id spiffeid.ID) *types.SPIFFEID {
 // x509Life whatever the CA manager asks for, dated by the real clock.
 type longRoot struct{ root.SelfSigned }
 
-var _ ca.Upstream = (*longRoot)(nil)
+var _ upstream.Authority = (*longRoot)(nil)
 
-func (r *longRoot) MintX509CA(ctx context.Context, key crypto.Signer, _ time.Duration) (*ca.MintedCA, error) {
+func (r *longRoot) MintX509CA(ctx context.Context, key crypto.Signer, _ time.Duration) (*upstream.MintedCA, error) {
 	return r.SelfSigned.MintX509CA(ctx, key, x509Life)
 }
 
@@ -126,16 +127,16 @@ type childUpstream struct {
 }
 
 var (
-	_ ca.Upstream     = (*childUpstream)(nil)
-	_ ca.JWTPublisher = (*childUpstream)(nil)
+	_ upstream.Authority    = (*childUpstream)(nil)
+	_ upstream.JWTPublisher = (*childUpstream)(nil)
 )
 
-func (u *childUpstream) MintX509CA(ctx context.Context, key crypto.Signer, _ time.Duration) (*ca.MintedCA, error) {
+func (u *childUpstream) MintX509CA(ctx context.Context, key crypto.Signer, _ time.Duration) (*upstream.MintedCA, error) {
 	chain, err := u.parent.SignDownstreamX509CA(ctx, key.Public(), x509Life)
 	if err != nil {
 		return nil, err
 	}
-	return &ca.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: u.roots}, nil
+	return &upstream.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: u.roots}, nil
 }
 
 // staticSource serves one SVID and one bundle, as a co-located agent's
@@ -185,7 +186,7 @@ func startTier(t *testing.T, name string, parent *tier) *tier {
 		cfg.Upstream = &longRoot{root.SelfSigned{TrustDomain: td}}
 	} else {
 		tr.depth = parent.depth + 1
-		cfg.Upstream = parent.downstreamFor(name)
+		cfg.Parent = parent.downstreamFor(name)
 		cfg.ParentBundleSyncInterval = syncEvery
 	}
 

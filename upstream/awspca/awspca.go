@@ -41,12 +41,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
 	"github.com/arborid/arbor/upstream"
 )
 
-var _ ca.Upstream = (*Authority)(nil)
+var _ upstream.Authority = (*Authority)(nil)
 
 // Defaults for the zero values of Config.
 const (
@@ -237,7 +235,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 // its issuer (the CA was re-imported under a new chain); in the last case
 // only the chain GetCertificate returned is used, so a root the CA no longer
 // chains to does not stay in the bundle.
-func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (_ *ca.MintedCA, err error) {
+func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (_ *upstream.MintedCA, err error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("awspca: ttl must be positive, got %v", ttl)
 	}
@@ -264,7 +262,7 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 		subject = pkix.Name{Organization: []string{"arbor"}, CommonName: a.cfg.TrustDomain.Name() + " intermediate"}
 	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: subject, URIs: []*url.URL{x509util.TrustDomainURI(a.cfg.TrustDomain)},
+		Subject: subject, URIs: []*url.URL{upstream.TrustDomainURI(a.cfg.TrustDomain)},
 	}, key)
 	if err != nil {
 		return nil, fmt.Errorf("awspca: create CSR: %w", err)
@@ -309,7 +307,7 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 	}
 	intermediates, roots := upstream.SplitChain(chain, true)
 	roots = upstream.AppendUnique(roots, a.extra...)
-	minted := &ca.MintedCA{Cert: certs[0], Intermediates: intermediates, Roots: roots}
+	minted := &upstream.MintedCA{Cert: certs[0], Intermediates: intermediates, Roots: roots}
 	granted, err := upstream.Validate(minted, key.Public(), a.cfg.TrustDomain, ttl, a.now())
 	if err != nil {
 		return nil, fmt.Errorf("awspca: certificate %s: %w", certARN, err)

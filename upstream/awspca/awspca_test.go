@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/upstream"
 	"github.com/arborid/arbor/upstream/awspca"
 	"github.com/arborid/arbor/upstream/internal/fakes"
@@ -47,7 +46,7 @@ func newAuthority(t *testing.T, cfg awspca.Config) *awspca.Authority {
 	return a
 }
 
-func mint(t *testing.T, a *awspca.Authority, ttl time.Duration) (*ca.MintedCA, error) {
+func mint(t *testing.T, a *awspca.Authority, ttl time.Duration) (*upstream.MintedCA, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

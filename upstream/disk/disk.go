@@ -24,12 +24,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
 	"github.com/arborid/arbor/upstream"
 )
 
-var _ ca.Upstream = (*Authority)(nil)
+var _ upstream.Authority = (*Authority)(nil)
 
 // ErrBadFiles is wrapped by the errors about the content of the configured
 // files (unparsable, key not matching the certificate, certificate not a
@@ -119,7 +117,7 @@ func New(cfg Config) (*Authority, error) {
 // MintX509CA signs a CA certificate for key with the upstream CA: URI SAN
 // spiffe://<td>, basic constraints CA, keyCertSign|cRLSign, valid for ttl
 // but never past the upstream CA or its chain.
-func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("disk: ttl must be positive, got %v", ttl)
 	}
@@ -132,18 +130,18 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 	}
 	now := a.now()
 	notAfter := now.Add(ttl)
-	if limit := x509util.MinNotAfter(append([]*x509.Certificate{m.cert}, m.intermediates...)...); limit.Before(notAfter) {
+	if limit := upstream.MinNotAfter(append([]*x509.Certificate{m.cert}, m.intermediates...)...); limit.Before(notAfter) {
 		notAfter = limit
 	}
 	subject := a.cfg.Subject
 	if len(subject.ToRDNSequence()) == 0 {
 		subject = pkix.Name{Organization: []string{"arbor"}, CommonName: a.cfg.TrustDomain.Name() + " intermediate"}
 	}
-	serial, err := x509util.NewSerialNumber(a.rand)
+	serial, err := upstream.NewSerialNumber(a.rand)
 	if err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
-	tmpl, err := x509util.CATemplate(a.cfg.TrustDomain, key.Public(), serial, subject, now.Add(-x509util.Backdate), notAfter)
+	tmpl, err := upstream.CATemplate(a.cfg.TrustDomain, key.Public(), serial, subject, now.Add(-upstream.Backdate), notAfter)
 	if err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
@@ -155,7 +153,7 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 	if err != nil {
 		return nil, fmt.Errorf("disk: parse signed CA certificate: %w", err)
 	}
-	minted := &ca.MintedCA{
+	minted := &upstream.MintedCA{
 		Cert:          cert,
 		Intermediates: append([]*x509.Certificate(nil), m.intermediates...),
 		Roots:         append([]*x509.Certificate(nil), m.roots...),
@@ -243,14 +241,14 @@ func (a *Authority) load() (*material, error) {
 		return fmt.Errorf("disk: cert_file %s: %w: "+format, append([]any{a.cfg.CertFile, ErrBadFiles}, args...)...)
 	}
 	switch {
-	case !x509util.PublicKeyEqual(key.Public(), cert.PublicKey):
+	case !upstream.PublicKeyEqual(key.Public(), cert.PublicKey):
 		return nil, bad("key_file %s does not hold the private key of the certificate", a.cfg.KeyFile)
 	case !cert.BasicConstraintsValid || !cert.IsCA:
 		return nil, fmt.Errorf("disk: cert_file %s: %w: %w", a.cfg.CertFile, ErrBadFiles, upstream.ErrNotCA)
 	case cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0:
 		return nil, fmt.Errorf("disk: cert_file %s: %w: %w", a.cfg.CertFile, ErrBadFiles, upstream.ErrNoKeyCertSign)
 	}
-	want := x509util.TrustDomainURI(a.cfg.TrustDomain).String()
+	want := upstream.TrustDomainURI(a.cfg.TrustDomain).String()
 	for _, u := range cert.URIs {
 		if strings.EqualFold(u.Scheme, "spiffe") && u.String() != want {
 			return nil, fmt.Errorf("disk: cert_file %s: %w: %w: URI SAN %q, want %q or none", a.cfg.CertFile, ErrBadFiles, upstream.ErrWrongTrustDomain, u, want)

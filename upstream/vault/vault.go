@@ -27,12 +27,10 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/x509util"
 	"github.com/arborid/arbor/upstream"
 )
 
-var _ ca.Upstream = (*Authority)(nil)
+var _ upstream.Authority = (*Authority)(nil)
 
 // Defaults for the zero values of Config.
 const (
@@ -278,7 +276,7 @@ func (a *Authority) Healthy(ctx context.Context) error {
 // pki/root/sign-intermediate, and returns it with Vault's CA chain: the
 // self-signed certificates of the chain (or, if there is none, its topmost
 // certificate) are the roots.
-func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*ca.MintedCA, error) {
+func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.Duration) (*upstream.MintedCA, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("vault: ttl must be positive, got %v", ttl)
 	}
@@ -288,7 +286,7 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 	if len(subject.ToRDNSequence()) == 0 {
 		subject = pkix.Name{Organization: []string{"arbor"}, CommonName: a.cfg.TrustDomain.Name() + " intermediate"}
 	}
-	tdURI := x509util.TrustDomainURI(a.cfg.TrustDomain)
+	tdURI := upstream.TrustDomainURI(a.cfg.TrustDomain)
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject, URIs: []*url.URL{tdURI}}, key)
 	if err != nil {
 		return nil, fmt.Errorf("vault: create CSR: %w", err)
@@ -332,7 +330,7 @@ func (a *Authority) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.
 
 // parseSigned reads the certificate, issuing_ca and ca_chain of a
 // sign-intermediate response.
-func (a *Authority) parseSigned(s *api.Secret) (*ca.MintedCA, error) {
+func (a *Authority) parseSigned(s *api.Secret) (*upstream.MintedCA, error) {
 	if s == nil || s.Data == nil {
 		return nil, errors.New("empty response")
 	}
@@ -370,7 +368,7 @@ func (a *Authority) parseSigned(s *api.Secret) (*ca.MintedCA, error) {
 		return nil, errors.New("response has neither ca_chain nor issuing_ca")
 	}
 	intermediates, roots := upstream.SplitChain(chain, true)
-	return &ca.MintedCA{Cert: certs[0], Intermediates: intermediates, Roots: roots}, nil
+	return &upstream.MintedCA{Cert: certs[0], Intermediates: intermediates, Roots: roots}, nil
 }
 
 // ensureToken logs in when there is no token or it has expired, and renews

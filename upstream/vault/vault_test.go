@@ -69,7 +69,7 @@ func (e *env) config() vault.Config {
 	}
 }
 
-func (e *env) mint(t *testing.T, a *vault.Authority, ttl time.Duration) (*ca.MintedCA, error) {
+func (e *env) mint(t *testing.T, a *vault.Authority, ttl time.Duration) (*upstream.MintedCA, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -154,7 +154,7 @@ func TestMintX509CA(t *testing.T) {
 	}
 }
 
-func checkMinted(t *testing.T, e *env, m *ca.MintedCA, ttl time.Duration) {
+func checkMinted(t *testing.T, e *env, m *upstream.MintedCA, ttl time.Duration) {
 	t.Helper()
 	if len(m.Roots) != 1 || !m.Roots[0].Equal(e.fake.Root.Cert) {
 		t.Errorf("roots = %v, want Vault's root", m.Roots)

@@ -13,8 +13,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/upstream"
 	"github.com/arborid/arbor/upstream/awspca"
 	"github.com/arborid/arbor/upstream/disk"
 	"github.com/arborid/arbor/upstream/internal/fakes"
@@ -32,7 +32,7 @@ type coldStartKind struct {
 	root *x509.Certificate
 	// upstream builds a fresh adapter (nil: self-signed), as a restarted
 	// server does; building it is not part of the measured time.
-	upstream func(b *testing.B) ca.Upstream
+	upstream func(b *testing.B) upstream.Authority
 	// calls returns the requests the external authority served since the
 	// last reset, and resets; nil for kinds without one.
 	calls func() []string
@@ -70,8 +70,8 @@ func BenchmarkColdStart(b *testing.B) {
 	fp := fakes.NewPCA(b, nil)
 	pcaCalls := func() []string { c := fp.Calls(); fp.Reset(); return c }
 
-	newVault := func(auth func(c *vault.Config)) func(b *testing.B) ca.Upstream {
-		return func(b *testing.B) ca.Upstream {
+	newVault := func(auth func(c *vault.Config)) func(b *testing.B) upstream.Authority {
+		return func(b *testing.B) upstream.Authority {
 			c := vault.Config{TrustDomain: td, Address: fv.Srv.URL, CACertFile: vaultCA}
 			auth(&c)
 			a, err := vault.New(c)
@@ -83,7 +83,7 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 	kinds := []*coldStartKind{
 		{name: "self-signed"},
-		{name: "disk", root: enterprise.Cert, upstream: func(b *testing.B) ca.Upstream {
+		{name: "disk", root: enterprise.Cert, upstream: func(b *testing.B) upstream.Authority {
 			a, err := disk.New(diskCfg)
 			if err != nil {
 				b.Fatal(err)
@@ -94,7 +94,7 @@ func BenchmarkColdStart(b *testing.B) {
 		{name: "vault-approle", root: fv.Root.Cert, calls: vaultCalls, upstream: newVault(func(c *vault.Config) {
 			c.AppRole = &vault.AppRole{RoleID: fv.RoleID, SecretID: fv.SecretID}
 		})},
-		{name: "aws_pca", root: fp.Root.Cert, calls: pcaCalls, upstream: func(b *testing.B) ca.Upstream {
+		{name: "aws_pca", root: fp.Root.Cert, calls: pcaCalls, upstream: func(b *testing.B) upstream.Authority {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			a, err := awspca.New(ctx, awspca.Config{
@@ -141,7 +141,7 @@ func BenchmarkColdStart(b *testing.B) {
 // attests an agent and checks its X509-SVID chains to k's root, then has the
 // same adapter mint once more as a rotation would, counting round trips.
 func coldStart(b *testing.B, k *coldStartKind) {
-	var up ca.Upstream
+	var up upstream.Authority
 	if k.upstream != nil {
 		up = k.upstream(b)
 	}

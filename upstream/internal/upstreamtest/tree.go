@@ -27,8 +27,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/arborid/arbor/downstream"
-	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/upstream"
 )
 
 // callTimeout bounds every call a Tier makes to its server.
@@ -169,10 +170,7 @@ func (p *Tier) Bundle(tb testing.TB) *x509bundle.Bundle {
 // when it is not nil.
 func (p *Tier) dial(tb testing.TB, svid *x509svid.SVID) *grpc.ClientConn {
 	tb.Helper()
-	serverID, err := spiffeid.FromPath(p.td, "/spire/server")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	serverID := idpolicy.ServerID(p.td)
 	tc := tlsconfig.TLSClientConfig(p.trust, tlsconfig.AuthorizeID(serverID))
 	if svid != nil {
 		tc = tlsconfig.MTLSClientConfig(svid, p.trust, tlsconfig.AuthorizeID(serverID))
@@ -296,7 +294,7 @@ func (p *Tier) StartChild(tb testing.TB, name string, caTTL time.Duration) *Tier
 	if err != nil {
 		tb.Fatalf("downstream.New for %s: %v", name, err)
 	}
-	child := StartTier(tb, server.Config{Name: name, TrustDomain: p.td, Upstream: up, CATTL: caTTL, ParentBundleSyncInterval: time.Second})
+	child := StartTier(tb, server.Config{Name: name, TrustDomain: p.td, Parent: up, CATTL: caTTL, ParentBundleSyncInterval: time.Second})
 	child.closer = append(child.closer, func() { up.Close() })
 	return child
 }
@@ -308,7 +306,7 @@ func (p *Tier) StartChild(tb testing.TB, name string, caTTL time.Duration) *Tier
 // the SVID, the leaf CA, the regional CA, the root tier's CA, then
 // intermediates (the external PKI's certificates below root, issuer first).
 // Every tier's bundle must hold root and nothing else.
-func TreeChainsToRoot(t *testing.T, td spiffeid.TrustDomain, up ca.Upstream, root *x509.Certificate, intermediates []*x509.Certificate) {
+func TreeChainsToRoot(t *testing.T, td spiffeid.TrustDomain, up upstream.Authority, root *x509.Certificate, intermediates []*x509.Certificate) {
 	t.Helper()
 	rootTier := StartTier(t, server.Config{Name: "root", TrustDomain: td, Upstream: up})
 	regional := rootTier.StartChild(t, "regional", 4*time.Hour)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/upstream"
 )
 
 // Clock is a settable clock for Now fields.
@@ -283,7 +284,7 @@ func (s *MemBundles) DeleteBundle(_ context.Context, td spiffeid.TrustDomain) er
 // Scenario runs a real ca.Manager over an upstream adapter.
 type Scenario struct {
 	TrustDomain spiffeid.TrustDomain
-	Upstream    ca.Upstream
+	Upstream    upstream.Authority
 	Clock       *Clock
 	// CATTL requested from the upstream; zero means 1h.
 	CATTL time.Duration
