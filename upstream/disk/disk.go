@@ -6,19 +6,16 @@
 package disk
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -232,7 +229,7 @@ func (a *Authority) load() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk: key_file: %w", err)
 	}
-	key, err := parseKey(keyPEM)
+	key, err := upstream.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("disk: key_file %s: %w: %v", a.cfg.KeyFile, ErrBadFiles, err)
 	}
@@ -240,19 +237,11 @@ func (a *Authority) load() (*material, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("disk: cert_file %s: %w: "+format, append([]any{a.cfg.CertFile, ErrBadFiles}, args...)...)
 	}
-	switch {
-	case !upstream.PublicKeyEqual(key.Public(), cert.PublicKey):
+	if !upstream.PublicKeyEqual(key.Public(), cert.PublicKey) {
 		return nil, bad("key_file %s does not hold the private key of the certificate", a.cfg.KeyFile)
-	case !cert.BasicConstraintsValid || !cert.IsCA:
-		return nil, fmt.Errorf("disk: cert_file %s: %w: %w", a.cfg.CertFile, ErrBadFiles, upstream.ErrNotCA)
-	case cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0:
-		return nil, fmt.Errorf("disk: cert_file %s: %w: %w", a.cfg.CertFile, ErrBadFiles, upstream.ErrNoKeyCertSign)
 	}
-	want := upstream.TrustDomainURI(a.cfg.TrustDomain).String()
-	for _, u := range cert.URIs {
-		if strings.EqualFold(u.Scheme, "spiffe") && u.String() != want {
-			return nil, fmt.Errorf("disk: cert_file %s: %w: %w: URI SAN %q, want %q or none", a.cfg.CertFile, ErrBadFiles, upstream.ErrWrongTrustDomain, u, want)
-		}
+	if err := upstream.CheckCACertificate(cert, a.cfg.TrustDomain); err != nil {
+		return nil, fmt.Errorf("disk: cert_file %s: %w: %w", a.cfg.CertFile, ErrBadFiles, err)
 	}
 	m := &material{cert: cert, key: key}
 	m.intermediates, m.roots = upstream.SplitChain(certs, false)
@@ -267,40 +256,4 @@ func (a *Authority) load() (*material, error) {
 		return nil, bad("the certificate is not self-signed and no root was given: append the chain up to the root to cert_file or put the root in bundle_file")
 	}
 	return m, nil
-}
-
-// parseKey parses the first private key block of data.
-func parseKey(data []byte) (crypto.Signer, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, errors.New("no PEM private key block")
-		}
-		var (
-			k   any
-			err error
-		)
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(b.Bytes)
-		default:
-			if bytes.Contains([]byte(b.Type), []byte("ENCRYPTED")) {
-				return nil, fmt.Errorf("%s blocks are not supported: decrypt the key first", b.Type)
-			}
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parse %s: %w", b.Type, err)
-		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%T is not a signing key", k)
-		}
-		return s, nil
-	}
 }
