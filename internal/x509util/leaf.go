@@ -1,3 +1,7 @@
+// Package x509util is the CA manager's fast X509-SVID encoder (CreateLeaf):
+// the same DER as crypto/x509 for the leaves arbor issues, without
+// re-verifying its own signature. The CA certificate profile and the X.509
+// helpers every CA source shares are in upstream (certificate.go).
 package x509util
 
 import (
