@@ -73,7 +73,8 @@ type liveTier struct {
 	srv       *topology.Server
 	conn      *grpc.ClientConn
 	server    *proc
-	demoState string // status file of its demo workload, "" when none
+	demoState string    // status file of its demo workload, "" when none
+	demoSince time.Time // when that demo was started: older statuses are a previous run's
 }
 
 type launcher struct {
@@ -128,7 +129,9 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 		if err := l.startDemos(ctx); err != nil {
 			return err
 		}
-		go l.watchDemos(ctx)
+		// Wait before the tree and the first status block, so that no
+		// status line printed after the "all ... ok" line was read before it.
+		l.waitDemos(ctx)
 	}
 	l.printTree()
 	stopControl, err := l.serveControl(ctx)
@@ -500,6 +503,12 @@ func (l *launcher) startDemos(ctx context.Context) error {
 		peer := specs[(i+1)%len(specs)]
 		third := specs[(i+2)%len(specs)]
 		s.t.demoState = filepath.Join(filepath.Dir(s.socket), "status.json")
+		// A resumed run finds the previous run's file, which says "ok" until
+		// the new demo first writes: remove it, and ignore older statuses.
+		if err := os.Remove(s.t.demoState); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("launcher: demo status of %s: %w", s.t.srv.Name, err)
+		}
+		s.t.demoSince = time.Now()
 		if _, err := l.start("demo "+s.t.srv.Name, l.logPath(s.t.srv, "demo"), "demo-workload",
 			"--socket-path", s.socket, "--listen", s.addr,
 			"--peer", peer.addr, "--peer-id", peer.id.String(),
@@ -536,9 +545,11 @@ func (l *launcher) printTree() {
 	}
 }
 
-// watchDemos reports once when every demo workload has succeeded: the time
-// from start to a working tree.
-func (l *launcher) watchDemos(ctx context.Context) {
+// waitDemos reports once every demo workload has succeeded (the time from
+// start to a working tree), or, after the start timeout, that some have not:
+// the status lines then say why.
+func (l *launcher) waitDemos(ctx context.Context) {
+	deadline := time.Now().Add(l.opts.StartTimeout)
 	for ctx.Err() == nil {
 		ok, n := true, 0
 		for _, t := range l.leaves() {
@@ -546,8 +557,7 @@ func (l *launcher) watchDemos(ctx context.Context) {
 				continue
 			}
 			n++
-			st, err := demo.ReadStatus(t.demoState)
-			if err != nil || st.MTLS != "ok" || st.JWT != "ok" {
+			if _, err := t.demoStatus(); err != nil {
 				ok = false
 			}
 		}
@@ -555,11 +565,33 @@ func (l *launcher) watchDemos(ctx context.Context) {
 			l.progress("all %d demo workloads hold SVIDs, talk mTLS across leaves and validate JWT-SVIDs", n)
 			return
 		}
+		if time.Now().After(deadline) {
+			l.progress("not every demo workload passes its checks after %v; see the status lines", l.opts.StartTimeout)
+			return
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// errDemoStarting is a demo workload that has not reported since it started.
+var errDemoStarting = errors.New("demo starting")
+
+// demoStatus is the latest status t's demo workload wrote in this run; the
+// error says why it does not pass (not reported yet, or a check failing).
+func (t *liveTier) demoStatus() (demo.Status, error) {
+	st, err := demo.ReadStatus(t.demoState)
+	switch {
+	case errors.Is(err, os.ErrNotExist), err == nil && st.Checked.Before(t.demoSince):
+		return st, errDemoStarting
+	case err != nil:
+		return st, err
+	case st.MTLS != "ok" || st.JWT != "ok":
+		return st, fmt.Errorf("mTLS %s, JWT %s", st.MTLS, st.JWT)
+	}
+	return st, nil
 }
 
 // printStatus prints one line per tier: agents, entries, bundle sequence and
@@ -598,7 +630,7 @@ func (l *launcher) printStatus(ctx context.Context) {
 			}
 		}
 		if t.demoState != "" {
-			if st, err := demo.ReadStatus(t.demoState); err == nil {
+			if st, err := t.demoStatus(); err == nil || st.ID != "" && !errors.Is(err, errDemoStarting) {
 				line += fmt.Sprintf(", demo %s: mTLS %s, JWT %s", st.ID, st.MTLS, st.JWT)
 			} else {
 				line += ", demo starting"
