@@ -26,6 +26,7 @@ import (
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/selector"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -49,47 +50,23 @@ func testLogger() *slog.Logger {
 }
 
 // shortDir is a temporary directory with a short path, for Unix sockets.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "nt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortDir(t testing.TB) string { return testkit.ShortDir(t) }
 
 // ctxFor is a context bounded by d and ended at the test's cleanup.
-func ctxFor(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxFor(t testing.TB, d time.Duration) context.Context { return testkit.Context(t, d) }
 
 func callCtx(t testing.TB) context.Context { return ctxFor(t, 30*time.Second) }
 
-// poll calls try every 100ms until it returns nil, or fails the test when
-// timeout passes.
+// poll calls try until it returns nil, or fails the test when timeout
+// passes.
 func poll(t testing.TB, timeout time.Duration, what string, try func() error) {
 	t.Helper()
-	if err := pollErr(timeout, what, try); err != nil {
-		t.Fatal(err)
-	}
+	testkit.Poll(t, timeout, what, try)
 }
 
 // pollErr is poll returning the failure instead.
 func pollErr(timeout time.Duration, what string, try func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := try()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not within %v: %w", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return testkit.PollErr(timeout, what, try)
 }
 
 func protoID(id spiffeid.ID) *types.SPIFFEID {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/selector"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 	"github.com/arborid/arbor/root"
 	"github.com/arborid/arbor/upstream"
 )
@@ -66,33 +66,13 @@ func testLogger() *slog.Logger {
 }
 
 // clock is one tier's clock: the real time plus an offset the test sets.
-type clock struct{ offset atomic.Int64 }
-
-func (c *clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
-
-// jumpTo makes the clock read about at (it keeps running from there).
-func (c *clock) jumpTo(at time.Time) { c.offset.Store(int64(time.Until(at))) }
-
-// reset puts the clock back to the real time.
-func (c *clock) reset() { c.offset.Store(0) }
+type clock = testkit.Clock
 
 // shortDir is a temporary directory with a short path, for Unix sockets.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "tr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortDir(t testing.TB) string { return testkit.ShortDir(t) }
 
 // ctxFor is a context bounded by d and ended at the test's cleanup.
-func ctxFor(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxFor(t testing.TB, d time.Duration) context.Context { return testkit.Context(t, d) }
 
 func callCtx(t testing.TB) context.Context { return ctxFor(t, 30*time.Second) }
 
@@ -317,8 +297,8 @@ func (tr *tier) jwtBundle(ctx context.Context) (*jwtbundle.Bundle, error) {
 // clock at `at`, then puts the clock back to the real time. The server's own
 // rotation loop (every 10s) may run a step meanwhile; it does the same.
 func (tr *tier) rotateAt(ctx context.Context, at time.Time) error {
-	tr.clock.jumpTo(at)
-	defer tr.clock.reset()
+	tr.clock.JumpTo(at)
+	defer tr.clock.Reset()
 	return tr.srv.CA().Rotate(ctx)
 }
 
