@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/arborid/arbor/internal/nodeattest/x509pop"
+	"github.com/arborid/arbor/upstream"
 )
 
 // agentCSR is the agent SVID's CSR: like spire-agent's, no URI SAN (the
@@ -85,7 +86,7 @@ func (a *Agent) bootstrapBundle(ctx context.Context) ([]*x509.Certificate, error
 		if err != nil {
 			return nil, fmt.Errorf("agent: reading trust bundle: %w", err)
 		}
-		roots, err := decodeCerts(data)
+		roots, err := upstream.ParseCertificatesPEM(data)
 		if err != nil {
 			return nil, fmt.Errorf("agent: trust bundle from %s: %w", a.cfg.TrustBundleURL, err)
 		}

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/arborid/arbor/internal/idpolicy"
 )
 
 // Errors the server's answers are classified into (see classify).
@@ -94,7 +96,7 @@ func evicted(err error) bool {
 // anything when insecure); svid, when it returns non-nil, is presented as
 // the client certificate.
 func serverTLS(td spiffeid.TrustDomain, roots func() *x509bundle.Bundle, svid func() *x509svid.SVID, insecure bool, now func() time.Time) *tls.Config {
-	serverID := spiffeid.RequireFromPath(td, "/spire/server")
+	serverID := idpolicy.ServerID(td)
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // verified below as an X509-SVID against the current bundle

@@ -12,6 +12,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/arborid/arbor/upstream"
 )
 
 // File names inside Config.DataDir.
@@ -51,29 +53,6 @@ func encodeCerts(certs []*x509.Certificate) []byte {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return out
-}
-
-func decodeCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
-	}
-	return out, nil
 }
 
 // saveState writes the state with mode 0600, the SVID and key last-but-one so
@@ -136,7 +115,7 @@ func loadState(dir string, td spiffeid.TrustDomain) (*nodeState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: reading stored bundle: %w", err)
 	}
-	roots, err := decodeCerts(bundlePEM)
+	roots, err := upstream.ParseCertificatesPEM(bundlePEM)
 	if err != nil {
 		return nil, fmt.Errorf("agent: stored bundle: %w", err)
 	}
@@ -164,7 +143,7 @@ func removeState(dir string) error {
 
 // ParseBundlePEM parses the CERTIFICATE blocks of a PEM bundle file.
 func ParseBundlePEM(data []byte) ([]*x509.Certificate, error) {
-	certs, err := decodeCerts(data)
+	certs, err := upstream.ParseCertificatesPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

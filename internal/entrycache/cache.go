@@ -39,6 +39,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -92,8 +93,7 @@ type group struct {
 func New(td spiffeid.TrustDomain) *Cache {
 	c := &Cache{}
 	if !td.IsZero() {
-		// The path is a constant valid path, so FromPath cannot fail here.
-		c.serverID, _ = spiffeid.FromPath(td, "/spire/server")
+		c.serverID = idpolicy.ServerID(td)
 	}
 	c.clearLocked(0, 0)
 	return c

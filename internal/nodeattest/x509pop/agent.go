@@ -8,12 +8,13 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"os"
+
+	"github.com/arborid/arbor/upstream"
 )
 
 // This file is the agent's half: what an agent sends to attest with a
@@ -111,34 +112,11 @@ func LoadCertificates(paths ...string) ([]*x509.Certificate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("x509pop: %w", err)
 		}
-		certs, err := parseCertificatesPEM(data)
+		certs, err := upstream.ParseCertificatesPEM(data)
 		if err != nil {
 			return nil, fmt.Errorf("x509pop: %s: %w", p, err)
 		}
 		out = append(out, certs...)
-	}
-	return out, nil
-}
-
-func parseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing certificate %d: %w", len(out), err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
 	}
 	return out, nil
 }
@@ -172,35 +150,16 @@ func LoadIdentity(certPath, keyPath, intermediatesPath string) ([]*x509.Certific
 	return certs, key, nil
 }
 
+// parsePrivateKeyPEM parses the key as every PEM key of arbor is parsed
+// and keeps the types x509pop signs challenges with.
 func parsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM private key block")
-		}
-		var key any
-		var err error
-		switch block.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", block.Type, err)
-		}
-		switch k := key.(type) {
-		case *rsa.PrivateKey:
-			return k, nil
-		case *ecdsa.PrivateKey:
-			return k, nil
-		default:
-			return nil, fmt.Errorf("unsupported private key type %T (want RSA or ECDSA)", key)
-		}
+	key, err := upstream.ParsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, err
 	}
+	switch key.(type) {
+	case *rsa.PrivateKey, *ecdsa.PrivateKey:
+		return key, nil
+	}
+	return nil, fmt.Errorf("unsupported private key type %T (want RSA or ECDSA)", key)
 }

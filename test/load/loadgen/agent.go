@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/arborid/arbor/internal/idpolicy"
 )
 
 // agent is one simulated SPIRE agent: its SVID, its connection and the
@@ -43,10 +45,7 @@ func (s svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
 // verified as spiffe://<td>/spire/server against the bundle. A nil SVID
 // dials without a client certificate (for AttestAgent).
 func dialAgent(addr string, td spiffeid.TrustDomain, bundle *x509bundle.Bundle, svid *x509svid.SVID) (*grpc.ClientConn, error) {
-	serverID, err := spiffeid.FromSegments(td, "spire", "server")
-	if err != nil {
-		return nil, fmt.Errorf("loadgen: server ID: %w", err)
-	}
+	serverID := idpolicy.ServerID(td)
 	var tc *tls.Config
 	if svid == nil {
 		tc = tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(serverID))
