@@ -39,25 +39,12 @@ func (s *Service) CountBundles(ctx context.Context, _ *bundlev1.CountBundlesRequ
 func mergeAuthorities(b *datastore.Bundle, x5 []datastore.X509Authority, jwts []datastore.JWTAuthority) bool {
 	changed := false
 	for _, a := range x5 {
-		if !slices.ContainsFunc(b.X509Authorities, func(have datastore.X509Authority) bool { return string(have.Cert) == string(a.Cert) }) {
-			b.X509Authorities = append(b.X509Authorities, a)
-			changed = true
-		}
+		changed = b.AddX509Authority(a) || changed
 	}
 	for _, k := range jwts {
-		if !slices.ContainsFunc(b.JWTAuthorities, func(have datastore.JWTAuthority) bool { return have.KeyID == k.KeyID }) {
-			b.JWTAuthorities = append(b.JWTAuthorities, k)
-			changed = true
-		}
+		changed = b.AddJWTAuthority(k) || changed
 	}
 	return changed
-}
-
-func cloneBundle(b *datastore.Bundle) *datastore.Bundle {
-	c := *b
-	c.X509Authorities = slices.Clone(b.X509Authorities)
-	c.JWTAuthorities = slices.Clone(b.JWTAuthorities)
-	return &c
 }
 
 // AppendBundle adds authorities to the own bundle.
@@ -98,7 +85,7 @@ func (s *Service) appendOwn(ctx context.Context, x5 []datastore.X509Authority, j
 		if cur == nil {
 			return nil, errNoBundle
 		}
-		next := cloneBundle(cur)
+		next := cur.Clone()
 		if !mergeAuthorities(next, x5, jwts) {
 			return cur, nil
 		}
@@ -230,7 +217,7 @@ func (s *Service) writeFederated(ctx context.Context, p *types.Bundle, how bundl
 				notFound = true
 				return nil, datastore.ErrNotFound
 			}
-			next := cloneBundle(cur)
+			next := cur.Clone()
 			if mask == nil || mask.X509Authorities {
 				next.X509Authorities = in.X509Authorities
 			}

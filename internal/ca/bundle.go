@@ -170,50 +170,29 @@ func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots, anchor
 // unparsable or expired before cutoff: an authority pruned for its age must
 // not come back from an upstream that still lists it.
 func addX509(b *datastore.Bundle, a datastore.X509Authority, cutoff time.Time, keep bool) bool {
-	if hasX509(b.X509Authorities, a.Cert) {
-		return false
-	}
 	if !keep {
 		c, err := x509.ParseCertificate(a.Cert)
 		if err != nil || c.NotAfter.Before(cutoff) {
 			return false
 		}
 	}
-	b.X509Authorities = append(b.X509Authorities, a)
-	return true
+	return b.AddX509Authority(a)
 }
 
 // addJWT appends k to b unless b holds its key ID already, it has none, or
 // (unless keep) it expired before cutoff.
 func addJWT(b *datastore.Bundle, k datastore.JWTAuthority, cutoff time.Time, keep bool) bool {
-	if k.KeyID == "" || hasJWT(b.JWTAuthorities, k.KeyID) || (!keep && jwtExpired(k, cutoff)) {
+	if !keep && jwtExpired(k, cutoff) {
 		return false
 	}
-	b.JWTAuthorities = append(b.JWTAuthorities, k)
-	return true
+	return b.AddJWTAuthority(k)
 }
 
 func jwtExpired(a datastore.JWTAuthority, cutoff time.Time) bool {
 	return a.ExpiresAt != 0 && a.ExpiresAt < cutoff.Unix()
 }
 
-func hasX509(as []datastore.X509Authority, der []byte) bool {
-	for _, a := range as {
-		if bytes.Equal(a.Cert, der) {
-			return true
-		}
-	}
-	return false
-}
 
-func hasJWT(as []datastore.JWTAuthority, kid string) bool {
-	for _, a := range as {
-		if a.KeyID == kid {
-			return true
-		}
-	}
-	return false
-}
 
 func containsDER(list [][]byte, der []byte) bool {
 	for _, d := range list {

@@ -11,8 +11,10 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -104,6 +106,37 @@ type Bundle struct {
 	JWTAuthorities  []JWTAuthority
 	RefreshHint     int64 // seconds
 	SequenceNumber  uint64
+}
+
+// Clone returns a copy of b whose authority lists can change without
+// changing b's.
+func (b *Bundle) Clone() *Bundle {
+	c := *b
+	c.X509Authorities = slices.Clone(b.X509Authorities)
+	c.JWTAuthorities = slices.Clone(b.JWTAuthorities)
+	return &c
+}
+
+// AddX509Authority appends a unless b holds its certificate already, and
+// reports whether it did. It is the one rule by which authorities are merged
+// into a bundle (appended by an admin, published by a child, synced from a
+// parent, reconciled by the CA).
+func (b *Bundle) AddX509Authority(a X509Authority) bool {
+	if slices.ContainsFunc(b.X509Authorities, func(have X509Authority) bool { return bytes.Equal(have.Cert, a.Cert) }) {
+		return false
+	}
+	b.X509Authorities = append(b.X509Authorities, a)
+	return true
+}
+
+// AddJWTAuthority appends k unless it has no key ID or b holds its key ID
+// already, and reports whether it did.
+func (b *Bundle) AddJWTAuthority(k JWTAuthority) bool {
+	if k.KeyID == "" || slices.ContainsFunc(b.JWTAuthorities, func(have JWTAuthority) bool { return have.KeyID == k.KeyID }) {
+		return false
+	}
+	b.JWTAuthorities = append(b.JWTAuthorities, k)
+	return true
 }
 
 // Event records that an entry or node was created, updated or deleted. IDs
