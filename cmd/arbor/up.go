@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,6 +55,12 @@ directories (no new attestation, same CAs).`,
 				fmt.Fprint(cmd.OutOrStdout(), msg)
 				return err
 			}
+			// `arbor up | tee up.log` and Ctrl-C: the terminal's SIGINT kills
+			// tee first, and Go kills a process writing to a closed stdout
+			// with SIGPIPE, which would leave every child running. Ignored,
+			// the write fails with EPIPE instead and arbor up goes on
+			// managing (and then stopping) its tree.
+			signal.Ignore(syscall.SIGPIPE)
 			return launcher.Up(cmd.Context(), file, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
 		},
 	}

@@ -86,6 +86,7 @@ type launcher struct {
 	uid   int
 	exits chan error // children that exited on their own
 	began time.Time
+	fork  *forker
 }
 
 // progress prints a start-up line with the time since Up began.
@@ -108,7 +109,9 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 90 * time.Second
 	}
-	l := &launcher{f: f, opts: opts, uid: os.Getuid(), exits: make(chan error, 64), began: time.Now()}
+	fork, stopFork := newForker()
+	defer stopFork() // after stopAll below: defers run last first
+	l := &launcher{f: f, opts: opts, uid: os.Getuid(), exits: make(chan error, 64), began: time.Now(), fork: fork}
 	defer func() {
 		l.stopAll()
 		for _, t := range l.tiers {
@@ -171,9 +174,8 @@ func (l *launcher) start(name, logPath string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(l.opts.Exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: Ctrl-C reaches us, and we stop children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = childAttr()
+	if err := l.fork.start(cmd); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("launcher: starting %s: %w", name, err)
 	}
