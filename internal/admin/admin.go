@@ -92,6 +92,16 @@ func Dial(path string) (*Client, error) {
 	case fi.Mode()&os.ModeSocket == 0:
 		return nil, fmt.Errorf("%w: %s is not a Unix socket", ErrUnreachable, path)
 	}
+	return Open(path)
+}
+
+// Open is Dial for a socket that may not exist yet (a server being
+// started): nothing is checked, the first call connects, and calls fail
+// with ErrUnreachable until the server serves.
+func Open(path string) (*Client, error) {
+	if path == "" {
+		return nil, ErrNoSocket
+	}
 	target := "unix:" + path
 	if filepath.IsAbs(path) {
 		target = "unix://" + path

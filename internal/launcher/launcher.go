@@ -29,15 +29,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
-	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
-	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/arborid/arbor/agent"
+	"github.com/arborid/arbor/internal/admin"
 	"github.com/arborid/arbor/internal/demo"
 	"github.com/arborid/arbor/internal/reconcile"
 	"github.com/arborid/arbor/internal/tier"
@@ -71,7 +66,7 @@ type proc struct {
 // liveTier is a running server with what runs beside it.
 type liveTier struct {
 	srv       *topology.Server
-	conn      *grpc.ClientConn
+	admin     *admin.Client // its admin socket
 	server    *proc
 	demoState string    // status file of its demo workload, "" when none
 	demoSince time.Time // when that demo was started: older statuses are a previous run's
@@ -115,7 +110,7 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 	defer func() {
 		l.stopAll()
 		for _, t := range l.tiers {
-			t.conn.Close()
+			t.admin.Close()
 		}
 	}()
 	servers := f.Walk()
@@ -279,11 +274,11 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 	}
 	l.progress("%s: starting server", s.Name)
 	// The socket does not exist yet; the client connects lazily.
-	conn, err := grpc.NewClient("unix:"+s.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ac, err := admin.Open(s.AdminSocket)
 	if err != nil {
 		return err
 	}
-	t := &liveTier{srv: s, conn: conn}
+	t := &liveTier{srv: s, admin: ac}
 	l.mu.Lock()
 	l.tiers = append(l.tiers, t)
 	l.mu.Unlock()
@@ -310,21 +305,13 @@ func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 	l.mu.Lock()
 	t.server = p
 	l.mu.Unlock()
-	health := healthpb.NewHealthClient(t.conn)
 	return l.waitFor(ctx, p, "waiting for the server to serve", func() error {
 		if _, err := os.Stat(s.AdminSocket); err != nil {
 			return err
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		resp, err := health.Check(cctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			return err
-		}
-		if resp.Status != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("health %v", resp.Status)
-		}
-		return nil
+		return t.admin.Serving(cctx)
 	})
 }
 
@@ -334,11 +321,11 @@ func (l *launcher) applyAt(ctx context.Context, t *liveTier) error {
 	if err != nil {
 		return err
 	}
-	actions, err := reconcile.Plan(ctx, t.conn, t.srv.Name, want)
+	actions, err := reconcile.Plan(ctx, t.admin, t.srv.Name, want)
 	if err != nil {
 		return err
 	}
-	return reconcile.Apply(ctx, t.conn, actions)
+	return reconcile.Apply(ctx, t.admin, actions)
 }
 
 // agentStart is one agent process to start: its arguments after "agent
@@ -389,13 +376,13 @@ func (l *launcher) startAgent(ctx context.Context, parent *liveTier, a agentStar
 		return fmt.Errorf("launcher: %s socket dir: %w", a.name, err)
 	}
 	bundlePath := filepath.Join(a.cfg.DataDir, "bootstrap.pem")
-	if err := writeBundle(ctx, parent.conn, bundlePath); err != nil {
+	if err := writeBundle(ctx, parent.admin, bundlePath); err != nil {
 		return fmt.Errorf("launcher: %s: parent bundle: %w", a.name, err)
 	}
 	args := append([]string{"agent", "run"}, a.args...)
 	args = append(args, "--trust-bundle", bundlePath)
 	if !agent.Attested(a.cfg.DataDir) && a.cfg.X509PoP == nil && a.cfg.JoinToken == "" {
-		tok, err := createToken(ctx, parent.conn, a.aliasID)
+		tok, err := parent.admin.CreateJoinToken(ctx, a.aliasID, 10*time.Minute)
 		if err != nil {
 			return fmt.Errorf("launcher: join token for %s: %w", a.name, err)
 		}
@@ -414,18 +401,8 @@ func (l *launcher) startAgent(ctx context.Context, parent *liveTier, a agentStar
 	})
 }
 
-func createToken(ctx context.Context, conn grpc.ClientConnInterface, alias spiffeid.ID) (string, error) {
-	jt, err := agentv1.NewAgentClient(conn).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{
-		Ttl: 600, AgentId: &types.SPIFFEID{TrustDomain: alias.TrustDomain().Name(), Path: alias.Path()},
-	})
-	if err != nil {
-		return "", err
-	}
-	return jt.Value, nil
-}
-
-func writeBundle(ctx context.Context, conn grpc.ClientConnInterface, path string) error {
-	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+func writeBundle(ctx context.Context, c *admin.Client, path string) error {
+	b, err := c.Bundle(ctx)
 	if err != nil {
 		return err
 	}
@@ -475,7 +452,7 @@ func (l *launcher) startDemos(ctx context.Context) error {
 			return err
 		}
 		sel := fmt.Sprintf("unix:uid:%d", l.uid)
-		if err := ensureEntry(ctx, t.conn, id, node, sel); err != nil {
+		if err := ensureEntry(ctx, t.admin, id, node, sel); err != nil {
 			return fmt.Errorf("launcher: demo entry on %s: %w", t.srv.Name, err)
 		}
 		dir := filepath.Join(t.srv.StateDir, "demo")
@@ -522,17 +499,17 @@ func (l *launcher) startDemos(ctx context.Context) error {
 	return nil
 }
 
-func ensureEntry(ctx context.Context, conn grpc.ClientConnInterface, id, parent spiffeid.ID, sel string) error {
+func ensureEntry(ctx context.Context, c *admin.Client, id, parent spiffeid.ID, sel string) error {
 	want := []reconcile.Desired{{Why: "demo workload", Entry: &types.Entry{
 		SpiffeId:  &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
 		ParentId:  &types.SPIFFEID{TrustDomain: parent.TrustDomain().Name(), Path: parent.Path()},
 		Selectors: []*types.Selector{{Type: "unix", Value: strings.TrimPrefix(sel, "unix:")}},
 	}}}
-	actions, err := reconcile.Plan(ctx, conn, "demo", want)
+	actions, err := reconcile.Plan(ctx, c, "demo", want)
 	if err != nil {
 		return err
 	}
-	return reconcile.Apply(ctx, conn, actions)
+	return reconcile.Apply(ctx, c, actions)
 }
 
 func (l *launcher) printTree() {
@@ -612,16 +589,15 @@ func (l *launcher) printStatus(ctx context.Context) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		agents, aerr := agentv1.NewAgentClient(t.conn).CountAgents(cctx, &agentv1.CountAgentsRequest{})
-		entries, eerr := entryv1.NewEntryClient(t.conn).CountEntries(cctx, &entryv1.CountEntriesRequest{})
-		b, berr := bundlev1.NewBundleClient(t.conn).GetBundle(cctx, &bundlev1.GetBundleRequest{})
+		agents, entries, cerr := t.admin.Counts(cctx)
+		b, berr := t.admin.Bundle(cctx)
 		cancel()
-		if err := errors.Join(aerr, eerr, berr); err != nil {
+		if err := errors.Join(cerr, berr); err != nil {
 			fmt.Fprintf(l.opts.Out, "[%s] %-20s unreachable: %v\n", now, t.srv.Name, err)
 			continue
 		}
 		line := fmt.Sprintf("[%s] %-20s agents %d, entries %d, bundle seq %d (%d X.509, %d JWT)", now, t.srv.Name,
-			agents.Count, entries.Count, b.SequenceNumber, len(b.X509Authorities), len(b.JwtAuthorities))
+			agents, entries, b.SequenceNumber, len(b.X509Authorities), len(b.JwtAuthorities))
 		if m, err := scrape(ctx, t.srv.HealthListen); err == nil {
 			if v, ok := m["arbor_ca_x509_remaining_seconds"]; ok {
 				line += fmt.Sprintf(", CA expires in %s", (time.Duration(v) * time.Second).Round(time.Minute))

@@ -15,13 +15,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
-	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/arborid/arbor/internal/admin"
 	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/nodeattest/x509pop"
 	"github.com/arborid/arbor/internal/selector"
@@ -147,18 +144,10 @@ func (a Action) String() string {
 
 func idString(p *types.SPIFFEID) string { return "spiffe://" + p.TrustDomain + p.Path }
 
-// Dial opens the admin socket of a server.
-func Dial(socket string) (*grpc.ClientConn, error) {
-	if _, err := os.Stat(socket); err != nil {
-		return nil, fmt.Errorf("reconcile: admin socket %s: %w (is the server running?)", socket, err)
-	}
-	return grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-}
-
 // Plan compares the desired entries of one server with what it holds. An
 // existing entry with the same SPIFFE ID and parent is the one to update.
-func Plan(ctx context.Context, conn grpc.ClientConnInterface, server string, want []Desired) ([]Action, error) {
-	have, err := listAll(ctx, entryv1.NewEntryClient(conn))
+func Plan(ctx context.Context, c *admin.Client, server string, want []Desired) ([]Action, error) {
+	have, err := c.ListEntries(ctx, admin.EntryFilter{})
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: listing entries of %q: %w", server, err)
 	}
@@ -180,21 +169,6 @@ func Plan(ctx context.Context, conn grpc.ClientConnInterface, server string, wan
 	return out, nil
 }
 
-func listAll(ctx context.Context, c entryv1.EntryClient) ([]*types.Entry, error) {
-	var out []*types.Entry
-	token := ""
-	for {
-		resp, err := c.ListEntries(ctx, &entryv1.ListEntriesRequest{PageSize: 1000, PageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, resp.Entries...)
-		if token = resp.NextPageToken; token == "" {
-			return out, nil
-		}
-	}
-}
-
 func same(have, want *types.Entry) bool {
 	sels := func(ss []*types.Selector) []string {
 		var out []string
@@ -212,27 +186,18 @@ func same(have, want *types.Entry) bool {
 }
 
 // Apply carries out the create and update actions of a plan.
-func Apply(ctx context.Context, conn grpc.ClientConnInterface, actions []Action) error {
-	c := entryv1.NewEntryClient(conn)
+func Apply(ctx context.Context, c *admin.Client, actions []Action) error {
 	var errs []error
 	for _, a := range actions {
 		switch a.Kind {
 		case "create":
-			resp, err := c.BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{a.Entry}})
-			if err == nil && resp.Results[0].Status.Code != 0 {
-				err = errors.New(resp.Results[0].Status.Message)
-			}
-			if err != nil {
+			if _, err := c.CreateEntry(ctx, a.Entry); err != nil {
 				errs = append(errs, fmt.Errorf("%s: creating %s: %w", a.Server, idString(a.Entry.SpiffeId), err))
 			}
 		case "update":
 			e := proto.Clone(a.Entry).(*types.Entry)
 			e.Id = a.ExistingID
-			resp, err := c.BatchUpdateEntry(ctx, &entryv1.BatchUpdateEntryRequest{Entries: []*types.Entry{e}})
-			if err == nil && resp.Results[0].Status.Code != 0 {
-				err = errors.New(resp.Results[0].Status.Message)
-			}
-			if err != nil {
+			if err := c.UpdateEntry(ctx, e); err != nil {
 				errs = append(errs, fmt.Errorf("%s: updating %s: %w", a.Server, idString(a.Entry.SpiffeId), err))
 			}
 		}
@@ -242,19 +207,16 @@ func Apply(ctx context.Context, conn grpc.ClientConnInterface, actions []Action)
 
 // JoinToken creates, on parent's server, a join token for child's
 // co-located agent whose alias is the child's agent SPIFFE ID.
-func JoinToken(ctx context.Context, conn grpc.ClientConnInterface, child *topology.Server, ttl time.Duration) (string, error) {
+func JoinToken(ctx context.Context, c *admin.Client, child *topology.Server, ttl time.Duration) (string, error) {
 	id := child.Agent.SPIFFEID
 	if err := idpolicy.WorkloadID(id.TrustDomain(), id); err != nil {
 		return "", fmt.Errorf("reconcile: join token alias of %q's agent: %w", child.Name, err)
 	}
-	jt, err := agentv1.NewAgentClient(conn).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{
-		Ttl:     int32(ttl / time.Second),
-		AgentId: &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
-	})
+	tok, err := c.CreateJoinToken(ctx, id, ttl)
 	if err != nil {
 		return "", fmt.Errorf("reconcile: join token for %q's agent: %w", child.Name, err)
 	}
-	return jt.Value, nil
+	return tok, nil
 }
 
 // Options configures Run.
@@ -285,7 +247,7 @@ func Run(ctx context.Context, f *topology.File, opts Options) error {
 		if len(want) == 0 {
 			continue
 		}
-		conn, err := Dial(s.AdminSocket)
+		conn, err := admin.Dial(s.AdminSocket)
 		if err != nil {
 			fmt.Fprintf(opts.Out, "! %s: %v\n", s.Name, err)
 			failed = append(failed, s.Name)

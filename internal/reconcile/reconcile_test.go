@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/arborid/arbor/internal/admin"
 	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/topology"
@@ -102,7 +103,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	wantLines(out, "~ root: update spiffe://example.org/web", "applied 1 change(s)")
 
 	// The downstream entry carries the child's selectors and the flag.
-	conn, err := Dial(sock)
+	conn, err := admin.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
