@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/arborid/arbor/internal/admin"
+	"github.com/arborid/arbor/internal/cli/admin"
 )
 
 func newBundleCommand() *cobra.Command {

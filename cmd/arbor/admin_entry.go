@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/arborid/arbor/internal/admin"
+	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 

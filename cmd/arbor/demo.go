@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/demo"
+	"github.com/arborid/arbor/internal/cli/demo"
 )
 
 func newDemoWorkloadCommand() *cobra.Command {

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/arborid/arbor/internal/svidcli"
+	"github.com/arborid/arbor/internal/cli/svidcli"
 )
 
 // svidOpts are the flags every `arbor svid` command has.

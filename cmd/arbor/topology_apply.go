@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/arborid/arbor/internal/reconcile"
+	"github.com/arborid/arbor/internal/cli/reconcile"
 )
 
 func newTopologyApplyCommand() *cobra.Command {

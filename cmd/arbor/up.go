@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arborid/arbor/internal/launcher"
+	"github.com/arborid/arbor/internal/cli/launcher"
 	"github.com/arborid/arbor/topology"
 )
 

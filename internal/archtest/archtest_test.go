@@ -129,14 +129,15 @@ func TestCoreImportsNoTierFolder(t *testing.T) {
 // imports testing (test kits excepted: only tests import them).
 func TestProductionCodeImportsNoTesting(t *testing.T) {
 	for _, p := range list(t, true, "./cmd/arbor") {
-		if p.Standard || isTestKit(p.ImportPath) {
+		if p.Standard {
+			continue
+		}
+		if isTestKit(p.ImportPath) {
+			t.Errorf("the binary depends on the test kit %s", p.ImportPath)
 			continue
 		}
 		if slices.Contains(p.Imports, "testing") {
 			t.Errorf("%s imports testing", p.ImportPath)
-		}
-		if isTestKit(p.ImportPath) {
-			t.Errorf("the binary depends on the test kit %s", p.ImportPath)
 		}
 	}
 	for _, p := range list(t, false, "./...") {
@@ -145,6 +146,25 @@ func TestProductionCodeImportsNoTesting(t *testing.T) {
 		}
 		if slices.Contains(p.Imports, "testing") {
 			t.Errorf("%s imports testing", p.ImportPath)
+		}
+	}
+}
+
+// TestServerCoreImportsNoCLI: the command line's clients (internal/cli/...:
+// the admin client, reconcile, the launcher, the demo, the workload-side
+// commands) sit apart from the server every tier runs; nothing but cmd/ and
+// other CLI packages imports them.
+func TestServerCoreImportsNoCLI(t *testing.T) {
+	cli := module + "/internal/cli/"
+	for _, p := range list(t, false, "./...") {
+		if strings.HasPrefix(p.ImportPath, cli) || strings.HasPrefix(p.ImportPath, module+"/cmd/") ||
+			strings.HasPrefix(p.ImportPath, module+"/test/") || isTestKit(p.ImportPath) {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, cli) {
+				t.Errorf("%s imports %s; only cmd/ and internal/cli/ use the command line's clients", p.ImportPath, imp)
+			}
 		}
 	}
 }

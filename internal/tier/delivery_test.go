@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/arborid/arbor/internal/reconcile"
+	"github.com/arborid/arbor/internal/cli/reconcile"
 	"github.com/arborid/arbor/topology"
 )
 

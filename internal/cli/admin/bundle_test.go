@@ -13,7 +13,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/arborid/arbor/internal/admin"
+	"github.com/arborid/arbor/internal/cli/admin"
 )
 
 func TestShowBundle(t *testing.T) {

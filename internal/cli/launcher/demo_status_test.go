@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arborid/arbor/internal/demo"
+	"github.com/arborid/arbor/internal/cli/demo"
 	"github.com/arborid/arbor/topology"
 )
 

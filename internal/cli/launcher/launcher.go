@@ -32,9 +32,9 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/arborid/arbor/agent"
-	"github.com/arborid/arbor/internal/admin"
-	"github.com/arborid/arbor/internal/demo"
-	"github.com/arborid/arbor/internal/reconcile"
+	"github.com/arborid/arbor/internal/cli/admin"
+	"github.com/arborid/arbor/internal/cli/demo"
+	"github.com/arborid/arbor/internal/cli/reconcile"
 	"github.com/arborid/arbor/internal/tier"
 	"github.com/arborid/arbor/topology"
 )

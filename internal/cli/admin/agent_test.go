@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/arborid/arbor/internal/admin"
+	"github.com/arborid/arbor/internal/cli/admin"
 )
 
 func TestTokenAndAgents(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/arborid/arbor/internal/admin"
+	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/topology"

@@ -18,7 +18,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/arborid/arbor/internal/admin"
+	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/nodeattest/x509pop"
 	"github.com/arborid/arbor/internal/selector"
