@@ -192,8 +192,6 @@ func jwtExpired(a datastore.JWTAuthority, cutoff time.Time) bool {
 	return a.ExpiresAt != 0 && a.ExpiresAt < cutoff.Unix()
 }
 
-
-
 func containsDER(list [][]byte, der []byte) bool {
 	for _, d := range list {
 		if bytes.Equal(d, der) {

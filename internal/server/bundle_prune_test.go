@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/api"
+	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/upstream"
 )
