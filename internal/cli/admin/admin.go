@@ -29,6 +29,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/arborid/arbor/internal/cli/output"
 )
 
 // SocketEnv is the environment variable naming the admin socket when no
@@ -186,26 +188,17 @@ func (e *BatchError) Error() string {
 	return fmt.Sprintf("%s: %d of %d %s failed", e.Op, e.Failed, e.Total, e.Noun)
 }
 
-// Format is how results are printed.
-type Format int
+// Format is how results are printed (FormatJSON: the protojson encoding of the API response).
+type Format = output.Format
 
+// The formats, and their parser, are the command line's one definition.
 const (
-	// FormatPretty is human-readable text (SPIRE's "pretty").
-	FormatPretty Format = iota
-	// FormatJSON is the protojson encoding of the API response, for scripts.
-	FormatJSON
+	FormatPretty = output.FormatPretty
+	FormatJSON   = output.FormatJSON
 )
 
 // ParseFormat parses an --output value: "pretty" (or "text", or empty) or "json".
-func ParseFormat(s string) (Format, error) {
-	switch strings.ToLower(s) {
-	case "", "pretty", "text":
-		return FormatPretty, nil
-	case "json":
-		return FormatJSON, nil
-	}
-	return 0, fmt.Errorf("unknown output format %q (want pretty or json)", s)
-}
+func ParseFormat(s string) (Format, error) { return output.ParseFormat(s) }
 
 // Printer is where and how a command prints.
 type Printer struct {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -59,10 +60,7 @@ func (s EntrySpec) Entry() (*types.Entry, error) {
 	case s.Node && s.ParentID != "":
 		return nil, errors.New("--node and --parent-id are mutually exclusive (a node entry's parent is the server)")
 	case s.Node:
-		parent, err = spiffeid.FromSegments(id.TrustDomain(), "spire", "server")
-		if err != nil {
-			return nil, fmt.Errorf("--node: %v", err)
-		}
+		parent = idpolicy.ServerID(id.TrustDomain())
 	case s.ParentID == "":
 		return nil, errors.New("--parent-id is required (or --node for a node entry)")
 	default:

@@ -22,6 +22,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/arborid/arbor/internal/cli/output"
 )
 
 const (
@@ -74,26 +76,17 @@ func Address(socketPath string, getenv func(string) string) (string, error) {
 	return (&url.URL{Scheme: "unix", Path: abs}).String(), nil
 }
 
-// Format is how results are printed.
-type Format int
+// Format is how results are printed (FormatJSON: one JSON document (see docs/workload.md)).
+type Format = output.Format
 
+// The formats, and their parser, are the command line's one definition.
 const (
-	// FormatPretty is human-readable text.
-	FormatPretty Format = iota
-	// FormatJSON is one JSON document, for scripts (see docs/workload.md).
-	FormatJSON
+	FormatPretty = output.FormatPretty
+	FormatJSON   = output.FormatJSON
 )
 
 // ParseFormat parses an --output value: "pretty" (or "text", or empty) or "json".
-func ParseFormat(s string) (Format, error) {
-	switch strings.ToLower(s) {
-	case "", "pretty", "text":
-		return FormatPretty, nil
-	case "json":
-		return FormatJSON, nil
-	}
-	return 0, fmt.Errorf("unknown output format %q (want pretty or json)", s)
-}
+func ParseFormat(s string) (Format, error) { return output.ParseFormat(s) }
 
 // Options are what every command needs. The zero value talks to
 // DefaultSocketPath with DefaultTimeout and prints FormatPretty.
