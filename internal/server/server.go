@@ -56,6 +56,9 @@ type Config struct {
 	AdminSocketMode os.FileMode
 	// HealthAddr serves /live, /ready and /metrics; "" disables it.
 	HealthAddr string
+	// BundleEndpoint, when set, serves the trust domain's SPIFFE bundle
+	// endpoint (bundle_endpoint.go).
+	BundleEndpoint *BundleEndpointConfig
 	// StateDir holds the CA keys and state and the SQLite file. Required.
 	StateDir string
 
@@ -147,6 +150,7 @@ type Server struct {
 
 	agentLis, adminLis net.Listener
 	healthLis          net.Listener
+	bundleLis          net.Listener
 	ready              chan struct{}
 }
 
@@ -164,6 +168,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.Upstream != nil && cfg.Parent != nil {
 		return nil, errors.New("server: a tier has an upstream (root) or a parent (downstream), not both")
+	}
+	if be := cfg.BundleEndpoint; be != nil {
+		if err := be.validate(); err != nil {
+			return nil, err
+		}
+		if be.Profile == ProfileHTTPSWeb {
+			if _, err := loadKeyPair(be.CertFile, be.KeyFile); err != nil {
+				return nil, fmt.Errorf("server: bundle endpoint: %w", err)
+			}
+		}
 	}
 	if cfg.HandshakeTimeout < 0 {
 		return nil, fmt.Errorf("server: handshake timeout %v is negative", cfg.HandshakeTimeout)
@@ -463,6 +477,17 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: listening on health address %s: %w", s.cfg.HealthAddr, err)
 		}
 	}
+	if be := s.cfg.BundleEndpoint; be != nil {
+		s.bundleLis, err = net.Listen("tcp", be.ListenAddr)
+		if err != nil {
+			s.agentLis.Close()
+			s.adminLis.Close()
+			if s.healthLis != nil {
+				s.healthLis.Close()
+			}
+			return fmt.Errorf("server: listening on bundle endpoint address %s: %w", be.ListenAddr, err)
+		}
+	}
 	return nil
 }
 
@@ -581,8 +606,22 @@ func (s *Server) Run(ctx context.Context) error {
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 
+	var bundleSrv *http.Server
+	if s.bundleLis != nil {
+		var err error
+		if bundleSrv, err = s.newBundleEndpoint(*s.cfg.BundleEndpoint); err != nil {
+			s.agentLis.Close()
+			s.adminLis.Close()
+			s.bundleLis.Close()
+			if s.healthLis != nil {
+				s.healthLis.Close()
+			}
+			return err
+		}
+	}
+
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	wg.Go(func() {
 		if err := agentSrv.Serve(s.agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("server: agent API: %w", err)
@@ -597,6 +636,13 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() {
 			if err := httpSrv.Serve(s.healthLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("server: health listener: %w", err)
+			}
+		})
+	}
+	if bundleSrv != nil {
+		wg.Go(func() {
+			if err := bundleSrv.ServeTLS(s.bundleLis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: bundle endpoint: %w", err)
 			}
 		})
 	}
@@ -649,10 +695,12 @@ func (s *Server) Run(ctx context.Context) error {
 		adminSrv.Stop()
 		<-stopped
 	}
-	if httpSrv != nil {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		httpSrv.Shutdown(sctx)
-		scancel()
+	for _, hs := range []*http.Server{httpSrv, bundleSrv} {
+		if hs != nil {
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			hs.Shutdown(sctx)
+			scancel()
+		}
 	}
 	wg.Wait()
 	os.Remove(s.cfg.AdminSocket)
