@@ -432,6 +432,16 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		s.Upstream.SPIRE.WorkloadAPISocket = s.Agent.SocketPath
 	}
 
+	endpoints := content.Blocks.OfType("bundle_endpoint")
+	for i, bb := range endpoints {
+		if i > 0 {
+			p.errorf(bb.DefRange, "Duplicate bundle_endpoint block",
+				"Server %q already has a bundle_endpoint block at line %d; a server serves one bundle endpoint. Remove one of them.", name, endpoints[0].DefRange.Start.Line)
+			continue
+		}
+		s.BundleEndpoint = p.bundleEndpoint(bb)
+	}
+
 	seenEntries := map[string]*Entry{}
 	for _, eb := range content.Blocks.OfType("entry") {
 		e, ok := p.entry(eb, s)
@@ -447,6 +457,43 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		s.Entries = append(s.Entries, e)
 	}
 	return s
+}
+
+// bundleEndpoint decodes a bundle_endpoint block. https_spiffe (the default)
+// presents the server's SVID and takes no files; https_web needs both.
+func (p *parser) bundleEndpoint(b *hcl.Block) *BundleEndpoint {
+	content := p.content(b.Body, bundleEndpointSchema)
+	a := content.Attributes
+	be := &BundleEndpoint{Profile: ProfileHTTPSSPIFFE, RefreshHint: DefaultBundleRefreshHint, Range: b.DefRange}
+	if attr, ok := a["listen"]; ok {
+		be.Listen, _ = p.hostPort(attr)
+	}
+	be.Profile = from(p.enumSetting(a["profile"], []string{ProfileHTTPSSPIFFE, ProfileHTTPSWeb}), setting[string]{}, ProfileHTTPSSPIFFE).val
+	be.RefreshHint = from(p.durationSetting(a["refresh_hint"]), setting[time.Duration]{}, DefaultBundleRefreshHint).val
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"cert_file", &be.CertFile}, {"key_file", &be.KeyFile}} {
+		attr, ok := a[f.name]
+		if !ok {
+			continue
+		}
+		if be.Profile != ProfileHTTPSWeb {
+			p.errorf(attr.NameRange, "File of the wrong profile",
+				"%s is for profile = %q: the %q profile presents the server's own SVID. Remove %s, or set profile = %q.", f.name, ProfileHTTPSWeb, be.Profile, f.name, ProfileHTTPSWeb)
+			continue
+		}
+		if v, ok := p.nonEmptyStr(attr); ok {
+			*f.dst = resolvePath(p.dir, v)
+		}
+	}
+	if be.Profile == ProfileHTTPSWeb && (be.CertFile == "" || be.KeyFile == "") {
+		if _, certOK := a["cert_file"]; !certOK || a["key_file"] == nil {
+			p.errorf(b.DefRange, "Missing Web PKI certificate",
+				"profile = %q presents a Web PKI certificate: set cert_file and key_file (PEM), or use profile = %q to present the server's SVID.", ProfileHTTPSWeb, ProfileHTTPSSPIFFE)
+		}
+	}
+	return be
 }
 
 func (p *parser) datastore(b *hcl.Block, stateDir string) (Datastore, bool) {

@@ -106,6 +106,15 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		}
 	}
 
+	if be := s.BundleEndpoint; be != nil {
+		sb.block("bundle_endpoint").
+			set("listen", be.Listen).
+			set("profile", be.Profile).
+			set("refresh_hint", dur(be.RefreshHint)).
+			setIf("cert_file", be.CertFile).
+			setIf("key_file", be.KeyFile)
+	}
+
 	if ag := s.Agent; ag != nil {
 		ab := body.block("agent")
 		if parent := f.server(s.Parent); parent != nil {

@@ -74,6 +74,19 @@ var serverSchema = &hcl.BodySchema{
 		{Type: "node_attestor", LabelNames: []string{"kind"}},
 		{Type: "agent"},
 		{Type: "entry", LabelNames: []string{"name"}},
+		{Type: "bundle_endpoint"},
+	},
+}
+
+// bundleEndpointSchema is a server's bundle_endpoint block: the SPIFFE
+// bundle endpoint it serves for federated trust domains.
+var bundleEndpointSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "listen", Required: true},
+		{Name: "profile"},
+		{Name: "refresh_hint"},
+		{Name: "cert_file"},
+		{Name: "key_file"},
 	},
 }
 
@@ -248,5 +261,6 @@ func ServerAttributes() []string {
 	add("agent.", agentSchema)
 	addKinds("agent.node_attestor.", agentAttestorSchemas)
 	add("entry.", entrySchema)
+	add("bundle_endpoint.", bundleEndpointSchema)
 	return out
 }

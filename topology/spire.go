@@ -115,8 +115,30 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 	sb.setIf("jwt_issuer", s.JWTIssuer).
 		set("log_level", strings.ToUpper(s.LogLevel)).
 		set("log_format", s.LogFormat)
-	if len(f.Federations) > 0 {
+	if len(f.Federations) > 0 || s.BundleEndpoint != nil {
 		fed := sb.block("federation")
+		if be := s.BundleEndpoint; be != nil {
+			host, portStr, err := splitAddress(be.Listen)
+			if err != nil {
+				return nil, err
+			}
+			port, err := strconv.Atoi(portStr)
+			if err != nil {
+				return nil, fmt.Errorf("topology: bundle endpoint port %q: %v", portStr, err)
+			}
+			eb := fed.block("bundle_endpoint").
+				set("address", host).
+				set("port", port).
+				set("refresh_hint", spireDuration(be.RefreshHint))
+			if be.Profile == ProfileHTTPSWeb {
+				// SPIRE polls the files (arbor checks them on every new
+				// connection); a minute keeps a replaced certificate close.
+				eb.block("profile", ProfileHTTPSWeb).block("serving_cert_file").
+					set("cert_file_path", be.CertFile).
+					set("key_file_path", be.KeyFile).
+					set("file_sync_interval", "1m")
+			}
+		}
 		for _, fd := range f.Federations {
 			fw := fed.block("federates_with", fd.TrustDomain.Name())
 			fw.set("bundle_endpoint_url", fd.BundleEndpoint)

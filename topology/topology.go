@@ -239,6 +239,8 @@ type Server struct {
 	Agent *Agent
 	// Entries are the entry blocks in file order.
 	Entries []Entry
+	// BundleEndpoint is the SPIFFE bundle endpoint the server serves, or nil.
+	BundleEndpoint *BundleEndpoint
 
 	// caTTLRange and x509TTLRange are where the effective ca_ttl and
 	// x509_svid_ttl were written; nil for the built-in default.
@@ -454,6 +456,23 @@ type AgentAttestor struct {
 	IntermediatesPath string
 	Range             hcl.Range
 }
+
+// BundleEndpoint is a server's bundle_endpoint block.
+type BundleEndpoint struct {
+	// Listen is the TCP address the endpoint is served on.
+	Listen string
+	// Profile is ProfileHTTPSSPIFFE (default: the server's SVID) or
+	// ProfileHTTPSWeb (CertFile and KeyFile).
+	Profile string
+	// RefreshHint is served as spiffe_refresh_hint.
+	RefreshHint time.Duration
+	// CertFile and KeyFile are the Web PKI certificate and key of https_web.
+	CertFile, KeyFile string
+	Range             hcl.Range
+}
+
+// DefaultBundleRefreshHint is a bundle endpoint's refresh_hint by default.
+const DefaultBundleRefreshHint = 5 * time.Minute
 
 // Entry is an entry "NAME" block: a registration entry the server holds.
 type Entry struct {

@@ -39,6 +39,11 @@ const vaultToken = `upstream "vault" {
   auth "token" { token = "s.x" }
 `
 
+// webEndpoint is an https_web bundle_endpoint block with the given files.
+func webEndpoint(cert, key string) string {
+	return "bundle_endpoint {\nlisten = \"127.0.0.1:8443\"\nprofile = \"https_web\"\ncert_file = \"" + cert + "\"\nkey_file = \"" + key + "\"\n}"
+}
+
 func deliveryCases() []deliveryCase {
 	child := func(attr, base, changed string) deliveryCase {
 		return deliveryCase{attr: attr, base: `parent = "root"` + "\n" + base, changed: `parent = "root"` + "\n" + changed}
@@ -65,6 +70,13 @@ func deliveryCases() []deliveryCase {
 	return []deliveryCase{
 		{attr: "parent", base: `parent = "root"`, changed: `parent = "mid"`},
 		root("listen", ``, `listen = "127.0.0.1:9001"`),
+		root("bundle_endpoint.listen", `bundle_endpoint { listen = "127.0.0.1:8443" }`, `bundle_endpoint { listen = "127.0.0.1:8444" }`),
+		root("bundle_endpoint.profile", `bundle_endpoint { listen = "127.0.0.1:8443" }`,
+			`bundle_endpoint {`+"\n"+`listen = "127.0.0.1:8443"`+"\n"+`profile = "https_web"`+"\n"+`cert_file = "w.pem"`+"\n"+`key_file = "w-key.pem"`+"\n}"),
+		root("bundle_endpoint.refresh_hint", `bundle_endpoint { listen = "127.0.0.1:8443" }`,
+			`bundle_endpoint {`+"\n"+`listen = "127.0.0.1:8443"`+"\n"+`refresh_hint = "1m"`+"\n}"),
+		root("bundle_endpoint.cert_file", webEndpoint("w.pem", "w-key.pem"), webEndpoint("x.pem", "w-key.pem")),
+		root("bundle_endpoint.key_file", webEndpoint("w.pem", "w-key.pem"), webEndpoint("w.pem", "x-key.pem")),
 		root("address", ``, `address = "t.example:8081"`),
 		root("admin_socket", ``, `admin_socket = "/tmp/t-admin.sock"`),
 		root("health_listen", ``, `health_listen = "127.0.0.1:9002"`),

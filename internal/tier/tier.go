@@ -90,6 +90,12 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 			cfg.X509PoP = &server.X509PoPConfig{CABundlePaths: a.X509PoP.CABundlePaths, AgentPathTemplate: a.X509PoP.AgentPathTemplate}
 		}
 	}
+	if be := s.BundleEndpoint; be != nil {
+		cfg.BundleEndpoint = &server.BundleEndpointConfig{
+			ListenAddr: be.Listen, Profile: be.Profile, RefreshHint: be.RefreshHint,
+			CertFile: be.CertFile, KeyFile: be.KeyFile,
+		}
+	}
 	up, err := upstreamOf(f, s)
 	if err != nil {
 		return Server{}, err
