@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/trustbundle"
@@ -92,10 +91,7 @@ func (s *Server) newBundleEndpoint(c BundleEndpointConfig) (*http.Server, error)
 	if hint == 0 {
 		hint = DefaultBundleRefreshHint
 	}
-	handler, err := federation.NewHandler(s.cfg.TrustDomain, &ownBundleSource{bundles: s.bundles, td: s.cfg.TrustDomain, hint: hint})
-	if err != nil {
-		return nil, fmt.Errorf("server: bundle endpoint: %w", err)
-	}
+	handler := &bundleHandler{src: &ownBundleSource{bundles: s.bundles, td: s.cfg.TrustDomain, hint: hint}, log: s.log}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	switch c.Profile {
 	case ProfileHTTPSWeb:
@@ -127,9 +123,33 @@ func (s *Server) BundleEndpointAddr() net.Addr {
 	return s.bundleLis.Addr()
 }
 
+// bundleHandler answers GET with the SPIFFE bundle document (the same
+// document go-spiffe's federation.NewHandler serves, which encodes it again
+// on every request; encoding dominated the cost of a request, so the
+// document is encoded once per bundle change).
+type bundleHandler struct {
+	src *ownBundleSource
+	log *slog.Logger
+}
+
+func (h *bundleHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "method is not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	doc, err := h.src.document()
+	if err != nil {
+		h.log.Warn("bundle endpoint: no bundle to serve", "err", err)
+		http.Error(w, "unable to serve the bundle", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(doc)
+}
+
 // ownBundleSource serves the own bundle from the in-memory cache as a SPIFFE
 // bundle (X.509 authorities, JWT keys, sequence number, refresh hint),
-// re-encoded only when the cached bundle changes.
+// converted and encoded only when the cached bundle changes.
 type ownBundleSource struct {
 	bundles *trustbundle.Cache
 	td      spiffeid.TrustDomain
@@ -138,8 +158,20 @@ type ownBundleSource struct {
 	mu     sync.Mutex
 	from   any // the cached datastore bundle last converted
 	bundle *spiffebundle.Bundle
+	doc    []byte
 }
 
+// document returns the encoded SPIFFE bundle of the current own bundle.
+func (o *ownBundleSource) document() ([]byte, error) {
+	if _, err := o.GetBundleForTrustDomain(o.td); err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.doc, nil
+}
+
+// GetBundleForTrustDomain implements spiffebundle.Source.
 func (o *ownBundleSource) GetBundleForTrustDomain(td spiffeid.TrustDomain) (*spiffebundle.Bundle, error) {
 	if td != o.td {
 		return nil, fmt.Errorf("no bundle for trust domain %q", td)
@@ -172,7 +204,11 @@ func (o *ownBundleSource) GetBundleForTrustDomain(td spiffeid.TrustDomain) (*spi
 	}
 	b.SetSequenceNumber(own.SequenceNumber)
 	b.SetRefreshHint(o.hint)
-	o.from, o.bundle = own, b
+	doc, err := b.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding the bundle: %w", err)
+	}
+	o.from, o.bundle, o.doc = own, b, doc
 	return b, nil
 }
 

@@ -74,7 +74,7 @@ plugins {
 	return s
 }
 
-func (s *agentSpireServer) cli(t *testing.T, args ...string) (string, error) {
+func (s *agentSpireServer) cli(t testing.TB, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args = append(args[:len(args):len(args)], "-socketPath", s.socket)
@@ -85,7 +85,7 @@ func (s *agentSpireServer) cli(t *testing.T, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (s *agentSpireServer) mustCLI(t *testing.T, args ...string) string {
+func (s *agentSpireServer) mustCLI(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := s.cli(t, args...)
 	if err != nil {

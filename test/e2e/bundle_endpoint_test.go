@@ -125,7 +125,7 @@ func testSpireFetchesArbor(t *testing.T, p *spirePeer, profile string) {
 
 // startFederatedSpireServer runs a real spire-server of partnerTD whose
 // server block carries federation.
-func startFederatedSpireServer(t *testing.T, p *spirePeer, dir string, env []string, federation string) *agentSpireServer {
+func startFederatedSpireServer(t testing.TB, p *spirePeer, dir string, env []string, federation string) *agentSpireServer {
 	t.Helper()
 	s := &agentSpireServer{peer: p, socket: filepath.Join(shortTempDir(t, "fs"), "api.sock"), port: freePort(t)}
 	conf := fmt.Sprintf(`server {

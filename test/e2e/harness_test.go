@@ -42,7 +42,7 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 
 // poll calls try until it succeeds or timeout passes, then fails the test with
 // the last error.
-func poll(t *testing.T, timeout time.Duration, what string, try func() error) {
+func poll(t testing.TB, timeout time.Duration, what string, try func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(pollEvery)
@@ -60,7 +60,7 @@ func poll(t *testing.T, timeout time.Duration, what string, try func() error) {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	// The kernel may hand a just-closed port out again: never return one
 	// twice in this test binary.
@@ -84,7 +84,7 @@ var portsHandedOut sync.Map
 
 // shortTempDir is a temporary directory with a short path, for Unix sockets
 // (108-byte limit), removed at cleanup.
-func shortTempDir(t *testing.T, prefix string) string {
+func shortTempDir(t testing.TB, prefix string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
@@ -106,7 +106,7 @@ type process struct {
 // startProcess starts bin with args, logging stdout and stderr to logPath.
 // At cleanup a still running process is killed, and if the test failed the
 // tail of its log is printed.
-func startProcess(t *testing.T, name, logPath string, env []string, bin string, args ...string) *process {
+func startProcess(t testing.TB, name, logPath string, env []string, bin string, args ...string) *process {
 	t.Helper()
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -155,7 +155,7 @@ func (p *process) exited() bool {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *process) stop(t *testing.T) {
+func (p *process) stop(t testing.TB) {
 	t.Helper()
 	if p.exited() {
 		t.Fatalf("%s exited before it was stopped: %v", p.name, p.err)
@@ -174,7 +174,7 @@ func (p *process) stop(t *testing.T) {
 }
 
 // logText returns the process's log so far.
-func (p *process) logText(t *testing.T) string {
+func (p *process) logText(t testing.TB) string {
 	t.Helper()
 	b, err := os.ReadFile(p.log)
 	if err != nil {
@@ -222,7 +222,7 @@ func (a *arborServer) peer() *spirePeer {
 // newArbor writes a one-server topology (join_token attestor, the given
 // datastore block) into a temp dir. env is added to the server's environment
 // (the topology may read it with env()). It does not start the server.
-func newArbor(t *testing.T, datastore string, env ...string) *arborServer {
+func newArbor(t testing.TB, datastore string, env ...string) *arborServer {
 	t.Helper()
 	dir := t.TempDir()
 	a := &arborServer{
@@ -258,7 +258,7 @@ server "root" {
 
 // start runs the server and waits until its admin socket answers health
 // checks and its agent port accepts connections.
-func (a *arborServer) start(t *testing.T) {
+func (a *arborServer) start(t testing.TB) {
 	t.Helper()
 	a.runs++
 	logPath := filepath.Join(a.logDir, fmt.Sprintf("arbor-%d.log", a.runs))
@@ -303,7 +303,7 @@ type cliResult struct {
 // cliRun runs `spire-server <cmd...> -socketPath <admin socket> <flags...>`:
 // args are the subcommand words followed by flags, and the socket flag is
 // inserted before the first flag.
-func (a *arborServer) cliRun(t *testing.T, args ...string) cliResult {
+func (a *arborServer) cliRun(t testing.TB, args ...string) cliResult {
 	t.Helper()
 	i := 0
 	for i < len(args) && !strings.HasPrefix(args[i], "-") {
@@ -320,7 +320,7 @@ func (a *arborServer) cliRun(t *testing.T, args ...string) cliResult {
 }
 
 // cli is cliRun that fails the test when the command fails.
-func (a *arborServer) cli(t *testing.T, args ...string) string {
+func (a *arborServer) cli(t testing.TB, args ...string) string {
 	t.Helper()
 	r := a.cliRun(t, args...)
 	if r.err != nil {
@@ -361,7 +361,7 @@ func (a *arborServer) createEntry(t *testing.T, parent, id spiffeid.ID, selector
 }
 
 // bundlePEM returns the X.509 authorities of `bundle show` (PEM) and the raw output.
-func (a *arborServer) bundlePEM(t *testing.T) ([]*x509.Certificate, []byte) {
+func (a *arborServer) bundlePEM(t testing.TB) ([]*x509.Certificate, []byte) {
 	t.Helper()
 	out := []byte(a.cli(t, "bundle", "show"))
 	var certs []*x509.Certificate

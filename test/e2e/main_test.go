@@ -103,7 +103,7 @@ func setup(dir string) error {
 }
 
 // requireSetup fails the test when TestMain could not provide the binaries.
-func requireSetup(t *testing.T) {
+func requireSetup(t testing.TB) {
 	t.Helper()
 	if setupErr != nil {
 		t.Fatalf("e2e setup failed: %v", setupErr)
