@@ -138,6 +138,11 @@ func ParseBundle(td string, data []byte, f BundleFormat) (*types.Bundle, error) 
 		}
 		out.JwtAuthorities = append(out.JwtAuthorities, &types.JWTKey{KeyId: kid, PublicKey: der})
 	}
+	if len(out.X509Authorities) == 0 && len(out.JwtAuthorities) == 0 {
+		// go-spiffe refuses {"keys": []} but not every spelling of an
+		// empty key set ({"keYs": []}, found by FuzzParseBundle).
+		return nil, errors.New("SPIFFE bundle: no authorities found")
+	}
 	if hint, ok := sb.RefreshHint(); ok {
 		out.RefreshHint = int64(hint / time.Second)
 	}
