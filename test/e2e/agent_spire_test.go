@@ -31,7 +31,17 @@ type agentSpireServer struct {
 
 func startAgentSpireServer(t *testing.T, p *spirePeer) *agentSpireServer {
 	t.Helper()
-	dir := t.TempDir()
+	return startSpireServerOf(t, p, td.Name(), t.TempDir(), nil, "")
+}
+
+// startSpireServerOf runs a real spire-server of trustDomain (join_token
+// attestor, SQLite and memory keys in dir) with serverExtra added to its
+// server block and env to its environment, and waits until it is healthy.
+func startSpireServerOf(t testing.TB, p *spirePeer, trustDomain, dir string, env []string, serverExtra string) *agentSpireServer {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	s := &agentSpireServer{peer: p, socket: filepath.Join(shortTempDir(t, "ss"), "api.sock"), port: freePort(t)}
 	conf := fmt.Sprintf(`server {
   bind_address = "127.0.0.1"
@@ -42,6 +52,7 @@ func startAgentSpireServer(t *testing.T, p *spirePeer) *agentSpireServer {
   log_level    = "DEBUG"
   ca_ttl       = "24h"
   default_x509_svid_ttl = "1h"
+  %s
 }
 
 plugins {
@@ -58,12 +69,12 @@ plugins {
     plugin_data {}
   }
 }
-`, s.port, s.socket, td.Name(), filepath.Join(dir, "data"), filepath.Join(dir, "datastore.sqlite3"))
+`, s.port, s.socket, trustDomain, filepath.Join(dir, "data"), serverExtra, filepath.Join(dir, "datastore.sqlite3"))
 	confPath := filepath.Join(dir, "server.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.proc = startProcess(t, "spire-server "+p.version, filepath.Join(dir, "spire-server.log"), nil, p.server, "run", "-config", confPath)
+	s.proc = startProcess(t, "spire-server "+p.version, filepath.Join(dir, "spire-server.log"), env, p.server, "run", "-config", confPath)
 	poll(t, waitTimeout, "spire-server healthy", func() error {
 		if s.proc.exited() {
 			t.Fatalf("spire-server exited: %v\n%s", s.proc.err, tail(s.proc.log, 40))

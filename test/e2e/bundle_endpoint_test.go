@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,7 +12,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,47 +125,7 @@ func testSpireFetchesArbor(t *testing.T, p *spirePeer, profile string) {
 // server block carries federation.
 func startFederatedSpireServer(t testing.TB, p *spirePeer, dir string, env []string, federation string) *agentSpireServer {
 	t.Helper()
-	s := &agentSpireServer{peer: p, socket: filepath.Join(shortTempDir(t, "fs"), "api.sock"), port: freePort(t)}
-	conf := fmt.Sprintf(`server {
-  bind_address = "127.0.0.1"
-  bind_port    = "%d"
-  socket_path  = %q
-  trust_domain = %q
-  data_dir     = %q
-  log_level    = "DEBUG"
-  ca_ttl       = "24h"
-  %s
-}
-
-plugins {
-  DataStore "sql" {
-    plugin_data {
-      database_type     = "sqlite3"
-      connection_string = %q
-    }
-  }
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
-  KeyManager "memory" {
-    plugin_data {}
-  }
-}
-`, s.port, s.socket, partnerTD, filepath.Join(dir, "spire-data"), federation, filepath.Join(dir, "spire.sqlite3"))
-	confPath := filepath.Join(dir, "spire-server.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.proc = startProcess(t, "spire-server "+p.version, filepath.Join(dir, "spire-server.log"), env, p.server, "run", "-config", confPath)
-	poll(t, waitTimeout, "spire-server healthy", func() error {
-		if s.proc.exited() {
-			t.Fatalf("spire-server exited: %v\n%s", s.proc.err, tail(s.proc.log, 40))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return exec.CommandContext(ctx, p.server, "healthcheck", "-socketPath", s.socket).Run()
-	})
-	return s
+	return startSpireServerOf(t, p, partnerTD, filepath.Join(dir, "spire"), env, federation)
 }
 
 // writeWebPKI writes a test CA and a 127.0.0.1 server certificate signed by
