@@ -234,11 +234,41 @@ type BundleStore interface {
 	DeleteBundle(ctx context.Context, td spiffeid.TrustDomain) error
 }
 
+// FederationRelationship is a trust domain this one federates with: where
+// its bundle endpoint is and how the endpoint authenticates.
+type FederationRelationship struct {
+	TrustDomain       spiffeid.TrustDomain
+	BundleEndpointURL string
+	// Profile is "https_web" or "https_spiffe".
+	Profile string
+	// EndpointSPIFFEID is the endpoint server's ID (https_spiffe only).
+	EndpointSPIFFEID spiffeid.ID
+}
+
+// FederationStore persists federation relationships.
+type FederationStore interface {
+	// CreateFederationRelationship stores r; ErrAlreadyExists if its trust
+	// domain has one.
+	CreateFederationRelationship(ctx context.Context, r *FederationRelationship) error
+	// FetchFederationRelationship returns ErrNotFound if missing.
+	FetchFederationRelationship(ctx context.Context, td spiffeid.TrustDomain) (*FederationRelationship, error)
+	// ListFederationRelationships returns every relationship, ordered by
+	// trust domain.
+	ListFederationRelationships(ctx context.Context) ([]*FederationRelationship, error)
+	// UpdateFederationRelationship reads the relationship of td, calls fn
+	// with a copy and stores what it returns (its trust domain kept), in
+	// one transaction; ErrNotFound if missing; fn's error aborts.
+	UpdateFederationRelationship(ctx context.Context, td spiffeid.TrustDomain, fn func(cur *FederationRelationship) (*FederationRelationship, error)) (*FederationRelationship, error)
+	// DeleteFederationRelationship returns ErrNotFound if missing.
+	DeleteFederationRelationship(ctx context.Context, td spiffeid.TrustDomain) error
+}
+
 // Store is everything a backend provides.
 type Store interface {
 	EntryStore
 	NodeStore
 	TokenStore
 	BundleStore
+	FederationStore
 	Close() error
 }

@@ -106,6 +106,7 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"UpdateBundleUnchangedWritesNothing", testUpdateBundleUnchanged},
 		{"UpdateBundleError", testUpdateBundleError},
 		{"ConcurrentUpdateBundle", testConcurrentUpdateBundle},
+		{"FederationRelationships", testFederationRelationships},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -977,4 +978,64 @@ func concurrentAppends(t *testing.T, stores []datastore.Store, workers int) {
 
 func testConcurrentUpdateBundle(t *testing.T, s datastore.Store) {
 	concurrentAppends(t, []datastore.Store{s}, 8)
+}
+
+func testFederationRelationships(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	partner := spiffeid.RequireTrustDomainFromString("partner.test")
+	web := spiffeid.RequireTrustDomainFromString("web.test")
+	spiffeRel := &datastore.FederationRelationship{TrustDomain: partner, BundleEndpointURL: "https://partner.test:8443",
+		Profile: "https_spiffe", EndpointSPIFFEID: spiffeid.RequireFromPath(partner, "/spire/server")}
+	webRel := &datastore.FederationRelationship{TrustDomain: web, BundleEndpointURL: "https://web.test/bundle", Profile: "https_web"}
+	for _, r := range []*datastore.FederationRelationship{webRel, spiffeRel} {
+		if err := s.CreateFederationRelationship(ctx, r); err != nil {
+			t.Fatalf("CreateFederationRelationship(%s) error = %v", r.TrustDomain, err)
+		}
+	}
+	if err := s.CreateFederationRelationship(ctx, webRel); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Errorf("CreateFederationRelationship(again) error = %v, want ErrAlreadyExists", err)
+	}
+	got, err := s.FetchFederationRelationship(ctx, partner)
+	if err != nil || *got != *spiffeRel {
+		t.Errorf("FetchFederationRelationship(partner) = %+v, %v; want %+v", got, err, spiffeRel)
+	}
+	list, err := s.ListFederationRelationships(ctx)
+	if err != nil || len(list) != 2 || list[0].TrustDomain != partner || list[1].TrustDomain != web {
+		t.Errorf("ListFederationRelationships() = %v, %v; want partner.test then web.test", list, err)
+	}
+	boom := errors.New("refused")
+	if _, err := s.UpdateFederationRelationship(ctx, web, func(*datastore.FederationRelationship) (*datastore.FederationRelationship, error) {
+		return nil, boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("UpdateFederationRelationship(fn fails) error = %v, want %v", err, boom)
+	}
+	upd, err := s.UpdateFederationRelationship(ctx, web, func(cur *datastore.FederationRelationship) (*datastore.FederationRelationship, error) {
+		if cur.BundleEndpointURL != webRel.BundleEndpointURL {
+			t.Errorf("UpdateFederationRelationship handed fn %+v, want the stored one", cur)
+		}
+		cur.BundleEndpointURL = "https://web.test/v2"
+		cur.TrustDomain = partner // ignored: the trust domain is the key
+		return cur, nil
+	})
+	if err != nil || upd.BundleEndpointURL != "https://web.test/v2" || upd.TrustDomain != web {
+		t.Errorf("UpdateFederationRelationship() = %+v, %v; want the new URL for web.test", upd, err)
+	}
+	if got, _ := s.FetchFederationRelationship(ctx, partner); got == nil || *got != *spiffeRel {
+		t.Errorf("partner.test after updating web.test = %+v, want unchanged", got)
+	}
+	if err := s.DeleteFederationRelationship(ctx, web); err != nil {
+		t.Fatalf("DeleteFederationRelationship() error = %v", err)
+	}
+	for name, call := range map[string]func() error{
+		"Fetch":  func() error { _, err := s.FetchFederationRelationship(ctx, web); return err },
+		"Delete": func() error { return s.DeleteFederationRelationship(ctx, web) },
+		"Update": func() error {
+			_, err := s.UpdateFederationRelationship(ctx, web, func(r *datastore.FederationRelationship) (*datastore.FederationRelationship, error) { return r, nil })
+			return err
+		},
+	} {
+		if err := call(); !errors.Is(err, datastore.ErrNotFound) {
+			t.Errorf("%sFederationRelationship(deleted) error = %v, want ErrNotFound", name, err)
+		}
+	}
 }

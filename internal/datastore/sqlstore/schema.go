@@ -2,7 +2,7 @@ package sqlstore
 
 // SchemaVersion is the schema version this code migrates databases to: the
 // number of migrations.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrations[i] takes the schema from version i to i+1. The SQL is the common
 // subset of SQLite and PostgreSQL; {{autoid}} is Dialect.AutoID. Never edit a
@@ -84,6 +84,16 @@ var migrations = [][]string{
 		`CREATE TABLE bundles (
 			trust_domain TEXT PRIMARY KEY,
 			data TEXT NOT NULL
+		)`,
+	},
+	// 2: federation relationships (trustdomain.v1). endpoint_spiffe_id is
+	// '' for the https_web profile.
+	{
+		`CREATE TABLE federation_relationships (
+			trust_domain TEXT PRIMARY KEY,
+			bundle_endpoint_url TEXT NOT NULL,
+			profile TEXT NOT NULL,
+			endpoint_spiffe_id TEXT NOT NULL DEFAULT ''
 		)`,
 	},
 }
