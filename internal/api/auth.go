@@ -96,6 +96,13 @@ var rules = map[string]Rule{
 	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": RuleAdmin,
 	PruneBundleMethod: RuleAdmin,
 
+	"/spire.api.server.trustdomain.v1.TrustDomain/ListFederationRelationships":       RuleAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/GetFederationRelationship":         RuleAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/BatchCreateFederationRelationship": RuleAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/BatchUpdateFederationRelationship": RuleAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/BatchDeleteFederationRelationship": RuleAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/RefreshBundle":                     RuleAdmin,
+
 	"/grpc.health.v1.Health/Check": RuleAnyone,
 	"/grpc.health.v1.Health/Watch": RuleAnyone,
 	"/grpc.health.v1.Health/List":  RuleAnyone,

@@ -22,6 +22,7 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -89,6 +90,7 @@ type Service struct {
 	entryv1.UnimplementedEntryServer
 	svidv1.UnimplementedSVIDServer
 	bundlev1.UnimplementedBundleServer
+	trustdomainv1.UnimplementedTrustDomainServer
 
 	td        spiffeid.TrustDomain
 	store     datastore.Store
@@ -185,6 +187,7 @@ func (s *Service) Register(g *grpc.Server) {
 	entryv1.RegisterEntryServer(g, s)
 	svidv1.RegisterSVIDServer(g, s)
 	bundlev1.RegisterBundleServer(g, s)
+	trustdomainv1.RegisterTrustDomainServer(g, s)
 	g.RegisterService(&pruneServiceDesc, s)
 }
 

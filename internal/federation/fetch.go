@@ -1,0 +1,116 @@
+// Package federation fetches the bundles of other trust domains from their
+// SPIFFE bundle endpoints (SPIFFE Trust Domain and Bundle specification),
+// refusing anything a careful client must: no redirects, no plain HTTP, a
+// bounded document, a valid SPIFFE bundle of the expected trust domain with
+// at least one authority, and an endpoint that authenticates as configured.
+package federation
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+)
+
+// Profiles of a bundle endpoint.
+const (
+	ProfileHTTPSWeb    = "https_web"
+	ProfileHTTPSSPIFFE = "https_spiffe"
+)
+
+// MaxBundleSize bounds the bundle document read from an endpoint.
+const MaxBundleSize = 4 << 20
+
+// ErrRefused is wrapped by every refusal of what an endpoint answered (as
+// opposed to not reaching it).
+var ErrRefused = errors.New("federation: bundle refused")
+
+// Endpoint is where a trust domain's bundle is served and how the endpoint
+// authenticates.
+type Endpoint struct {
+	TrustDomain spiffeid.TrustDomain
+	URL         string
+	// Profile is ProfileHTTPSWeb or ProfileHTTPSSPIFFE.
+	Profile string
+	// ID is the endpoint server's SPIFFE ID (ProfileHTTPSSPIFFE).
+	ID spiffeid.ID
+}
+
+// Fetch GETs e's bundle within ctx (and at most 30 s). For https_spiffe the
+// endpoint must present an X509-SVID with e.ID that chains to trust (the
+// bundle held for e.ID's trust domain); for https_web a certificate for the
+// URL's host that chains to roots (nil: the system roots).
+func Fetch(ctx context.Context, e Endpoint, trust x509bundle.Source, roots *x509.CertPool) (*spiffebundle.Bundle, error) {
+	u, err := url.Parse(e.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%w: endpoint URL %q is not an https:// URL", ErrRefused, e.URL)
+	}
+	var tc *tls.Config
+	switch e.Profile {
+	case ProfileHTTPSSPIFFE:
+		if trust == nil || e.ID.IsZero() {
+			return nil, fmt.Errorf("federation: https_spiffe needs the endpoint's SPIFFE ID and a bundle to verify it")
+		}
+		tc = tlsconfig.TLSClientConfig(trust, tlsconfig.AuthorizeID(e.ID))
+	case ProfileHTTPSWeb:
+		tc = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	default:
+		return nil, fmt.Errorf("federation: unknown profile %q", e.Profile)
+	}
+	tr := &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 10 * time.Second}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{
+		Transport: tr,
+		Timeout:   30 * time.Second,
+		// A bundle endpoint is its URL: a redirect could send the request
+		// anywhere (SPIRE's http_challenge SSRF class).
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), http.NoBody)
+	if err != nil {
+		return nil, fmt.Errorf("federation: request: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("federation: GET %s: %w", e.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: GET %s answered %s (redirects are not followed)", ErrRefused, e.URL, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBundleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("federation: reading %s: %w", e.URL, err)
+	}
+	if len(data) > MaxBundleSize {
+		return nil, fmt.Errorf("%w: the document at %s is larger than %d bytes", ErrRefused, e.URL, MaxBundleSize)
+	}
+	b, err := Parse(e.TrustDomain, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrRefused, e.URL, err)
+	}
+	return b, nil
+}
+
+// Parse parses a SPIFFE bundle document of td that names at least one
+// authority.
+func Parse(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, error) {
+	b, err := spiffebundle.Parse(td, data)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.X509Authorities()) == 0 && len(b.JWTAuthorities()) == 0 {
+		return nil, errors.New("the bundle names no authorities")
+	}
+	return b, nil
+}
