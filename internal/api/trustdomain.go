@@ -259,28 +259,44 @@ func (s *Service) RefreshBundle(ctx context.Context, req *trustdomainv1.RefreshB
 	if err != nil {
 		return nil, s.statusFor(ctx, "failed to fetch federation relationship", err)
 	}
+	if _, err := s.RefreshFederatedBundle(ctx, r); err != nil {
+		if errors.Is(err, errNoEndpointTrust) {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return nil, status.Errorf(codes.Unavailable, "refreshing the bundle of %q: %v", td, err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+var errNoEndpointTrust = errors.New("no bundle to authenticate the https_spiffe endpoint with")
+
+// RefreshFederatedBundle fetches r's bundle from its endpoint and stores it,
+// returning the refresh hint the endpoint asked for (zero when none). On any
+// error the stored bundle is left as it was. The server's refresher calls it
+// for every relationship, the RefreshBundle RPC for one.
+func (s *Service) RefreshFederatedBundle(ctx context.Context, r *datastore.FederationRelationship) (time.Duration, error) {
 	var trust x509bundle.Source
 	if r.Profile == federation.ProfileHTTPSSPIFFE {
 		held, err := s.bundles.FetchBundle(ctx, r.EndpointSPIFFEID.TrustDomain())
 		if errors.Is(err, datastore.ErrNotFound) {
-			return nil, status.Errorf(codes.FailedPrecondition, "no bundle of %q to authenticate the https_spiffe endpoint %s with; set one first (bundle set, or the relationship's trust_domain_bundle)",
-				r.EndpointSPIFFEID.TrustDomain(), r.EndpointSPIFFEID)
+			return 0, fmt.Errorf("%w: set a bundle of %q first (bundle set, or the relationship's trust_domain_bundle)", errNoEndpointTrust, r.EndpointSPIFFEID.TrustDomain())
 		}
 		if err != nil {
-			return nil, s.statusFor(ctx, "failed to fetch the endpoint's trust domain bundle", err)
+			return 0, fmt.Errorf("reading the bundle of %q: %w", r.EndpointSPIFFEID.TrustDomain(), err)
 		}
 		trust = x509BundleOf(held)
 	}
-	fetched, err := federation.Fetch(ctx, federation.Endpoint{TrustDomain: td, URL: r.BundleEndpointURL, Profile: r.Profile, ID: r.EndpointSPIFFEID}, trust, nil)
+	fetched, err := federation.Fetch(ctx, federation.Endpoint{TrustDomain: r.TrustDomain, URL: r.BundleEndpointURL, Profile: r.Profile, ID: r.EndpointSPIFFEID}, trust, nil)
 	if err != nil {
-		s.log.WarnContext(ctx, "bundle refresh failed", "trust_domain", td.Name(), "err", err)
-		return nil, status.Errorf(codes.Unavailable, "refreshing the bundle of %q: %v", td, err)
+		s.log.WarnContext(ctx, "bundle refresh failed", "trust_domain", r.TrustDomain.Name(), "err", err)
+		return 0, err
 	}
-	if err := s.setFederatedBundle(ctx, bundleOfSPIFFE(td, fetched)); err != nil {
-		return nil, s.statusFor(ctx, "failed to store the refreshed bundle", err)
+	if err := s.setFederatedBundle(ctx, bundleOfSPIFFE(r.TrustDomain, fetched)); err != nil {
+		return 0, fmt.Errorf("storing the bundle: %w", err)
 	}
-	s.log.InfoContext(ctx, "bundle refreshed", "trust_domain", td.Name())
-	return &emptypb.Empty{}, nil
+	hint, _ := fetched.RefreshHint()
+	s.log.DebugContext(ctx, "bundle refreshed", "trust_domain", r.TrustDomain.Name())
+	return hint, nil
 }
 
 // setFederatedBundle stores b as its trust domain's bundle.

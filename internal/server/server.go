@@ -59,6 +59,10 @@ type Config struct {
 	// BundleEndpoint, when set, serves the trust domain's SPIFFE bundle
 	// endpoint (bundle_endpoint.go).
 	BundleEndpoint *BundleEndpointConfig
+	// FederationRefreshFloor is the shortest interval at which a root tier
+	// refreshes a federated bundle, whatever refresh hint its endpoint
+	// serves; zero means 30s (federation_refresh.go).
+	FederationRefreshFloor time.Duration
 	// StateDir holds the CA keys and state and the SQLite file. Required.
 	StateDir string
 
@@ -136,17 +140,18 @@ type X509PoPConfig struct {
 
 // Server is a running arbor server.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	store    datastore.Store
-	events   eventLog // store's event log
-	shared   bool     // store is shared with the tier's other servers
-	bundles  *trustbundle.Cache
-	ca       *ca.Manager
-	api      *api.Service
-	unauth   *api.UnauthenticatedStreams
-	registry *prometheus.Registry
-	health   *health.Server
+	cfg        Config
+	log        *slog.Logger
+	store      datastore.Store
+	events     eventLog // store's event log
+	shared     bool     // store is shared with the tier's other servers
+	bundles    *trustbundle.Cache
+	ca         *ca.Manager
+	api        *api.Service
+	unauth     *api.UnauthenticatedStreams
+	registry   *prometheus.Registry
+	fedMetrics *federationMetrics
+	health     *health.Server
 
 	agentLis, adminLis net.Listener
 	healthLis          net.Listener
@@ -198,6 +203,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	log = log.With("tier", cfg.Name)
 	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.fedMetrics = newFederationMetrics(s.registry)
 	s.unauth, err = api.NewUnauthenticatedStreams(api.UnauthenticatedConfig{
 		FirstMessageTimeout: cfg.UnauthenticatedFirstMessageTimeout,
 		Timeout:             cfg.UnauthenticatedStreamTimeout,
@@ -652,6 +658,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.pruneTokens(ctx) })
+	if s.cfg.Parent == nil {
+		wg.Go(func() { s.runFederationRefresh(ctx) })
+	}
 	if s.cfg.Parent != nil {
 		every := s.cfg.ParentBundleSyncInterval
 		if every == 0 {

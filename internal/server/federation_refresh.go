@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arborid/arbor/internal/datastore"
+)
+
+// Federated bundles are fetched by the root tier (a server without a
+// parent; every replica of it): each relationship's bundle is refreshed at
+// the refresh hint its endpoint serves, clamped and jittered, with capped
+// exponential backoff after a failure, and the last good bundle is kept.
+
+const (
+	federationTick       = time.Second
+	minFederationRefresh = 30 * time.Second
+	maxFederationRefresh = time.Hour
+	// defaultFederationRefresh applies when an endpoint serves no hint
+	// (SPIRE's default bundle refresh hint).
+	defaultFederationRefresh = 5 * time.Minute
+	firstFederationRetry     = 5 * time.Second
+	maxFederationRetry       = 5 * time.Minute
+)
+
+// federationMetrics are the refresher's collectors.
+type federationMetrics struct {
+	refreshes *prometheus.CounterVec
+	age       *prometheus.GaugeVec
+}
+
+func newFederationMetrics(r prometheus.Registerer) *federationMetrics {
+	m := &federationMetrics{
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbor_federation_refreshes_total", Help: "Federated bundle refreshes by trust domain and result (ok, error).",
+		}, []string{"trust_domain", "result"}),
+		age: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "arbor_federation_bundle_age_seconds", Help: "Time since the federated bundle was last fetched successfully, by trust domain.",
+		}, []string{"trust_domain"}),
+	}
+	r.MustRegister(m.refreshes, m.age)
+	return m
+}
+
+// refreshState is one relationship's schedule.
+type refreshState struct {
+	due     time.Time
+	retry   time.Duration
+	fetched time.Time
+}
+
+// runFederationRefresh refreshes every federation relationship's bundle
+// when it is due until ctx ends. Relationships are re-read each tick, so
+// ones created, changed or deleted through the API (on any server sharing
+// the datastore) are picked up within a second.
+func (s *Server) runFederationRefresh(ctx context.Context) {
+	states := map[string]*refreshState{}
+	t := time.NewTicker(federationTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rels, err := s.store.ListFederationRelationships(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("listing federation relationships", "err", err)
+			}
+			continue
+		}
+		now := time.Now()
+		seen := map[string]bool{}
+		for _, r := range rels {
+			name := r.TrustDomain.Name()
+			seen[name] = true
+			st := states[name]
+			if st == nil {
+				st = &refreshState{due: now}
+				states[name] = st
+			}
+			if !st.fetched.IsZero() {
+				s.fedMetrics.age.WithLabelValues(name).Set(now.Sub(st.fetched).Seconds())
+			}
+			if now.Before(st.due) {
+				continue
+			}
+			s.refreshOne(ctx, r, st)
+		}
+		for name := range states {
+			if !seen[name] {
+				delete(states, name)
+				s.fedMetrics.age.DeleteLabelValues(name)
+			}
+		}
+	}
+}
+
+func (s *Server) refreshOne(ctx context.Context, r *datastore.FederationRelationship, st *refreshState) {
+	name := r.TrustDomain.Name()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	hint, err := s.api.RefreshFederatedBundle(rctx, r)
+	cancel()
+	now := time.Now()
+	if err != nil {
+		s.fedMetrics.refreshes.WithLabelValues(name, "error").Inc()
+		st.retry = min(max(2*st.retry, firstFederationRetry), maxFederationRetry)
+		st.due = now.Add(jitter(st.retry))
+		return
+	}
+	s.fedMetrics.refreshes.WithLabelValues(name, "ok").Inc()
+	s.fedMetrics.age.WithLabelValues(name).Set(0)
+	st.fetched, st.retry = now, 0
+	if hint == 0 {
+		hint = defaultFederationRefresh
+	}
+	floor := s.cfg.FederationRefreshFloor
+	if floor == 0 {
+		floor = minFederationRefresh
+	}
+	st.due = now.Add(jitter(min(max(hint, floor), maxFederationRefresh)))
+}
+
+// jitter spreads d by ±10% so that servers sharing a database, or trust
+// domains with the same hint, do not fetch in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}

@@ -1,0 +1,71 @@
+package server_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/arborid/arbor/internal/server"
+)
+
+// TestRootRefreshesFederatedBundles: a root tier with a federation
+// relationship fetches the other trust domain's bundle from its endpoint by
+// itself (no RefreshBundle call), follows changes there at the served
+// refresh hint, and keeps the last good bundle while the endpoint is down.
+func TestRootRefreshesFederatedBundles(t *testing.T) {
+	a := startServer(t, func(c *server.Config) {
+		c.BundleEndpoint = &server.BundleEndpointConfig{ListenAddr: "127.0.0.1:0", RefreshHint: time.Second}
+	})
+	partner := spiffeid.RequireTrustDomainFromString("partner.test")
+	b := startServer(t, func(c *server.Config) {
+		c.TrustDomain = partner
+		c.FederationRefreshFloor = 200 * time.Millisecond
+	})
+	aBundle := a.snapshot().Bundle
+	seed := &types.Bundle{TrustDomain: td.Name(), X509Authorities: aBundle.X509Authorities}
+	resp, err := trustdomainv1.NewTrustDomainClient(b.admin).BatchCreateFederationRelationship(ctxT(t), &trustdomainv1.BatchCreateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{{
+			TrustDomain:           td.Name(),
+			BundleEndpointUrl:     "https://" + a.srv.BundleEndpointAddr().String(),
+			BundleEndpointProfile: &types.FederationRelationship_HttpsSpiffe{HttpsSpiffe: &types.HTTPSSPIFFEProfile{EndpointSpiffeId: "spiffe://example.org/spire/server"}},
+			TrustDomainBundle:     seed,
+		}},
+	})
+	if err != nil || resp.Results[0].Status.Code != 0 {
+		t.Fatalf("BatchCreateFederationRelationship: %v %v", err, resp.GetResults())
+	}
+	held := func() *types.Bundle {
+		got, err := bundlev1.NewBundleClient(b.admin).GetFederatedBundle(ctxT(t), &bundlev1.GetFederatedBundleRequest{TrustDomain: td.Name()})
+		if err != nil {
+			return nil
+		}
+		return got
+	}
+	waitFor(t, "the root fetching the federated bundle (with its JWT keys) by itself", func() bool {
+		h := held()
+		return h != nil && len(h.JwtAuthorities) == len(aBundle.JwtAuthorities) && len(h.JwtAuthorities) > 0
+	})
+
+	extra := selfSignedCA(t, "rotated in")
+	if _, err := bundlev1.NewBundleClient(a.admin).AppendBundle(ctxT(t), &bundlev1.AppendBundleRequest{
+		X509Authorities: []*types.X509Certificate{{Asn1: extra.Raw}}}); err != nil {
+		t.Fatal(err)
+	}
+	want := len(aBundle.X509Authorities) + 1
+	start := time.Now()
+	waitFor(t, "a change at the endpoint reaching the federated bundle", func() bool {
+		h := held()
+		return h != nil && len(h.X509Authorities) == want
+	})
+	t.Logf("change at the endpoint held by the other trust domain after %v (refresh hint 1s, floor 200ms)", time.Since(start).Round(10*time.Millisecond))
+
+	a.stop()
+	time.Sleep(1500 * time.Millisecond) // several refresh attempts fail
+	if h := held(); h == nil || len(h.X509Authorities) != want {
+		t.Errorf("with the endpoint down the federated bundle is %v, want the last good one (%d X.509 authorities)", h, want)
+	}
+}
