@@ -40,7 +40,9 @@ import (
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/upstream"
@@ -246,11 +248,46 @@ func (u *Upstream) FetchBundle(ctx context.Context) (*upstream.Bundle, error) {
 	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s GetBundle: %w", u.cfg.ParentAddress, err)
 	}
-	out := &upstream.Bundle{JWTKeys: jwtKeysOf(b.JwtAuthorities)}
-	for _, a := range b.X509Authorities {
-		out.X509Authorities = append(out.X509Authorities, upstream.X509Authority{Cert: a.Asn1, Tainted: a.Tainted})
+	out := &upstream.Bundle{JWTKeys: jwtKeysOf(b.JwtAuthorities), X509Authorities: x509AuthoritiesOf(b.X509Authorities)}
+	fed, err := u.federatedBundles(ctx, bundlev1.NewBundleClient(conn))
+	switch status.Code(err) {
+	case codes.OK:
+		out.Federated = fed
+	case codes.PermissionDenied, codes.Unimplemented:
+		// A parent that does not hand federated bundles to children (a
+		// SPIRE server): the own bundle is still synced.
+	default:
+		return nil, fmt.Errorf("downstream: parent %s ListFederatedBundles: %w", u.cfg.ParentAddress, u.note(err))
 	}
 	return out, nil
+}
+
+// federatedBundles lists every federated bundle the parent holds.
+func (u *Upstream) federatedBundles(ctx context.Context, c bundlev1.BundleClient) ([]upstream.FederatedBundle, error) {
+	out := []upstream.FederatedBundle{}
+	token := ""
+	for {
+		resp, err := c.ListFederatedBundles(ctx, &bundlev1.ListFederatedBundlesRequest{PageSize: 100, PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range resp.Bundles {
+			out = append(out, upstream.FederatedBundle{TrustDomain: b.TrustDomain, X509Authorities: x509AuthoritiesOf(b.X509Authorities),
+				JWTKeys: jwtKeysOf(b.JwtAuthorities), RefreshHint: b.RefreshHint, SequenceNumber: b.SequenceNumber})
+		}
+		if resp.NextPageToken == "" || len(resp.Bundles) == 0 {
+			return out, nil
+		}
+		token = resp.NextPageToken
+	}
+}
+
+func x509AuthoritiesOf(as []*types.X509Certificate) []upstream.X509Authority {
+	out := make([]upstream.X509Authority, 0, len(as))
+	for _, a := range as {
+		out = append(out, upstream.X509Authority{Cert: a.Asn1, Tainted: a.Tainted})
+	}
+	return out
 }
 
 func jwtKeysOf(keys []*types.JWTKey) []upstream.JWTKey {

@@ -55,6 +55,21 @@ type JWTKey struct {
 type Bundle struct {
 	X509Authorities []X509Authority
 	JWTKeys         []JWTKey
+	// Federated are the bundles of the trust domains the parent federates
+	// with, which flow down the tree so a leaf needs no path to a foreign
+	// endpoint. Nil when the parent does not hand them out (a SPIRE parent
+	// lets only admins list them): the child then keeps what it holds.
+	Federated []FederatedBundle
+}
+
+// FederatedBundle is another trust domain's bundle held by a parent.
+type FederatedBundle struct {
+	// TrustDomain is the trust domain's name ("partner.example").
+	TrustDomain     string
+	X509Authorities []X509Authority
+	JWTKeys         []JWTKey
+	RefreshHint     int64 // seconds
+	SequenceNumber  uint64
 }
 
 // X509Authority is one X.509 trust anchor of a Bundle.

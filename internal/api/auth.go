@@ -37,6 +37,10 @@ const (
 	RuleAdminOrAgent
 	// RuleAnyone: no authentication.
 	RuleAnyone
+	// RuleAdminOrDownstream: admin (as RuleAdmin) or a downstream server (as
+	// RuleDownstream): what a child tier reads of its parent beyond its own
+	// bundle (the federated bundles, which flow down the tree).
+	RuleAdminOrDownstream
 )
 
 func (r Rule) String() string {
@@ -51,6 +55,8 @@ func (r Rule) String() string {
 		return "admin or agent"
 	case RuleAnyone:
 		return "anyone"
+	case RuleAdminOrDownstream:
+		return "admin or downstream"
 	}
 	return "unknown"
 }
@@ -88,7 +94,7 @@ var rules = map[string]Rule{
 	"/spire.api.server.bundle.v1.Bundle/CountBundles":               RuleAdmin,
 	"/spire.api.server.bundle.v1.Bundle/AppendBundle":               RuleAdmin,
 	"/spire.api.server.bundle.v1.Bundle/PublishJWTAuthority":        RuleDownstream,
-	"/spire.api.server.bundle.v1.Bundle/ListFederatedBundles":       RuleAdmin,
+	"/spire.api.server.bundle.v1.Bundle/ListFederatedBundles":       RuleAdminOrDownstream,
 	"/spire.api.server.bundle.v1.Bundle/GetFederatedBundle":         RuleAdminOrAgent,
 	"/spire.api.server.bundle.v1.Bundle/BatchCreateFederatedBundle": RuleAdmin,
 	"/spire.api.server.bundle.v1.Bundle/BatchUpdateFederatedBundle": RuleAdmin,
@@ -207,6 +213,10 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 		}
 	case RuleDownstream:
 		if !s.isDownstream(caller) {
+			return nil, denied(caller, rule)
+		}
+	case RuleAdminOrDownstream:
+		if !s.isAdmin(caller) && !s.isDownstream(caller) {
 			return nil, denied(caller, rule)
 		}
 	}

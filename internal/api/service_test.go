@@ -250,12 +250,12 @@ func TestAuthorizeMatrix(t *testing.T) {
 		allowed map[Rule]bool
 	}{
 		{"anonymous", asPeer(ctx, nil), map[Rule]bool{RuleAnyone: true}},
-		{"admin socket", asLocal(ctx), map[Rule]bool{RuleAnyone: true, RuleAdmin: true, RuleAdminOrAgent: true}},
-		{"admin SVID", asPeer(ctx, adminCert), map[Rule]bool{RuleAnyone: true, RuleAdmin: true, RuleAdminOrAgent: true}},
+		{"admin socket", asLocal(ctx), map[Rule]bool{RuleAnyone: true, RuleAdmin: true, RuleAdminOrAgent: true, RuleAdminOrDownstream: true}},
+		{"admin SVID", asPeer(ctx, adminCert), map[Rule]bool{RuleAnyone: true, RuleAdmin: true, RuleAdminOrAgent: true, RuleAdminOrDownstream: true}},
 		{"agent", asPeer(ctx, agentCert), map[Rule]bool{RuleAnyone: true, RuleAgent: true, RuleAdminOrAgent: true}},
 		{"banned agent", asPeer(ctx, bannedCert), map[Rule]bool{RuleAnyone: true}},
 		{"agent with a serial not its own", asPeer(ctx, staleAgent), map[Rule]bool{RuleAnyone: true}},
-		{"downstream", asPeer(ctx, downstreamCert), map[Rule]bool{RuleAnyone: true, RuleDownstream: true}},
+		{"downstream", asPeer(ctx, downstreamCert), map[Rule]bool{RuleAnyone: true, RuleDownstream: true, RuleAdminOrDownstream: true}},
 		{"workload", asPeer(ctx, workloadCert), map[Rule]bool{RuleAnyone: true}},
 	}
 	for _, c := range callers {

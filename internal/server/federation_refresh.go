@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/upstream"
 )
 
 // Federated bundles are fetched by the root tier (a server without a
@@ -25,6 +29,40 @@ const (
 	firstFederationRetry     = 5 * time.Second
 	maxFederationRetry       = 5 * time.Minute
 )
+
+// storeFederatedFromParent stores the federated bundles a downstream tier's
+// parent holds, as the parent holds them (a child does not fetch foreign
+// endpoints itself: the root does, and the bundles flow down). A bundle the
+// parent no longer lists is kept: entries may still federate with it, and
+// an administrator deletes it.
+func (s *Server) storeFederatedFromParent(ctx context.Context, fed []upstream.FederatedBundle) error {
+	for _, fb := range fed {
+		td, err := spiffeid.TrustDomainFromString(fb.TrustDomain)
+		if err != nil || td == s.cfg.TrustDomain {
+			continue
+		}
+		next := &datastore.Bundle{TrustDomain: td, RefreshHint: fb.RefreshHint, SequenceNumber: fb.SequenceNumber}
+		for _, a := range fb.X509Authorities {
+			next.X509Authorities = append(next.X509Authorities, datastore.X509Authority{Cert: a.Cert, Tainted: a.Tainted})
+		}
+		for _, k := range fb.JWTKeys {
+			next.JWTAuthorities = append(next.JWTAuthorities, datastore.JWTAuthority{KeyID: k.KeyID, PublicKey: k.PublicKey, ExpiresAt: k.ExpiresAt, Tainted: k.Tainted})
+		}
+		if len(next.X509Authorities) == 0 && len(next.JWTAuthorities) == 0 {
+			continue
+		}
+		_, err = s.bundles.UpdateBundle(ctx, td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+			if cur != nil && reflect.DeepEqual(cur, next) {
+				return cur, nil // unchanged: write nothing
+			}
+			return next, nil
+		})
+		if err != nil {
+			return fmt.Errorf("server: storing the federated bundle of %q from the parent: %w", td, err)
+		}
+	}
+	return nil
+}
 
 // federationMetrics are the refresher's collectors.
 type federationMetrics struct {

@@ -69,3 +69,52 @@ func TestRootRefreshesFederatedBundles(t *testing.T) {
 		t.Errorf("with the endpoint down the federated bundle is %v, want the last good one (%d X.509 authorities)", h, want)
 	}
 }
+
+// TestFederatedBundlesFlowDownTheTree: the root fetches a foreign trust
+// domain's bundle from its endpoint; a downstream tier receives it from the
+// root through the bundle sync it already does (it has no relationship and
+// no path to the foreign endpoint of its own), and follows a change.
+func TestFederatedBundlesFlowDownTheTree(t *testing.T) {
+	partnerTD := spiffeid.RequireTrustDomainFromString("partner.test")
+	partner := startServer(t, func(c *server.Config) {
+		c.TrustDomain = partnerTD
+		c.BundleEndpoint = &server.BundleEndpointConfig{ListenAddr: "127.0.0.1:0", RefreshHint: time.Second}
+	})
+	c := newClock()
+	root := startServerOn(t, c, func(cfg *server.Config) { cfg.FederationRefreshFloor = 200 * time.Millisecond })
+	pb := partner.snapshot().Bundle
+	resp, err := trustdomainv1.NewTrustDomainClient(root.admin).BatchCreateFederationRelationship(ctxT(t), &trustdomainv1.BatchCreateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{{
+			TrustDomain:           partnerTD.Name(),
+			BundleEndpointUrl:     "https://" + partner.srv.BundleEndpointAddr().String(),
+			BundleEndpointProfile: &types.FederationRelationship_HttpsSpiffe{HttpsSpiffe: &types.HTTPSSPIFFEProfile{EndpointSpiffeId: "spiffe://partner.test/spire/server"}},
+			TrustDomainBundle:     &types.Bundle{TrustDomain: partnerTD.Name(), X509Authorities: pb.X509Authorities},
+		}},
+	})
+	if err != nil || resp.Results[0].Status.Code != 0 {
+		t.Fatalf("BatchCreateFederationRelationship: %v %v", err, resp.GetResults())
+	}
+	child := startChildOn(t, root, "child", 200*time.Millisecond)
+	heldBy := func(h *harness) *types.Bundle {
+		got, err := bundlev1.NewBundleClient(h.admin).GetFederatedBundle(ctxT(t), &bundlev1.GetFederatedBundleRequest{TrustDomain: partnerTD.Name()})
+		if err != nil {
+			return nil
+		}
+		return got
+	}
+	waitFor(t, "the child holding the partner's bundle, JWT keys included", func() bool {
+		h := heldBy(child)
+		return h != nil && len(h.JwtAuthorities) == len(pb.JwtAuthorities) && len(h.JwtAuthorities) > 0
+	})
+	extra := selfSignedCA(t, "partner rotated")
+	if _, err := bundlev1.NewBundleClient(partner.admin).AppendBundle(ctxT(t), &bundlev1.AppendBundleRequest{
+		X509Authorities: []*types.X509Certificate{{Asn1: extra.Raw}}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the partner's change reaching the child", func() bool {
+		h := heldBy(child)
+		return h != nil && len(h.X509Authorities) == len(pb.X509Authorities)+1
+	})
+	t.Logf("a change at the foreign endpoint reached the child after %v (endpoint hint 1s, root refresh floor 200ms, child bundle sync 200ms)", time.Since(start).Round(10*time.Millisecond))
+}

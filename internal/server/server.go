@@ -755,7 +755,16 @@ func (s *Server) SyncParentBundle(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.ca.MergeParentBundle(ctx, b)
+	n, err := s.ca.MergeParentBundle(ctx, b)
+	if err != nil {
+		return n, err
+	}
+	if b.Federated != nil {
+		if err := s.storeFederatedFromParent(ctx, b.Federated); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // runParentBundleSync calls SyncParentBundle every interval until ctx ends,
