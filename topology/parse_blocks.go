@@ -436,6 +436,11 @@ func (p *parser) federation(b *hcl.Block) (Federation, bool) {
 		p.errorf(b.DefRange, "Missing endpoint SPIFFE ID",
 			"The https_spiffe profile authenticates the bundle endpoint by its SPIFFE ID. Add endpoint_spiffe_id, for example endpoint_spiffe_id = \"spiffe://%s/spire/server\".", td.Name())
 	}
+	if attr, ok := a["bootstrap_bundle"]; ok {
+		if v, ok := p.nonEmptyStr(attr); ok {
+			fed.BootstrapBundle = resolvePath(p.dir, v)
+		}
+	}
 	return fed, true
 }
 

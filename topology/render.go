@@ -183,6 +183,7 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		if !fed.EndpointSPIFFEID.IsZero() {
 			fb.set("endpoint_spiffe_id", fed.EndpointSPIFFEID.String())
 		}
+		fb.setIf("bootstrap_bundle", fed.BootstrapBundle)
 	}
 	return &NodeConfig{Node: s.Name, Source: f.Path, Body: body}, nil
 }

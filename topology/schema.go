@@ -231,6 +231,7 @@ var federationSchema = &hcl.BodySchema{
 		{Name: "bundle_endpoint", Required: true},
 		{Name: "profile"},
 		{Name: "endpoint_spiffe_id"},
+		{Name: "bootstrap_bundle"},
 	},
 }
 

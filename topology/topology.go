@@ -504,7 +504,11 @@ type Federation struct {
 	Profile string
 	// EndpointSPIFFEID is the endpoint server's ID (https_spiffe only).
 	EndpointSPIFFEID spiffeid.ID
-	Range            hcl.Range
+	// BootstrapBundle is a file with the trust domain's bundle (PEM
+	// certificates or a SPIFFE bundle) for the first https_spiffe contact,
+	// stored when no bundle of it is held yet; "" for none.
+	BootstrapBundle string
+	Range           hcl.Range
 }
 
 // Root returns the file's root server (the one without a parent), or nil.

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
@@ -291,7 +290,7 @@ func (s *Service) RefreshFederatedBundle(ctx context.Context, r *datastore.Feder
 		s.log.WarnContext(ctx, "bundle refresh failed", "trust_domain", r.TrustDomain.Name(), "err", err)
 		return 0, err
 	}
-	if err := s.setFederatedBundle(ctx, bundleOfSPIFFE(r.TrustDomain, fetched)); err != nil {
+	if err := s.setFederatedBundle(ctx, federation.DatastoreBundle(r.TrustDomain, fetched)); err != nil {
 		return 0, fmt.Errorf("storing the bundle: %w", err)
 	}
 	hint, _ := fetched.RefreshHint()
@@ -313,23 +312,4 @@ func x509BundleOf(b *datastore.Bundle) *x509bundle.Bundle {
 		}
 	}
 	return out
-}
-
-func bundleOfSPIFFE(td spiffeid.TrustDomain, sb *spiffebundle.Bundle) *datastore.Bundle {
-	b := &datastore.Bundle{TrustDomain: td}
-	for _, c := range sb.X509Authorities() {
-		b.X509Authorities = append(b.X509Authorities, datastore.X509Authority{Cert: c.Raw})
-	}
-	for kid, pub := range sb.JWTAuthorities() {
-		if der, err := x509.MarshalPKIXPublicKey(pub); err == nil {
-			b.JWTAuthorities = append(b.JWTAuthorities, datastore.JWTAuthority{KeyID: kid, PublicKey: der})
-		}
-	}
-	if hint, ok := sb.RefreshHint(); ok {
-		b.RefreshHint = int64(hint / time.Second)
-	}
-	if seq, ok := sb.SequenceNumber(); ok {
-		b.SequenceNumber = seq
-	}
-	return b
 }

@@ -6,20 +6,25 @@
 package federation
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/arborid/arbor/internal/datastore"
 )
 
 // Profiles of a bundle endpoint.
@@ -113,4 +118,59 @@ func Parse(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, error) {
 		return nil, errors.New("the bundle names no authorities")
 	}
 	return b, nil
+}
+
+// LoadBundleFile reads a bundle of td from a file: PEM certificates (the
+// X.509 authorities) or a SPIFFE bundle document.
+func LoadBundleFile(td spiffeid.TrustDomain, path string) (*spiffebundle.Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("federation: bundle file: %w", err)
+	}
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		b, err := Parse(td, trimmed)
+		if err != nil {
+			return nil, fmt.Errorf("federation: bundle file %s: %w", path, err)
+		}
+		return b, nil
+	}
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("federation: bundle file %s: %w", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("federation: bundle file %s holds neither PEM certificates nor a SPIFFE bundle", path)
+	}
+	return spiffebundle.FromX509Authorities(td, certs), nil
+}
+
+// DatastoreBundle is sb as the datastore stores it.
+func DatastoreBundle(td spiffeid.TrustDomain, sb *spiffebundle.Bundle) *datastore.Bundle {
+	b := &datastore.Bundle{TrustDomain: td}
+	for _, c := range sb.X509Authorities() {
+		b.X509Authorities = append(b.X509Authorities, datastore.X509Authority{Cert: c.Raw})
+	}
+	for kid, pub := range sb.JWTAuthorities() {
+		if der, err := x509.MarshalPKIXPublicKey(pub); err == nil {
+			b.JWTAuthorities = append(b.JWTAuthorities, datastore.JWTAuthority{KeyID: kid, PublicKey: der})
+		}
+	}
+	if hint, ok := sb.RefreshHint(); ok {
+		b.RefreshHint = int64(hint / time.Second)
+	}
+	if seq, ok := sb.SequenceNumber(); ok {
+		b.SequenceNumber = seq
+	}
+	return b
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/federation"
 	"github.com/arborid/arbor/upstream"
 )
 
@@ -29,6 +31,56 @@ const (
 	firstFederationRetry     = 5 * time.Second
 	maxFederationRetry       = 5 * time.Minute
 )
+
+// FederationConfig is a federation relationship from the topology.
+type FederationConfig struct {
+	TrustDomain spiffeid.TrustDomain
+	// BundleEndpointURL is the https:// URL of its bundle endpoint.
+	BundleEndpointURL string
+	// Profile is "https_web" or "https_spiffe".
+	Profile string
+	// EndpointID is the endpoint server's SPIFFE ID (https_spiffe).
+	EndpointID spiffeid.ID
+	// BootstrapBundle is a file with the trust domain's bundle (PEM or
+	// SPIFFE), stored when none is held yet; "" for none.
+	BootstrapBundle string
+}
+
+// applyFederations writes the configured relationships into the datastore
+// (create, or update to the configured settings) and stores each bootstrap
+// bundle of a trust domain whose bundle is not held yet.
+func (s *Server) applyFederations(ctx context.Context) error {
+	for _, f := range s.cfg.Federations {
+		if f.TrustDomain.IsZero() || f.TrustDomain == s.cfg.TrustDomain {
+			return fmt.Errorf("server: federation with %q: not a foreign trust domain", f.TrustDomain)
+		}
+		r := &datastore.FederationRelationship{TrustDomain: f.TrustDomain, BundleEndpointURL: f.BundleEndpointURL, Profile: f.Profile, EndpointSPIFFEID: f.EndpointID}
+		err := s.store.CreateFederationRelationship(ctx, r)
+		if errors.Is(err, datastore.ErrAlreadyExists) {
+			_, err = s.store.UpdateFederationRelationship(ctx, f.TrustDomain, func(*datastore.FederationRelationship) (*datastore.FederationRelationship, error) { return r, nil })
+		}
+		if err != nil {
+			return fmt.Errorf("server: applying federation with %q: %w", f.TrustDomain, err)
+		}
+		if f.BootstrapBundle == "" {
+			continue
+		}
+		sb, err := federation.LoadBundleFile(f.TrustDomain, f.BootstrapBundle)
+		if err != nil {
+			return fmt.Errorf("server: federation with %q: bootstrap_bundle: %w", f.TrustDomain, err)
+		}
+		boot := federation.DatastoreBundle(f.TrustDomain, sb)
+		if _, err := s.bundles.UpdateBundle(ctx, f.TrustDomain, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
+			if cur != nil {
+				return cur, nil // a fetched (or set) bundle is newer than the bootstrap file
+			}
+			return boot, nil
+		}); err != nil {
+			return fmt.Errorf("server: federation with %q: storing the bootstrap bundle: %w", f.TrustDomain, err)
+		}
+	}
+	return nil
+}
 
 // storeFederatedFromParent stores the federated bundles a downstream tier's
 // parent holds, as the parent holds them (a child does not fetch foreign

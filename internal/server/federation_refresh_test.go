@@ -1,6 +1,9 @@
 package server_test
 
 import (
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -117,4 +120,43 @@ func TestFederatedBundlesFlowDownTheTree(t *testing.T) {
 		return h != nil && len(h.X509Authorities) == len(pb.X509Authorities)+1
 	})
 	t.Logf("a change at the foreign endpoint reached the child after %v (endpoint hint 1s, root refresh floor 200ms, child bundle sync 200ms)", time.Since(start).Round(10*time.Millisecond))
+}
+
+// TestConfiguredFederationsAreAppliedAtStart: relationships from the
+// topology (server.Config.Federations) are created at start, their bootstrap
+// bundle (here a PEM file) stored for the first https_spiffe contact, and the
+// root then fetches the bundle by itself; a restart with changed settings
+// updates the relationship.
+func TestConfiguredFederationsAreAppliedAtStart(t *testing.T) {
+	partnerTD := spiffeid.RequireTrustDomainFromString("partner.test")
+	partner := startServer(t, func(c *server.Config) {
+		c.TrustDomain = partnerTD
+		c.BundleEndpoint = &server.BundleEndpointConfig{ListenAddr: "127.0.0.1:0", RefreshHint: time.Second}
+	})
+	pb := partner.snapshot().Bundle
+	var pemData []byte
+	for _, a := range pb.X509Authorities {
+		pemData = append(pemData, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Asn1})...)
+	}
+	bootstrap := filepath.Join(shortDir(t), "partner.pem")
+	if err := os.WriteFile(bootstrap, pemData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fed := server.FederationConfig{TrustDomain: partnerTD, BundleEndpointURL: "https://" + partner.srv.BundleEndpointAddr().String(),
+		Profile: "https_spiffe", EndpointID: spiffeid.RequireFromPath(partnerTD, "/spire/server"), BootstrapBundle: bootstrap}
+	root := startServer(t, func(c *server.Config) {
+		c.Federations = []server.FederationConfig{fed}
+		c.FederationRefreshFloor = 200 * time.Millisecond
+	})
+	waitFor(t, "the root fetching the configured federation's bundle", func() bool {
+		got, err := bundlev1.NewBundleClient(root.admin).GetFederatedBundle(ctxT(t), &bundlev1.GetFederatedBundleRequest{TrustDomain: partnerTD.Name()})
+		return err == nil && len(got.JwtAuthorities) == len(pb.JwtAuthorities) && len(got.JwtAuthorities) > 0
+	})
+	fed.BundleEndpointURL = "https://127.0.0.1:1"
+	root.cfg.Federations = []server.FederationConfig{fed}
+	root.restart()
+	r, err := trustdomainv1.NewTrustDomainClient(root.admin).GetFederationRelationship(ctxT(t), &trustdomainv1.GetFederationRelationshipRequest{TrustDomain: partnerTD.Name()})
+	if err != nil || r.BundleEndpointUrl != fed.BundleEndpointURL {
+		t.Errorf("after a restart with a changed endpoint: relationship %v, %v; want URL %s", r, err, fed.BundleEndpointURL)
+	}
 }

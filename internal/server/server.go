@@ -59,6 +59,10 @@ type Config struct {
 	// BundleEndpoint, when set, serves the trust domain's SPIFFE bundle
 	// endpoint (bundle_endpoint.go).
 	BundleEndpoint *BundleEndpointConfig
+	// Federations are relationships this tier applies at start: each is
+	// created, or updated to these settings, in the datastore (others made
+	// through the API stay). A root tier fetches their bundles.
+	Federations []FederationConfig
 	// FederationRefreshFloor is the shortest interval at which a root tier
 	// refreshes a federated bundle, whatever refresh hint its endpoint
 	// serves; zero means 30s (federation_refresh.go).
@@ -295,6 +299,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := s.applyFederations(ctx); err != nil {
+		return nil, err
 	}
 	s.health = health.NewServer()
 	s.registerCAMetrics()

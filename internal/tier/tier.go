@@ -90,6 +90,16 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 			cfg.X509PoP = &server.X509PoPConfig{CABundlePaths: a.X509PoP.CABundlePaths, AgentPathTemplate: a.X509PoP.AgentPathTemplate}
 		}
 	}
+	if s.Parent == "" {
+		// The root fetches every federated trust domain's bundle; the
+		// tiers below receive them through their parent.
+		for _, fed := range f.Federations {
+			cfg.Federations = append(cfg.Federations, server.FederationConfig{
+				TrustDomain: fed.TrustDomain, BundleEndpointURL: fed.BundleEndpoint, Profile: fed.Profile,
+				EndpointID: fed.EndpointSPIFFEID, BootstrapBundle: fed.BootstrapBundle,
+			})
+		}
+	}
 	if be := s.BundleEndpoint; be != nil {
 		cfg.BundleEndpoint = &server.BundleEndpointConfig{
 			ListenAddr: be.Listen, Profile: be.Profile, RefreshHint: be.RefreshHint,
