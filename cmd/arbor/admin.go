@@ -21,6 +21,7 @@ func adminCommands() []*cobra.Command {
 		newTokenCommand(),
 		newBundleCommand(),
 		newAgentCommand(),
+		newFederationCommand(),
 		newHealthcheckCommand(),
 	}
 }
@@ -101,20 +102,26 @@ func commandName(c *cobra.Command) string {
 
 // spireNames maps spire-server's camelCase flag names to arbor's.
 var spireNames = map[string]string{
-	"socketPath":           "socket-path",
-	"parentID":             "parent-id",
-	"spiffeID":             "spiffe-id",
-	"entryID":              "entry-id",
-	"x509SVIDTTL":          "x509-svid-ttl",
-	"jwtSVIDTTL":           "jwt-svid-ttl",
-	"federatesWith":        "federates-with",
-	"entryExpiry":          "entry-expiry",
-	"storeSVID":            "store-svid",
-	"matchSelectorsOn":     "match",
-	"matchFederatesWithOn": "match-federates-with",
-	"attestationType":      "attestation-type",
-	"canReattest":          "can-reattest",
-	"expiresBefore":        "expires-before",
+	"socketPath":              "socket-path",
+	"parentID":                "parent-id",
+	"spiffeID":                "spiffe-id",
+	"entryID":                 "entry-id",
+	"x509SVIDTTL":             "x509-svid-ttl",
+	"jwtSVIDTTL":              "jwt-svid-ttl",
+	"federatesWith":           "federates-with",
+	"entryExpiry":             "entry-expiry",
+	"storeSVID":               "store-svid",
+	"matchSelectorsOn":        "match",
+	"matchFederatesWithOn":    "match-federates-with",
+	"attestationType":         "attestation-type",
+	"canReattest":             "can-reattest",
+	"expiresBefore":           "expires-before",
+	"trustDomain":             "trust-domain",
+	"bundleEndpointURL":       "bundle-endpoint-url",
+	"bundleEndpointProfile":   "profile",
+	"endpointSpiffeID":        "endpoint-spiffe-id",
+	"trustDomainBundlePath":   "trust-domain-bundle-path",
+	"trustDomainBundleFormat": "trust-domain-bundle-format",
 }
 
 // spireArgs rewrites spire-server style flags ("-socketPath x", "-ttl=60",

@@ -237,6 +237,8 @@ func TestAdminHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"entry", "create", "--help"}, {"entry", "show", "-h"}, {"token", "generate", "--help"},
 		{"bundle", "set", "--help"}, {"agent", "evict", "--help"}, {"healthcheck", "--help"},
+		{"federation", "create", "--help"}, {"federation", "list", "--help"}, {"federation", "show", "--help"},
+		{"federation", "update", "--help"}, {"federation", "delete", "--help"}, {"federation", "refresh", "--help"},
 	} {
 		out, _, err := arbor(t, "", args...)
 		if err != nil {

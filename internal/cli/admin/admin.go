@@ -21,6 +21,7 @@ import (
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -75,6 +76,7 @@ type Client struct {
 	entry  entryv1.EntryClient
 	agent  agentv1.AgentClient
 	bundle bundlev1.BundleClient
+	td     trustdomainv1.TrustDomainClient
 	health healthpb.HealthClient
 }
 
@@ -118,6 +120,7 @@ func Open(path string) (*Client, error) {
 		entry:  entryv1.NewEntryClient(conn),
 		agent:  agentv1.NewAgentClient(conn),
 		bundle: bundlev1.NewBundleClient(conn),
+		td:     trustdomainv1.NewTrustDomainClient(conn),
 		health: healthpb.NewHealthClient(conn),
 	}, nil
 }
