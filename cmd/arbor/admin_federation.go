@@ -61,7 +61,9 @@ func newFederationCreateCommand() *cobra.Command {
       --trust-domain-bundle-path partner.pem
   arbor federation create --trust-domain web.example --profile https_web \
       --bundle-endpoint-url https://web.example/bundle`,
-		func(c *admin.Client) func(context.Context, admin.Printer, admin.Relationship) error { return c.CreateFederation })
+		func(c *admin.Client) func(context.Context, admin.Printer, admin.Relationship) error {
+			return c.CreateFederation
+		})
 }
 
 func newFederationUpdateCommand() *cobra.Command {
@@ -70,7 +72,9 @@ func newFederationUpdateCommand() *cobra.Command {
 		`  arbor federation update --trust-domain partner.example \
       --bundle-endpoint-url https://bundle.partner.example \
       --endpoint-spiffe-id spiffe://partner.example/spire/server`,
-		func(c *admin.Client) func(context.Context, admin.Printer, admin.Relationship) error { return c.UpdateFederation })
+		func(c *admin.Client) func(context.Context, admin.Printer, admin.Relationship) error {
+			return c.UpdateFederation
+		})
 }
 
 // federationByTD builds show, delete and refresh: one relationship named
