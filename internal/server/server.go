@@ -59,6 +59,9 @@ type Config struct {
 	// BundleEndpoint, when set, serves the trust domain's SPIFFE bundle
 	// endpoint (bundle_endpoint.go).
 	BundleEndpoint *BundleEndpointConfig
+	// OIDCDiscovery, when set, serves an OIDC discovery document and the
+	// JWT signing keys (oidc.go); JWTIssuer defaults to its issuer.
+	OIDCDiscovery *OIDCDiscoveryConfig
 	// Federations are relationships this tier applies at start: each is
 	// created, or updated to these settings, in the datastore (others made
 	// through the API stay). A root tier fetches their bundles.
@@ -160,6 +163,7 @@ type Server struct {
 	agentLis, adminLis net.Listener
 	healthLis          net.Listener
 	bundleLis          net.Listener
+	oidcLis            net.Listener
 	ready              chan struct{}
 }
 
@@ -177,6 +181,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.Upstream != nil && cfg.Parent != nil {
 		return nil, errors.New("server: a tier has an upstream (root) or a parent (downstream), not both")
+	}
+	if oc := cfg.OIDCDiscovery; oc != nil {
+		if err := oc.validate(); err != nil {
+			return nil, err
+		}
 	}
 	if be := cfg.BundleEndpoint; be != nil {
 		if err := be.validate(); err != nil {
@@ -257,7 +266,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		X509SVIDTTL:        cfg.X509SVIDTTL,
 		JWTSVIDTTL:         cfg.JWTSVIDTTL,
 		Dir:                caDir,
-		JWTIssuer:          cfg.JWTIssuer,
+		JWTIssuer:          jwtIssuer(cfg),
 		Now:                cfg.Now,
 		Logger:             log,
 	})
@@ -490,6 +499,17 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: listening on health address %s: %w", s.cfg.HealthAddr, err)
 		}
 	}
+	if oc := s.cfg.OIDCDiscovery; oc != nil {
+		s.oidcLis, err = net.Listen("tcp", oc.ListenAddr)
+		if err != nil {
+			s.agentLis.Close()
+			s.adminLis.Close()
+			if s.healthLis != nil {
+				s.healthLis.Close()
+			}
+			return fmt.Errorf("server: listening on OIDC discovery address %s: %w", oc.ListenAddr, err)
+		}
+	}
 	if be := s.cfg.BundleEndpoint; be != nil {
 		s.bundleLis, err = net.Listen("tcp", be.ListenAddr)
 		if err != nil {
@@ -634,7 +654,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	wg.Go(func() {
 		if err := agentSrv.Serve(s.agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("server: agent API: %w", err)
@@ -656,6 +676,15 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() {
 			if err := bundleSrv.ServeTLS(s.bundleLis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("server: bundle endpoint: %w", err)
+			}
+		})
+	}
+	var oidcSrv *http.Server
+	if s.oidcLis != nil {
+		oidcSrv = s.newOIDCDiscovery(*s.cfg.OIDCDiscovery)
+		wg.Go(func() {
+			if err := oidcSrv.ServeTLS(s.oidcLis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: OIDC discovery: %w", err)
 			}
 		})
 	}
@@ -711,7 +740,7 @@ func (s *Server) Run(ctx context.Context) error {
 		adminSrv.Stop()
 		<-stopped
 	}
-	for _, hs := range []*http.Server{httpSrv, bundleSrv} {
+	for _, hs := range []*http.Server{httpSrv, bundleSrv, oidcSrv} {
 		if hs != nil {
 			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 			hs.Shutdown(sctx)
@@ -724,6 +753,15 @@ func (s *Server) Run(ctx context.Context) error {
 		runErr = fmt.Errorf("server: closing datastore: %w", err)
 	}
 	return runErr
+}
+
+// jwtIssuer is the iss of JWT-SVIDs: the configured one, else the OIDC
+// discovery provider's issuer (so its relying parties verify them).
+func jwtIssuer(cfg Config) string {
+	if cfg.JWTIssuer == "" && cfg.OIDCDiscovery != nil {
+		return cfg.OIDCDiscovery.Issuer
+	}
+	return cfg.JWTIssuer
 }
 
 func datastoreName(cfg Config) string {
