@@ -442,6 +442,16 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		s.BundleEndpoint = p.bundleEndpoint(bb)
 	}
 
+	oidcs := content.Blocks.OfType("oidc_discovery")
+	for i, ob := range oidcs {
+		if i > 0 {
+			p.errorf(ob.DefRange, "Duplicate oidc_discovery block",
+				"Server %q already has an oidc_discovery block at line %d; a server serves one OIDC discovery provider. Remove one of them.", name, oidcs[0].DefRange.Start.Line)
+			continue
+		}
+		s.OIDCDiscovery = p.oidcDiscovery(ob)
+	}
+
 	seenEntries := map[string]*Entry{}
 	for _, eb := range content.Blocks.OfType("entry") {
 		e, ok := p.entry(eb, s)
@@ -457,6 +467,27 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		s.Entries = append(s.Entries, e)
 	}
 	return s
+}
+
+// oidcDiscovery decodes an oidc_discovery block.
+func (p *parser) oidcDiscovery(b *hcl.Block) *OIDCDiscovery {
+	content := p.content(b.Body, oidcDiscoverySchema)
+	a := content.Attributes
+	o := &OIDCDiscovery{Range: b.DefRange}
+	if attr, ok := a["listen"]; ok {
+		o.Listen, _ = p.hostPort(attr)
+	}
+	if attr, ok := a["issuer"]; ok {
+		o.Issuer, _ = p.url(attr, true)
+	}
+	for name, dst := range map[string]*string{"cert_file": &o.CertFile, "key_file": &o.KeyFile} {
+		if attr, ok := a[name]; ok {
+			if v, ok := p.nonEmptyStr(attr); ok {
+				*dst = resolvePath(p.dir, v)
+			}
+		}
+	}
+	return o
 }
 
 // bundleEndpoint decodes a bundle_endpoint block. https_spiffe (the default)

@@ -115,6 +115,14 @@ func Render(f *File, node string) (*NodeConfig, error) {
 			setIf("key_file", be.KeyFile)
 	}
 
+	if o := s.OIDCDiscovery; o != nil {
+		sb.block("oidc_discovery").
+			set("listen", o.Listen).
+			set("issuer", o.Issuer).
+			set("cert_file", o.CertFile).
+			set("key_file", o.KeyFile)
+	}
+
 	if ag := s.Agent; ag != nil {
 		ab := body.block("agent")
 		if parent := f.server(s.Parent); parent != nil {

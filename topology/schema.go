@@ -75,6 +75,18 @@ var serverSchema = &hcl.BodySchema{
 		{Type: "agent"},
 		{Type: "entry", LabelNames: []string{"name"}},
 		{Type: "bundle_endpoint"},
+		{Type: "oidc_discovery"},
+	},
+}
+
+// oidcDiscoverySchema is a server's oidc_discovery block: the OIDC
+// discovery provider relying parties use to verify JWT-SVIDs.
+var oidcDiscoverySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "listen", Required: true},
+		{Name: "issuer", Required: true},
+		{Name: "cert_file", Required: true},
+		{Name: "key_file", Required: true},
 	},
 }
 
@@ -263,5 +275,6 @@ func ServerAttributes() []string {
 	addKinds("agent.node_attestor.", agentAttestorSchemas)
 	add("entry.", entrySchema)
 	add("bundle_endpoint.", bundleEndpointSchema)
+	add("oidc_discovery.", oidcDiscoverySchema)
 	return out
 }

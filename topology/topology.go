@@ -241,6 +241,8 @@ type Server struct {
 	Entries []Entry
 	// BundleEndpoint is the SPIFFE bundle endpoint the server serves, or nil.
 	BundleEndpoint *BundleEndpoint
+	// OIDCDiscovery is the OIDC discovery provider the server serves, or nil.
+	OIDCDiscovery *OIDCDiscovery
 
 	// caTTLRange and x509TTLRange are where the effective ca_ttl and
 	// x509_svid_ttl were written; nil for the built-in default.
@@ -467,6 +469,14 @@ type BundleEndpoint struct {
 	// RefreshHint is served as spiffe_refresh_hint.
 	RefreshHint time.Duration
 	// CertFile and KeyFile are the Web PKI certificate and key of https_web.
+	CertFile, KeyFile string
+	Range             hcl.Range
+}
+
+// OIDCDiscovery is a server's oidc_discovery block.
+type OIDCDiscovery struct {
+	Listen            string
+	Issuer            string
 	CertFile, KeyFile string
 	Range             hcl.Range
 }

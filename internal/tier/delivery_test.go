@@ -44,6 +44,11 @@ func webEndpoint(cert, key string) string {
 	return "bundle_endpoint {\nlisten = \"127.0.0.1:8443\"\nprofile = \"https_web\"\ncert_file = \"" + cert + "\"\nkey_file = \"" + key + "\"\n}"
 }
 
+// oidcBlock is an oidc_discovery block.
+func oidcBlock(listen, issuer, cert, key string) string {
+	return "oidc_discovery {\nlisten = \"" + listen + "\"\nissuer = \"" + issuer + "\"\ncert_file = \"" + cert + "\"\nkey_file = \"" + key + "\"\n}"
+}
+
 func deliveryCases() []deliveryCase {
 	child := func(attr, base, changed string) deliveryCase {
 		return deliveryCase{attr: attr, base: `parent = "root"` + "\n" + base, changed: `parent = "root"` + "\n" + changed}
@@ -75,6 +80,10 @@ func deliveryCases() []deliveryCase {
 			`bundle_endpoint {`+"\n"+`listen = "127.0.0.1:8443"`+"\n"+`profile = "https_web"`+"\n"+`cert_file = "w.pem"`+"\n"+`key_file = "w-key.pem"`+"\n}"),
 		root("bundle_endpoint.refresh_hint", `bundle_endpoint { listen = "127.0.0.1:8443" }`,
 			`bundle_endpoint {`+"\n"+`listen = "127.0.0.1:8443"`+"\n"+`refresh_hint = "1m"`+"\n}"),
+		root("oidc_discovery.listen", oidcBlock("127.0.0.1:9443", "https://oidc.example", "o.pem", "o-key.pem"), oidcBlock("127.0.0.1:9444", "https://oidc.example", "o.pem", "o-key.pem")),
+		root("oidc_discovery.issuer", oidcBlock("127.0.0.1:9443", "https://oidc.example", "o.pem", "o-key.pem"), oidcBlock("127.0.0.1:9443", "https://oidc2.example", "o.pem", "o-key.pem")),
+		root("oidc_discovery.cert_file", oidcBlock("127.0.0.1:9443", "https://oidc.example", "o.pem", "o-key.pem"), oidcBlock("127.0.0.1:9443", "https://oidc.example", "p.pem", "o-key.pem")),
+		root("oidc_discovery.key_file", oidcBlock("127.0.0.1:9443", "https://oidc.example", "o.pem", "o-key.pem"), oidcBlock("127.0.0.1:9443", "https://oidc.example", "o.pem", "p-key.pem")),
 		root("bundle_endpoint.cert_file", webEndpoint("w.pem", "w-key.pem"), webEndpoint("x.pem", "w-key.pem")),
 		root("bundle_endpoint.key_file", webEndpoint("w.pem", "w-key.pem"), webEndpoint("w.pem", "x-key.pem")),
 		root("address", ``, `address = "t.example:8081"`),

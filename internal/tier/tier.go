@@ -100,6 +100,9 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 			})
 		}
 	}
+	if o := s.OIDCDiscovery; o != nil {
+		cfg.OIDCDiscovery = &server.OIDCDiscoveryConfig{ListenAddr: o.Listen, Issuer: o.Issuer, CertFile: o.CertFile, KeyFile: o.KeyFile}
+	}
 	if be := s.BundleEndpoint; be != nil {
 		cfg.BundleEndpoint = &server.BundleEndpointConfig{
 			ListenAddr: be.Listen, Profile: be.Profile, RefreshHint: be.RefreshHint,
