@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -25,6 +27,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/upstream"
 )
 
 // TestBundleEndpointHTTPSSPIFFE: the endpoint serves the own bundle (X.509
@@ -215,4 +218,30 @@ func presentedSerial(t *testing.T, addr string, pool *x509.CertPool) *big.Int {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// fakeParent is a parent link (every ability of upstream.Parent).
+type fakeParent struct{}
+
+func (fakeParent) MintX509CA(context.Context, crypto.Signer, time.Duration) (*upstream.MintedCA, error) {
+	return nil, errors.New("unused")
+}
+func (fakeParent) PublishJWTKey(context.Context, upstream.JWTKey) ([]upstream.JWTKey, error) {
+	return nil, errors.New("unused")
+}
+func (fakeParent) FetchBundle(context.Context) (*upstream.Bundle, error) {
+	return nil, errors.New("unused")
+}
+func (fakeParent) Reachable() bool { return false }
+
+// TestParentLinkAsUpstreamIsRefused: a downstream tier's parent link given
+// as a root's CA source would lose JWT publishing and bundle sync silently;
+// server.New refuses it.
+func TestParentLinkAsUpstreamIsRefused(t *testing.T) {
+	dir := shortDir(t)
+	cfg := server.Config{Name: "x", TrustDomain: td, ListenAddr: "127.0.0.1:0", AdminSocket: filepath.Join(dir, "a.sock"),
+		StateDir: filepath.Join(dir, "state"), Upstream: fakeParent{}}
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "Parent") {
+		t.Errorf("server.New with a parent link as Upstream: %v, want a refusal naming Parent", err)
+	}
 }

@@ -182,6 +182,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Upstream != nil && cfg.Parent != nil {
 		return nil, errors.New("server: a tier has an upstream (root) or a parent (downstream), not both")
 	}
+	if _, isParent := cfg.Upstream.(upstream.Parent); isParent {
+		// Only a refusal, never a dispatch: a parent link given as a plain
+		// CA source would silently lose JWT publishing and bundle sync.
+		return nil, errors.New("server: Upstream is a parent link (a downstream tier's); set it as Parent")
+	}
 	if oc := cfg.OIDCDiscovery; oc != nil {
 		if err := oc.validate(); err != nil {
 			return nil, err
