@@ -19,6 +19,7 @@ import (
 
 	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 func TestSPIREArgs(t *testing.T) {
@@ -56,13 +57,8 @@ func TestSPIREArgs(t *testing.T) {
 // startServer runs a real root server (SQLite in a temp dir) for the test.
 func startServer(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "arb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Config{
+	dir := testkit.ShortDir(t)
+	s := testkit.StartServer(t, server.Config{
 		Name:           "root",
 		TrustDomain:    spiffeid.RequireTrustDomainFromString("example.org"),
 		ListenAddr:     "127.0.0.1:0",
@@ -71,27 +67,6 @@ func startServer(t *testing.T) string {
 		JoinToken:      true,
 		CAKeysInMemory: true,
 	})
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop within 20s")
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("server.Run returned before ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("server not ready within 20s")
-	}
 	return s.AdminSocket()
 }
 

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -72,23 +71,7 @@ type option func(*server.Config)
 
 func startServer(t *testing.T, opts ...option) *harness {
 	t.Helper()
-	dir := shortDir(t)
-	c := newClock()
-	cfg := server.Config{
-		Name:        "test",
-		TrustDomain: td,
-		ListenAddr:  "127.0.0.1:0",
-		AdminSocket: filepath.Join(dir, "admin.sock"),
-		StateDir:    filepath.Join(dir, "state"),
-		JoinToken:   true,
-		Now:         c.Now,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	h := &harness{t: t, cfg: cfg, clock: c}
-	h.start()
-	return h
+	return startServerOn(t, newClock(), opts...)
 }
 
 func (h *harness) start() {

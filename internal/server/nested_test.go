@@ -36,18 +36,7 @@ func (s staticSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x50
 // SVID of a downstream entry parented to an agent attested to parent.
 func startChild(t *testing.T, parent *harness, name string) *harness {
 	t.Helper()
-	agent := parent.newAgent()
-	entryID := parent.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/tier/" + name),
-		Selectors: []*types.Selector{sel("unix", "uid:0")}, Downstream: true})
-	svid := must(parent.workloadSVID(agent, entryID))(t)
-	up, err := downstream.New(ctxT(t), downstream.Config{
-		TrustDomain: td, ParentAddress: parent.cfg.ListenAddr,
-		Source: staticSource{svid: svid, bundle: parent.snapshotBundle()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
+	up := parentLink(t, parent, name)
 	return startServer(t, func(c *server.Config) {
 		c.Name, c.Parent, c.ParentBundleSyncInterval = name, up, 200*time.Millisecond
 		c.CATTL = 2 * time.Hour

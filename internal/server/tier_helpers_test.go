@@ -40,6 +40,18 @@ func startServerOn(t *testing.T, c *clock, opts ...option) *harness {
 // the way startChild does, with a bundle sync every `sync`.
 func startChildOn(t *testing.T, parent *harness, name string, sync time.Duration, opts ...option) *harness {
 	t.Helper()
+	up := parentLink(t, parent, name)
+	all := append([]option{func(c *server.Config) {
+		c.Name, c.Parent, c.ParentBundleSyncInterval = name, up, sync
+	}}, opts...)
+	return startServerOn(t, parent.clock, all...)
+}
+
+// parentLink is a downstream tier's link to parent: an agent attested to
+// parent, a downstream entry for spiffe://td/tier/NAME under it, and that
+// entry's SVID as the link's client certificate.
+func parentLink(t *testing.T, parent *harness, name string) *downstream.Upstream {
+	t.Helper()
 	agent := parent.newAgent()
 	entryID := parent.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/tier/" + name),
 		Selectors: []*types.Selector{sel("unix", "uid:0")}, Downstream: true})
@@ -52,10 +64,7 @@ func startChildOn(t *testing.T, parent *harness, name string, sync time.Duration
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { up.Close() })
-	all := append([]option{func(c *server.Config) {
-		c.Name, c.Parent, c.ParentBundleSyncInterval = name, up, sync
-	}}, opts...)
-	return startServerOn(t, parent.clock, all...)
+	return up
 }
 
 // ownBundle is the server's own bundle as its cache holds it (no RPC).

@@ -27,6 +27,7 @@ import (
 
 	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -35,13 +36,8 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 // and returns it with its admin socket path.
 func startServer(t *testing.T) (*server.Server, string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "arb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Config{
+	dir := testkit.ShortDir(t)
+	s := testkit.StartServer(t, server.Config{
 		Name:           "root",
 		TrustDomain:    td,
 		ListenAddr:     "127.0.0.1:0",
@@ -50,31 +46,7 @@ func startServer(t *testing.T) (*server.Server, string) {
 		JoinToken:      true,
 		CAKeysInMemory: true,
 	})
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("server.Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop within 20s")
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("server.Run returned before ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("server not ready within 20s")
-	}
-	return s, s.AdminSocket()
+	return s.Server, s.AdminSocket()
 }
 
 func dial(t *testing.T, socket string) *admin.Client {
