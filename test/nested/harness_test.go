@@ -2,12 +2,18 @@ package nested
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,8 +93,12 @@ type tier struct {
 	name   string
 	parent *tier
 	cfg    server.Config
-	up     *downstream.Upstream // nil for the root
-	colo   *runningAgent        // nil for the root
+	up     *downstream.Upstream // nil for the root and the wide tree's tiers
+	colo   *runningAgent        // nil for the root and the wide tree's tiers
+	// clock is the tier's clock when the test moves it (cfg.Now is its
+	// Now): the wide tree's tiers, which run their rotation steps
+	// themselves (rotateAt). Nil: the real time.
+	clock *testkit.Clock
 
 	srv     *server.Server
 	admin   *grpc.ClientConn
@@ -200,22 +210,27 @@ func (tr *tier) start() {
 		t.Fatalf("%s: server not ready after 30s", tr.name)
 	}
 
+	// A tier whose clock the test moves gets no rotateEvery ticker: it
+	// would run rotation steps at the moved times besides the test's own
+	// (the server's 10s loop still runs, as in production).
 	rctx, rcancel := context.WithCancel(context.Background())
 	var rwg sync.WaitGroup
-	rwg.Go(func() {
-		tick := time.NewTicker(rotateEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-tick.C:
+	if tr.clock == nil {
+		rwg.Go(func() {
+			tick := time.NewTicker(rotateEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-rctx.Done():
+					return
+				case <-tick.C:
+				}
+				sctx, c := context.WithTimeout(rctx, 10*time.Second)
+				srv.CA().Rotate(sctx) // failures (parent down) are retried next tick, as Run does
+				c()
 			}
-			sctx, c := context.WithTimeout(rctx, 10*time.Second)
-			srv.CA().Rotate(sctx) // failures (parent down) are retried next tick, as Run does
-			c()
-		}
-	})
+		})
+	}
 
 	conn, err := grpc.NewClient("unix://"+tr.cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -251,12 +266,21 @@ func (tr *tier) stop() {
 
 func (tr *tier) addr() string { return tr.cfg.ListenAddr }
 
+// bundle is the tier's bundle as its admin API serves it.
+func (tr *tier) bundle(ctx context.Context) (*types.Bundle, error) {
+	b, err := bundlev1.NewBundleClient(tr.admin).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: GetBundle: %w", tr.name, err)
+	}
+	return b, nil
+}
+
 // roots returns the X.509 authorities of the tier's bundle.
 func (tr *tier) roots() []*x509.Certificate {
 	tr.t.Helper()
-	b, err := bundlev1.NewBundleClient(tr.admin).GetBundle(callCtx(tr.t), &bundlev1.GetBundleRequest{})
+	b, err := tr.bundle(callCtx(tr.t))
 	if err != nil {
-		tr.t.Fatalf("%s: GetBundle: %v", tr.name, err)
+		tr.t.Fatal(err)
 	}
 	var out []*x509.Certificate
 	for _, a := range b.X509Authorities {
@@ -295,6 +319,21 @@ func (tr *tier) createEntry(e *types.Entry) string {
 	}
 	return resp.Results[0].Entry.Id
 }
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// fixedSVID serves one X509-SVID, for a client presenting an identity
+// without an agent.
+type fixedSVID struct{ *x509svid.SVID }
+
+func (f fixedSVID) GetX509SVID() (*x509svid.SVID, error) { return f.SVID, nil }
 
 // constAttestor gives every Workload API caller the same selectors: each
 // agent of these tests serves one identity to the test process.
@@ -357,6 +396,7 @@ func startAgent(t *testing.T, srv *tier, token string, sels ...selector.Selector
 // reached through a go-spiffe Workload API client.
 type workload struct {
 	id     spiffeid.ID
+	tier   *tier
 	agent  *runningAgent
 	client *workloadapi.Client
 }
@@ -378,7 +418,7 @@ func startWorkload(t *testing.T, tr *tier, name string) *workload {
 		t.Fatalf("workloadapi.New: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	w := &workload{id: id, agent: ag, client: c}
+	w := &workload{id: id, tier: tr, agent: ag, client: c}
 	poll(t, 30*time.Second, "first X509-SVID of "+name, func() error {
 		_, _, err := w.verify(callCtx(t))
 		return err
@@ -547,4 +587,23 @@ func sleepUntil(ctx context.Context, at time.Time) error {
 	case <-ctx.Done():
 		return errors.New("context ended before " + at.Format(time.TimeOnly))
 	}
+}
+
+// jwtKeyID returns the kid header of a compact JWS.
+func jwtKeyID(token string) (string, error) {
+	header, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return "", errors.New("not a compact JWS")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		return "", err
+	}
+	var h struct {
+		KID string `json:"kid"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return "", err
+	}
+	return h.KID, nil
 }

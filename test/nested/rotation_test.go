@@ -2,11 +2,7 @@ package nested
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,23 +179,4 @@ func TestRotationAtEveryTier(t *testing.T) {
 	jAB.assertClean(t, "leaf-a JWT-SVID through leaf-b's agent", minJWT, 2)
 	jBA.assertClean(t, "leaf-b JWT-SVID through leaf-a's agent", minJWT, 2)
 	t.Logf("ran %v: %d+%d X.509 checks, JWT keys seen a->b %d, b->a %d", elapsed.Round(time.Second), chkA.checks, chkB.checks, len(jAB.kids), len(jBA.kids))
-}
-
-// jwtKeyID returns the kid header of a compact JWS.
-func jwtKeyID(token string) (string, error) {
-	header, _, ok := strings.Cut(token, ".")
-	if !ok {
-		return "", errors.New("not a compact JWS")
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(header)
-	if err != nil {
-		return "", err
-	}
-	var h struct {
-		KID string `json:"kid"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return "", err
-	}
-	return h.KID, nil
 }

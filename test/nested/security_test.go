@@ -2,8 +2,6 @@ package nested
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -25,15 +23,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 func csr(t *testing.T, key crypto.Signer, uris ...string) []byte {
 	t.Helper()
@@ -65,10 +54,6 @@ func dialAs(t *testing.T, tr *tier, svid x509svid.Source) *grpc.ClientConn {
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
-
-type fixedSVID struct{ *x509svid.SVID }
-
-func (f fixedSVID) GetX509SVID() (*x509svid.SVID, error) { return f.SVID, nil }
 
 // attestRaw attests an agent with a join token over agent.v1 and returns
 // the agent SVID the server issued.

@@ -1,9 +1,7 @@
-package tree
+package nested
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -82,7 +80,9 @@ func (tr *tree) converged(ctx context.Context) (int, error) {
 	var wg sync.WaitGroup
 	for i, n := range tr.all {
 		wg.Go(func() {
-			b, err := n.bundle(ctx)
+			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			b, err := n.bundle(bctx)
 			if err != nil {
 				errs[i] = err
 				return
@@ -148,25 +148,6 @@ func activateAt(k *ca.JWTKeyStatus) time.Time {
 	return k.NotAfter.Add(-k.NotAfter.Sub(k.NotBefore) / 6)
 }
 
-// jwtKeyID returns the kid header of a compact JWS.
-func jwtKeyID(token string) (string, error) {
-	header, _, ok := strings.Cut(token, ".")
-	if !ok {
-		return "", errors.New("not a compact JWS")
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(header)
-	if err != nil {
-		return "", err
-	}
-	var h struct {
-		KID string `json:"kid"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return "", err
-	}
-	return h.KID, nil
-}
-
 // sample is one measured rotation step.
 type sample struct {
 	tier     string
@@ -227,7 +208,7 @@ func TestJWTKeysConvergeOnEveryTier(t *testing.T) {
 		}
 		next := st.NextJWTKey.KeyID
 		conv := tr.waitConverged(t, start, fmt.Sprintf("rotation %d, %s prepared %s", round, n.name, next))
-		samples = append(samples, sample{tier: n.name, depth: n.depth, phase: "prepare", step: step, converge: conv})
+		samples = append(samples, sample{tier: n.name, depth: n.depth(), phase: "prepare", step: step, converge: conv})
 
 		start = time.Now()
 		if err := n.rotateAt(ctx, activateAt(cur).Add(time.Second)); err != nil {
@@ -238,7 +219,7 @@ func TestJWTKeysConvergeOnEveryTier(t *testing.T) {
 			t.Fatalf("rotation %d, %s: after the step at the activation point the active key is %s, want %s", round, n.name, st.JWTKey.KeyID, next)
 		}
 		conv = tr.waitConverged(t, start, fmt.Sprintf("rotation %d, %s activated %s", round, n.name, next))
-		s := sample{tier: n.name, depth: n.depth, phase: "activate", step: step, converge: conv}
+		s := sample{tier: n.name, depth: n.depth(), phase: "activate", step: step, converge: conv}
 
 		audience := fmt.Sprintf("round-%d", round)
 		tr.checkMinted(t, ctx, n, audience)
@@ -262,7 +243,7 @@ func (tr *tree) checkMinted(t *testing.T, ctx context.Context, rotated *tier, au
 		bundles[l] = b
 	}
 	minters := tr.leaves
-	if rotated.depth < 2 {
+	if rotated.depth() < 2 {
 		minters = append([]*tier{rotated}, minters...)
 	}
 	for _, m := range minters {
