@@ -44,7 +44,6 @@ func WriteGraph(w io.Writer, f *File, format string) error {
 		}
 		return s.Agent.NodeAttestor.Kind
 	}
-	root := f.Root()
 	switch format {
 	case GraphDOT:
 		fmt.Fprintf(&b, "digraph %s {\n  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=10];\n", strconv.Quote(f.TrustDomain.Name()))
@@ -58,8 +57,8 @@ func WriteGraph(w io.Writer, f *File, format string) error {
 		}
 		for i, fed := range f.Federations {
 			fmt.Fprintf(&b, "  f%d [label=%s, shape=ellipse, style=dashed];\n", i, strconv.Quote(fed.TrustDomain.Name()))
-			if root != nil {
-				fmt.Fprintf(&b, "  %s -> f%d [style=dashed, dir=both, label=%s];\n", id[root.Name], i, strconv.Quote(fed.Profile))
+			if fetcher := f.Fetcher(fed); fetcher != nil {
+				fmt.Fprintf(&b, "  %s -> f%d [style=dashed, dir=both, label=%s];\n", id[fetcher.Name], i, strconv.Quote(fed.Profile))
 			}
 		}
 		b.WriteString("}\n")
@@ -75,8 +74,8 @@ func WriteGraph(w io.Writer, f *File, format string) error {
 		}
 		for i, fed := range f.Federations {
 			fmt.Fprintf(&b, "  f%d([\"%s\"])\n", i, mermaidEscape(fed.TrustDomain.Name()))
-			if root != nil {
-				fmt.Fprintf(&b, "  %s <-.->|%s| f%d\n", id[root.Name], fed.Profile, i)
+			if fetcher := f.Fetcher(fed); fetcher != nil {
+				fmt.Fprintf(&b, "  %s <-.->|%s| f%d\n", id[fetcher.Name], fed.Profile, i)
 			}
 		}
 	case GraphSVG:

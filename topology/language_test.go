@@ -133,3 +133,71 @@ func TestFederationAndEntries(t *testing.T) {
 		t.Errorf("entry billing = %+v", e)
 	}
 }
+
+// TestFederationFetchedBy: fetched_by names the server that fetches a
+// federation's bundle, the root when absent; the file says which server
+// fetches what, and which servers are below it.
+func TestFederationFetchedBy(t *testing.T) {
+	f, diags := ParseFile("testdata/spire/federation-fetched-by.hcl")
+	if diags.HasErrors() {
+		t.Fatalf("ParseFile: %s", FormatDiagnostics(diags, nil))
+	}
+	names := func(feds []Federation) string {
+		var out []string
+		for _, fed := range feds {
+			out = append(out, fed.TrustDomain.Name()+"@"+fed.FetchedBy)
+		}
+		return strings.Join(out, ",")
+	}
+	if got, want := names(f.Federations), "partner.example@regional,payments.example@root"; got != want {
+		t.Errorf("Federations = %s, want %s (fetched_by resolved, the root by default)", got, want)
+	}
+	for _, tt := range []struct{ server, want string }{
+		{"root", "payments.example@root"}, {"regional", "partner.example@regional"}, {"leaf", ""},
+	} {
+		if got := names(f.FederationsFetchedBy(tt.server)); got != tt.want {
+			t.Errorf("FederationsFetchedBy(%q) = %q, want %q", tt.server, got, tt.want)
+		}
+	}
+	built := Federation{TrustDomain: f.Federations[0].TrustDomain}
+	if s := f.Fetcher(built); s == nil || s.Name != "root" {
+		t.Errorf("Fetcher of a federation without FetchedBy = %v, want the root", s)
+	}
+	for _, tt := range []struct {
+		name, ancestor string
+		want           bool
+	}{
+		{"leaf", "regional", true}, {"leaf", "root", true}, {"regional", "regional", true},
+		{"root", "regional", false}, {"regional", "leaf", false}, {"nope", "root", false},
+	} {
+		if got := f.InSubtree(tt.name, tt.ancestor); got != tt.want {
+			t.Errorf("InSubtree(%q, %q) = %v, want %v", tt.name, tt.ancestor, got, tt.want)
+		}
+	}
+	cfg, err := Render(f, "leaf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := cfg.WriteHCL(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `fetched_by         = "regional"`) {
+		t.Errorf("Render(leaf) does not say who fetches partner.example:\n%s", b.String())
+	}
+	// The graph links each federated trust domain to the server fetching it.
+	for format, want := range map[string][]string{
+		GraphDOT:     {`n1 -> f0 [style=dashed`, `n0 -> f1 [style=dashed`}, // n1 is regional, n0 the root
+		GraphMermaid: {`n1 <-.->|https_spiffe| f0`, `n0 <-.->|https_web| f1`},
+	} {
+		b.Reset()
+		if err := WriteGraph(&b, f, format); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("WriteGraph(%s) lacks %q:\n%s", format, w, b.String())
+			}
+		}
+	}
+}

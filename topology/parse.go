@@ -186,6 +186,7 @@ func (p *parser) parse(src []byte) *File {
 		seenFed[fed.TrustDomain.Name()] = &fed
 		f.Federations = append(f.Federations, fed)
 	}
+	p.checkFetchedBy(f)
 	return f
 }
 
@@ -630,6 +631,32 @@ func (p *parser) checkParents(f *File) {
 			}
 			p.errorf(rng, "Unknown parent server",
 				"Server %q names parent %q, but no server block has that name.%s Servers in this file: %s.", s.Name, s.Parent, hint, strings.Join(names, ", "))
+		}
+	}
+}
+
+// checkFetchedBy refuses a fetched_by that names no server and resolves an
+// absent one to the root.
+func (p *parser) checkFetchedBy(f *File) {
+	var names []string
+	for _, s := range f.Servers {
+		names = append(names, s.Name)
+	}
+	for i := range f.Federations {
+		fed := &f.Federations[i]
+		switch {
+		case fed.FetchedBy == "":
+			if root := f.Root(); root != nil {
+				fed.FetchedBy = root.Name
+			}
+		case !slices.Contains(names, fed.FetchedBy):
+			hint := ""
+			if sug := suggest(fed.FetchedBy, names); sug != "" {
+				hint = fmt.Sprintf(" Did you mean %q?", sug)
+			}
+			p.errorf(fed.fetchedByRange, "Unknown server in fetched_by",
+				"Federation %q is fetched_by %q, but no server block has that name.%s Name one of this file's servers (%s), or remove fetched_by to have the root fetch it.",
+				fed.TrustDomain.Name(), fed.FetchedBy, hint, strings.Join(names, ", "))
 		}
 	}
 }

@@ -441,6 +441,11 @@ func (p *parser) federation(b *hcl.Block) (Federation, bool) {
 			fed.BootstrapBundle = resolvePath(p.dir, v)
 		}
 	}
+	fed.fetchedByRange = b.DefRange
+	if attr, ok := a["fetched_by"]; ok {
+		fed.fetchedByRange = attr.Expr.Range()
+		fed.FetchedBy, _ = p.nonEmptyStr(attr)
+	}
 	return fed, true
 }
 

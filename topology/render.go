@@ -192,6 +192,9 @@ func Render(f *File, node string) (*NodeConfig, error) {
 			fb.set("endpoint_spiffe_id", fed.EndpointSPIFFEID.String())
 		}
 		fb.setIf("bootstrap_bundle", fed.BootstrapBundle)
+		if fetcher := f.Fetcher(fed); fetcher != nil {
+			fb.set("fetched_by", fetcher.Name)
+		}
 	}
 	return &NodeConfig{Node: s.Name, Source: f.Path, Body: body}, nil
 }

@@ -244,6 +244,7 @@ var federationSchema = &hcl.BodySchema{
 		{Name: "profile"},
 		{Name: "endpoint_spiffe_id"},
 		{Name: "bootstrap_bundle"},
+		{Name: "fetched_by"},
 	},
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -115,7 +116,10 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 	sb.setIf("jwt_issuer", s.JWTIssuer).
 		set("log_level", strings.ToUpper(s.LogLevel)).
 		set("log_format", s.LogFormat)
-	if len(f.Federations) > 0 || s.BundleEndpoint != nil {
+	// federates_with goes only on the server that fetches (fetched_by): a
+	// SPIRE server does not pass federated bundles to the servers below it.
+	fetches := f.FederationsFetchedBy(s.Name)
+	if len(fetches) > 0 || s.BundleEndpoint != nil {
 		fed := sb.block("federation")
 		if be := s.BundleEndpoint; be != nil {
 			host, portStr, err := splitAddress(be.Listen)
@@ -139,7 +143,7 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 					set("file_sync_interval", "1m")
 			}
 		}
-		for _, fd := range f.Federations {
+		for _, fd := range fetches {
 			fw := fed.block("federates_with", fd.TrustDomain.Name())
 			fw.set("bundle_endpoint_url", fd.BundleEndpoint)
 			p := fw.block("bundle_endpoint_profile", fd.Profile)
@@ -224,6 +228,27 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 			cmd += " -admin"
 		}
 		cmds = append(cmds, cmd)
+	}
+	// An arbor tier passes federated bundles down; a spire-server gets none
+	// from its upstream, so its entries' foreign bundles must be fetched here.
+	var notFetched []string
+	for _, e := range s.Entries {
+		for _, td := range e.FederatesWith {
+			if !slices.Contains(notFetched, td) && !slices.ContainsFunc(fetches, func(fd Federation) bool { return fd.TrustDomain.Name() == td }) {
+				notFetched = append(notFetched, td)
+			}
+		}
+	}
+	for _, td := range notFetched {
+		by := "another server"
+		if i := slices.IndexFunc(f.Federations, func(fd Federation) bool { return fd.TrustDomain.Name() == td }); i >= 0 {
+			if fetcher := f.Fetcher(f.Federations[i]); fetcher != nil {
+				by = fetcher.Name
+			}
+		}
+		cfg.ServerNotes = append(cfg.ServerNotes, fmt.Sprintf(
+			"entries here federate with %s, whose bundle %s fetches; spire-server receives no federated bundles from its upstream: set fetched_by = %q in that federation block, or keep it current with `spire-server bundle set -id spiffe://%s -path BUNDLE`",
+			td, by, s.Name, td))
 	}
 	if len(cmds) > 0 {
 		cfg.ServerNotes = append(cfg.ServerNotes, "registration entries this server must hold (spire-server entry create, -socketPath "+s.AdminSocket+"):")

@@ -29,7 +29,7 @@ import (
 // spireFiles are topology files, besides the examples, whose SPIRE
 // rendering is golden-tested: they cover the vault and spire upstreams,
 // memory keys, a JWT key type of its own and a join token in the file.
-var spireFiles = []string{"vault-root.hcl", "spire-upstream-root.hcl", "bundle-endpoint.hcl"}
+var spireFiles = []string{"vault-root.hcl", "spire-upstream-root.hcl", "bundle-endpoint.hcl", "federation-fetched-by.hcl"}
 
 // spireCase is one node of one topology file to render as SPIRE config.
 type spireCase struct {

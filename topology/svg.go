@@ -227,11 +227,11 @@ func writeSVG(b *strings.Builder, f *File) {
 		b.WriteString("  </g>\n")
 	}
 
-	// Federations, linked to the root(s) by dashed lines.
+	// Federations, linked by dashed lines to the server that fetches them.
 	for i, fed := range f.Federations {
 		y := svgHeader + float64(i)*(fedH+16)
 		for _, s := range servers {
-			if s.Parent != "" {
+			if fetcher := f.Fetcher(fed); fetcher == nil || s.Name != fetcher.Name {
 				continue
 			}
 			r := boxes[s.Name]

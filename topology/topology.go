@@ -506,7 +506,8 @@ type Entry struct {
 }
 
 // Federation is a federation "TRUST_DOMAIN" block: a foreign trust domain
-// whose bundle every server fetches from its bundle endpoint.
+// whose bundle one server (FetchedBy) fetches from its bundle endpoint and
+// passes down to the servers below it.
 type Federation struct {
 	TrustDomain    spiffeid.TrustDomain
 	BundleEndpoint string
@@ -518,7 +519,55 @@ type Federation struct {
 	// certificates or a SPIFFE bundle) for the first https_spiffe contact,
 	// stored when no bundle of it is held yet; "" for none.
 	BootstrapBundle string
-	Range           hcl.Range
+	// FetchedBy names the server that holds the relationship and fetches
+	// the bundle; its subtree receives the bundle through the bundle sync.
+	// Default the root's name.
+	FetchedBy string
+	Range     hcl.Range
+
+	// fetchedByRange is where fetched_by was written; the block header
+	// when it was not.
+	fetchedByRange hcl.Range
+}
+
+// Fetcher returns the server that fetches fed's bundle: the one its
+// FetchedBy names, else (FetchedBy empty, in a File built in code) the root.
+// It is nil when no such server exists.
+func (f *File) Fetcher(fed Federation) *Server {
+	if fed.FetchedBy == "" {
+		return f.Root()
+	}
+	return f.server(fed.FetchedBy)
+}
+
+// FederationsFetchedBy returns, in file order, the federations whose bundle
+// the server named name fetches.
+func (f *File) FederationsFetchedBy(name string) []Federation {
+	var out []Federation
+	for _, fed := range f.Federations {
+		if s := f.Fetcher(fed); s != nil && s.Name == name {
+			out = append(out, fed)
+		}
+	}
+	return out
+}
+
+// InSubtree reports whether the server named name is ancestor or one of
+// its descendants (false when either is unknown or the parents loop).
+func (f *File) InSubtree(name, ancestor string) bool {
+	seen := map[string]bool{}
+	for name != "" && !seen[name] {
+		s := f.server(name)
+		if s == nil {
+			return false
+		}
+		if s.Name == ancestor {
+			return true
+		}
+		seen[name] = true
+		name = s.Parent
+	}
+	return false
 }
 
 // Root returns the file's root server (the one without a parent), or nil.

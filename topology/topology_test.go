@@ -438,6 +438,16 @@ func TestParseErrors(t *testing.T) {
 			want: []diagAt{{"5:27", "Invalid agent path template"}},
 		},
 		{
+			name: "empty fetched_by",
+			src:  td + "server \"a\" {}\nfederation \"p.test\" {\n  bundle_endpoint = \"https://p.test\"\n  fetched_by = \"\"\n}\n",
+			want: []diagAt{{"5:16", "Empty value"}},
+		},
+		{
+			name: "fetched_by names no server",
+			src:  td + "server \"a\" {}\nfederation \"p.test\" {\n  bundle_endpoint = \"https://p.test\"\n  fetched_by = \"b\"\n}\n",
+			want: []diagAt{{"5:16", "Unknown server in fetched_by"}}, wantDetail: "servers (a)",
+		},
+		{
 			name: "duplicate server",
 			src:  td + "server \"a\" {}\n\nserver \"a\" {}\n",
 			want: []diagAt{{"4:8", "Duplicate server name"}}, wantDetail: "already declared at line 2",

@@ -303,17 +303,26 @@ func listenConflict(a, b string) bool {
 }
 
 func (p *parser) checkFederatesWith(f *File) {
-	var declared []string
+	declared := map[string]Federation{}
 	for _, fed := range f.Federations {
-		declared = append(declared, fed.TrustDomain.Name())
+		declared[fed.TrustDomain.Name()] = fed
 	}
 	for _, s := range f.Servers {
 		var seen []Entry
 		for _, e := range s.Entries {
 			for _, td := range e.FederatesWith {
-				if !slices.Contains(declared, td) {
+				fed, ok := declared[td]
+				if !ok {
 					p.errorf(e.federatesRange, "Unknown federated trust domain",
 						"Entry %q federates with %q, but no federation block declares it, so no server would have its bundle. Add federation %q { bundle_endpoint = \"https://...\" }, or remove it from federates_with.", e.Name, td, td)
+					continue
+				}
+				// The bundle reaches only the fetcher's subtree; an unknown
+				// fetched_by is reported already.
+				if fetcher := f.Fetcher(fed); fetcher != nil && !f.InSubtree(s.Name, fetcher.Name) {
+					p.errorf(e.federatesRange, "Federated bundle not received here",
+						"Entry %q of server %q federates with %q, whose bundle is fetched by %q (line %d); only %q and the servers below it receive it, and %q is not one of them, so its workloads would never get that bundle. Set fetched_by to %q or a server above it (removing fetched_by makes the root fetch it), or move the entry to a server below %q.",
+						e.Name, s.Name, td, fetcher.Name, fed.fetchedByRange.Start.Line, fetcher.Name, s.Name, s.Name, fetcher.Name)
 				}
 			}
 			for _, o := range seen {

@@ -15,9 +15,10 @@ func newFederationCommand() *cobra.Command {
 		`A federation relationship names another trust domain, its SPIFFE bundle
 endpoint and how the endpoint authenticates (https_web: a Web PKI
 certificate; https_spiffe: the endpoint server's SPIFFE ID, verified against
-a bundle of its trust domain held here). The root fetches each federated
-bundle at the refresh hint its endpoint serves; the tiers below receive it
-from their parent. spire-server's "federation" commands work too.`,
+a bundle of its trust domain held here). The server holding a relationship
+(the root, unless the topology's fetched_by names another tier) fetches its
+bundle at the refresh hint its endpoint serves; the tiers below it receive
+the bundle from their parent. spire-server's "federation" commands work too.`,
 		newFederationListCommand(), newFederationShowCommand(), newFederationCreateCommand(),
 		newFederationUpdateCommand(), newFederationDeleteCommand(), newFederationRefreshCommand())
 }
@@ -114,7 +115,7 @@ func newFederationDeleteCommand() *cobra.Command {
 
 func newFederationRefreshCommand() *cobra.Command {
 	return federationByTD("refresh", "Fetch a federated bundle now",
-		"Fetch the trust domain's bundle from its endpoint now (the root does so by itself at the endpoint's refresh hint).",
+		"Fetch the trust domain's bundle from its endpoint now (the server holding the relationship does so by itself at the endpoint's refresh hint).",
 		`  arbor federation refresh --trust-domain partner.example`,
 		func(c *admin.Client) func(context.Context, admin.Printer, string) error { return c.RefreshFederation })
 }

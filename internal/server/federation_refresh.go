@@ -16,10 +16,12 @@ import (
 	"github.com/arborid/arbor/upstream"
 )
 
-// Federated bundles are fetched by the root tier (a server without a
-// parent; every replica of it): each relationship's bundle is refreshed at
-// the refresh hint its endpoint serves, clamped and jittered, with capped
-// exponential backoff after a failure, and the last good bundle is kept.
+// Federated bundles are fetched by the tier that holds the relationship
+// (the root unless the topology's fetched_by names another; every replica
+// of it): each relationship's bundle is refreshed at the refresh hint its
+// endpoint serves, clamped and jittered, with capped exponential backoff
+// after a failure, and the last good bundle is kept. The tiers below receive
+// it from their parent (storeFederatedFromParent).
 
 const (
 	federationTick       = time.Second
@@ -83,14 +85,27 @@ func (s *Server) applyFederations(ctx context.Context) error {
 }
 
 // storeFederatedFromParent stores the federated bundles a downstream tier's
-// parent holds, as the parent holds them (a child does not fetch foreign
-// endpoints itself: the root does, and the bundles flow down). A bundle the
-// parent no longer lists is kept: entries may still federate with it, and
-// an administrator deletes it.
+// parent holds, as the parent holds them (the tier that fetches a foreign
+// endpoint is the one holding the relationship, and the bundles flow down
+// from it). A trust domain this tier holds a relationship with is left
+// alone: the tier fetches that bundle itself, and its own fetch wins over
+// whatever the parent has. A bundle the parent no longer lists is kept:
+// entries may still federate with it, and an administrator deletes it.
 func (s *Server) storeFederatedFromParent(ctx context.Context, fed []upstream.FederatedBundle) error {
+	if len(fed) == 0 {
+		return nil
+	}
+	rels, err := s.store.ListFederationRelationships(ctx)
+	if err != nil {
+		return fmt.Errorf("server: listing federation relationships: %w", err)
+	}
+	own := map[spiffeid.TrustDomain]bool{}
+	for _, r := range rels {
+		own[r.TrustDomain] = true
+	}
 	for _, fb := range fed {
 		td, err := spiffeid.TrustDomainFromString(fb.TrustDomain)
-		if err != nil || td == s.cfg.TrustDomain {
+		if err != nil || td == s.cfg.TrustDomain || own[td] {
 			continue
 		}
 		next := &datastore.Bundle{TrustDomain: td, RefreshHint: fb.RefreshHint, SequenceNumber: fb.SequenceNumber}

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -159,4 +160,120 @@ func TestConfiguredFederationsAreAppliedAtStart(t *testing.T) {
 	if err != nil || r.BundleEndpointUrl != fed.BundleEndpointURL {
 		t.Errorf("after a restart with a changed endpoint: relationship %v, %v; want URL %s", r, err, fed.BundleEndpointURL)
 	}
+}
+
+// TestRegionalNamedByFetchedByFetches: a downstream tier given a federation
+// (the topology's fetched_by) fetches the foreign endpoint itself: its leaf
+// receives the bundle from it through the bundle sync and follows a change,
+// and the root, which holds no relationship, has neither the relationship
+// nor the bundle.
+func TestRegionalNamedByFetchedByFetches(t *testing.T) {
+	partnerTD := spiffeid.RequireTrustDomainFromString("partner.test")
+	partner := startServer(t, func(c *server.Config) {
+		c.TrustDomain = partnerTD
+		c.BundleEndpoint = &server.BundleEndpointConfig{ListenAddr: "127.0.0.1:0", RefreshHint: time.Second}
+	})
+	pb := partner.snapshot().Bundle
+	root := startServer(t)
+	regional := startChildOn(t, root, "regional", 200*time.Millisecond, func(c *server.Config) {
+		c.Federations = []server.FederationConfig{partnerFederation(t, partner, pb)}
+		c.FederationRefreshFloor = 200 * time.Millisecond
+	})
+	leaf := startChildOn(t, regional, "leaf", 200*time.Millisecond)
+	waitFor(t, "the regional fetching the partner's bundle (JWT keys come only from the endpoint)", func() bool {
+		h := federatedOf(t, regional, partnerTD)
+		return h != nil && len(h.JwtAuthorities) == len(pb.JwtAuthorities) && len(h.JwtAuthorities) > 0
+	})
+	waitFor(t, "the leaf receiving the partner's bundle from the regional", func() bool {
+		h := federatedOf(t, leaf, partnerTD)
+		return h != nil && len(h.JwtAuthorities) == len(pb.JwtAuthorities) && len(h.JwtAuthorities) > 0
+	})
+	extra := selfSignedCA(t, "partner rotated")
+	if _, err := bundlev1.NewBundleClient(partner.admin).AppendBundle(ctxT(t), &bundlev1.AppendBundleRequest{
+		X509Authorities: []*types.X509Certificate{{Asn1: extra.Raw}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the partner's change reaching the leaf through the regional", func() bool {
+		h := federatedOf(t, leaf, partnerTD)
+		return h != nil && len(h.X509Authorities) == len(pb.X509Authorities)+1
+	})
+	if h := federatedOf(t, root, partnerTD); h != nil {
+		t.Errorf("the root holds the partner's bundle %v; only the regional's subtree should", h)
+	}
+	rels := must(trustdomainv1.NewTrustDomainClient(root.admin).ListFederationRelationships(ctxT(t), &trustdomainv1.ListFederationRelationshipsRequest{}))(t)
+	if n := len(rels.FederationRelationships); n != 0 {
+		t.Errorf("the root holds %d federation relationships, want none: it does not fetch", n)
+	}
+}
+
+// TestOwnFetchWinsOverTheParentsBundle: a tier that fetches a trust
+// domain's bundle itself keeps its own fetch when its parent holds another
+// bundle of that trust domain; the bundle sync does not overwrite it.
+func TestOwnFetchWinsOverTheParentsBundle(t *testing.T) {
+	partnerTD := spiffeid.RequireTrustDomainFromString("partner.test")
+	partner := startServer(t, func(c *server.Config) {
+		c.TrustDomain = partnerTD
+		c.BundleEndpoint = &server.BundleEndpointConfig{ListenAddr: "127.0.0.1:0", RefreshHint: time.Second}
+	})
+	pb := partner.snapshot().Bundle
+	root := startServer(t)
+	decoy := selfSignedCA(t, "not partner's")
+	resp := must(bundlev1.NewBundleClient(root.admin).BatchSetFederatedBundle(ctxT(t), &bundlev1.BatchSetFederatedBundleRequest{
+		Bundle: []*types.Bundle{{TrustDomain: partnerTD.Name(), X509Authorities: []*types.X509Certificate{{Asn1: decoy.Raw}}}}}))(t)
+	if st := resp.Results[0].GetStatus(); st.GetCode() != 0 {
+		t.Fatalf("BatchSetFederatedBundle: %v", st)
+	}
+	regional := startChildOn(t, root, "regional", 200*time.Millisecond, func(c *server.Config) {
+		c.Federations = []server.FederationConfig{partnerFederation(t, partner, pb)}
+		c.FederationRefreshFloor = 200 * time.Millisecond
+	})
+	fetched := func() bool {
+		h := federatedOf(t, regional, partnerTD)
+		return h != nil && len(h.JwtAuthorities) > 0 && !holdsDER(h, decoy.Raw)
+	}
+	waitFor(t, "the regional holding its own fetch of the partner's bundle", fetched)
+	for range 3 {
+		if _, err := regional.srv.SyncParentBundle(ctxT(t)); err != nil {
+			t.Fatalf("SyncParentBundle: %v", err)
+		}
+		if !fetched() {
+			t.Fatalf("after a bundle sync the regional holds %v, want its own fetch (the parent's %q bundle is not partner's)",
+				federatedOf(t, regional, partnerTD), partnerTD)
+		}
+	}
+}
+
+// partnerFederation is a configured https_spiffe relationship with partner's
+// bundle endpoint, bootstrapped with pb's X.509 authorities as a PEM file.
+func partnerFederation(t *testing.T, partner *harness, pb *types.Bundle) server.FederationConfig {
+	t.Helper()
+	var pemData []byte
+	for _, a := range pb.X509Authorities {
+		pemData = append(pemData, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Asn1})...)
+	}
+	bootstrap := filepath.Join(shortDir(t), "partner.pem")
+	if err := os.WriteFile(bootstrap, pemData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td := partner.cfg.TrustDomain
+	return server.FederationConfig{TrustDomain: td, BundleEndpointURL: "https://" + partner.srv.BundleEndpointAddr().String(),
+		Profile: "https_spiffe", EndpointID: spiffeid.RequireFromPath(td, "/spire/server"), BootstrapBundle: bootstrap}
+}
+
+// federatedOf is the bundle of td that h holds, or nil.
+func federatedOf(t *testing.T, h *harness, td spiffeid.TrustDomain) *types.Bundle {
+	got, err := bundlev1.NewBundleClient(h.admin).GetFederatedBundle(ctxT(t), &bundlev1.GetFederatedBundleRequest{TrustDomain: td.Name()})
+	if err != nil {
+		return nil
+	}
+	return got
+}
+
+func holdsDER(b *types.Bundle, der []byte) bool {
+	for _, a := range b.X509Authorities {
+		if bytes.Equal(a.Asn1, der) {
+			return true
+		}
+	}
+	return false
 }

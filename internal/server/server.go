@@ -64,9 +64,10 @@ type Config struct {
 	OIDCDiscovery *OIDCDiscoveryConfig
 	// Federations are relationships this tier applies at start: each is
 	// created, or updated to these settings, in the datastore (others made
-	// through the API stay). A root tier fetches their bundles.
+	// through the API stay). The tier fetches the bundle of every
+	// relationship its datastore holds, whatever its place in the tree.
 	Federations []FederationConfig
-	// FederationRefreshFloor is the shortest interval at which a root tier
+	// FederationRefreshFloor is the shortest interval at which the tier
 	// refreshes a federated bundle, whatever refresh hint its endpoint
 	// serves; zero means 30s (federation_refresh.go).
 	FederationRefreshFloor time.Duration
@@ -699,9 +700,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.pruneTokens(ctx) })
-	if s.cfg.Parent == nil {
-		wg.Go(func() { s.runFederationRefresh(ctx) })
-	}
+	// Every tier refreshes the relationships it holds (the root's by
+	// default; a tier named by fetched_by, or given one through the API,
+	// its own); with none it only re-reads the empty list.
+	wg.Go(func() { s.runFederationRefresh(ctx) })
 	if s.cfg.Parent != nil {
 		every := s.cfg.ParentBundleSyncInterval
 		if every == 0 {

@@ -90,15 +90,14 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 			cfg.X509PoP = &server.X509PoPConfig{CABundlePaths: a.X509PoP.CABundlePaths, AgentPathTemplate: a.X509PoP.AgentPathTemplate}
 		}
 	}
-	if s.Parent == "" {
-		// The root fetches every federated trust domain's bundle; the
-		// tiers below receive them through their parent.
-		for _, fed := range f.Federations {
-			cfg.Federations = append(cfg.Federations, server.FederationConfig{
-				TrustDomain: fed.TrustDomain, BundleEndpointURL: fed.BundleEndpoint, Profile: fed.Profile,
-				EndpointID: fed.EndpointSPIFFEID, BootstrapBundle: fed.BootstrapBundle,
-			})
-		}
+	// A federation goes to the server that fetches its bundle (fetched_by,
+	// the root by default); the tiers below it receive the bundle through
+	// their parent.
+	for _, fed := range f.FederationsFetchedBy(s.Name) {
+		cfg.Federations = append(cfg.Federations, server.FederationConfig{
+			TrustDomain: fed.TrustDomain, BundleEndpointURL: fed.BundleEndpoint, Profile: fed.Profile,
+			EndpointID: fed.EndpointSPIFFEID, BootstrapBundle: fed.BootstrapBundle,
+		})
 	}
 	if o := s.OIDCDiscovery; o != nil {
 		cfg.OIDCDiscovery = &server.OIDCDiscoveryConfig{ListenAddr: o.Listen, Issuer: o.Issuer, CertFile: o.CertFile, KeyFile: o.KeyFile}

@@ -62,9 +62,11 @@ federation "partner.example" {
   bundle_endpoint    = "https://spire.partner.example:8443"
   profile            = "https_spiffe"
   endpoint_spiffe_id = "spiffe://partner.example/spire/server"
+  fetched_by         = "root"
 }
 
 federation "payments.example" {
   bundle_endpoint = "https://bundle.payments.example/example.org"
   profile         = "https_web"
+  fetched_by      = "root"
 }
