@@ -405,7 +405,17 @@ func (p *parser) federation(b *hcl.Block) (Federation, bool) {
 	fed.TrustDomain = td
 	a := content.Attributes
 	if attr, ok := a["bundle_endpoint"]; ok {
-		fed.BundleEndpoint, _ = p.url(attr, true)
+		if v, ok := p.url(attr, true); ok {
+			// The relationships API refuses credentials in the URL (they
+			// would be stored and listed in the clear).
+			if u, err := url.Parse(v); err == nil && u.User != nil {
+				u.User = nil
+				p.errorf(attr.Expr.Range(), "Credentials in the bundle endpoint URL",
+					"bundle_endpoint = %q carries a user name or password; a SPIFFE bundle endpoint is public and a server refuses such a URL. Write it without the user part: %q.", v, u.String())
+			} else {
+				fed.BundleEndpoint = v
+			}
+		}
 	}
 	if st := p.enumSetting(a["profile"], []string{ProfileHTTPSWeb, ProfileHTTPSSPIFFE}); st.rng != nil {
 		fed.Profile = st.val

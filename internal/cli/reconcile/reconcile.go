@@ -1,7 +1,8 @@
 // Package reconcile brings running servers in line with the topology file:
 // the downstream entries through which each child server obtains its CA from
-// its parent, the join tokens of co-located agents, and the entry blocks. It
-// is what `arbor topology apply` and `arbor up` run; it is idempotent.
+// its parent, the join tokens of co-located agents, the entry blocks, and
+// the federation relationships (federation.go). It is what `arbor topology
+// apply` and `arbor up` run; it is idempotent and never deletes.
 package reconcile
 
 import (
@@ -228,8 +229,10 @@ type Options struct {
 }
 
 // Run plans (and unless DryRun applies) every server of the file, root
-// first, through their admin sockets. Servers that are not running are
-// reported and skipped; the error says how many could not be reconciled.
+// first, through their admin sockets: its entries and the federation
+// relationships it fetches. Servers that are not running are reported and
+// skipped (a server given nothing by the file is skipped silently); the
+// error says how many could not be reconciled.
 func Run(ctx context.Context, f *topology.File, opts Options) error {
 	uid := opts.UID
 	if uid == 0 {
@@ -239,32 +242,70 @@ func Run(ctx context.Context, f *topology.File, opts Options) error {
 	changes := 0
 	for _, s := range f.Walk() {
 		want, err := DesiredEntries(f, s, uid)
+		var feds []DesiredFederation
+		if err == nil {
+			feds, err = DesiredFederations(f, s)
+		}
 		if err != nil {
 			fmt.Fprintf(opts.Out, "! %s: %v\n", s.Name, err)
 			failed = append(failed, s.Name)
 			continue
 		}
-		if len(want) == 0 {
-			continue
-		}
+		// A server the file gives nothing is still asked for the
+		// relationships it holds that the file no longer names, when
+		// it runs.
+		optional := len(want) == 0 && len(feds) == 0
 		conn, err := admin.Dial(s.AdminSocket)
 		if err != nil {
-			fmt.Fprintf(opts.Out, "! %s: %v\n", s.Name, err)
-			failed = append(failed, s.Name)
+			if !optional {
+				fmt.Fprintf(opts.Out, "! %s: %v\n", s.Name, err)
+				failed = append(failed, s.Name)
+			}
 			continue
 		}
-		actions, err := Plan(ctx, conn, s.Name, want)
-		if err == nil && !opts.DryRun {
-			err = Apply(ctx, conn, actions)
+		var actions []Action
+		if len(want) > 0 {
+			actions, err = Plan(ctx, conn, s.Name, want)
 		}
-		conn.Close()
+		var fedActions []FederationAction
+		if err == nil {
+			fedActions, err = PlanFederations(ctx, conn, f, s, feds)
+		}
+		if optional && errors.Is(err, admin.ErrUnreachable) {
+			conn.Close()
+			continue
+		}
+		// One action at a time, so that the count is of what was
+		// (or, in a dry run, would be) changed.
+		var errs []error
 		for _, a := range actions {
 			fmt.Fprintln(opts.Out, a)
-			if a.Kind != "unchanged" {
-				changes++
+			if err != nil || a.Kind == "unchanged" {
+				continue
 			}
+			if !opts.DryRun {
+				if aerr := Apply(ctx, conn, []Action{a}); aerr != nil {
+					errs = append(errs, aerr)
+					continue
+				}
+			}
+			changes++
 		}
-		if err != nil {
+		for _, a := range fedActions {
+			fmt.Fprintln(opts.Out, a)
+			if err != nil || (a.Kind != "create" && a.Kind != "update") {
+				continue
+			}
+			if !opts.DryRun {
+				if aerr := ApplyFederations(ctx, conn, []FederationAction{a}); aerr != nil {
+					errs = append(errs, aerr)
+					continue
+				}
+			}
+			changes++
+		}
+		conn.Close()
+		if err = errors.Join(append([]error{err}, errs...)...); err != nil {
 			fmt.Fprintf(opts.Out, "! %s: %v\n", s.Name, err)
 			failed = append(failed, s.Name)
 		}
