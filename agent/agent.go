@@ -38,6 +38,12 @@ type Agent struct {
 	registry *prometheus.Registry
 	metrics  *metrics
 
+	// renewHold, when set, is the earliest next agent SVID renewal: the
+	// last one did not end later than the SVID it replaced (the server's
+	// CA expires first and caps it), so asking again at once would only
+	// repeat it. Only the loop goroutine reads and writes it.
+	renewHold time.Time
+
 	connected  atomic.Bool
 	banned     atomic.Bool
 	warnedOnce atomic.Bool
@@ -233,13 +239,18 @@ func (a *Agent) loop(ctx context.Context) error {
 // step renews the agent SVID when due and syncs once, re-attesting when the
 // server requires it and the attestor can.
 func (a *Agent) step(ctx context.Context) error {
-	st := a.node.Load()
-	leaf := st.SVID.Certificates[0]
-	if !a.now().Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)) {
+	if now := a.now(); !now.Before(a.agentRenewAt()) {
+		before := a.node.Load().SVID.Certificates[0].NotAfter
 		if err := a.renewAgent(ctx); err != nil {
 			if err = a.handleReattest(ctx, err); err != nil {
 				return err
 			}
+		}
+		a.renewHold = time.Time{}
+		if after := a.node.Load().SVID.Certificates[0].NotAfter; !after.After(before) {
+			// Capped by the server's CA: wait a sync interval for it to
+			// rotate rather than renewing in a tight loop.
+			a.renewHold = now.Add(a.cfg.SyncInterval)
 		}
 	}
 	err := a.syncOnce(ctx)
@@ -287,9 +298,19 @@ func (a *Agent) nextWait() time.Duration {
 	if t, ok := v.nextDue(); ok {
 		wait = min(wait, t.Sub(now))
 	}
-	leaf := a.node.Load().SVID.Certificates[0]
-	wait = min(wait, leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore)/2).Sub(now))
+	wait = min(wait, a.agentRenewAt().Sub(now))
 	return max(wait, min(100*time.Millisecond, a.cfg.SyncInterval))
+}
+
+// agentRenewAt is when the agent SVID is due for renewal: at its half-life,
+// but not before renewHold.
+func (a *Agent) agentRenewAt() time.Time {
+	leaf := a.node.Load().SVID.Certificates[0]
+	at := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	if a.renewHold.After(at) {
+		return a.renewHold
+	}
+	return at
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -80,7 +80,10 @@ type Config struct {
 	// min(lifetime/12, 2m). It never delays activation past the expiry of
 	// the active one.
 	PublishLead time.Duration
-	// RotateInterval is how often Run calls Rotate; zero means 10s.
+	// RotateInterval is how often Run calls Rotate; zero means 10s, or a
+	// sixtieth of CATTL when that is shorter (at least 100ms), so that the
+	// activation window (the last sixth of a CA's life) holds ten steps
+	// however short the CA lives.
 	RotateInterval time.Duration
 	// PruneGrace is how long after expiry an authority stays in the bundle
 	// before Rotate removes it; zero means 24h.
@@ -172,7 +175,7 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&cfg.CATTL, DefaultCATTL)
 	setDefault(&cfg.X509SVIDTTL, DefaultX509SVIDTTL)
 	setDefault(&cfg.JWTSVIDTTL, DefaultJWTSVIDTTL)
-	setDefault(&cfg.RotateInterval, DefaultRotateInterval)
+	setDefault(&cfg.RotateInterval, min(DefaultRotateInterval, max(cfg.CATTL/60, 100*time.Millisecond)))
 	setDefault(&cfg.PruneGrace, DefaultPruneGrace)
 	m := &Manager{cfg: cfg, log: cfg.Logger, now: cfg.Now, rand: cfg.Rand}
 	if m.log == nil {

@@ -57,6 +57,37 @@ func TestRunRotates(t *testing.T) {
 	}
 }
 
+// TestRunStepsOftenEnoughForShortCAs: without a RotateInterval, Run steps
+// often enough for a CA of 30s (a sixtieth of it) to be prepared and
+// activated within its last sixth; at the fixed 10s of old, a 30s CA could
+// expire with its successor still waiting, which cut a short-lived tier off.
+func TestRunStepsOftenEnoughForShortCAs(t *testing.T) {
+	e := newEnv(t, func(c *ca.Config) {
+		c.CATTL, c.X509SVIDTTL, c.JWTSVIDTTL = 30*time.Second, 5*time.Second, 5*time.Second
+	})
+	a, _ := e.m.X509CA()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// The CA's clock stands still between the moves below: each change can
+	// only come from one of Run's steps, which must come within 5s.
+	within := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("Run did not %s within 5s of the moment it was due (CA TTL 30s)", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	e.clock.Set(halfLife(a).Add(time.Second))
+	within("prepare the next CA", func() bool { return e.m.Status().NextX509CA != nil })
+	e.clock.Set(lastSixth(a).Add(time.Second))
+	within("activate the prepared CA", func() bool { cur, _ := e.m.X509CA(); return !cur.Equal(a) })
+}
+
 func TestRunBeforeInit(t *testing.T) {
 	e := newEnv(t, nil)
 	m, err := ca.New(e.cfg)
