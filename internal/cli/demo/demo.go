@@ -1,18 +1,22 @@
 // Package demo is the demo workload `arbor up` runs on each leaf tier: it
 // serves mTLS with its X509-SVID, keeps an mTLS connection open to a workload
-// on another leaf, and validates a JWT-SVID obtained from a third — proving
-// that workloads on different tiers verify each other in one trust domain.
+// on another leaf, and validates a JWT-SVID obtained from another — proving
+// that workloads on different tiers verify each other, in one trust domain
+// or across federated ones (the peers' bundles are what the Workload API
+// gives: the own trust domain's and those the entry federates with).
 package demo
 
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,9 +52,13 @@ type Config struct {
 
 // Status is the outcome of the latest checks.
 type Status struct {
-	ID      string    `json:"spiffe_id"`
-	MTLS    string    `json:"mtls"` // "ok" or the error
-	JWT     string    `json:"jwt"`  // "ok" or the error
+	ID   string `json:"spiffe_id"`
+	MTLS string `json:"mtls"` // "ok" or the error
+	JWT  string `json:"jwt"`  // "ok" or the error
+	// Peer and JWTFrom are the SPIFFE IDs the checks expect: the mTLS
+	// peer and the workload whose JWT-SVID is validated.
+	Peer    string    `json:"peer_id,omitempty"`
+	JWTFrom string    `json:"jwt_from_id,omitempty"`
 	Checked time.Time `json:"checked"`
 }
 
@@ -88,10 +96,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	td := me.ID.TrustDomain()
 	log.Info("demo workload up", "spiffe_id", me.ID.String(), "listen", cfg.Listen)
 
-	lis, err := spiffetls.ListenWithMode(ctx, "tcp", cfg.Listen, spiffetls.MTLSServerWithSource(tlsconfig.AuthorizeMemberOf(td), x509src))
+	// The workloads that connect here are the demo's neighbours, which may
+	// be of another trust domain than this one: members of the own, the
+	// peer's and the JWT source's trust domain are accepted (and verified
+	// with the bundles the Workload API gives).
+	accept := memberOfAny(me.ID.TrustDomain(), cfg.PeerID.TrustDomain(), cfg.JWTFromID.TrustDomain())
+	lis, err := spiffetls.ListenWithMode(ctx, "tcp", cfg.Listen, spiffetls.MTLSServerWithSource(accept, x509src))
 	if err != nil {
 		return fmt.Errorf("demo: listening on %s: %w", cfg.Listen, err)
 	}
@@ -121,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 	t := time.NewTicker(cfg.Every)
 	defer t.Stop()
 	for {
-		st := Status{ID: me.ID.String(), Checked: time.Now().UTC()}
+		st := Status{ID: me.ID.String(), Peer: cfg.PeerID.String(), JWTFrom: cfg.JWTFromID.String(), Checked: time.Now().UTC()}
 		// Keep one mTLS connection open to the peer; reconnect when it breaks.
 		if peer == nil {
 			peer, err = dial(ctx, cfg.Peer, cfg.PeerID, x509src)
@@ -160,6 +172,16 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		case <-wait:
 		}
+	}
+}
+
+// memberOfAny authorizes the members of the given trust domains.
+func memberOfAny(tds ...spiffeid.TrustDomain) tlsconfig.Authorizer {
+	return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if slices.Contains(tds, id.TrustDomain()) {
+			return nil
+		}
+		return fmt.Errorf("%s is not a member of any trust domain of this demo's peers", id)
 	}
 }
 
@@ -219,9 +241,13 @@ func checkJWT(ctx context.Context, cfg Config, src *workloadapi.X509Source) erro
 	return nil
 }
 
-// serve answers "ping" with "pong <id>" and "jwt" with a JWT-SVID.
+// serve answers "ping" with "pong <id>" and "jwt" with a JWT-SVID, until
+// the peer closes the connection or ctx ends. (Run waits for it: a peer
+// keeping its connection open must not hold up the stop.)
 func serve(ctx context.Context, conn net.Conn, jwtsrc *workloadapi.JWTSource) {
 	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	r := bufio.NewReader(conn)
 	for {
 		conn.SetReadDeadline(time.Now().Add(time.Minute))
