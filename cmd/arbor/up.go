@@ -17,7 +17,7 @@ func newUpCommand() *cobra.Command {
 	var noDemo bool
 	var stopTier, startTier string
 	cmd := &cobra.Command{
-		Use:   "up FILE",
+		Use:   "up FILE [FILE...]",
 		Short: "Run a whole topology on this machine",
 		Long: `Run every server of the topology file on this machine, each as its own
 process with its own state directory, admin socket and log (state_dir/logs).
@@ -25,33 +25,51 @@ A server with a parent gets a co-located agent attested to that parent; the
 parent gets the downstream entry and join token for it, so the child obtains
 its intermediate CA the same way it would on separate machines. Each leaf
 also gets a workload agent and a demo workload that keeps an mTLS connection
-to the demo workload of another leaf and validates a JWT-SVID from a third.
+to the demo workload of the next leaf and validates a JWT-SVID from the
+previous one.
 
-It prints the tree once everything serves, then a status line per tier.
-Ctrl-C stops everything cleanly; running it again resumes from the state
-directories (no new attestation, same CAs).`,
+Several files, one trust domain each, run side by side: every file's root
+first, then, for each federation block naming the trust domain of another
+file, its root is given that trust domain's bundle once (an https_spiffe
+bundle endpoint needs it for the first contact) and fetches it over the
+endpoint; the demo workloads federate with those trust domains and form one
+ring across the files, neighbours in different trust domains.
+
+It prints the tree once everything serves, then a status line per tier and
+one per federation of a root (the federated bundle's age). Ctrl-C stops
+everything cleanly; running it again resumes from the state directories (no
+new attestation, same CAs).`,
 		Example: `  arbor up examples/quickstart.hcl
   arbor up --status-every 5s examples/quickstart.hcl
 
   # From another terminal: take the regional tier down, watch the leaves
   # keep issuing, then bring it back
   arbor up --stop regional examples/quickstart.hcl
-  arbor up --start regional examples/quickstart.hcl`,
-		Args: cobra.ExactArgs(1),
+  arbor up --start regional examples/quickstart.hcl
+
+  # Two trust domains federated over their bundle endpoints; NAME is
+  # TD/NAME when both files declare a server of that name
+  arbor up examples/federation/example-org.hcl examples/federation/partner.hcl
+  arbor up --stop partner.example/leaf examples/federation/example-org.hcl examples/federation/partner.hcl`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			file, diags := topology.ParseFile(args[0])
-			if diags.HasErrors() {
-				return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
+			var files []*topology.File
+			for _, path := range args {
+				file, diags := topology.ParseFile(path)
+				if diags.HasErrors() {
+					return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
+				}
+				files = append(files, file)
 			}
 			switch {
 			case stopTier != "" && startTier != "":
 				return fmt.Errorf("give --stop or --start, not both")
 			case stopTier != "":
-				msg, err := launcher.Control(cmd.Context(), file, "stop", stopTier)
+				msg, err := launcher.Control(cmd.Context(), files, "stop", stopTier)
 				fmt.Fprint(cmd.OutOrStdout(), msg)
 				return err
 			case startTier != "":
-				msg, err := launcher.Control(cmd.Context(), file, "start", startTier)
+				msg, err := launcher.Control(cmd.Context(), files, "start", startTier)
 				fmt.Fprint(cmd.OutOrStdout(), msg)
 				return err
 			}
@@ -61,12 +79,12 @@ directories (no new attestation, same CAs).`,
 			// the write fails with EPIPE instead and arbor up goes on
 			// managing (and then stopping) its tree.
 			signal.Ignore(syscall.SIGPIPE)
-			return launcher.Up(cmd.Context(), file, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
+			return launcher.Up(cmd.Context(), files, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
 		},
 	}
 	cmd.Flags().DurationVar(&status, "status-every", 30*time.Second, "interval of the status lines")
 	cmd.Flags().BoolVar(&noDemo, "no-demo", false, "do not start workload agents and demo workloads")
-	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of FILE to stop the server of tier NAME")
-	cmd.Flags().StringVar(&startTier, "start", "", "ask the running arbor up of FILE to start tier NAME again")
+	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of the files to stop the server NAME (TD/NAME when several files declare NAME)")
+	cmd.Flags().StringVar(&startTier, "start", "", "ask the running arbor up of the files to start the server NAME again")
 	return cmd
 }

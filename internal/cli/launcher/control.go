@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/arborid/arbor/topology"
@@ -23,9 +25,28 @@ func ControlSocket(f *topology.File) (string, error) {
 	return filepath.Join(r.StateDir, "up.sock"), nil
 }
 
-// serveControl answers POST /stop?tier=NAME and /start?tier=NAME.
+// serveControl answers, on each file's control socket, POST
+// /stop?tier=NAME and /start?tier=NAME for the server NAME of that file.
 func (l *launcher) serveControl(ctx context.Context) (func(), error) {
-	path, err := ControlSocket(l.f)
+	var stops []func()
+	stopAll := func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+	for _, f := range l.files {
+		stop, err := l.serveControlOf(ctx, f)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		stops = append(stops, stop)
+	}
+	return stopAll, nil
+}
+
+func (l *launcher) serveControlOf(ctx context.Context, f *topology.File) (func(), error) {
+	path, err := ControlSocket(f)
 	if err != nil {
 		return nil, err
 	}
@@ -37,14 +58,14 @@ func (l *launcher) serveControl(ctx context.Context) (func(), error) {
 	os.Chmod(path, 0o600)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
-		if err := l.stopTier(r.URL.Query().Get("tier")); err != nil {
+		if err := l.stopTier(f, r.URL.Query().Get("tier")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		fmt.Fprintln(w, "stopped")
 	})
 	mux.HandleFunc("POST /start", func(w http.ResponseWriter, r *http.Request) {
-		if err := l.startTierAgain(ctx, r.URL.Query().Get("tier")); err != nil {
+		if err := l.startTierAgain(ctx, f, r.URL.Query().Get("tier")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -55,8 +76,8 @@ func (l *launcher) serveControl(ctx context.Context) (func(), error) {
 	return func() { srv.Close(); os.Remove(path) }, nil
 }
 
-func (l *launcher) stopTier(name string) error {
-	t := l.tierOf(name)
+func (l *launcher) stopTier(f *topology.File, name string) error {
+	t := l.tierOf(f, name)
 	if t == nil {
 		return fmt.Errorf("no tier %q", name)
 	}
@@ -65,15 +86,15 @@ func (l *launcher) stopTier(name string) error {
 	t.server = nil
 	l.mu.Unlock()
 	if p == nil {
-		return fmt.Errorf("tier %q is already down", name)
+		return fmt.Errorf("tier %q is already down", t.label)
 	}
 	p.stop()
-	fmt.Fprintf(l.opts.Out, "  %s: stopped on request; its children and agents keep running from what they hold\n", name)
+	fmt.Fprintf(l.opts.Out, "  %s: stopped on request; its children and agents keep running from what they hold\n", t.label)
 	return nil
 }
 
-func (l *launcher) startTierAgain(ctx context.Context, name string) error {
-	t := l.tierOf(name)
+func (l *launcher) startTierAgain(ctx context.Context, f *topology.File, name string) error {
+	t := l.tierOf(f, name)
 	if t == nil {
 		return fmt.Errorf("no tier %q", name)
 	}
@@ -81,17 +102,27 @@ func (l *launcher) startTierAgain(ctx context.Context, name string) error {
 	up := t.server != nil
 	l.mu.Unlock()
 	if up {
-		return fmt.Errorf("tier %q is already running", name)
+		return fmt.Errorf("tier %q is already running", t.label)
 	}
 	if err := l.startServer(ctx, t); err != nil {
 		return err
 	}
-	fmt.Fprintf(l.opts.Out, "  %s: started again\n", name)
+	fmt.Fprintf(l.opts.Out, "  %s: started again\n", t.label)
 	return nil
 }
 
-// Control asks a running `arbor up` of f to stop or start one tier.
-func Control(ctx context.Context, f *topology.File, action, tier string) (string, error) {
+// Control asks a running `arbor up` to stop or start one tier: name is
+// TD/NAME or a server name only one of files declares, and the request goes
+// to the control socket of the file that declares it.
+func Control(ctx context.Context, files []*topology.File, action, name string) (string, error) {
+	if err := checkFiles(files); err != nil {
+		return "", err
+	}
+	f, s, err := resolveTier(files, name)
+	if err != nil {
+		return "", err
+	}
+	tier := s.Name
 	path, err := ControlSocket(f)
 	if err != nil {
 		return "", err
@@ -99,7 +130,7 @@ func Control(ctx context.Context, f *topology.File, action, tier string) (string
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)
 	}}, Timeout: 2 * time.Minute}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://arbor-up/"+action+"?tier="+tier, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://arbor-up/"+action+"?tier="+url.QueryEscape(tier), nil)
 	if err != nil {
 		return "", err
 	}
@@ -112,7 +143,7 @@ func Control(ctx context.Context, f *topology.File, action, tier string) (string
 	n, _ := resp.Body.Read(b[:])
 	msg := string(b[:n])
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s %s: %s", action, tier, msg)
+		return "", fmt.Errorf("%s %s: %s", action, name, strings.TrimSpace(msg))
 	}
 	return msg, nil
 }

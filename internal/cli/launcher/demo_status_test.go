@@ -34,7 +34,7 @@ func TestDemosOKOnlyFromThisRun(t *testing.T) {
 	f := &topology.File{Servers: []*topology.Server{{Name: "leaf-a"}, {Name: "leaf-b"}}}
 	var tiers []*liveTier
 	for _, s := range f.Servers {
-		tiers = append(tiers, &liveTier{srv: s, demoState: filepath.Join(dir, s.Name+".json"), demoSince: since})
+		tiers = append(tiers, &liveTier{f: f, srv: s, label: s.Name, demoState: filepath.Join(dir, s.Name+".json"), demoSince: since})
 	}
 	ok := demo.Status{ID: "spiffe://example.org/demo/x", MTLS: "ok", JWT: "ok"}
 	refused := demo.Status{ID: "spiffe://example.org/demo/x", MTLS: "mTLS to x: connection refused", JWT: "ok"}
@@ -59,7 +59,7 @@ func TestDemosOKOnlyFromThisRun(t *testing.T) {
 				}
 			}
 			var out strings.Builder
-			l := &launcher{f: f, tiers: tiers, opts: Options{Out: &out, StartTimeout: 300 * time.Millisecond}, began: time.Now()}
+			l := &launcher{files: []*topology.File{f}, tiers: tiers, opts: Options{Out: &out, StartTimeout: 300 * time.Millisecond}, began: time.Now()}
 			l.waitDemos(context.Background())
 			if !strings.Contains(out.String(), tt.wantLine) {
 				t.Errorf("waitDemos printed %q, want a line with %q", out.String(), tt.wantLine)

@@ -6,22 +6,25 @@
 // and a demo workload. It prints the tree as it comes up and a status line
 // per tier while it runs, and stops everything on Ctrl-C. A second run
 // resumes from the state directories.
+//
+// Several topology files, one trust domain each, run side by side: every
+// file's root first, then the out-of-band bundle exchange that https_spiffe
+// federation between them needs, then the tiers below; the demo workloads
+// federate with the other trust domains their file federates with and form
+// one ring across all files (see federation.go).
 package launcher
 
 import (
-	"bufio"
 	"context"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,7 +68,9 @@ type proc struct {
 
 // liveTier is a running server with what runs beside it.
 type liveTier struct {
+	f         *topology.File // the file (trust domain) it belongs to
 	srv       *topology.Server
+	label     string        // how lines name it: NAME, or TD/NAME with several files
 	admin     *admin.Client // its admin socket
 	server    *proc
 	demoState string    // status file of its demo workload, "" when none
@@ -73,7 +78,7 @@ type liveTier struct {
 }
 
 type launcher struct {
-	f     *topology.File
+	files []*topology.File // one per trust domain
 	opts  Options
 	mu    sync.Mutex // guards procs and tiers' server/stopped state against the control socket
 	procs []*proc
@@ -82,6 +87,16 @@ type launcher struct {
 	exits chan error // children that exited on their own
 	began time.Time
 	fork  *forker
+	width int // of the name column in status lines
+}
+
+// label is how lines name the server name of f: name, or TD/NAME when
+// several files run (their server names may repeat).
+func (l *launcher) label(f *topology.File, name string) string {
+	if len(l.files) > 1 {
+		return f.TrustDomain.Name() + "/" + name
+	}
+	return name
 }
 
 // progress prints a start-up line with the time since Up began.
@@ -89,8 +104,14 @@ func (l *launcher) progress(format string, args ...any) {
 	fmt.Fprintf(l.opts.Out, "  [+%5.1fs] %s\n", time.Since(l.began).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// Up runs the topology until ctx ends.
-func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
+// Up runs the topologies, one trust domain each, until ctx ends.
+func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
+	if len(files) == 0 {
+		return errors.New("launcher: no topology file")
+	}
+	if err := checkFiles(files); err != nil {
+		return err
+	}
 	if opts.Exe == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -106,23 +127,52 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 	}
 	fork, stopFork := newForker()
 	defer stopFork() // after stopAll below: defers run last first
-	l := &launcher{f: f, opts: opts, uid: os.Getuid(), exits: make(chan error, 64), began: time.Now(), fork: fork}
+	l := &launcher{files: files, opts: opts, uid: os.Getuid(), exits: make(chan error, 64), began: time.Now(), fork: fork, width: 20}
 	defer func() {
 		l.stopAll()
 		for _, t := range l.tiers {
 			t.admin.Close()
 		}
 	}()
-	servers := f.Walk()
-	if len(servers) == 0 {
-		return errors.New("launcher: the topology declares no servers")
+	for _, f := range files {
+		servers := f.Walk()
+		if len(servers) == 0 {
+			return fmt.Errorf("launcher: the topology %s declares no servers", f.Path)
+		}
+		for _, s := range servers {
+			l.width = max(l.width, len(l.label(f, s.Name)))
+		}
+		fmt.Fprintf(opts.Out, "arbor up: trust domain %s, %d server(s) from %s\n", f.TrustDomain, len(servers), f.Path)
 	}
-	fmt.Fprintf(opts.Out, "arbor up: trust domain %s, %d server(s) from %s\n", f.TrustDomain, len(servers), f.Path)
-	for _, s := range servers {
-		if err := l.startTier(ctx, s); err != nil {
-			return err
+	// Every file's roots first: trust domains federating with each other
+	// get each other's bundle while their refreshers still retry within
+	// seconds, and before the tiers below first sync federated bundles.
+	// With one file (one root) this is Walk's order, as before.
+	for _, f := range files {
+		for _, s := range f.Walk() {
+			if s.Parent == "" {
+				if err := l.startTier(ctx, f, s); err != nil {
+					return err
+				}
+			}
 		}
 	}
+	feds := localFederations(files)
+	if err := l.bootstrapFederations(ctx, feds); err != nil {
+		return err
+	}
+	for _, f := range files {
+		for _, s := range f.Walk() {
+			if s.Parent != "" {
+				if err := l.startTier(ctx, f, s); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	// Every tier has now published its JWT key to its root: fetch the
+	// complete bundles at once rather than at the next refresh hint.
+	l.refreshFederations(ctx, feds)
 	if !opts.NoDemo {
 		if err := l.startDemos(ctx); err != nil {
 			return err
@@ -137,8 +187,15 @@ func Up(ctx context.Context, f *topology.File, opts Options) (err error) {
 		return err
 	}
 	defer stopControl()
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.Path
+	}
 	fmt.Fprintf(opts.Out, "\nready; logs under each server's state_dir/logs; press Ctrl-C to stop\n"+
-		"take a tier down and back up with: arbor up --stop NAME %s / arbor up --start NAME %s\n", f.Path, f.Path)
+		"take a tier down and back up with: arbor up --stop NAME %s / arbor up --start NAME %s\n", strings.Join(paths, " "), strings.Join(paths, " "))
+	if len(files) > 1 {
+		fmt.Fprintln(opts.Out, "(NAME is TD/NAME, or a server name only one of the files declares)")
+	}
 	l.printStatus(ctx)
 	t := time.NewTicker(opts.StatusEvery)
 	defer t.Stop()
@@ -238,11 +295,12 @@ func (l *launcher) waitFor(ctx context.Context, p *proc, what string, cond func(
 	}
 }
 
-func (l *launcher) tierOf(name string) *liveTier {
+// tierOf is the running tier of server name of f, or nil.
+func (l *launcher) tierOf(f *topology.File, name string) *liveTier {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, t := range l.tiers {
-		if t.srv.Name == name {
+		if t.f == f && t.srv.Name == name {
 			return t
 		}
 	}
@@ -251,20 +309,21 @@ func (l *launcher) tierOf(name string) *liveTier {
 
 // startTier starts one server, and first its co-located agent when it has a
 // parent (with the downstream entry and join token applied at the parent).
-func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
+func (l *launcher) startTier(ctx context.Context, f *topology.File, s *topology.Server) error {
+	label := l.label(f, s.Name)
 	if s.Replicas > 1 {
-		fmt.Fprintf(l.opts.Out, "  note: %s declares %d replicas; arbor up runs one\n", s.Name, s.Replicas)
+		fmt.Fprintf(l.opts.Out, "  note: %s declares %d replicas; arbor up runs one\n", label, s.Replicas)
 	}
 	if s.Parent != "" {
-		parent := l.tierOf(s.Parent)
+		parent := l.tierOf(f, s.Parent)
 		if parent == nil {
-			return fmt.Errorf("launcher: parent %q of %q is not running", s.Parent, s.Name)
+			return fmt.Errorf("launcher: parent %q of %q is not running", s.Parent, label)
 		}
-		l.progress("%s: registering with %s and starting its co-located agent", s.Name, s.Parent)
+		l.progress("%s: registering with %s and starting its co-located agent", label, s.Parent)
 		if err := l.applyAt(ctx, parent); err != nil {
 			return err
 		}
-		a, err := l.colocatedAgent(s)
+		a, err := l.colocatedAgent(f, s)
 		if err != nil {
 			return err
 		}
@@ -272,13 +331,13 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 			return err
 		}
 	}
-	l.progress("%s: starting server", s.Name)
+	l.progress("%s: starting server", label)
 	// The socket does not exist yet; the client connects lazily.
 	ac, err := admin.Open(s.AdminSocket)
 	if err != nil {
 		return err
 	}
-	t := &liveTier{srv: s, admin: ac}
+	t := &liveTier{f: f, srv: s, label: label, admin: ac}
 	l.mu.Lock()
 	l.tiers = append(l.tiers, t)
 	l.mu.Unlock()
@@ -291,14 +350,14 @@ func (l *launcher) startTier(ctx context.Context, s *topology.Server) error {
 			return err
 		}
 	}
-	l.progress("%s: serving on %s", s.Name, s.Address)
+	l.progress("%s: serving on %s", label, s.Address)
 	return nil
 }
 
 // startServer starts t's server process and waits until it serves.
 func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 	s := t.srv
-	p, err := l.start("server "+s.Name, l.logPath(s, "server"), "server", "--topology", l.f.Path, "--node", s.Name)
+	p, err := l.start("server "+t.label, l.logPath(s, "server"), "server", "--topology", t.f.Path, "--node", s.Name)
 	if err != nil {
 		return err
 	}
@@ -317,7 +376,7 @@ func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 
 // applyAt reconciles the entries the topology wants on t's server.
 func (l *launcher) applyAt(ctx context.Context, t *liveTier) error {
-	want, err := reconcile.DesiredEntries(l.f, t.srv, l.uid)
+	want, err := reconcile.DesiredEntries(t.f, t.srv, l.uid)
 	if err != nil {
 		return err
 	}
@@ -332,7 +391,8 @@ func (l *launcher) applyAt(ctx context.Context, t *liveTier) error {
 // run", with the settings tier gave it for the socket and data directory
 // it will use.
 type agentStart struct {
-	name    string
+	name    string // its log file's name
+	proc    string // its name in messages
 	args    []string
 	cfg     agent.Config
 	aliasID spiffeid.ID      // the join token's alias when it needs one
@@ -342,24 +402,24 @@ type agentStart struct {
 // colocatedAgent is the agent beside server s, attested to its parent, as
 // s's agent block says: the process gets --topology/--node and reads the
 // block itself.
-func (l *launcher) colocatedAgent(s *topology.Server) (agentStart, error) {
-	cfg, err := tier.AgentConfig(l.f, s.Name)
+func (l *launcher) colocatedAgent(f *topology.File, s *topology.Server) (agentStart, error) {
+	cfg, err := tier.AgentConfig(f, s.Name)
 	if err != nil {
 		return agentStart{}, err
 	}
-	return agentStart{name: s.Name + "-agent", args: []string{"--topology", l.f.Path, "--node", s.Name},
+	return agentStart{name: s.Name + "-agent", proc: "agent " + l.label(f, s.Name) + "-agent", args: []string{"--topology", f.Path, "--node", s.Name},
 		cfg: cfg, aliasID: s.Agent.SPIFFEID, logTo: s}, nil
 }
 
 // workloadAgent is the agent for t's demo workload, attached to t. Its
 // socket and data directory are arbor up's (the topology has none for it).
 func (l *launcher) workloadAgent(t *liveTier, dataDir, socket string, aliasID spiffeid.ID) (agentStart, error) {
-	cfg, err := tier.WorkloadAgentConfig(l.f, t.srv.Name)
+	cfg, err := tier.WorkloadAgentConfig(t.f, t.srv.Name)
 	if err != nil {
 		return agentStart{}, err
 	}
 	cfg.DataDir, cfg.SocketPath = dataDir, socket
-	return agentStart{name: "workload-agent", args: []string{"--topology", l.f.Path, "--attach", t.srv.Name,
+	return agentStart{name: "workload-agent", proc: "workload agent of " + t.label, args: []string{"--topology", t.f.Path, "--attach", t.srv.Name,
 		"--data-dir", dataDir, "--socket-path", socket}, cfg: cfg, aliasID: aliasID, logTo: t.srv}, nil
 }
 
@@ -370,25 +430,25 @@ func (l *launcher) workloadAgent(t *liveTier, dataDir, socket string, aliasID sp
 // the agent reads from the topology.
 func (l *launcher) startAgent(ctx context.Context, parent *liveTier, a agentStart) error {
 	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("launcher: %s data dir: %w", a.name, err)
+		return fmt.Errorf("launcher: %s data dir: %w", a.proc, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(a.cfg.SocketPath), 0o700); err != nil {
-		return fmt.Errorf("launcher: %s socket dir: %w", a.name, err)
+		return fmt.Errorf("launcher: %s socket dir: %w", a.proc, err)
 	}
 	bundlePath := filepath.Join(a.cfg.DataDir, "bootstrap.pem")
 	if err := writeBundle(ctx, parent.admin, bundlePath); err != nil {
-		return fmt.Errorf("launcher: %s: parent bundle: %w", a.name, err)
+		return fmt.Errorf("launcher: %s: parent bundle: %w", a.proc, err)
 	}
 	args := append([]string{"agent", "run"}, a.args...)
 	args = append(args, "--trust-bundle", bundlePath)
 	if !agent.Attested(a.cfg.DataDir) && a.cfg.X509PoP == nil && a.cfg.JoinToken == "" {
 		tok, err := parent.admin.CreateJoinToken(ctx, a.aliasID, 10*time.Minute)
 		if err != nil {
-			return fmt.Errorf("launcher: join token for %s: %w", a.name, err)
+			return fmt.Errorf("launcher: join token for %s: %w", a.proc, err)
 		}
 		args = append(args, "--join-token", tok)
 	}
-	p, err := l.start("agent "+a.name, l.logPath(a.logTo, a.name), args...)
+	p, err := l.start(a.proc, l.logPath(a.logTo, a.name), args...)
 	if err != nil {
 		return err
 	}
@@ -413,11 +473,11 @@ func writeBundle(ctx context.Context, c *admin.Client, path string) error {
 	return os.WriteFile(path, out, 0o600)
 }
 
-// leaves are the servers without children.
+// leaves are the servers without children, of every file.
 func (l *launcher) leaves() []*liveTier {
 	var out []*liveTier
 	for _, t := range l.tiers {
-		if len(l.f.Children(t.srv.Name)) == 0 {
+		if len(t.f.Children(t.srv.Name)) == 0 {
 			out = append(out, t)
 		}
 	}
@@ -426,9 +486,18 @@ func (l *launcher) leaves() []*liveTier {
 
 // startDemos starts, on every leaf, a workload agent and a demo workload that
 // keeps an mTLS connection to the next leaf's and validates a JWT-SVID from
-// the one after.
+// the previous one's. With several trust domains the ring alternates them
+// wherever it can, so that both checks cross a federation: neighbours on
+// both sides are of another trust domain.
 func (l *launcher) startDemos(ctx context.Context) error {
-	leaves := l.leaves()
+	ring := ringOrder(l.leaves(), func(t *liveTier) string { return t.f.TrustDomain.Name() })
+	if len(l.files) > 1 && len(ring) > 1 {
+		names := make([]string, 0, len(ring)+1)
+		for _, t := range ring {
+			names = append(names, t.label)
+		}
+		l.progress("demo ring (mTLS to the next, a JWT-SVID from the previous): %s -> (%s)", strings.Join(names, " -> "), names[0])
+	}
 	type demoSpec struct {
 		t      *liveTier
 		id     spiffeid.ID
@@ -442,22 +511,22 @@ func (l *launcher) startDemos(ctx context.Context) error {
 			l.Close()
 		}
 	}()
-	for _, t := range leaves {
-		id, err := spiffeid.FromSegments(l.f.TrustDomain, "demo", t.srv.Name)
+	for _, t := range ring {
+		id, err := spiffeid.FromSegments(t.f.TrustDomain, "demo", t.srv.Name)
 		if err != nil {
 			return err
 		}
-		node, err := spiffeid.FromSegments(l.f.TrustDomain, "demo-node", t.srv.Name)
+		node, err := spiffeid.FromSegments(t.f.TrustDomain, "demo-node", t.srv.Name)
 		if err != nil {
 			return err
 		}
 		sel := fmt.Sprintf("unix:uid:%d", l.uid)
-		if err := ensureEntry(ctx, t.admin, id, node, sel); err != nil {
-			return fmt.Errorf("launcher: demo entry on %s: %w", t.srv.Name, err)
+		if err := ensureEntry(ctx, t.admin, id, node, sel, l.runFederatedWith(t.f)); err != nil {
+			return fmt.Errorf("launcher: demo entry on %s: %w", t.label, err)
 		}
 		dir := filepath.Join(t.srv.StateDir, "demo")
 		socket := filepath.Join(dir, "workload.sock")
-		l.progress("%s: starting workload agent and demo workload", t.srv.Name)
+		l.progress("%s: starting workload agent and demo workload", t.label)
 		a, err := l.workloadAgent(t, filepath.Join(dir, "agent"), socket, node)
 		if err != nil {
 			return err
@@ -480,18 +549,18 @@ func (l *launcher) startDemos(ctx context.Context) error {
 	held = nil
 	for i, s := range specs {
 		peer := specs[(i+1)%len(specs)]
-		third := specs[(i+2)%len(specs)]
+		from := specs[(i+len(specs)-1)%len(specs)]
 		s.t.demoState = filepath.Join(filepath.Dir(s.socket), "status.json")
 		// A resumed run finds the previous run's file, which says "ok" until
 		// the new demo first writes: remove it, and ignore older statuses.
 		if err := os.Remove(s.t.demoState); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("launcher: demo status of %s: %w", s.t.srv.Name, err)
+			return fmt.Errorf("launcher: demo status of %s: %w", s.t.label, err)
 		}
 		s.t.demoSince = time.Now()
-		if _, err := l.start("demo "+s.t.srv.Name, l.logPath(s.t.srv, "demo"), "demo-workload",
+		if _, err := l.start("demo "+s.t.label, l.logPath(s.t.srv, "demo"), "demo-workload",
 			"--socket-path", s.socket, "--listen", s.addr,
 			"--peer", peer.addr, "--peer-id", peer.id.String(),
-			"--jwt-from", third.addr, "--jwt-from-id", third.id.String(),
+			"--jwt-from", from.addr, "--jwt-from-id", from.id.String(),
 			"--status-file", s.t.demoState); err != nil {
 			return err
 		}
@@ -499,11 +568,14 @@ func (l *launcher) startDemos(ctx context.Context) error {
 	return nil
 }
 
-func ensureEntry(ctx context.Context, c *admin.Client, id, parent spiffeid.ID, sel string) error {
+// ensureEntry creates or updates the demo workload's entry; federatesWith
+// are the trust domain names it federates with.
+func ensureEntry(ctx context.Context, c *admin.Client, id, parent spiffeid.ID, sel string, federatesWith []string) error {
 	want := []reconcile.Desired{{Why: "demo workload", Entry: &types.Entry{
-		SpiffeId:  &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
-		ParentId:  &types.SPIFFEID{TrustDomain: parent.TrustDomain().Name(), Path: parent.Path()},
-		Selectors: []*types.Selector{{Type: "unix", Value: strings.TrimPrefix(sel, "unix:")}},
+		SpiffeId:      &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
+		ParentId:      &types.SPIFFEID{TrustDomain: parent.TrustDomain().Name(), Path: parent.Path()},
+		Selectors:     []*types.Selector{{Type: "unix", Value: strings.TrimPrefix(sel, "unix:")}},
+		FederatesWith: federatesWith,
 	}}}
 	actions, err := reconcile.Plan(ctx, c, "demo", want)
 	if err != nil {
@@ -512,15 +584,32 @@ func ensureEntry(ctx context.Context, c *admin.Client, id, parent spiffeid.ID, s
 	return reconcile.Apply(ctx, c, actions)
 }
 
+// printTree prints each file's tree, and the federations of its root.
 func (l *launcher) printTree() {
-	fmt.Fprintln(l.opts.Out, "\ntopology:")
-	for _, t := range l.tiers {
-		depth := l.f.Depth(t.srv.Name)
-		role := "root"
-		if depth > 0 {
-			role = "child of " + t.srv.Parent
+	for _, f := range l.files {
+		if len(l.files) == 1 {
+			fmt.Fprintln(l.opts.Out, "\ntopology:")
+		} else {
+			fmt.Fprintf(l.opts.Out, "\ntopology of %s (%s):\n", f.TrustDomain, f.Path)
 		}
-		fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Name, role, t.srv.Address, t.srv.AdminSocket)
+		for _, t := range l.tiers {
+			if t.f != f {
+				continue
+			}
+			depth := f.Depth(t.srv.Name)
+			role := "root"
+			if depth > 0 {
+				role = "child of " + t.srv.Parent
+			}
+			fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Name, role, t.srv.Address, t.srv.AdminSocket)
+		}
+		for _, fed := range f.Federations {
+			run := ""
+			if g := l.fileOf(fed.TrustDomain); g != nil {
+				run = ", run here from " + g.Path
+			}
+			fmt.Fprintf(l.opts.Out, "  federates with %s: %s (%s%s)\n", fed.TrustDomain, fed.BundleEndpoint, fed.Profile, run)
+		}
 	}
 }
 
@@ -541,7 +630,11 @@ func (l *launcher) waitDemos(ctx context.Context) {
 			}
 		}
 		if ok {
-			l.progress("all %d demo workloads hold SVIDs, talk mTLS across leaves and validate JWT-SVIDs", n)
+			across := "leaves"
+			if len(l.files) > 1 {
+				across = "leaves and trust domains"
+			}
+			l.progress("all %d demo workloads hold SVIDs, talk mTLS across %s and validate JWT-SVIDs", n, across)
 			return
 		}
 		if time.Now().After(deadline) {
@@ -573,19 +666,44 @@ func (t *liveTier) demoStatus() (demo.Status, error) {
 	return st, nil
 }
 
+// demoLine is a demo workload's part of its tier's status line; peers in
+// another trust domain are named.
+func demoLine(st demo.Status) string {
+	line := fmt.Sprintf(", demo %s: mTLS %s, JWT %s", st.ID, st.MTLS, st.JWT)
+	me, err := spiffeid.FromString(st.ID)
+	if err != nil {
+		return line
+	}
+	foreign := func(id string) bool {
+		p, err := spiffeid.FromString(id)
+		return err == nil && p.TrustDomain() != me.TrustDomain()
+	}
+	switch {
+	case st.Peer == st.JWTFrom && foreign(st.Peer):
+		line += fmt.Sprintf(" (peer %s)", st.Peer)
+	case foreign(st.Peer) || foreign(st.JWTFrom):
+		line += fmt.Sprintf(" (mTLS peer %s, JWT from %s)", st.Peer, st.JWTFrom)
+	}
+	return line
+}
+
 // printStatus prints one line per tier: agents, entries, bundle sequence and
-// its demo workload's checks.
+// its demo workload's checks; and one per federation of a root.
 func (l *launcher) printStatus(ctx context.Context) {
 	now := time.Now().Format("15:04:05")
 	l.mu.Lock()
 	tiers := slices.Clone(l.tiers)
 	l.mu.Unlock()
+	// One trust domain after the other (the roots were started first).
+	slices.SortStableFunc(tiers, func(a, b *liveTier) int {
+		return slices.Index(l.files, a.f) - slices.Index(l.files, b.f)
+	})
 	for _, t := range tiers {
 		l.mu.Lock()
 		down := t.server == nil
 		l.mu.Unlock()
 		if down {
-			fmt.Fprintf(l.opts.Out, "[%s] %-20s DOWN (stopped with arbor up --stop; --start brings it back)\n", now, t.srv.Name)
+			fmt.Fprintf(l.opts.Out, "[%s] %-*s DOWN (stopped with arbor up --stop; --start brings it back)\n", now, l.width, t.label)
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -593,70 +711,39 @@ func (l *launcher) printStatus(ctx context.Context) {
 		b, berr := t.admin.Bundle(cctx)
 		cancel()
 		if err := errors.Join(cerr, berr); err != nil {
-			fmt.Fprintf(l.opts.Out, "[%s] %-20s unreachable: %v\n", now, t.srv.Name, err)
+			fmt.Fprintf(l.opts.Out, "[%s] %-*s unreachable: %v\n", now, l.width, t.label, err)
 			continue
 		}
-		line := fmt.Sprintf("[%s] %-20s agents %d, entries %d, bundle seq %d (%d X.509, %d JWT)", now, t.srv.Name,
+		line := fmt.Sprintf("[%s] %-*s agents %d, entries %d, bundle seq %d (%d X.509, %d JWT)", now, l.width, t.label,
 			agents, entries, b.SequenceNumber, len(b.X509Authorities), len(b.JwtAuthorities))
-		if m, err := scrape(ctx, t.srv.HealthListen); err == nil {
-			if v, ok := m["arbor_ca_x509_remaining_seconds"]; ok {
-				line += fmt.Sprintf(", CA expires in %s", (time.Duration(v) * time.Second).Round(time.Minute))
+		m, merr := scrape(ctx, t.srv.HealthListen)
+		if merr == nil {
+			if m.has("arbor_ca_x509_remaining_seconds") {
+				line += fmt.Sprintf(", CA expires in %s", (time.Duration(m.sum("arbor_ca_x509_remaining_seconds")) * time.Second).Round(time.Minute))
 			}
-			line += fmt.Sprintf(", %d SVIDs issued", int(m["arbor_api_svids_issued_total"]))
-			if v, ok := m["arbor_upstream_reachable"]; ok {
-				line += map[bool]string{true: ", parent reachable", false: ", PARENT UNREACHABLE"}[v == 1]
+			line += fmt.Sprintf(", %d SVIDs issued", int(m.sum("arbor_api_svids_issued_total")))
+			if m.has("arbor_upstream_reachable") {
+				line += map[bool]string{true: ", parent reachable", false: ", PARENT UNREACHABLE"}[m.sum("arbor_upstream_reachable") == 1]
 			}
 		}
 		if t.demoState != "" {
 			if st, err := t.demoStatus(); err == nil || st.ID != "" && !errors.Is(err, errDemoStarting) {
-				line += fmt.Sprintf(", demo %s: mTLS %s, JWT %s", st.ID, st.MTLS, st.JWT)
+				line += demoLine(st)
 			} else {
 				line += ", demo starting"
 			}
 		}
 		fmt.Fprintln(l.opts.Out, line)
-	}
-}
-
-// scrape reads a server's /metrics and sums each metric over its labels.
-func scrape(ctx context.Context, addr string) (map[string]float64, error) {
-	if addr == "" {
-		return nil, errors.New("no health listener")
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, "arbor_") {
-			continue
+		if t.srv.Parent == "" {
+			for _, fed := range t.f.Federations {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				held, herr := t.admin.FederatedBundle(cctx, fed.TrustDomain)
+				cancel()
+				fmt.Fprintf(l.opts.Out, "[%s] %-*s %s\n", now, l.width, t.label,
+					federationStatus(fed.TrustDomain, held, herr, t.srv.HealthListen == "", m, merr))
+			}
 		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		name := line[:i]
-		if j := strings.IndexByte(name, '{'); j >= 0 {
-			name = name[:j]
-		}
-		out[name] += v
 	}
-	return out, sc.Err()
 }
 
 func tail(path string, n int) string {
