@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/arborid/arbor/internal/defaults"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -70,7 +71,7 @@ type Config struct {
 }
 
 // DefaultSyncInterval is the sync period when Config.SyncInterval is zero.
-const DefaultSyncInterval = 5 * time.Second
+const DefaultSyncInterval = defaults.SyncInterval
 
 func (c *Config) validate() error {
 	switch {

@@ -3,6 +3,7 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"github.com/arborid/arbor/internal/defaults"
 	"slices"
 	"strings"
 	"time"
@@ -21,22 +22,22 @@ var ErrUnknownServer = errors.New("topology: unknown server")
 const (
 	DefaultListen       = "127.0.0.1:8081"
 	DefaultHealthListen = "127.0.0.1:8080"
-	DefaultCATTL        = 24 * time.Hour
-	DefaultX509SVIDTTL  = time.Hour
-	DefaultJWTSVIDTTL   = 5 * time.Minute
+	DefaultCATTL        = defaults.CATTL
+	DefaultX509SVIDTTL  = defaults.X509SVIDTTL
+	DefaultJWTSVIDTTL   = defaults.JWTSVIDTTL
 	DefaultKeyType      = KeyTypeECP256
 	DefaultCAKeyStorage = CAKeyStorageDisk
 	DefaultLogLevel     = "info"
 	DefaultLogFormat    = "text"
 	// DefaultJoinTokenTTL is how long a generated join token stays valid when
 	// the request does not say (SPIRE's `token generate` default).
-	DefaultJoinTokenTTL = 10 * time.Minute
+	DefaultJoinTokenTTL = defaults.JoinTokenTTL
 	// DefaultStateDirName is the folder, next to the topology file, under
 	// which each server gets its own state directory (.arbor/<name>).
 	DefaultStateDirName = ".arbor"
 	// DefaultSyncInterval is how often an agent syncs entries and bundles
 	// with its server.
-	DefaultSyncInterval = 5 * time.Second
+	DefaultSyncInterval = defaults.SyncInterval
 	// DefaultMinOutageBudget is the shortest outage budget (how long a tier
 	// keeps issuing with its parent down, at worst) validation accepts
 	// without a warning.

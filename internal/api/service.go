@@ -30,6 +30,7 @@ import (
 
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/defaults"
 	"github.com/arborid/arbor/internal/entrycache"
 	"github.com/arborid/arbor/internal/nodeattest"
 	"github.com/arborid/arbor/internal/trustbundle"
@@ -56,7 +57,7 @@ type Config struct {
 	Attestors []nodeattest.Attestor
 	// AgentSVIDTTL is the lifetime of agent SVIDs; zero means 1h.
 	AgentSVIDTTL time.Duration
-	// DefaultJoinTokenTTL is used when CreateJoinToken asks for none; zero means 600s.
+	// DefaultJoinTokenTTL is used when CreateJoinToken asks for none; zero means defaults.JoinTokenTTL (10m).
 	DefaultJoinTokenTTL time.Duration
 	// DownstreamPolicy decides a child tier's NewDownstreamX509CA request
 	// from its CSR and the TTL it prefers (zero: none): it returns the TTL
@@ -118,10 +119,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, errors.New("api: trust domain, store, entry cache, bundle cache and CA are required")
 	}
 	if cfg.AgentSVIDTTL == 0 {
-		cfg.AgentSVIDTTL = time.Hour
+		cfg.AgentSVIDTTL = defaults.AgentSVIDTTL
 	}
 	if cfg.DefaultJoinTokenTTL == 0 {
-		cfg.DefaultJoinTokenTTL = 600 * time.Second
+		cfg.DefaultJoinTokenTTL = defaults.JoinTokenTTL
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -22,14 +22,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/datastore"
+	"github.com/arborid/arbor/internal/defaults"
 	"github.com/arborid/arbor/upstream"
 )
 
 // Defaults for the zero values of Config.
 const (
-	DefaultCATTL          = 24 * time.Hour
-	DefaultX509SVIDTTL    = time.Hour
-	DefaultJWTSVIDTTL     = 5 * time.Minute
+	DefaultCATTL          = defaults.CATTL
+	DefaultX509SVIDTTL    = defaults.X509SVIDTTL
+	DefaultJWTSVIDTTL     = defaults.JWTSVIDTTL
 	DefaultRotateInterval = 10 * time.Second
 	DefaultPruneGrace     = 24 * time.Hour
 )
