@@ -502,6 +502,9 @@ func (p *parser) bundleEndpoint(b *hcl.Block) *BundleEndpoint {
 	}
 	be.Profile = from(p.enumSetting(a["profile"], []string{ProfileHTTPSSPIFFE, ProfileHTTPSWeb}), setting[string]{}, ProfileHTTPSSPIFFE).val
 	be.RefreshHint = from(p.durationSetting(a["refresh_hint"]), setting[time.Duration]{}, DefaultBundleRefreshHint).val
+	if attr, ok := a["refresh_hint"]; ok {
+		be.refreshHintRange = attr.Expr.Range().Ptr()
+	}
 	for _, f := range []struct {
 		name string
 		dst  *string

@@ -472,6 +472,8 @@ type BundleEndpoint struct {
 	// CertFile and KeyFile are the Web PKI certificate and key of https_web.
 	CertFile, KeyFile string
 	Range             hcl.Range
+	// refreshHintRange is where refresh_hint is set; nil when defaulted.
+	refreshHintRange *hcl.Range
 }
 
 // OIDCDiscovery is a server's oidc_discovery block.

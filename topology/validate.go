@@ -40,8 +40,48 @@ func (p *parser) validate(f *File) {
 		if !bad[s] {
 			p.warnServer(f, s)
 			p.warnPropagation(f, s, deepest)
+			p.warnFederationLead(f, s)
 		}
 	}
+}
+
+// warnFederationLead warns when s serves a bundle endpoint whose
+// refresh_hint is too long for the shortest rotation margin of the tree:
+// the bundle holds every tier's JWT keys (and the root's next CA), each
+// published a third of its ca_ttl before it is used, and a federated trust
+// domain fetches again only after the hint. Half the margin is left for the
+// federated side's own agents to sync (and SPIRE polls at a quarter of the
+// hint).
+func (p *parser) warnFederationLead(f *File, s *Server) {
+	be := s.BundleEndpoint
+	if be == nil || be.RefreshHint <= 0 {
+		return
+	}
+	var shortest *Server
+	for _, t := range f.Servers {
+		if t.CATTL > 0 && (shortest == nil || t.CATTL < shortest.CATTL) {
+			shortest = t
+		}
+	}
+	if shortest == nil {
+		return
+	}
+	margin := shortest.CATTL / 3
+	if be.RefreshHint <= margin/2 {
+		return
+	}
+	rng := be.Range
+	if be.refreshHintRange != nil {
+		rng = *be.refreshHintRange
+	}
+	what := "JWT key"
+	if shortest.Parent == "" && shortest.Upstream == nil {
+		what = "JWT key and root CA"
+	}
+	p.warnf(rng, "Federated trust domains may miss a new key",
+		"Server %q's bundle endpoint tells federated trust domains to fetch again every %s (refresh_hint), but server %q publishes its next %s only %s before signing with it (a third of its ca_ttl %s). Until a federated trust domain fetches again, its workloads reject what the new key signs. Lower refresh_hint to at most %s, or raise %q's ca_ttl to at least %s.",
+		s.Name, formatDuration(be.RefreshHint), shortest.Name, what, formatDuration(margin), formatDuration(shortest.CATTL),
+		formatDuration(margin/2), shortest.Name, formatDuration(6*be.RefreshHint))
 }
 
 // ServerBundleSyncInterval is how often a downstream server pulls its
