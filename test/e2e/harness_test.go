@@ -396,14 +396,21 @@ type spireAgent struct {
 
 // startAgent writes the agent's bootstrap bundle (from `bundle show`) and
 // config, and starts spire-agent (of the server's SPIRE release) with the
-// join token. It returns once the
-// Workload API socket exists.
+// join token. It returns once the Workload API socket exists.
 func startAgent(t *testing.T, a *arborServer, token string) *spireAgent {
 	t.Helper()
-	dir := t.TempDir()
 	_, pemOut := a.bundlePEM(t)
+	return startSpireAgentOf(t, a.peer(), td.Name(), a.port, pemOut, token)
+}
+
+// startSpireAgentOf starts spire-agent of release p in trustDomain, attested
+// with token to the server on 127.0.0.1:port whose bundle is bundlePEM, with
+// the unix workload attestor. It returns once the Workload API socket exists.
+func startSpireAgentOf(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, token string) *spireAgent {
+	t.Helper()
+	dir := t.TempDir()
 	bundlePath := filepath.Join(dir, "bootstrap.pem")
-	if err := os.WriteFile(bundlePath, pemOut, 0o600); err != nil {
+	if err := os.WriteFile(bundlePath, bundlePEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ag := &spireAgent{
@@ -433,13 +440,13 @@ plugins {
     plugin_data {}
   }
 }
-`, ag.dataDir, a.port, ag.socket, bundlePath, td.Name(), token)
+`, ag.dataDir, port, ag.socket, bundlePath, trustDomain, token)
 	confPath := filepath.Join(dir, "agent.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ag.proc = startProcess(t, "spire-agent "+a.peer().version, filepath.Join(dir, "spire-agent.log"), nil,
-		a.peer().agent, "run", "-config", confPath)
+	ag.proc = startProcess(t, "spire-agent "+p.version, filepath.Join(dir, "spire-agent.log"), nil,
+		p.agent, "run", "-config", confPath)
 	poll(t, waitTimeout, "spire-agent serving the Workload API", func() error {
 		if ag.proc.exited() {
 			t.Fatalf("spire-agent exited during start: %v\n%s", ag.proc.err, tail(ag.proc.log, 40))
