@@ -54,6 +54,12 @@ type Result struct {
 	// CanReattest reports whether the agent can attest again with the same
 	// data (x509pop) instead of needing a fresh secret (join_token).
 	CanReattest bool
+	// FirstUse makes the attestation trust on first use: the server refuses
+	// it (PermissionDenied) when a node with AgentID is already attested,
+	// checked in the transaction that stores the node, so one instance
+	// identity document attests one agent until that agent is evicted
+	// (aws_iid, gcp_iit, azure_msi, as SPIRE).
+	FirstUse bool
 	// JoinToken, when not empty, is a single-use secret the attestation
 	// rests on. The attestor only checked it; the server consumes it in the
 	// transaction that stores the node (datastore.NodeStore.AttestNode), so
