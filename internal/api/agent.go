@@ -102,12 +102,15 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	}
 	_, reattested := s.nodes.get(result.AgentID)
 	node, err := s.writeNode(ctx, result.AgentID, func() (*datastore.Node, error) {
-		return s.store.AttestNode(ctx, attested, result.JoinToken)
+		return s.store.AttestNode(ctx, attested, datastore.AttestCondition{JoinToken: result.JoinToken, FirstUse: result.FirstUse})
 	})
 	switch {
 	case err == nil:
 	case errors.Is(err, datastore.ErrBanned):
 		return status.Errorf(codes.PermissionDenied, "agent %s is banned", result.AgentID)
+	case errors.Is(err, datastore.ErrAlreadyExists) && result.FirstUse:
+		// SPIRE's words for the same refusal of a reused instance identity.
+		return status.Errorf(codes.PermissionDenied, "attestation failed: %s attestation data has already been used to attest an agent (%s); evict it to attest again", params.Data.Type, result.AgentID)
 	case errors.Is(err, datastore.ErrNotFound) && result.JoinToken != "":
 		// A concurrent attestation consumed the token first.
 		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", jointoken.ErrTokenUsed)

@@ -97,8 +97,8 @@ func (r recordingStore) CreateNode(ctx context.Context, n *datastore.Node) error
 	return err
 }
 
-func (r recordingStore) AttestNode(ctx context.Context, n *datastore.Node, joinToken string) (*datastore.Node, error) {
-	out, err := r.Store.AttestNode(ctx, n, joinToken)
+func (r recordingStore) AttestNode(ctx context.Context, n *datastore.Node, cond datastore.AttestCondition) (*datastore.Node, error) {
+	out, err := r.Store.AttestNode(ctx, n, cond)
 	r.node(n.ID, err)
 	return out, err
 }

@@ -177,16 +177,27 @@ type EntryStore interface {
 // the node as stored after it; so no write can undo another that it did not
 // see — a ban or an eviction in particular (a write to a deleted node is
 // ErrNotFound, never a re-creation, except by AttestNode).
+// AttestCondition is what an attestation rests on besides the node record.
+type AttestCondition struct {
+	// JoinToken, when not empty, is consumed in the same transaction
+	// (ErrNotFound if it does not exist, that is, was already used).
+	JoinToken string
+	// FirstUse refuses the attestation when the node is already attested.
+	FirstUse bool
+}
+
 type NodeStore interface {
 	// CreateNode stores a newly attested node; ErrAlreadyExists if present.
 	CreateNode(ctx context.Context, n *Node) error
 	// AttestNode records a successful attestation in one transaction: it
-	// consumes joinToken when not empty (ErrNotFound if it does not exist,
-	// that is, was already used), then creates the node or, when it exists,
+	// consumes cond.JoinToken when not empty (ErrNotFound if it does not
+	// exist, that is, was already used), then creates the node or, when it exists,
 	// replaces what attestation establishes (attestation type, both serials
 	// and not-afters, CanReattest, selectors), keeping AgentVersion.
 	// ErrBanned, consuming nothing, if the node exists and is banned.
-	AttestNode(ctx context.Context, n *Node, joinToken string) (*Node, error)
+	// With cond.FirstUse, ErrAlreadyExists, changing nothing, if the node
+	// exists at all (trust on first use: evicted nodes do not exist).
+	AttestNode(ctx context.Context, n *Node, cond AttestCondition) (*Node, error)
 	// RenewNode records a renewed SVID (NewCertSerial, NewCertNotAfter) if
 	// the node's current serial is still current; ErrConflict otherwise (the
 	// node was banned or attested again since).

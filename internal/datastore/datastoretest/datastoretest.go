@@ -547,7 +547,7 @@ func testNodeCRUD(t *testing.T, s datastore.Store) {
 	if _, err := s.ActivateNodeSerial(ctx, n.ID, "43"); !errors.Is(err, datastore.ErrConflict) {
 		t.Errorf("ActivateNodeSerial(banned) error = %v, want ErrConflict", err)
 	}
-	if _, err := s.AttestNode(ctx, n, ""); !errors.Is(err, datastore.ErrBanned) {
+	if _, err := s.AttestNode(ctx, n, datastore.AttestCondition{}); !errors.Is(err, datastore.ErrBanned) {
 		t.Errorf("AttestNode(banned) error = %v, want ErrBanned", err)
 	}
 	if _, err := s.SetNodeAgentVersion(ctx, n.ID, "1.15.3"); err != nil {
@@ -728,7 +728,7 @@ func testConcurrentConsumeJoinToken(t *testing.T, s datastore.Store) {
 // consumeJoinToken attests the token's node with the token, consuming it.
 func consumeJoinToken(ctx context.Context, s datastore.Store, token string) (*datastore.Node, error) {
 	n := &datastore.Node{ID: id("/spire/agent/join_token/" + token), AttestationType: "join_token", CertSerial: "1"}
-	return s.AttestNode(ctx, n, token)
+	return s.AttestNode(ctx, n, datastore.AttestCondition{JoinToken: token})
 }
 
 // testAttestNode: attestation creates a node or re-attests it (keeping its
@@ -738,7 +738,7 @@ func testAttestNode(t *testing.T, s datastore.Store) {
 	ctx := testContext(t)
 	n := &datastore.Node{ID: id("/spire/agent/x509pop/reattest"), AttestationType: "x509pop", CertSerial: "1",
 		CertNotAfter: FixedNow + 60, CanReattest: true, Selectors: sels("x509pop:subject:cn:a")}
-	got, err := s.AttestNode(ctx, n, "")
+	got, err := s.AttestNode(ctx, n, datastore.AttestCondition{})
 	if err != nil {
 		t.Fatalf("AttestNode(new) error = %v", err)
 	}
@@ -750,7 +750,7 @@ func testAttestNode(t *testing.T, s datastore.Store) {
 	}
 	again := *n
 	again.CertSerial, again.NewCertSerial, again.Selectors = "2", "", sels("x509pop:subject:cn:b")
-	got, err = s.AttestNode(ctx, &again, "")
+	got, err = s.AttestNode(ctx, &again, datastore.AttestCondition{})
 	if err != nil {
 		t.Fatalf("AttestNode(again) error = %v", err)
 	}
@@ -765,11 +765,33 @@ func testAttestNode(t *testing.T, s datastore.Store) {
 	if err := s.CreateJoinToken(ctx, &datastore.JoinToken{Token: "kept", ExpiresAt: time.Unix(FixedNow+60, 0)}); err != nil {
 		t.Fatalf("CreateJoinToken() error = %v", err)
 	}
-	if _, err := s.AttestNode(ctx, &again, "kept"); !errors.Is(err, datastore.ErrBanned) {
+	if _, err := s.AttestNode(ctx, &again, datastore.AttestCondition{JoinToken: "kept"}); !errors.Is(err, datastore.ErrBanned) {
 		t.Errorf("AttestNode(banned, token) error = %v, want ErrBanned", err)
 	}
 	if _, err := s.FetchJoinToken(ctx, "kept"); err != nil {
 		t.Errorf("FetchJoinToken() after a refused attestation error = %v, want the token kept", err)
+	}
+
+	// Trust on first use: a new node attests, an existing one is refused
+	// and left as it was; once deleted (evicted) it attests again.
+	first := &datastore.Node{ID: id("/spire/agent/aws_iid/111/us-east-1/i-1"), AttestationType: "aws_iid", CertSerial: "1",
+		CertNotAfter: FixedNow + 60, Selectors: sels("aws_iid:az:us-east-1a")}
+	if _, err := s.AttestNode(ctx, first, datastore.AttestCondition{FirstUse: true}); err != nil {
+		t.Fatalf("AttestNode(first use, new) error = %v", err)
+	}
+	replay := *first
+	replay.CertSerial, replay.Selectors = "2", sels("aws_iid:az:us-east-1b")
+	if _, err := s.AttestNode(ctx, &replay, datastore.AttestCondition{FirstUse: true}); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Errorf("AttestNode(first use, existing) error = %v, want ErrAlreadyExists", err)
+	}
+	if got, err := s.FetchNode(ctx, first.ID); err != nil || got.CertSerial != "1" || len(got.Selectors) != 1 || got.Selectors[0].Value != "az:us-east-1a" {
+		t.Errorf("after a refused first-use attestation the node is %+v, %v; want it unchanged", got, err)
+	}
+	if _, err := s.DeleteNode(ctx, first.ID); err != nil {
+		t.Fatalf("DeleteNode() error = %v", err)
+	}
+	if _, err := s.AttestNode(ctx, &replay, datastore.AttestCondition{FirstUse: true}); err != nil {
+		t.Errorf("AttestNode(first use, after eviction) error = %v", err)
 	}
 }
 

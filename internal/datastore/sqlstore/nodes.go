@@ -47,7 +47,8 @@ func (s *Store) CreateNode(ctx context.Context, n *datastore.Node) error {
 // events lock, so the read of the current row and the write that depends on
 // it cannot interleave with another writer, also across servers sharing the
 // database.
-func (s *Store) AttestNode(ctx context.Context, n *datastore.Node, joinToken string) (*datastore.Node, error) {
+func (s *Store) AttestNode(ctx context.Context, n *datastore.Node, cond datastore.AttestCondition) (*datastore.Node, error) {
+	joinToken := cond.JoinToken
 	id := n.ID.String()
 	sels := normalizeSelectors(n.Selectors)
 	now := s.now().Unix()
@@ -61,6 +62,8 @@ func (s *Store) AttestNode(ctx context.Context, n *datastore.Node, joinToken str
 			return err
 		case cur.Banned():
 			return datastore.ErrBanned
+		case cond.FirstUse:
+			return datastore.ErrAlreadyExists
 		}
 		if joinToken != "" {
 			res, err := tx.ExecContext(ctx, s.q(`DELETE FROM join_tokens WHERE token = ?`), joinToken)
