@@ -30,13 +30,14 @@ previous one.
 
 Several files, one trust domain each, run side by side: every file's root
 first, then, for each federation block naming the trust domain of another
-file, its root is given that trust domain's bundle once (an https_spiffe
-bundle endpoint needs it for the first contact) and fetches it over the
-endpoint; the demo workloads federate with those trust domains and form one
-ring across the files, neighbours in different trust domains.
+file, the server that fetches it (the root, or fetched_by) is given that
+trust domain's bundle once (an https_spiffe bundle endpoint needs it for the
+first contact) and fetches it over the endpoint; the demo workloads federate
+with those trust domains and form one ring across the files, neighbours in
+different trust domains.
 
 It prints the tree once everything serves, then a status line per tier and
-one per federation of a root (the federated bundle's age). Ctrl-C stops
+one per federation a tier fetches (the federated bundle's age). Ctrl-C stops
 everything cleanly; running it again resumes from the state directories (no
 new attestation, same CAs).`,
 		Example: `  arbor up examples/quickstart.hcl

@@ -16,16 +16,17 @@ import (
 )
 
 // Trust domains run side by side federate the way separate deployments
-// would: each root fetches the other's bundle endpoint by itself. What
-// arbor up adds is the one step an operator would do out of band, which an
-// https_spiffe endpoint needs before the first fetch: the fetching root
-// holds the other trust domain's bundle, read from that root's admin
-// socket, to authenticate the endpoint's SVID with.
+// would: the fetching server of each federation block (the root, or the
+// one fetched_by names) fetches the other trust domain's bundle endpoint by
+// itself. What arbor up adds is the one step an operator would do out of
+// band, which an https_spiffe endpoint needs before the first fetch: the
+// fetching server holds the other trust domain's bundle, read from that
+// trust domain's root's admin socket, to authenticate the endpoint's SVID.
 
 // localFederation is a federation block of one file that names the trust
 // domain of another file being run.
 type localFederation struct {
-	from *topology.File // whose root holds the relationship and fetches
+	from *topology.File // whose fetching server holds the relationship
 	to   *topology.File // the trust domain the block names
 	fed  topology.Federation
 }
@@ -57,12 +58,14 @@ func (l *launcher) fileOf(td spiffeid.TrustDomain) *topology.File {
 	return nil
 }
 
-// runFederatedWith names the trust domains f federates with that are run
-// here too: the ones its demo workloads federate with.
-func (l *launcher) runFederatedWith(f *topology.File) []string {
+// runFederatedWith names the trust domains run here that t's workloads
+// can federate with: those of t's file's federation blocks whose fetching
+// server is t or above it (the bundle flows down to t).
+func (l *launcher) runFederatedWith(t *liveTier) []string {
 	var out []string
-	for _, fed := range f.Federations {
-		if l.fileOf(fed.TrustDomain) != nil {
+	for _, fed := range t.f.Federations {
+		fetcher := t.f.Fetcher(fed)
+		if l.fileOf(fed.TrustDomain) != nil && fetcher != nil && t.f.InSubtree(t.srv.Name, fetcher.Name) {
 			out = append(out, fed.TrustDomain.Name())
 		}
 	}
@@ -77,41 +80,60 @@ func (l *launcher) rootTier(f *topology.File) *liveTier {
 	return l.tierOf(f, r.Name)
 }
 
-// bootstrapFederations gives each root federating over https_spiffe with a
-// trust domain run here that trust domain's current bundle, unless it holds
-// it already (a resumed run). A held bundle without the current authorities
-// (the other trust domain's state was reset) could never authenticate the
-// endpoint again, so it is replaced too.
-func (l *launcher) bootstrapFederations(ctx context.Context, feds []localFederation) error {
+// holderTier is the running tier that fetches lf's bundle, or nil.
+func (l *launcher) holderTier(lf localFederation) *liveTier {
+	s := lf.from.Fetcher(lf.fed)
+	if s == nil {
+		return nil
+	}
+	return l.tierOf(lf.from, s.Name)
+}
+
+// endpointServer is the server of f whose bundle endpoint rawURL reaches,
+// or nil.
+func endpointServer(f *topology.File, rawURL string) *topology.Server {
+	for _, s := range f.Walk() {
+		if s.BundleEndpoint != nil && sameEndpoint(rawURL, s.BundleEndpoint.Listen) {
+			return s
+		}
+	}
+	return nil
+}
+
+// bootstrapFederations gives each fetching server that runs and federates
+// over https_spiffe with a trust domain run here that trust domain's
+// current bundle, unless it holds it already (a resumed run). A held bundle
+// without the current authorities (the other trust domain's state was
+// reset) could never authenticate the endpoint again, so it is replaced
+// too. It returns the federations whose fetching server is not running yet.
+func (l *launcher) bootstrapFederations(ctx context.Context, feds []localFederation) (pending []localFederation, err error) {
 	for _, lf := range feds {
-		holder, source := l.rootTier(lf.from), l.rootTier(lf.to)
+		holder, source := l.holderTier(lf), l.rootTier(lf.to)
 		if holder == nil || source == nil {
+			pending = append(pending, lf)
 			continue
 		}
 		td := lf.fed.TrustDomain
-		switch ep := source.srv.BundleEndpoint; {
-		case ep == nil:
-			fmt.Fprintf(l.opts.Out, "  note: %s serves no bundle_endpoint, so %s cannot fetch the bundle of %s\n", source.label, holder.label, td)
-		case !sameEndpoint(lf.fed.BundleEndpoint, ep.Listen):
-			fmt.Fprintf(l.opts.Out, "  note: %s's federation block for %s names %s, but %s serves its bundle endpoint on %s\n",
-				lf.from.Path, td, lf.fed.BundleEndpoint, source.label, ep.Listen)
+		if endpointServer(lf.to, lf.fed.BundleEndpoint) == nil {
+			fmt.Fprintf(l.opts.Out, "  note: no server of %s serves a bundle_endpoint at %s, so %s cannot fetch the bundle of %s\n",
+				lf.to.Path, lf.fed.BundleEndpoint, holder.label, td)
 		}
 		if lf.fed.Profile != topology.ProfileHTTPSSPIFFE {
 			continue // https_web authenticates the endpoint with Web PKI roots
 		}
 		want, err := source.admin.Bundle(ctx)
 		if err != nil {
-			return fmt.Errorf("launcher: reading the bundle of %s from %s: %w", td, source.label, err)
+			return nil, fmt.Errorf("launcher: reading the bundle of %s from %s: %w", td, source.label, err)
 		}
 		held, err := holder.admin.FederatedBundle(ctx, td)
 		if err != nil {
-			return fmt.Errorf("launcher: the bundle of %s held by %s: %w", td, holder.label, err)
+			return nil, fmt.Errorf("launcher: the bundle of %s held by %s: %w", td, holder.label, err)
 		}
 		if held != nil && holdsX509(held, want) {
 			continue
 		}
 		if err := holder.admin.SetFederatedBundle(ctx, want); err != nil {
-			return fmt.Errorf("launcher: giving %s the bundle of %s: %w", holder.label, td, err)
+			return nil, fmt.Errorf("launcher: giving %s the bundle of %s: %w", holder.label, td, err)
 		}
 		if held == nil {
 			l.progress("%s: holds the bundle of %s (read from %s's admin socket) to authenticate its https_spiffe bundle endpoint", holder.label, td, source.label)
@@ -119,15 +141,15 @@ func (l *launcher) bootstrapFederations(ctx context.Context, feds []localFederat
 			l.progress("%s: replaced its bundle of %s, which lacked %s's current authorities, with the one read from %s's admin socket", holder.label, td, td, source.label)
 		}
 	}
-	return nil
+	return pending, nil
 }
 
-// refreshFederations asks each root to fetch the bundles of the trust
-// domains run here now, over their bundle endpoints; a failure is reported
-// and left to the root's refresher, which keeps trying.
+// refreshFederations asks each fetching server to fetch the bundles of the
+// trust domains run here now, over their bundle endpoints; a failure is
+// reported and left to the server's refresher, which keeps trying.
 func (l *launcher) refreshFederations(ctx context.Context, feds []localFederation) {
 	for _, lf := range feds {
-		holder := l.rootTier(lf.from)
+		holder := l.holderTier(lf)
 		if holder == nil {
 			continue
 		}
@@ -140,7 +162,11 @@ func (l *launcher) refreshFederations(ctx context.Context, feds []localFederatio
 		if b, err := holder.admin.FederatedBundle(ctx, td); err == nil && b != nil {
 			counts = fmt.Sprintf(" (%d X.509, %d JWT authorities)", len(b.X509Authorities), len(b.JwtAuthorities))
 		}
-		l.progress("%s: fetched the bundle of %s%s from %s; the tiers below receive it with their bundle sync", holder.label, td, counts, lf.fed.BundleEndpoint)
+		below := ""
+		if len(lf.from.Children(holder.srv.Name)) > 0 {
+			below = "; the tiers below receive it with their bundle sync"
+		}
+		l.progress("%s: fetched the bundle of %s%s from %s%s", holder.label, td, counts, lf.fed.BundleEndpoint, below)
 	}
 }
 
@@ -180,9 +206,9 @@ func sameEndpoint(rawURL, listen string) bool {
 	return want == port
 }
 
-// federationStatus is the status of a root's federation with td: the
-// bundle it holds and, from its /metrics, the bundle's age (the time since
-// the root's refresher last fetched it) and the refreshes so far.
+// federationStatus is the status of a fetching server's federation with
+// td: the bundle it holds and, from its /metrics, the bundle's age (the
+// time since its refresher last fetched it) and the refreshes so far.
 func federationStatus(td spiffeid.TrustDomain, held *types.Bundle, heldErr error, healthOff bool, m *metrics, merr error) string {
 	name := td.Name()
 	var parts []string

@@ -3,6 +3,7 @@ package launcher
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,10 +159,10 @@ func TestFederationExamples(t *testing.T) {
 		switch {
 		case lf.fed.Profile != topology.ProfileHTTPSSPIFFE || lf.fed.EndpointSPIFFEID.String() != wantID:
 			t.Errorf("%s federates with %s over %s as %s, want https_spiffe as %s", lf.from.Path, lf.fed.TrustDomain, lf.fed.Profile, lf.fed.EndpointSPIFFEID, wantID)
-		case root.BundleEndpoint == nil || !sameEndpoint(lf.fed.BundleEndpoint, root.BundleEndpoint.Listen):
+		case endpointServer(lf.to, lf.fed.BundleEndpoint) != root:
 			t.Errorf("%s names %s, not the bundle endpoint of %s's root", lf.from.Path, lf.fed.BundleEndpoint, lf.to.Path)
-		case lf.from.Root().HealthListen == "":
-			t.Errorf("%s's root has no health_listen: its status lines could not show the bundle's age", lf.from.Path)
+		case lf.from.Fetcher(lf.fed).HealthListen == "":
+			t.Errorf("%s's fetching server has no health_listen: its status lines could not show the bundle's age", lf.from.Path)
 		}
 	}
 	quick, diags := topology.ParseFile(filepath.Join(dir, "quickstart.hcl"))
@@ -179,6 +180,70 @@ func TestFederationExamples(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestDemoFederatesWith: a leaf's demo federates with a trust domain run
+// here only when that trust domain's bundle reaches the leaf: its file's
+// federation block is fetched by the leaf or a server above it.
+func TestDemoFederatesWith(t *testing.T) {
+	org := parse(t, "/up/org/org.hcl", `trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:9001"
+  health_listen = "off"
+  ca_ttl        = "48h"
+}
+server "regional-a" {
+  parent        = "root"
+  listen        = "127.0.0.1:9002"
+  health_listen = "off"
+  ca_ttl        = "24h"
+}
+server "regional-b" {
+  parent        = "root"
+  listen        = "127.0.0.1:9003"
+  health_listen = "off"
+  ca_ttl        = "24h"
+}
+server "leaf-a" {
+  parent        = "regional-a"
+  listen        = "127.0.0.1:9004"
+  health_listen = "off"
+  ca_ttl        = "12h"
+}
+server "leaf-b" {
+  parent        = "regional-b"
+  listen        = "127.0.0.1:9005"
+  health_listen = "off"
+  ca_ttl        = "12h"
+}
+federation "partner.example" {
+  bundle_endpoint = "https://127.0.0.1:9102"
+  fetched_by      = "regional-a"
+}
+federation "payments.example" {
+  bundle_endpoint = "https://bundle.payments.example"
+}`)
+	partner := tree(t, "/up/partner/partner.hcl", "partner.example", 9101, "root=")
+	l := &launcher{files: []*topology.File{org, partner}}
+	tests := []struct {
+		server string
+		want   []string
+	}{
+		{"leaf-a", []string{"partner.example"}},
+		{"regional-a", []string{"partner.example"}},
+		{"leaf-b", nil}, // payments.example is not run here
+		{"root", nil},
+	}
+	for _, tt := range tests {
+		s, err := org.Server(tt.server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := l.runFederatedWith(&liveTier{f: org, srv: s})
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("runFederatedWith(%s) = %q, want %q", tt.server, got, tt.want)
 		}
 	}
 }

@@ -10,8 +10,8 @@
 // Several topology files, one trust domain each, run side by side: every
 // file's root first, then the out-of-band bundle exchange that https_spiffe
 // federation between them needs, then the tiers below; the demo workloads
-// federate with the other trust domains their file federates with and form
-// one ring across all files (see federation.go).
+// federate with the other trust domains run here whose bundle reaches their
+// leaf, and form one ring across all files (see federation.go).
 package launcher
 
 import (
@@ -158,7 +158,8 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 		}
 	}
 	feds := localFederations(files)
-	if err := l.bootstrapFederations(ctx, feds); err != nil {
+	pending, err := l.bootstrapFederations(ctx, feds)
+	if err != nil {
 		return err
 	}
 	for _, f := range files {
@@ -169,6 +170,10 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 				}
 			}
 		}
+	}
+	// Federations fetched by a tier below a root (fetched_by).
+	if _, err := l.bootstrapFederations(ctx, pending); err != nil {
+		return err
 	}
 	// Every tier has now published its JWT key to its root: fetch the
 	// complete bundles at once rather than at the next refresh hint.
@@ -521,7 +526,7 @@ func (l *launcher) startDemos(ctx context.Context) error {
 			return err
 		}
 		sel := fmt.Sprintf("unix:uid:%d", l.uid)
-		if err := ensureEntry(ctx, t.admin, id, node, sel, l.runFederatedWith(t.f)); err != nil {
+		if err := ensureEntry(ctx, t.admin, id, node, sel, l.runFederatedWith(t)); err != nil {
 			return fmt.Errorf("launcher: demo entry on %s: %w", t.label, err)
 		}
 		dir := filepath.Join(t.srv.StateDir, "demo")
@@ -584,7 +589,7 @@ func ensureEntry(ctx context.Context, c *admin.Client, id, parent spiffeid.ID, s
 	return reconcile.Apply(ctx, c, actions)
 }
 
-// printTree prints each file's tree, and the federations of its root.
+// printTree prints each file's tree, and its federations.
 func (l *launcher) printTree() {
 	for _, f := range l.files {
 		if len(l.files) == 1 {
@@ -604,11 +609,14 @@ func (l *launcher) printTree() {
 			fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Name, role, t.srv.Address, t.srv.AdminSocket)
 		}
 		for _, fed := range f.Federations {
-			run := ""
-			if g := l.fileOf(fed.TrustDomain); g != nil {
-				run = ", run here from " + g.Path
+			more := ""
+			if s := f.Fetcher(fed); s != nil && s.Parent != "" {
+				more += ", fetched by " + s.Name
 			}
-			fmt.Fprintf(l.opts.Out, "  federates with %s: %s (%s%s)\n", fed.TrustDomain, fed.BundleEndpoint, fed.Profile, run)
+			if g := l.fileOf(fed.TrustDomain); g != nil {
+				more += ", run here from " + g.Path
+			}
+			fmt.Fprintf(l.opts.Out, "  federates with %s: %s (%s%s)\n", fed.TrustDomain, fed.BundleEndpoint, fed.Profile, more)
 		}
 	}
 }
@@ -688,7 +696,7 @@ func demoLine(st demo.Status) string {
 }
 
 // printStatus prints one line per tier: agents, entries, bundle sequence and
-// its demo workload's checks; and one per federation of a root.
+// its demo workload's checks; and one per federation the tier fetches.
 func (l *launcher) printStatus(ctx context.Context) {
 	now := time.Now().Format("15:04:05")
 	l.mu.Lock()
@@ -734,14 +742,12 @@ func (l *launcher) printStatus(ctx context.Context) {
 			}
 		}
 		fmt.Fprintln(l.opts.Out, line)
-		if t.srv.Parent == "" {
-			for _, fed := range t.f.Federations {
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				held, herr := t.admin.FederatedBundle(cctx, fed.TrustDomain)
-				cancel()
-				fmt.Fprintf(l.opts.Out, "[%s] %-*s %s\n", now, l.width, t.label,
-					federationStatus(fed.TrustDomain, held, herr, t.srv.HealthListen == "", m, merr))
-			}
+		for _, fed := range t.f.FederationsFetchedBy(t.srv.Name) {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			held, herr := t.admin.FederatedBundle(cctx, fed.TrustDomain)
+			cancel()
+			fmt.Fprintf(l.opts.Out, "[%s] %-*s %s\n", now, l.width, t.label,
+				federationStatus(fed.TrustDomain, held, herr, t.srv.HealthListen == "", m, merr))
 		}
 	}
 }
