@@ -52,8 +52,14 @@ func (u *upProc) done() bool {
 // runUp starts `arbor up [flags] topo` and returns it with its output.
 func runUp(t *testing.T, topo string, flags ...string) *upProc {
 	t.Helper()
+	return runUpFiles(t, []string{topo}, flags...)
+}
+
+// runUpFiles starts `arbor up [flags] topo...` (one trust domain per file).
+func runUpFiles(t *testing.T, topos []string, flags ...string) *upProc {
+	t.Helper()
 	u := &upProc{out: &syncBuffer{}, exited: make(chan struct{})}
-	u.cmd = exec.Command(arborBin, append(append([]string{"up", "--status-every", "1s"}, flags...), topo)...)
+	u.cmd = exec.Command(arborBin, append(append([]string{"up", "--status-every", "1s"}, flags...), topos...)...)
 	u.cmd.Stdout, u.cmd.Stderr = u.out, u.out
 	if err := u.cmd.Start(); err != nil {
 		t.Fatal(err)
