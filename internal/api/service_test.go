@@ -179,7 +179,9 @@ func (ts *testService) agent(t *testing.T, path string) *x509.Certificate {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	cert := ts.ca.issue(t, idOf(path), key.Public())
 	n := &datastore.Node{ID: idOf(path), AttestationType: "join_token", CertSerial: cert.SerialNumber.String(), CertNotAfter: cert.NotAfter.Unix()}
-	if _, err := ts.writeNode(testContext(t), n.ID, func() (*datastore.Node, error) { return ts.store.AttestNode(testContext(t), n, datastore.AttestCondition{}) }); err != nil {
+	if _, err := ts.writeNode(testContext(t), n.ID, func() (*datastore.Node, error) {
+		return ts.store.AttestNode(testContext(t), n, datastore.AttestCondition{})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return cert
