@@ -34,12 +34,24 @@ func agentCSR(key crypto.Signer) ([]byte, error) {
 
 // canReattest reports whether the configured node attestor can attest
 // again (x509pop can; a join token is spent after its first use).
-func (a *Agent) canReattest() bool { return a.cfg.X509PoP != nil }
+func (a *Agent) canReattest() bool {
+	return a.cfg.X509PoP != nil || (a.cfg.NodeAttestor != nil && a.cfg.NodeAttestor.CanReattest())
+}
 
 // attestationData builds the first message's attestation data and the
 // function that answers the server's challenges.
-func (a *Agent) attestationData() (*types.AttestationData, func([]byte) ([]byte, error), error) {
+func (a *Agent) attestationData(ctx context.Context) (*types.AttestationData, func([]byte) ([]byte, error), error) {
 	switch {
+	case a.cfg.NodeAttestor != nil:
+		na := a.cfg.NodeAttestor
+		payload, err := na.Payload(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("agent: %s attestation data: %w", na.Type(), err)
+		}
+		noChallenge := func([]byte) ([]byte, error) {
+			return nil, fmt.Errorf("agent: %s attestation does not expect a challenge", na.Type())
+		}
+		return &types.AttestationData{Type: na.Type(), Payload: payload}, noChallenge, nil
 	case a.cfg.X509PoP != nil:
 		p := a.cfg.X509PoP
 		certs, key, err := x509pop.LoadIdentity(p.CertPath, p.KeyPath, p.IntermediatesPath)
@@ -58,7 +70,7 @@ func (a *Agent) attestationData() (*types.AttestationData, func([]byte) ([]byte,
 		}
 		return &types.AttestationData{Type: "join_token", Payload: []byte(a.cfg.JoinToken)}, noChallenge, nil
 	}
-	return nil, nil, errors.New("agent: no node attestor configured (need a join token or x509pop identity)")
+	return nil, nil, errors.New("agent: no node attestor configured (need a join token, an x509pop identity or another node attestor)")
 }
 
 // bootstrapBundle returns the roots that authenticate the server before the
@@ -101,7 +113,7 @@ func (a *Agent) bootstrapBundle(ctx context.Context) ([]*x509.Certificate, error
 // attest runs AttestAgent over an unauthenticated connection and returns
 // the new node state (with the server's bundle when it can get it).
 func (a *Agent) attest(ctx context.Context, roots []*x509.Certificate) (*nodeState, error) {
-	data, answer, err := a.attestationData()
+	data, answer, err := a.attestationData(ctx)
 	if err != nil {
 		return nil, err
 	}

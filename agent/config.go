@@ -57,6 +57,9 @@ type Config struct {
 	JoinToken string
 	// X509PoP attests with a node certificate and key when non-nil.
 	X509PoP *X509PoPConfig
+	// NodeAttestor attests with another attestation type (aws_iid,
+	// k8s_psat, ...) when non-nil.
+	NodeAttestor NodeAttestor
 
 	// SyncInterval is how often entries and bundles are synced; zero means 5s.
 	SyncInterval time.Duration
@@ -68,6 +71,32 @@ type Config struct {
 
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
+}
+
+// NodeAttestor is the agent's half of a node attestation type whose
+// attestation is one payload and no challenge (the cloud and Kubernetes
+// attestors). Implementations are safe for concurrent use.
+type NodeAttestor interface {
+	// Type is the attestation data type, as the server's attestor of the
+	// same name expects it ("aws_iid", "k8s_psat").
+	Type() string
+	// Payload returns the attestation payload, read afresh on every call
+	// (an instance document or a projected token may have changed).
+	Payload(ctx context.Context) ([]byte, error)
+	// CanReattest reports whether the agent may attest again with a fresh
+	// payload when its SVID can no longer be renewed (k8s_psat can; an
+	// instance identity document attests once).
+	CanReattest() bool
+}
+
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // DefaultSyncInterval is the sync period when Config.SyncInterval is zero.
@@ -83,8 +112,8 @@ func (c *Config) validate() error {
 		return errors.New("agent: data directory is required")
 	case c.SocketPath == "":
 		return errors.New("agent: workload API socket path is required")
-	case c.JoinToken != "" && c.X509PoP != nil:
-		return errors.New("agent: configure one node attestor (join token or x509pop), not both")
+	case countTrue(c.JoinToken != "", c.X509PoP != nil, c.NodeAttestor != nil) > 1:
+		return errors.New("agent: configure one node attestor (a join token, x509pop or another), not several")
 	case c.SyncInterval < 0:
 		return fmt.Errorf("agent: sync interval %v is negative", c.SyncInterval)
 	case c.X509PoP != nil && (c.X509PoP.CertPath == "" || c.X509PoP.KeyPath == ""):

@@ -101,6 +101,10 @@ type Config struct {
 	DefaultJoinTokenTTL time.Duration
 	// X509PoP enables the x509pop node attestor when non-nil.
 	X509PoP *X509PoPConfig
+	// NodeAttestors are further node attestors (aws_iid, k8s_psat, ...),
+	// built by the caller from their configuration; each Type at most once,
+	// and not join_token or x509pop, which the fields above configure.
+	NodeAttestors []nodeattest.Attestor
 
 	// Bounds on the agent port (ListenAddr), which anyone can reach. A
 	// stream opened before authenticating (AttestAgent) must send its first
@@ -305,6 +309,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		AgentSVIDTTL:        agentTTL,
 		DefaultJoinTokenTTL: cfg.DefaultJoinTokenTTL,
 		PublishUpstream:     publish,
+		FederationRefreshed: s.fedMetrics.refreshed,
 		DownstreamPolicy:    downstream.ChildCAPolicy(cfg.TrustDomain, ca.DefaultCATTL, s.ca.CATTL()),
 		Events:              s.events,
 		PruneBundle:         s.ca.PruneBundle,
@@ -441,6 +446,20 @@ func buildAttestors(cfg Config, store datastore.Store) ([]nodeattest.Attestor, e
 		if err != nil {
 			return nil, fmt.Errorf("server: x509pop attestor: %w", err)
 		}
+		out = append(out, a)
+	}
+	seen := map[string]bool{}
+	for _, a := range out {
+		seen[a.Type()] = true
+	}
+	for _, a := range cfg.NodeAttestors {
+		if a == nil || a.Type() == "" {
+			return nil, errors.New("server: a node attestor without a type")
+		}
+		if seen[a.Type()] {
+			return nil, fmt.Errorf("server: node attestor %q configured twice", a.Type())
+		}
+		seen[a.Type()] = true
 		out = append(out, a)
 	}
 	return out, nil
