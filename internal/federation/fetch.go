@@ -36,8 +36,9 @@ const (
 // MaxBundleSize bounds the bundle document read from an endpoint.
 const MaxBundleSize = 4 << 20
 
-// ErrRefused is wrapped by every refusal of what an endpoint answered (as
-// opposed to not reaching it).
+// ErrRefused is wrapped by every refusal of what an endpoint answered or
+// how it authenticated (as opposed to not reaching it): retrying will not
+// help until the endpoint, or the relationship's settings, change.
 var ErrRefused = errors.New("federation: bundle refused")
 
 // Endpoint is where a trust domain's bundle is served and how the endpoint
@@ -67,6 +68,16 @@ func Fetch(ctx context.Context, e Endpoint, trust x509bundle.Source, roots *x509
 			return nil, fmt.Errorf("federation: https_spiffe needs the endpoint's SPIFFE ID and a bundle to verify it")
 		}
 		tc = tlsconfig.TLSClientConfig(trust, tlsconfig.AuthorizeID(e.ID))
+		// go-spiffe verifies the SVID in VerifyPeerCertificate, whose error
+		// the TLS client returns as is: mark it, so that an endpoint that
+		// fails to authenticate is told apart from one not reached.
+		verify := tc.VerifyPeerCertificate
+		tc.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			if err := verify(raw, chains); err != nil {
+				return &unauthenticatedError{err: err}
+			}
+			return nil
+		}
 	case ProfileHTTPSWeb:
 		tc = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	default:
@@ -87,6 +98,14 @@ func Fetch(ctx context.Context, e Endpoint, trust x509bundle.Source, roots *x509
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		var svidErr *unauthenticatedError
+		if errors.As(err, &svidErr) {
+			return nil, fmt.Errorf("%w: the endpoint %s did not authenticate as %s: %v", ErrRefused, e.URL, e.ID, svidErr)
+		}
+		var webErr *tls.CertificateVerificationError
+		if errors.As(err, &webErr) {
+			return nil, fmt.Errorf("%w: the endpoint %s did not authenticate: %v", ErrRefused, e.URL, webErr)
+		}
 		return nil, fmt.Errorf("federation: GET %s: %w", e.URL, err)
 	}
 	defer resp.Body.Close()
@@ -107,8 +126,18 @@ func Fetch(ctx context.Context, e Endpoint, trust x509bundle.Source, roots *x509
 	return b, nil
 }
 
+// unauthenticatedError is the https_spiffe endpoint's X509-SVID refused:
+// it does not chain to the held bundle or names another SPIFFE ID.
+type unauthenticatedError struct{ err error }
+
+func (e *unauthenticatedError) Error() string { return e.err.Error() }
+func (e *unauthenticatedError) Unwrap() error { return e.err }
+
 // Parse parses a SPIFFE bundle document of td that names at least one
-// authority.
+// authority. An X.509 authority whose spiffe:// URI SAN names another trust
+// domain is refused: SPIRE's and arbor's CAs carry their trust domain's ID,
+// so such a bundle is another trust domain's, served by mistake or on
+// purpose. An authority without a SPIFFE ID (an upstream CA) is accepted.
 func Parse(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, error) {
 	b, err := spiffebundle.Parse(td, data)
 	if err != nil {
@@ -117,7 +146,30 @@ func Parse(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, error) {
 	if len(b.X509Authorities()) == 0 && len(b.JWTAuthorities()) == 0 {
 		return nil, errors.New("the bundle names no authorities")
 	}
+	for _, c := range b.X509Authorities() {
+		if err := checkAuthorityTrustDomain(td, c); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
+}
+
+// checkAuthorityTrustDomain refuses c when a spiffe:// URI SAN of it is not
+// in td.
+func checkAuthorityTrustDomain(td spiffeid.TrustDomain, c *x509.Certificate) error {
+	for _, u := range c.URIs {
+		if u.Scheme != "spiffe" {
+			continue
+		}
+		id, err := spiffeid.FromURI(u)
+		if err != nil {
+			return fmt.Errorf("X.509 authority %q carries the URI SAN %q, which is not a SPIFFE ID: %v", c.Subject, u, err)
+		}
+		if id.TrustDomain() != td {
+			return fmt.Errorf("X.509 authority %q is a CA of trust domain %q (URI SAN %s), not of %q", c.Subject, id.TrustDomain(), id, td)
+		}
+	}
+	return nil
 }
 
 // LoadBundleFile reads a bundle of td from a file: PEM certificates (the

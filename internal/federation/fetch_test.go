@@ -37,12 +37,16 @@ type testPKI struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newPKI(t *testing.T) testPKI {
+// newPKI is a CA of partner (its URI SAN is partner's ID, as SPIRE's are).
+func newPKI(t testing.TB) testPKI { return newCA(t, partner.ID().URL()) }
+
+// newCA is a self-signed CA with uris as its URI SANs.
+func newCA(t testing.TB, uris ...*url.URL) testPKI {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-		URIs: []*url.URL{partner.ID().URL()}}
+		URIs: uris}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +72,13 @@ func (p testPKI) leaf(t *testing.T, uri string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// validDoc is a SPIFFE bundle document of partner with one X.509 authority.
-func validDoc(t *testing.T, p testPKI) []byte {
+// validDoc is a SPIFFE bundle document of partner with p's CA as its X.509
+// authorities.
+func validDoc(t testing.TB, p ...testPKI) []byte {
 	b := spiffebundle.New(partner)
-	b.AddX509Authority(p.cert)
+	for _, ca := range p {
+		b.AddX509Authority(ca.cert)
+	}
 	doc, err := b.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +117,9 @@ func TestFetchRefusesWhatACarefulClientMust(t *testing.T) {
 		"malformed JSON": func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"keys": [`)) },
 		"no keys":        func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"keYs": []}`)) },
 		"error status":   func(w http.ResponseWriter, r *http.Request) { http.Error(w, "nope", http.StatusInternalServerError) },
+		"another trust domain's bundle": func(w http.ResponseWriter, r *http.Request) {
+			w.Write(validDoc(t, newCA(t, other.ID().URL())))
+		},
 	}
 	for name, h := range refusals {
 		srv := serve(t, p.leaf(t, ""), h)
@@ -120,8 +130,13 @@ func TestFetchRefusesWhatACarefulClientMust(t *testing.T) {
 	if _, err := Fetch(ctx(t), web(strings.Replace(good.URL, "https://", "http://", 1)), nil, roots); !errors.Is(err, ErrRefused) {
 		t.Errorf("plain HTTP URL: Fetch error = %v, want ErrRefused", err)
 	}
-	if _, err := Fetch(ctx(t), web(good.URL), nil, x509.NewCertPool()); err == nil {
-		t.Error("Fetch with roots that do not include the endpoint's CA succeeded")
+	if _, err := Fetch(ctx(t), web(good.URL), nil, x509.NewCertPool()); !errors.Is(err, ErrRefused) {
+		t.Errorf("Fetch with roots that do not include the endpoint's CA: error = %v, want ErrRefused", err)
+	}
+	closed := httptest.NewTLSServer(http.NotFoundHandler())
+	closed.Close()
+	if _, err := Fetch(ctx(t), web(closed.URL), nil, roots); err == nil || errors.Is(err, ErrRefused) {
+		t.Errorf("Fetch from an address nobody serves: error = %v, want one that is not ErrRefused (not reached, not refused)", err)
 	}
 }
 
@@ -136,13 +151,62 @@ func TestFetchHTTPSSPIFFEAuthenticatesTheEndpointID(t *testing.T) {
 		t.Fatalf("Fetch(https_spiffe, right ID) error = %v", err)
 	}
 	e.ID = spiffeid.RequireFromPath(partner, "/somebody/else")
-	if _, err := Fetch(ctx(t), e, trust, nil); err == nil {
-		t.Error("Fetch(https_spiffe) accepted an endpoint with another SPIFFE ID")
+	if _, err := Fetch(ctx(t), e, trust, nil); !errors.Is(err, ErrRefused) {
+		t.Errorf("Fetch(https_spiffe, endpoint with another SPIFFE ID) error = %v, want ErrRefused", err)
 	}
 	e.ID = serverID
-	other := newPKI(t)
-	if _, err := Fetch(ctx(t), e, x509bundle.FromX509Authorities(partner, []*x509.Certificate{other.cert}), nil); err == nil {
-		t.Error("Fetch(https_spiffe) accepted an endpoint SVID that does not chain to the held bundle")
+	stranger := newPKI(t)
+	if _, err := Fetch(ctx(t), e, x509bundle.FromX509Authorities(partner, []*x509.Certificate{stranger.cert}), nil); !errors.Is(err, ErrRefused) {
+		t.Errorf("Fetch(https_spiffe, SVID not chaining to the held bundle) error = %v, want ErrRefused", err)
+	}
+}
+
+var other = spiffeid.RequireTrustDomainFromString("other.test")
+
+// TestParseRefusesAnotherTrustDomainsAuthority: a CA naming another trust
+// domain in its SPIFFE ID makes the document another trust domain's bundle;
+// a CA without one (an upstream CA) is fine.
+func TestParseRefusesAnotherTrustDomainsAuthority(t *testing.T) {
+	mustURL := func(s string) *url.URL {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	tests := []struct {
+		name string
+		cas  []testPKI
+		// wantErr lists what the refusal must name; nil: accepted.
+		wantErr []string
+	}{
+		{"CA of the trust domain", []testPKI{newPKI(t)}, nil},
+		{"CA with a path in its SPIFFE ID", []testPKI{newCA(t, mustURL("spiffe://partner.test/spire/server"))}, nil},
+		{"CA without URI SANs", []testPKI{newCA(t)}, nil},
+		{"CA with a non-SPIFFE URI SAN", []testPKI{newCA(t, mustURL("https://ca.example/partner"))}, nil},
+		{"CA of another trust domain", []testPKI{newCA(t, other.ID().URL())}, []string{`"other.test"`, `"partner.test"`}},
+		{"second CA of another trust domain", []testPKI{newPKI(t), newCA(t, other.ID().URL())}, []string{`"other.test"`, `"partner.test"`}},
+		{"CA of both", []testPKI{newCA(t, partner.ID().URL(), other.ID().URL())}, []string{`"other.test"`, `"partner.test"`}},
+		{"CA with an invalid SPIFFE ID", []testPKI{newCA(t, &url.URL{Scheme: "spiffe", Host: "Partner.Test"})}, []string{"not a SPIFFE ID"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Parse(partner, validDoc(t, tt.cas...))
+			if tt.wantErr == nil {
+				if err != nil || len(b.X509Authorities()) != len(tt.cas) {
+					t.Fatalf("Parse = %v, %v; want the %d authorities", b, err, len(tt.cas))
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse accepted the bundle (%d X.509 authorities), want a refusal", len(b.X509Authorities()))
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error %q does not name %s", err, w)
+				}
+			}
+		})
 	}
 }
 
@@ -154,10 +218,22 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"keys":[]}`))
 	f.Add([]byte(`{"keYs":[]}`))
 	f.Add([]byte(`[]`))
+	f.Add(validDoc(f, newPKI(f)))
+	f.Add(validDoc(f, newCA(f, other.ID().URL())))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := Parse(partner, data)
-		if err == nil && len(b.X509Authorities())+len(b.JWTAuthorities()) == 0 {
+		if err != nil {
+			return
+		}
+		if len(b.X509Authorities())+len(b.JWTAuthorities()) == 0 {
 			t.Fatal("Parse accepted a bundle with no authorities")
+		}
+		for _, c := range b.X509Authorities() {
+			for _, u := range c.URIs {
+				if id, err := spiffeid.FromURI(u); err == nil && id.TrustDomain() != partner {
+					t.Fatalf("Parse accepted an authority of %q in a bundle of %q", id.TrustDomain(), partner)
+				}
+			}
 		}
 	})
 }
