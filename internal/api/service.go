@@ -75,6 +75,11 @@ type Config struct {
 	// that a child published here on to this tier's parent first, and
 	// returns the parent's set, so keys reach every tier of the tree.
 	PublishUpstream func(ctx context.Context, k datastore.JWTAuthority) ([]datastore.JWTAuthority, error)
+	// FederationRefreshed, when set, is told the outcome of every attempt
+	// to fetch a federated bundle (RefreshFederatedBundle, whether the
+	// server's refresher or RefreshBundle asked), so that the server's
+	// refresh metrics count both.
+	FederationRefreshed func(td spiffeid.TrustDomain, err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Rand is used for join tokens and entry IDs; nil means crypto/rand.

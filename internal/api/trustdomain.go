@@ -245,7 +245,12 @@ func (s *Service) BatchDeleteFederationRelationship(ctx context.Context, req *tr
 }
 
 // RefreshBundle fetches the relationship's bundle from its endpoint now and
-// stores it; a refused or unreachable endpoint changes nothing.
+// stores it; a refused or unreachable endpoint changes nothing. What the
+// foreign side did decides the code: an endpoint not reached is Unavailable
+// (it may come back), one reached whose identity or document is refused
+// (federation.ErrRefused) is FailedPrecondition (asking again gets the same
+// until the endpoint or the relationship changes). Only a failure here
+// (storing the bundle) is Internal.
 func (s *Service) RefreshBundle(ctx context.Context, req *trustdomainv1.RefreshBundleRequest) (*emptypb.Empty, error) {
 	td, err := s.federatedTD(req.TrustDomain)
 	if err != nil {
@@ -258,22 +263,39 @@ func (s *Service) RefreshBundle(ctx context.Context, req *trustdomainv1.RefreshB
 	if err != nil {
 		return nil, s.statusFor(ctx, "failed to fetch federation relationship", err)
 	}
-	if _, err := s.RefreshFederatedBundle(ctx, r); err != nil {
-		if errors.Is(err, errNoEndpointTrust) {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
-		}
+	_, err = s.RefreshFederatedBundle(ctx, r)
+	var fetchErr *fetchError
+	switch {
+	case err == nil:
+		return &emptypb.Empty{}, nil
+	case errors.Is(err, errNoEndpointTrust):
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, federation.ErrRefused):
+		return nil, status.Errorf(codes.FailedPrecondition, "refreshing the bundle of %q: %v", td, err)
+	case errors.As(err, &fetchErr):
 		return nil, status.Errorf(codes.Unavailable, "refreshing the bundle of %q: %v", td, err)
 	}
-	return &emptypb.Empty{}, nil
+	return nil, s.statusFor(ctx, fmt.Sprintf("failed to refresh the bundle of %q", td), err)
 }
 
 var errNoEndpointTrust = errors.New("no bundle to authenticate the https_spiffe endpoint with")
 
+// fetchError is federation.Fetch failing, as opposed to this server failing
+// to read or store a bundle.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
 // RefreshFederatedBundle fetches r's bundle from its endpoint and stores it,
 // returning the refresh hint the endpoint asked for (zero when none). On any
 // error the stored bundle is left as it was. The server's refresher calls it
-// for every relationship, the RefreshBundle RPC for one.
-func (s *Service) RefreshFederatedBundle(ctx context.Context, r *datastore.FederationRelationship) (time.Duration, error) {
+// for every relationship, the RefreshBundle RPC for one; either way the
+// outcome goes to Config.FederationRefreshed.
+func (s *Service) RefreshFederatedBundle(ctx context.Context, r *datastore.FederationRelationship) (_ time.Duration, err error) {
+	if done := s.cfg.FederationRefreshed; done != nil {
+		defer func() { done(r.TrustDomain, err) }()
+	}
 	var trust x509bundle.Source
 	if r.Profile == federation.ProfileHTTPSSPIFFE {
 		held, err := s.bundles.FetchBundle(ctx, r.EndpointSPIFFEID.TrustDomain())
@@ -288,7 +310,7 @@ func (s *Service) RefreshFederatedBundle(ctx context.Context, r *datastore.Feder
 	fetched, err := federation.Fetch(ctx, federation.Endpoint{TrustDomain: r.TrustDomain, URL: r.BundleEndpointURL, Profile: r.Profile, ID: r.EndpointSPIFFEID}, trust, nil)
 	if err != nil {
 		s.log.WarnContext(ctx, "bundle refresh failed", "trust_domain", r.TrustDomain.Name(), "err", err)
-		return 0, err
+		return 0, &fetchError{err: err}
 	}
 	if err := s.setFederatedBundle(ctx, federation.DatastoreBundle(r.TrustDomain, fetched)); err != nil {
 		return 0, fmt.Errorf("storing the bundle: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -131,10 +132,15 @@ func (s *Server) storeFederatedFromParent(ctx context.Context, fed []upstream.Fe
 	return nil
 }
 
-// federationMetrics are the refresher's collectors.
+// federationMetrics are the refresher's collectors. Every fetch attempt
+// counts, the refresher's and RefreshBundle's alike (refreshed, which the
+// API calls after each), and a fetch on demand resets the age too.
 type federationMetrics struct {
 	refreshes *prometheus.CounterVec
 	age       *prometheus.GaugeVec
+
+	mu      sync.Mutex
+	fetched map[spiffeid.TrustDomain]time.Time // last good fetch
 }
 
 func newFederationMetrics(r prometheus.Registerer) *federationMetrics {
@@ -145,16 +151,46 @@ func newFederationMetrics(r prometheus.Registerer) *federationMetrics {
 		age: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "arbor_federation_bundle_age_seconds", Help: "Time since the federated bundle was last fetched successfully, by trust domain.",
 		}, []string{"trust_domain"}),
+		fetched: map[spiffeid.TrustDomain]time.Time{},
 	}
 	r.MustRegister(m.refreshes, m.age)
 	return m
 }
 
+// refreshed records one attempt to fetch the bundle of td.
+func (m *federationMetrics) refreshed(td spiffeid.TrustDomain, err error) {
+	if err != nil {
+		m.refreshes.WithLabelValues(td.Name(), "error").Inc()
+		return
+	}
+	m.refreshes.WithLabelValues(td.Name(), "ok").Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fetched[td] = time.Now()
+	m.age.WithLabelValues(td.Name()).Set(0)
+}
+
+// setAge updates the age of the bundle of td as of now, if one was fetched.
+func (m *federationMetrics) setAge(td spiffeid.TrustDomain, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if fetched, ok := m.fetched[td]; ok {
+		m.age.WithLabelValues(td.Name()).Set(max(now.Sub(fetched), 0).Seconds())
+	}
+}
+
+// forget drops td, whose relationship is gone.
+func (m *federationMetrics) forget(td spiffeid.TrustDomain) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.fetched, td)
+	m.age.DeleteLabelValues(td.Name())
+}
+
 // refreshState is one relationship's schedule.
 type refreshState struct {
-	due     time.Time
-	retry   time.Duration
-	fetched time.Time
+	due   time.Time
+	retry time.Duration
 }
 
 // runFederationRefresh refreshes every federation relationship's bundle
@@ -162,7 +198,7 @@ type refreshState struct {
 // ones created, changed or deleted through the API (on any server sharing
 // the datastore) are picked up within a second.
 func (s *Server) runFederationRefresh(ctx context.Context) {
-	states := map[string]*refreshState{}
+	states := map[spiffeid.TrustDomain]*refreshState{}
 	t := time.NewTicker(federationTick)
 	defer t.Stop()
 	for {
@@ -179,47 +215,42 @@ func (s *Server) runFederationRefresh(ctx context.Context) {
 			continue
 		}
 		now := time.Now()
-		seen := map[string]bool{}
+		seen := map[spiffeid.TrustDomain]bool{}
 		for _, r := range rels {
-			name := r.TrustDomain.Name()
-			seen[name] = true
-			st := states[name]
+			seen[r.TrustDomain] = true
+			st := states[r.TrustDomain]
 			if st == nil {
 				st = &refreshState{due: now}
-				states[name] = st
+				states[r.TrustDomain] = st
 			}
-			if !st.fetched.IsZero() {
-				s.fedMetrics.age.WithLabelValues(name).Set(now.Sub(st.fetched).Seconds())
-			}
+			s.fedMetrics.setAge(r.TrustDomain, now)
 			if now.Before(st.due) {
 				continue
 			}
 			s.refreshOne(ctx, r, st)
 		}
-		for name := range states {
-			if !seen[name] {
-				delete(states, name)
-				s.fedMetrics.age.DeleteLabelValues(name)
+		for td := range states {
+			if !seen[td] {
+				delete(states, td)
+				s.fedMetrics.forget(td)
 			}
 		}
 	}
 }
 
+// refreshOne fetches r's bundle and schedules the next fetch (the API
+// counts the attempt in the metrics).
 func (s *Server) refreshOne(ctx context.Context, r *datastore.FederationRelationship, st *refreshState) {
-	name := r.TrustDomain.Name()
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	hint, err := s.api.RefreshFederatedBundle(rctx, r)
 	cancel()
 	now := time.Now()
 	if err != nil {
-		s.fedMetrics.refreshes.WithLabelValues(name, "error").Inc()
 		st.retry = min(max(2*st.retry, firstFederationRetry), maxFederationRetry)
 		st.due = now.Add(jitter(st.retry))
 		return
 	}
-	s.fedMetrics.refreshes.WithLabelValues(name, "ok").Inc()
-	s.fedMetrics.age.WithLabelValues(name).Set(0)
-	st.fetched, st.retry = now, 0
+	st.retry = 0
 	if hint == 0 {
 		hint = defaultFederationRefresh
 	}
