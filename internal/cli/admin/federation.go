@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
@@ -189,10 +190,14 @@ func (c *Client) RefreshFederation(ctx context.Context, p Printer, trustDomain s
 	if trustDomain == "" {
 		return errors.New(op + ": --trust-domain is required")
 	}
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	if _, err := c.td.RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: trustDomain}); err != nil {
-		return c.rpcError(op, err)
+	td, err := spiffeid.TrustDomainFromString(trustDomain)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a trust domain name: %v", op, trustDomain, err)
+	}
+	// RefreshBundle tells a failing foreign endpoint (the server's
+	// Unavailable) from an admin socket nobody answers on.
+	if err := c.RefreshBundle(ctx, td); err != nil {
+		return err
 	}
 	if !p.JSON() {
 		fmt.Fprintf(p.Out, "Bundle of %s refreshed\n", trustDomain)
