@@ -75,11 +75,13 @@ func TestInvalidFiles(t *testing.T) {
 }
 
 // exampleFiles are the topology files users copy; all must validate clean.
-var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "ha-root.hcl", "federation.hcl"}
+var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "ha-root.hcl", "federation.hcl",
+	"federation/example-org.hcl", "federation/partner.hcl"}
 
 // exampleWarnings are the warnings an example is allowed: quickstart's
-// co-located agents use join tokens, which is fine on one machine.
-var exampleWarnings = map[string]int{"quickstart.hcl": 3}
+// and the two-trust-domain example's co-located agents use join tokens,
+// which is fine on one machine.
+var exampleWarnings = map[string]int{"quickstart.hcl": 3, "federation/example-org.hcl": 2, "federation/partner.hcl": 1}
 
 func parseExample(t *testing.T, name string) *File {
 	t.Helper()

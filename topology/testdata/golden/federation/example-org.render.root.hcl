@@ -1,0 +1,59 @@
+# Configuration of "root" rendered by `arbor topology render` from ../examples/federation/example-org.hcl.
+# Generated: edit the topology file instead.
+
+trust_domain = "example.org"
+
+server "root" {
+  host           = "local"
+  replicas       = 1
+  listen         = "127.0.0.1:8101"
+  address        = "127.0.0.1:8101"
+  admin_socket   = "../examples/federation/.arbor/example-org/root/admin.sock"
+  health_listen  = "127.0.0.1:8111"
+  state_dir      = "../examples/federation/.arbor/example-org/root"
+  spiffe_id      = "spiffe://example.org/arbor/server/root"
+  ca_ttl         = "2d"
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  agent_svid_ttl = "1h"
+  key_type       = "ec-p256"
+  jwt_key_type   = "ec-p256"
+  ca_key_storage = "disk"
+  log_level      = "info"
+  log_format     = "text"
+  jwt_issuer     = ""
+
+  datastore "sqlite" {
+    path = "../examples/federation/.arbor/example-org/root/datastore.sqlite3"
+  }
+
+  node_attestor "join_token" {
+    default_ttl = "10m"
+  }
+
+  bundle_endpoint {
+    listen       = "127.0.0.1:8121"
+    profile      = "https_spiffe"
+    refresh_hint = "1m"
+  }
+}
+
+entry "downstream-regional" {
+  spiffe_id      = "spiffe://example.org/arbor/server/regional"
+  parent_id      = "spiffe://example.org/arbor/agent/regional"
+  selectors      = []
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  dns_names      = []
+  admin          = false
+  downstream     = true
+  federates_with = []
+  hint           = "arbor downstream server regional"
+}
+
+federation "partner.example" {
+  bundle_endpoint    = "https://127.0.0.1:8221"
+  profile            = "https_spiffe"
+  endpoint_spiffe_id = "spiffe://partner.example/spire/server"
+  fetched_by         = "root"
+}
