@@ -13,8 +13,17 @@ import (
 
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/awsiid"
+	"github.com/arborid/arbor/internal/nodeattest/k8spsat"
 	"github.com/arborid/arbor/internal/selector"
 	"github.com/arborid/arbor/internal/server"
+)
+
+// The agent halves of the cloud and Kubernetes attestors plug in as
+// NodeAttestors.
+var (
+	_ agent.NodeAttestor = (*awsiid.AgentAttestor)(nil)
+	_ agent.NodeAttestor = (*k8spsat.AgentAttestor)(nil)
 )
 
 // payloadType is the attestation type of the test attestor pair below: the

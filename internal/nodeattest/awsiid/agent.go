@@ -82,3 +82,21 @@ func getDynamic(ctx context.Context, client *imds.Client, path string) (string, 
 	}
 	return string(b), nil
 }
+
+// AgentAttestor is the agent's aws_iid node attestor (an agent.NodeAttestor):
+// each attestation reads the instance identity document afresh. The server
+// trusts an instance on first use, so the agent cannot attest again with
+// it: an expired agent must be evicted first, as with spire-agent's aws_iid.
+type AgentAttestor struct{ cfg AgentConfig }
+
+// NewAgentAttestor returns the agent half for cfg.
+func NewAgentAttestor(cfg AgentConfig) *AgentAttestor { return &AgentAttestor{cfg: cfg} }
+
+// Type is "aws_iid".
+func (*AgentAttestor) Type() string { return Type }
+
+// Payload reads the document and its signatures from the metadata service.
+func (a *AgentAttestor) Payload(ctx context.Context) ([]byte, error) { return AgentPayload(ctx, a.cfg) }
+
+// CanReattest is false: an instance attests once until evicted.
+func (*AgentAttestor) CanReattest() bool { return false }

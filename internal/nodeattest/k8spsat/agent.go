@@ -1,6 +1,7 @@
 package k8spsat
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,3 +73,21 @@ func readToken(path string) (string, error) {
 	}
 	return string(data), nil
 }
+
+// AgentAttestor is the agent's k8s_psat node attestor (an agent.NodeAttestor):
+// each attestation reads the projected token afresh, and the agent may attest
+// again with a fresh token when it can no longer renew its SVID, as
+// spire-agent's k8s_psat does.
+type AgentAttestor struct{ cfg AgentConfig }
+
+// NewAgentAttestor returns the agent half for cfg.
+func NewAgentAttestor(cfg AgentConfig) *AgentAttestor { return &AgentAttestor{cfg: cfg} }
+
+// Type is "k8s_psat".
+func (*AgentAttestor) Type() string { return Type }
+
+// Payload reads the token file and returns the attestation payload.
+func (a *AgentAttestor) Payload(context.Context) ([]byte, error) { return AgentPayload(a.cfg) }
+
+// CanReattest is true: a projected token attests again.
+func (*AgentAttestor) CanReattest() bool { return true }
