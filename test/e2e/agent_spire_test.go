@@ -39,6 +39,13 @@ func startAgentSpireServer(t *testing.T, p *spirePeer) *agentSpireServer {
 // server block and env to its environment, and waits until it is healthy.
 func startSpireServerOf(t testing.TB, p *spirePeer, trustDomain, dir string, env []string, serverExtra string) *agentSpireServer {
 	t.Helper()
+	return startSpireServerWith(t, p, trustDomain, dir, env, serverExtra, "")
+}
+
+// startSpireServerWith is startSpireServerOf with pluginsExtra added to the
+// plugins block (more node attestors).
+func startSpireServerWith(t testing.TB, p *spirePeer, trustDomain, dir string, env []string, serverExtra, pluginsExtra string) *agentSpireServer {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +75,9 @@ plugins {
   KeyManager "memory" {
     plugin_data {}
   }
+  %s
 }
-`, s.port, s.socket, trustDomain, filepath.Join(dir, "data"), serverExtra, filepath.Join(dir, "datastore.sqlite3"))
+`, s.port, s.socket, trustDomain, filepath.Join(dir, "data"), serverExtra, filepath.Join(dir, "datastore.sqlite3"), pluginsExtra)
 	confPath := filepath.Join(dir, "server.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

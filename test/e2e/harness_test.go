@@ -408,6 +408,15 @@ func startAgent(t *testing.T, a *arborServer, token string) *spireAgent {
 // the unix workload attestor. It returns once the Workload API socket exists.
 func startSpireAgentOf(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, token string) *spireAgent {
 	t.Helper()
+	return startSpireAgentWith(t, p, trustDomain, port, bundlePEM, fmt.Sprintf("join_token        = %q", token), `NodeAttestor "join_token" {
+    plugin_data {}
+  }`)
+}
+
+// startSpireAgentWith is startSpireAgentOf with agentExtra in the agent
+// block and nodeAttestor as the NodeAttestor plugin block.
+func startSpireAgentWith(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, agentExtra, nodeAttestor string) *spireAgent {
+	t.Helper()
 	dir := t.TempDir()
 	bundlePath := filepath.Join(dir, "bootstrap.pem")
 	if err := os.WriteFile(bundlePath, bundlePEM, 0o600); err != nil {
@@ -426,13 +435,11 @@ func startSpireAgentOf(t *testing.T, p *spirePeer, trustDomain string, port int,
   socket_path       = %q
   trust_bundle_path = %q
   trust_domain      = %q
-  join_token        = %q
+  %s
 }
 
 plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
+  %s
   KeyManager "memory" {
     plugin_data {}
   }
@@ -440,7 +447,7 @@ plugins {
     plugin_data {}
   }
 }
-`, ag.dataDir, port, ag.socket, bundlePath, trustDomain, token)
+`, ag.dataDir, port, ag.socket, bundlePath, trustDomain, agentExtra, nodeAttestor)
 	confPath := filepath.Join(dir, "agent.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
