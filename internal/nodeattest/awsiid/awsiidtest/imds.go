@@ -2,6 +2,7 @@ package awsiidtest
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
@@ -41,6 +42,9 @@ func (m *IMDS) URL() string { return m.srv.URL }
 
 // Client returns an HTTP client that trusts the service's certificate.
 func (m *IMDS) Client() *http.Client { return m.srv.Client() }
+
+// Certificate is the service's TLS certificate.
+func (m *IMDS) Certificate() *x509.Certificate { return m.srv.Certificate() }
 
 // Close stops the service.
 func (m *IMDS) Close() { m.srv.Close() }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/xml"
 	"errors"
@@ -116,6 +117,10 @@ func (a *AWS) URL() string { return a.srv.URL }
 // Client returns an HTTP client that trusts the server's certificate.
 func (a *AWS) Client() *http.Client { return a.srv.Client() }
 
+// Certificate is the server's TLS certificate (for a CA bundle file such as
+// AWS_CA_BUNDLE).
+func (a *AWS) Certificate() *x509.Certificate { return a.srv.Certificate() }
+
 // Close stops the server.
 func (a *AWS) Close() { a.srv.Close() }
 
@@ -124,6 +129,14 @@ func (a *AWS) PutInstance(inst Instance) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.instances[inst.ID] = inst
+}
+
+// DeleteInstance removes an instance: DescribeInstances answers
+// InvalidInstanceID.NotFound for it.
+func (a *AWS) DeleteInstance(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.instances, id)
 }
 
 // PutInstanceProfile adds or replaces an instance profile and its roles.
