@@ -265,7 +265,7 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, _ nodeattest.Chal
 	}, nil
 }
 
-func (a *Attestor) selectors(ctx context.Context, api instanceAPI, doc InstanceIdentityDocument, inst ec2types.Instance) ([]selector.Selector, error) {
+func (a *Attestor) selectors(ctx context.Context, api instanceAPI, doc identityDocument, inst ec2types.Instance) ([]selector.Selector, error) {
 	var sels []selector.Selector
 	add := func(value string) { sels = append(sels, selector.Selector{Type: Type, Value: value}) }
 	add("az:" + doc.AvailabilityZone)

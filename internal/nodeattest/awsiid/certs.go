@@ -43,18 +43,6 @@ func Regions() []string {
 	return out
 }
 
-// PartitionOf returns the AWS partition a region belongs to: "aws-cn" for
-// cn-*, "aws-us-gov" for us-gov-*, "aws" otherwise.
-func PartitionOf(region string) string {
-	switch {
-	case strings.HasPrefix(region, "cn-"):
-		return "aws-cn"
-	case strings.HasPrefix(region, "us-gov-"):
-		return "aws-us-gov"
-	}
-	return "aws"
-}
-
 // loadAnchors parses the shipped certificates and applies overrides:
 // a region in overrides trusts exactly the certificates given for it.
 func loadAnchors(overrides map[string][]*x509.Certificate) (map[string][]*anchor, error) {

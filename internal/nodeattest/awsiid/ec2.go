@@ -197,7 +197,7 @@ func limitResponses(limit int64) func(*middleware.Stack) error {
 // describeInstance returns the pending or running instance the document
 // names. An instance AWS does not know, or knows as stopped or terminated,
 // is ErrDenied; a failing call is an internal error.
-func describeInstance(ctx context.Context, api instanceAPI, doc InstanceIdentityDocument) (ec2types.Instance, error) {
+func describeInstance(ctx context.Context, api instanceAPI, doc identityDocument) (ec2types.Instance, error) {
 	out, err := api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{
 		InstanceIds: []string{doc.InstanceID},
 		Filters: []ec2types.Filter{{

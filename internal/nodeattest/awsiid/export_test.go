@@ -1,5 +1,8 @@
 package awsiid
 
+// InstanceIdentityDocument is the parsed document, for the tests.
+type InstanceIdentityDocument = identityDocument
+
 // VerifyPayload exposes the payload parser and signature check to the
 // package's tests (the fuzz target in particular).
 func (a *Attestor) VerifyPayload(payload []byte) (InstanceIdentityDocument, []byte, error) {

@@ -71,9 +71,6 @@ func newPathTemplate(text string) (*pathTemplate, error) {
 	return &pathTemplate{text: text, tmpl: t}, nil
 }
 
-// usesTags reports whether the template may read instance tags.
-func (p *pathTemplate) usesTags() bool { return strings.Contains(p.text, "Tags") }
-
 func (p *pathTemplate) render(data templateData) (string, error) {
 	var buf bytes.Buffer
 	if err := p.tmpl.Execute(&buf, data); err != nil {

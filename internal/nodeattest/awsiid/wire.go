@@ -35,9 +35,9 @@ type attestationData struct {
 	SignatureRSA2048 string `json:"rsa2048"`
 }
 
-// InstanceIdentityDocument holds the fields of an instance identity document
+// identityDocument holds the fields of an instance identity document
 // that attestation reads. Every field comes from the content AWS signed.
-type InstanceIdentityDocument struct {
+type identityDocument struct {
 	AccountID        string `json:"accountId"`
 	InstanceID       string `json:"instanceId"`
 	Region           string `json:"region"`
@@ -64,7 +64,7 @@ func validRegion(r string) bool { return regionPattern.MatchString(r) }
 // parsed from raw, which is the signed content byte for byte.
 type verifiedDocument struct {
 	raw []byte
-	doc InstanceIdentityDocument
+	doc identityDocument
 }
 
 // verifyPayload parses payload, verifies its RSA-2048 signature with the
@@ -120,8 +120,8 @@ func verifyPayload(payload []byte, anchors map[string][]*anchor) (*verifiedDocum
 
 // parseDocument decodes an instance identity document and checks the
 // formats of the fields attestation uses.
-func parseDocument(raw []byte) (InstanceIdentityDocument, error) {
-	var doc InstanceIdentityDocument
+func parseDocument(raw []byte) (identityDocument, error) {
+	var doc identityDocument
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return doc, fmt.Errorf("decoding: %v", err)
 	}
