@@ -408,14 +408,33 @@ func startAgent(t *testing.T, a *arborServer, token string) *spireAgent {
 // the unix workload attestor. It returns once the Workload API socket exists.
 func startSpireAgentOf(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, token string) *spireAgent {
 	t.Helper()
-	return startSpireAgentWith(t, p, trustDomain, port, bundlePEM, fmt.Sprintf("join_token        = %q", token), `NodeAttestor "join_token" {
+	return startSpireAgentWith(t, p, trustDomain, port, bundlePEM, nil, fmt.Sprintf("join_token        = %q", token), `NodeAttestor "join_token" {
     plugin_data {}
   }`)
 }
 
-// startSpireAgentWith is startSpireAgentOf with agentExtra in the agent
-// block and nodeAttestor as the NodeAttestor plugin block.
-func startSpireAgentWith(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, agentExtra, nodeAttestor string) *spireAgent {
+// startSpireAgentWith is startSpireAgentOf with env added to the agent's
+// environment, agentExtra in the agent block and nodeAttestor as the
+// NodeAttestor plugin block.
+func startSpireAgentWith(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, env []string, agentExtra, nodeAttestor string) *spireAgent {
+	t.Helper()
+	ag := launchSpireAgent(t, p, trustDomain, port, bundlePEM, env, agentExtra, nodeAttestor)
+	poll(t, waitTimeout, "spire-agent serving the Workload API", func() error {
+		if ag.proc.exited() {
+			t.Fatalf("spire-agent exited during start: %v\n%s", ag.proc.err, tail(ag.proc.log, 40))
+		}
+		c, err := net.DialTimeout("unix", ag.socket, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	return ag
+}
+
+// launchSpireAgent starts spire-agent as startSpireAgentWith does, without
+// waiting for it to serve (an agent expected to be refused).
+func launchSpireAgent(t *testing.T, p *spirePeer, trustDomain string, port int, bundlePEM []byte, env []string, agentExtra, nodeAttestor string) *spireAgent {
 	t.Helper()
 	dir := t.TempDir()
 	bundlePath := filepath.Join(dir, "bootstrap.pem")
@@ -452,18 +471,8 @@ plugins {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ag.proc = startProcess(t, "spire-agent "+p.version, filepath.Join(dir, "spire-agent.log"), nil,
+	ag.proc = startProcess(t, "spire-agent "+p.version, filepath.Join(dir, "spire-agent.log"), env,
 		p.agent, "run", "-config", confPath)
-	poll(t, waitTimeout, "spire-agent serving the Workload API", func() error {
-		if ag.proc.exited() {
-			t.Fatalf("spire-agent exited during start: %v\n%s", ag.proc.err, tail(ag.proc.log, 40))
-		}
-		c, err := net.DialTimeout("unix", ag.socket, time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
 	return ag
 }
 

@@ -80,7 +80,7 @@ func testK8sPSATWithSpire(t *testing.T, p *spirePeer) {
 		NodeAttestors: []nodeattest.Attestor{att}})
 	arbor := &arborServer{adminSock: filepath.Join(dir, "admin.sock"), port: ts.AgentAddr().(*net.TCPAddr).Port, spire: p}
 	_, arborPEM := arbor.bundlePEM(t)
-	spireAgent := startSpireAgentWith(t, p, td.Name(), arbor.port, arborPEM, "", fmt.Sprintf(`NodeAttestor "k8s_psat" {
+	spireAgent := startSpireAgentWith(t, p, td.Name(), arbor.port, arborPEM, nil, "", fmt.Sprintf(`NodeAttestor "k8s_psat" {
     plugin_data {
       cluster    = "test"
       token_path = %q
