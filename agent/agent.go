@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/arborid/arbor/internal/statelock"
+	"github.com/arborid/arbor/internal/unixsock"
 )
 
 // Agent is a node agent. Create it with New and start it with Run.
@@ -43,6 +46,9 @@ type Agent struct {
 	// CA expires first and caps it), so asking again at once would only
 	// repeat it. Only the loop goroutine reads and writes it.
 	renewHold time.Time
+
+	// tokenFromFile is the join token read from Config.JoinTokenFile.
+	tokenFromFile string
 
 	connected  atomic.Bool
 	banned     atomic.Bool
@@ -99,7 +105,22 @@ func (a *Agent) SPIFFEID() spiffeid.ID {
 // Workload API and the health endpoints, and syncs until ctx is done. It
 // returns nil when ctx ends and an error when the agent cannot continue:
 // banned, evicted without a way to re-attest, or refused attestation.
+//
+// Run first takes the data directory for this process (a lock file in it,
+// held until Run returns) and checks that no other process serves the
+// Workload API socket; either refusal (a *statelock.HeldError, a
+// *unixsock.InUseError) comes before anything is read, attested or bound.
 func (a *Agent) Run(ctx context.Context) error {
+	lock, err := statelock.Acquire(filepath.Join(a.cfg.DataDir, statelock.FileName), "data directory "+a.cfg.DataDir, "agent")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	// Checked again when binding; checked here so that an agent started on
+	// another's socket does not spend a join token first.
+	if err := unixsock.Check(a.cfg.SocketPath); err != nil {
+		return fmt.Errorf("agent: workload API: %w", err)
+	}
 	a.running.Store(true)
 	defer a.running.Store(false)
 	ctx, cancel := context.WithCancel(ctx)
@@ -142,8 +163,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		<-ctx.Done()
-		wl.srv.Stop()
-		os.Remove(a.cfg.SocketPath)
+		wl.srv.Stop() // closes the listener, which removes the socket if it is still ours
 	}()
 	a.log.Info("agent started", "spiffe_id", a.SPIFFEID().String(), "server", a.cfg.ServerAddress, "socket", a.cfg.SocketPath)
 	return a.loop(ctx)
@@ -181,6 +201,7 @@ func (a *Agent) attestWithRetry(ctx context.Context, roots []*x509.Certificate) 
 			if err := a.install(st); err != nil {
 				return err
 			}
+			a.spendTokenFile()
 			a.log.Info("node attested", "spiffe_id", st.SVID.ID.String(), "reattestable", st.Reattestable)
 			return nil
 		}

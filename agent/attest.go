@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -64,13 +66,59 @@ func (a *Agent) attestationData(ctx context.Context) (*types.AttestationData, fu
 		}
 		answer := func(c []byte) ([]byte, error) { return x509pop.ChallengeResponse(key, c, nil) }
 		return &types.AttestationData{Type: "x509pop", Payload: payload}, answer, nil
-	case a.cfg.JoinToken != "":
+	case a.cfg.JoinToken != "" || a.cfg.JoinTokenFile != "":
+		token, err := a.joinToken()
+		if err != nil {
+			return nil, nil, err
+		}
 		noChallenge := func([]byte) ([]byte, error) {
 			return nil, errors.New("agent: join_token attestation does not expect a challenge")
 		}
-		return &types.AttestationData{Type: "join_token", Payload: []byte(a.cfg.JoinToken)}, noChallenge, nil
+		return &types.AttestationData{Type: "join_token", Payload: []byte(token)}, noChallenge, nil
 	}
 	return nil, nil, errors.New("agent: no node attestor configured (need a join token, an x509pop identity or another node attestor)")
+}
+
+// joinToken is the configured join token, read from JoinTokenFile the
+// first time it is needed (attempts after a failed one reuse it).
+func (a *Agent) joinToken() (string, error) {
+	if a.cfg.JoinTokenFile == "" {
+		return a.cfg.JoinToken, nil
+	}
+	if a.tokenFromFile != "" {
+		return a.tokenFromFile, nil
+	}
+	path := a.cfg.JoinTokenFile
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("agent: join token file: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		a.log.Warn("the join token file is readable by other users; give it mode 0600", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("agent: reading join token file %s: %w", path, err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" || strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("agent: join token file %s holds no token (want the token alone on one line)", path)
+	}
+	a.tokenFromFile = token
+	return token, nil
+}
+
+// spendTokenFile removes the join token file once the token has attested
+// the agent: it cannot be used again, and a secret left on disk is one
+// more to guard.
+func (a *Agent) spendTokenFile() {
+	if a.cfg.JoinTokenFile == "" {
+		return
+	}
+	if err := os.Remove(a.cfg.JoinTokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("removing the spent join token file", "path", a.cfg.JoinTokenFile, "err", err)
+	}
 }
 
 // bootstrapBundle returns the roots that authenticate the server before the

@@ -55,6 +55,12 @@ type Config struct {
 
 	// JoinToken attests with a join token (used once).
 	JoinToken string
+	// JoinTokenFile attests with the join token held in this file instead,
+	// which keeps it off the command line (where every local user sees it
+	// in ps). The file should have mode 0600; it is read when the agent
+	// first attests and removed once that attestation succeeded, the token
+	// being spent.
+	JoinTokenFile string
 	// X509PoP attests with a node certificate and key when non-nil.
 	X509PoP *X509PoPConfig
 	// NodeAttestor attests with another attestation type (aws_iid,
@@ -112,7 +118,9 @@ func (c *Config) validate() error {
 		return errors.New("agent: data directory is required")
 	case c.SocketPath == "":
 		return errors.New("agent: workload API socket path is required")
-	case countTrue(c.JoinToken != "", c.X509PoP != nil, c.NodeAttestor != nil) > 1:
+	case c.JoinToken != "" && c.JoinTokenFile != "":
+		return errors.New("agent: give a join token or a join token file, not both")
+	case countTrue(c.JoinToken != "" || c.JoinTokenFile != "", c.X509PoP != nil, c.NodeAttestor != nil) > 1:
 		return errors.New("agent: configure one node attestor (a join token, x509pop or another), not several")
 	case c.SyncInterval < 0:
 		return fmt.Errorf("agent: sync interval %v is negative", c.SyncInterval)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/arborid/arbor/internal/selector"
+	"github.com/arborid/arbor/internal/unixsock"
 )
 
 // This file is the SPIFFE Workload API: served from the cache only, so a
@@ -87,12 +87,10 @@ func (a *Agent) listenWorkloadAPI() (*workloadListener, error) {
 	if err := socketDir(a.cfg.SocketPath); err != nil {
 		return nil, fmt.Errorf("agent: workload API socket directory: %w", err)
 	}
-	if err := os.Remove(a.cfg.SocketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("agent: removing stale workload API socket: %w", err)
-	}
-	lis, err := net.Listen("unix", a.cfg.SocketPath)
+	// A socket another process answers on is refused; a stale one replaced.
+	lis, err := unixsock.Listen(a.cfg.SocketPath)
 	if err != nil {
-		return nil, fmt.Errorf("agent: workload API socket: %w", err)
+		return nil, fmt.Errorf("agent: workload API: %w", err)
 	}
 	if err := os.Chmod(a.cfg.SocketPath, 0o777); err != nil {
 		lis.Close()

@@ -21,7 +21,7 @@ const defaultAgentSocket = "/tmp/arbor-agent/public/api.sock"
 func newAgentRunCommand() *cobra.Command {
 	var (
 		topoPath, node, attach, serverAddr, trustDomain, bundlePath, bundleURL string
-		joinToken, popCert, popKey, popInter, dataDir, socketPath              string
+		joinToken, tokenFile, popCert, popKey, popInter, dataDir, socketPath   string
 		healthAddr, logLevel, logFormat                                        string
 		insecureBootstrap, unixPaths                                           bool
 		syncInterval                                                           time.Duration
@@ -40,19 +40,32 @@ syncs as the defaults block says. Without a topology give --server-address
 and --trust-domain. Flags given explicitly override what the topology says.
 
 The first start needs a bootstrap bundle (--trust-bundle FILE or
---trust-bundle-url) and a node attestor (--join-token, or --x509pop-cert and
---x509pop-key, or the agent block's node_attestor); later starts reuse the
+--trust-bundle-url) and a node attestor (--join-token-file, or --x509pop-cert
+and --x509pop-key, or the agent block's node_attestor); later starts reuse the
 agent SVID stored in the data directory and do not attest again.
+
+Give a join token as a file (--join-token-file, mode 0600): the agent reads it
+when it attests and removes it once the token is spent. --join-token TOKEN
+works too, but puts the token on the command line, where every local user can
+read it (ps, /proc).
+
+One agent at a time runs on a data directory (it holds a lock file in it,
+arbor.lock) and on a socket: a second one is refused at once with the first
+one's PID. A socket file nothing answers on, left by an agent that died, is
+replaced.
 
 Workloads call the SPIFFE Workload API on the socket; they are attested by
 their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 --unix-workload-path also unix:path and unix:sha256).`,
-		Example: `  # The agent beside server "us-east", attested to its parent
-  arbor agent run --topology prod.hcl --node us-east --trust-bundle parent-bundle.pem --join-token $TOKEN
+		Example: `  # The agent beside server "us-east", attested to its parent; the join token
+  # goes in a file of mode 0600, not on the command line
+  (umask 077; arbor token generate --socket-path parent-admin.sock | sed -n 's/^Token: //p' > us-east.token)
+  arbor agent run --topology prod.hcl --node us-east --trust-bundle parent-bundle.pem \
+      --join-token-file us-east.token
 
   # An agent for workloads of server "us-east"
   arbor agent run --topology prod.hcl --attach us-east --trust-bundle bundle.pem \
-      --join-token $TOKEN --socket-path /run/arbor/api.sock
+      --join-token-file node.token --socket-path /run/arbor/api.sock
 
   arbor agent run --server-address 10.0.0.5:8081 --trust-domain example.org \
       --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem`,
@@ -92,8 +105,13 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 			set("server-address", &cfg.ServerAddress, serverAddr)
 			set("data-dir", &cfg.DataDir, dataDir)
 			set("socket-path", &cfg.SocketPath, socketPath)
-			if cmd.Flags().Changed("join-token") {
+			switch {
+			case cmd.Flags().Changed("join-token") && cmd.Flags().Changed("join-token-file"):
+				return errors.New("give --join-token or --join-token-file, not both")
+			case cmd.Flags().Changed("join-token"):
 				cfg.JoinToken = joinToken
+			case cmd.Flags().Changed("join-token-file"):
+				cfg.JoinToken, cfg.JoinTokenFile = "", tokenFile // replaces a token written in the topology
 			}
 			if cmd.Flags().Changed("sync-interval") || cfg.SyncInterval == 0 {
 				cfg.SyncInterval = syncInterval
@@ -107,7 +125,7 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 			}
 			if popCert != "" || popKey != "" {
 				cfg.X509PoP = &agent.X509PoPConfig{CertPath: popCert, KeyPath: popKey, IntermediatesPath: popInter}
-				if !cmd.Flags().Changed("join-token") {
+				if !cmd.Flags().Changed("join-token") && !cmd.Flags().Changed("join-token-file") {
 					cfg.JoinToken = "" // the flags replace the agent block's attestor
 				}
 			}
@@ -142,7 +160,8 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 	fs.StringVar(&bundlePath, "trust-bundle", "", "PEM file of the server's X.509 roots for the first attestation")
 	fs.StringVar(&bundleURL, "trust-bundle-url", "", "HTTPS URL serving the bootstrap bundle as PEM")
 	fs.BoolVar(&insecureBootstrap, "insecure-bootstrap", false, "do not verify the server at the first attestation (tests only)")
-	fs.StringVar(&joinToken, "join-token", "", "join token for the first attestation")
+	fs.StringVar(&tokenFile, "join-token-file", "", "file holding the join token for the first attestation (mode 0600; removed once the token is spent)")
+	fs.StringVar(&joinToken, "join-token", "", "join token for the first attestation (visible to local users in ps: prefer --join-token-file)")
 	fs.StringVar(&popCert, "x509pop-cert", "", "x509pop node certificate (PEM, optionally followed by intermediates)")
 	fs.StringVar(&popKey, "x509pop-key", "", "x509pop node private key (PEM)")
 	fs.StringVar(&popInter, "x509pop-intermediates", "", "x509pop intermediates (PEM), optional")
