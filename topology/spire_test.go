@@ -417,77 +417,7 @@ func pluginDataKeys(plugin *hclsyntax.Body) []string {
 // check on the rendered admin socket: the file does not just parse, it
 // runs.
 func TestRenderSPIRERootRuns(t *testing.T) {
-	dir, addr := spireRunDir(t)
-	// x509pop needs a CA bundle file to load.
-	ca := testCACertPEM(t)
-	if err := os.WriteFile(filepath.Join(dir, "agent-ca.pem"), ca, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f := runSPIREServer(t, dir, `trust_domain = "example.org"
-server "root" {
-  listen        = "`+addr+`"
-  health_listen = ""
-  ca_ttl        = "48h"
-  datastore "sqlite" {}
-  node_attestor "join_token" {}
-  node_attestor "x509pop" { ca_bundle_paths = ["agent-ca.pem"] }
-}
-`, nil)
-	// The rendered datastore and key manager paths are the ones in use.
-	for _, p := range []string{f.Servers[0].Datastore.Path, filepath.Join(f.Servers[0].StateDir, "keys.json")} {
-		if _, err := os.Stat(p); err != nil {
-			t.Errorf("spire-server did not create %s: %v", p, err)
-		}
-	}
-}
-
-// TestRenderSPIRECloudAttestorsRun starts the real spire-server with the
-// rendered aws_iid and k8s_psat plugins, every SPIRE attribute of both set:
-// SPIRE's plugins configure themselves from the rendered plugin_data (which
-// `validate` does not read) without calling AWS or Kubernetes. The secret
-// access key reaches spire-server the way the rendered note says, through
-// AWS_SECRET_ACCESS_KEY: SPIRE refuses an access key ID alone.
-func TestRenderSPIRECloudAttestorsRun(t *testing.T) {
-	dir, addr := spireRunDir(t)
-	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	runSPIREServer(t, dir, `trust_domain = "example.org"
-server "root" {
-  listen        = "`+addr+`"
-  health_listen = ""
-  ca_ttl        = "48h"
-  node_attestor "aws_iid" {
-    access_key_id                      = "AKIAIOSFODNN7EXAMPLE"
-    secret_access_key                  = "never-rendered"
-    assume_role                        = "spire-server-delegate"
-    partition                          = "aws-us-gov"
-    skip_block_device                  = true
-    disable_instance_profile_selectors = true
-    account_ids_for_local_validation   = ["123456789012"]
-    agent_path_template                = "/{{ .PluginName }}/{{ .AccountID }}/{{ .Tags.role | lower }}/{{ .InstanceID }}"
-  }
-  node_attestor "k8s_psat" {
-    cluster "prod" {
-      service_account_allow_list = ["spire:spire-agent"]
-      kube_config_file           = "kubeconfig"
-      allowed_node_label_keys    = ["topology.kubernetes.io/zone"]
-      allowed_pod_label_keys     = ["app"]
-    }
-    cluster "in-cluster" {
-      service_account_allow_list = ["spire:spire-agent"]
-      audience                   = []
-    }
-  }
-}
-`, []string{"AWS_SECRET_ACCESS_KEY=never-rendered"})
-}
-
-// spireRunDir returns a short temporary directory (the admin socket path
-// is limited) and a free 127.0.0.1 address for a spire-server to listen on.
-func spireRunDir(t *testing.T) (dir, addr string) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "arbor")
+	dir, err := os.MkdirTemp("", "arbor") // short: the admin socket path is limited
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,17 +426,23 @@ func spireRunDir(t *testing.T) (dir, addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr = l.Addr().String()
+	addr := l.Addr().String()
 	l.Close()
-	return dir, addr
+	// x509pop needs a CA bundle file to load.
+	ca := testCACertPEM(t)
+	if err := os.WriteFile(filepath.Join(dir, "agent-ca.pem"), ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := `trust_domain = "example.org"
+server "root" {
+  listen        = "` + addr + `"
+  health_listen = ""
+  ca_ttl        = "48h"
+  datastore "sqlite" {}
+  node_attestor "join_token" {}
+  node_attestor "x509pop" { ca_bundle_paths = ["agent-ca.pem"] }
 }
-
-// runSPIREServer parses the topology src (a root) in dir, starts the real
-// spire-server with its rendered server.conf and the extra environment
-// env, and waits until it answers its health check on the rendered admin
-// socket. The server runs until the test ends.
-func runSPIREServer(t *testing.T, dir, src string, env []string) *File {
-	t.Helper()
+`
 	path := filepath.Join(dir, "t.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
@@ -525,45 +461,42 @@ func runSPIREServer(t *testing.T, dir, src string, env []string) *File {
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	var logs bytes.Buffer
 	run := exec.CommandContext(ctx, filepath.Join(spireBin(t), "spire-server"), "run", "-config", conf)
 	run.Stdout, run.Stderr = &logs, &logs
-	run.Env = append(os.Environ(), env...)
 	if err := run.Start(); err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	// exited is closed when the process has ended, waitErr set before: a
-	// channel read once would leave the cleanup waiting forever after the
-	// loop below saw the exit.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = run.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
+	exited := make(chan error, 1)
+	go func() { exited <- run.Wait() }()
+	defer func() {
 		run.Process.Kill()
 		<-exited
-		cancel()
-	})
+	}()
 
 	socket := f.Servers[0].AdminSocket
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out, err := exec.CommandContext(ctx, filepath.Join(spireBin(t), "spire-server"), "healthcheck", "-socketPath", socket).CombinedOutput()
 		if err == nil && strings.Contains(string(out), "Server is healthy") {
-			return f
+			break
 		}
 		select {
-		case <-exited:
-			t.Fatalf("spire-server exited with the rendered server.conf: %v\n%s\n%s", waitErr, logs.String(), server)
+		case err := <-exited:
+			t.Fatalf("spire-server exited with the rendered server.conf: %v\n%s\n%s", err, logs.String(), server)
 		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("spire-server not healthy within a minute on %s: %s\n%s", socket, out, logs.String())
 		}
 		time.Sleep(100 * time.Millisecond) // polling interval, not a timing assumption
+	}
+	// The rendered datastore and key manager paths are the ones in use.
+	for _, p := range []string{f.Servers[0].Datastore.Path, filepath.Join(f.Servers[0].StateDir, "keys.json")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("spire-server did not create %s: %v", p, err)
+		}
 	}
 }
 
