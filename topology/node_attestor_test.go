@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/hcl/v2"
@@ -529,32 +528,5 @@ func TestAgentPathTemplateFunctions(t *testing.T) {
 		if got := !diags.HasErrors(); got != tt.ok {
 			t.Errorf("%s agent_path_template %q accepted = %v, want %v:\n%s", tt.kind, tt.tmpl, got, tt.ok, FormatDiagnostics(diags, nil))
 		}
-	}
-}
-
-// TestSimulateAWSIIDAgentNeedsEviction: an aws_iid agent attests once per
-// instance, so a parent outage past its SVID's lifetime leaves it cut off
-// until it is evicted, as a join-token agent is until it gets a new token;
-// a k8s_psat agent attests again by itself.
-func TestSimulateAWSIIDAgentNeedsEviction(t *testing.T) {
-	f, diags := ParseFile(filepath.Join("testdata", "spire", "cloud-attestors.hcl"))
-	if diags.HasErrors() {
-		t.Fatal(FormatDiagnostics(diags, nil))
-	}
-	sim, err := Simulate(f, "root", 30*24*time.Hour, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kinds := map[string]string{}
-	for _, e := range append(sim.Events, sim.Later...) {
-		if e.Kind == EventParentAgent || e.Kind == EventManualAction {
-			kinds[e.Server] = e.Kind
-		}
-	}
-	if kinds["ec2"] != EventManualAction || kinds["eks"] != EventParentAgent {
-		t.Errorf("co-located agent events = %v, want ec2 (aws_iid) %s and eks (k8s_psat) %s", kinds, EventManualAction, EventParentAgent)
-	}
-	if !sim.NeedsAction {
-		t.Errorf("Simulate(root).NeedsAction = false, want true: the aws_iid agent must be evicted")
 	}
 }
