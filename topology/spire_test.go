@@ -28,9 +28,8 @@ import (
 
 // spireFiles are topology files, besides the examples, whose SPIRE
 // rendering is golden-tested: they cover the vault and spire upstreams,
-// memory keys, a JWT key type of its own, a join token in the file, and the
-// aws_iid and k8s_psat attestors.
-var spireFiles = []string{"vault-root.hcl", "spire-upstream-root.hcl", "bundle-endpoint.hcl", "federation-fetched-by.hcl", "cloud-attestors.hcl"}
+// memory keys, a JWT key type of its own and a join token in the file.
+var spireFiles = []string{"vault-root.hcl", "spire-upstream-root.hcl", "bundle-endpoint.hcl", "federation-fetched-by.hcl"}
 
 // spireCase is one node of one topology file to render as SPIRE config.
 type spireCase struct {
@@ -316,16 +315,10 @@ func TestRenderSPIREPluginDataDocumented(t *testing.T) {
 					}
 					known := documentedKeys(t, doc)
 					for _, key := range pluginDataKeys(p.Body) {
-						id := conf.side + " " + p.Type + " " + p.Labels[0] + " " + key
-						checked[id] = true
-						name := key[strings.LastIndex(key, ".")+1:]
-						if known[name] {
-							continue
+						checked[conf.side+" "+p.Type+" "+p.Labels[0]+" "+key] = true
+						if !known[key[strings.LastIndex(key, ".")+1:]] {
+							t.Errorf("%s %s.conf: %s %q plugin_data key %q is not documented in %s", c.name, conf.side, p.Type, p.Labels[0], key, doc)
 						}
-						if src, ok := undocumentedKeys[id]; ok && sourceDeclares(t, filepath.Join(filepath.Dir(docs), src), name) {
-							continue
-						}
-						t.Errorf("%s %s.conf: %s %q plugin_data key %q is not documented in %s", c.name, conf.side, p.Type, p.Labels[0], key, doc)
 					}
 				}
 			}
@@ -337,13 +330,6 @@ func TestRenderSPIREPluginDataDocumented(t *testing.T) {
 		"server UpstreamAuthority spire workload_api_socket", "server UpstreamAuthority vault approle_auth.approle_id",
 		"server UpstreamAuthority aws_pca certificate_authority_arn", "server UpstreamAuthority disk cert_file_path",
 		"agent NodeAttestor x509pop intermediates_path", "agent KeyManager disk directory",
-		"server NodeAttestor aws_iid access_key_id", "server NodeAttestor aws_iid assume_role", "server NodeAttestor aws_iid partition",
-		"server NodeAttestor aws_iid skip_block_device", "server NodeAttestor aws_iid disable_instance_profile_selectors",
-		"server NodeAttestor aws_iid account_ids_for_local_validation", "server NodeAttestor aws_iid agent_path_template",
-		"server NodeAttestor k8s_psat clusters", "server NodeAttestor k8s_psat clusters.*.service_account_allow_list",
-		"server NodeAttestor k8s_psat clusters.*.audience", "server NodeAttestor k8s_psat clusters.*.kube_config_file",
-		"server NodeAttestor k8s_psat clusters.*.allowed_node_label_keys", "server NodeAttestor k8s_psat clusters.*.allowed_pod_label_keys",
-		"agent NodeAttestor aws_iid ec2_metadata_endpoint", "agent NodeAttestor k8s_psat cluster", "agent NodeAttestor k8s_psat token_path",
 	} {
 		if !checked[want] {
 			var all []string
@@ -356,47 +342,14 @@ func TestRenderSPIREPluginDataDocumented(t *testing.T) {
 	}
 }
 
-// undocumentedKeys are plugin_data keys that SPIRE v1.13.3 reads but its
-// plugin document's tables leave out, each with the source file (in the
-// SPIRE module) whose hcl tags declare it; the test checks that they do.
-var undocumentedKeys = map[string]string{
-	"server NodeAttestor aws_iid agent_path_template":              "pkg/server/plugin/nodeattestor/awsiid/iid.go",
-	"server NodeAttestor aws_iid account_ids_for_local_validation": "pkg/server/plugin/nodeattestor/awsiid/iid.go",
-}
-
-// sourceDeclares reports whether the Go file at path has a field tagged
-// hcl:"name".
-func sourceDeclares(t *testing.T, path, name string) bool {
-	t.Helper()
-	src, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bytes.Contains(src, []byte(`hcl:"`+name+`"`))
-}
-
 // pluginDataKeys lists the attributes of a plugin's plugin_data block,
-// nested blocks as BLOCK then BLOCK.ATTR, and the fields of a map of
-// objects (k8s_psat's clusters = { "NAME" = { ... } }) as ATTR.*.FIELD.
+// nested blocks as BLOCK then BLOCK.ATTR.
 func pluginDataKeys(plugin *hclsyntax.Body) []string {
 	var out []string
 	var walk func(b *hclsyntax.Body, prefix string)
 	walk = func(b *hclsyntax.Body, prefix string) {
-		for name, attr := range b.Attributes {
+		for name := range b.Attributes {
 			out = append(out, prefix+name)
-			m, ok := attr.Expr.(*hclsyntax.ObjectConsExpr)
-			if !ok {
-				continue
-			}
-			for _, item := range m.Items {
-				if fields, ok := item.ValueExpr.(*hclsyntax.ObjectConsExpr); ok {
-					for _, f := range fields.Items {
-						if key := hcl.ExprAsKeyword(f.KeyExpr); key != "" {
-							out = append(out, prefix+name+".*."+key)
-						}
-					}
-				}
-			}
 		}
 		for _, nb := range b.Blocks {
 			out = append(out, prefix+nb.Type)
