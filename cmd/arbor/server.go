@@ -20,7 +20,12 @@ func newServerCommand() *cobra.Command {
 agents and downstream servers on its listen address (gRPC over TLS, SPIRE's
 server API), for administrators on its admin Unix socket, and for health
 checks and Prometheus metrics on its health address (/live, /ready, /metrics).
-It stops gracefully on SIGINT or SIGTERM.`,
+It stops gracefully on SIGINT or SIGTERM.
+
+One server at a time runs on a state directory: it holds a lock file in it
+(arbor.lock, with its PID) until it exits, and a second one is refused at
+once with the first one's PID. Its admin socket is never taken from another
+process; a stale one, left by a server that died, is replaced.`,
 		Example: `  arbor server --topology examples/single-server.hcl --node root
   arbor server --topology prod.hcl --node us-east --log-format json`,
 		Args: cobra.NoArgs,
@@ -41,6 +46,11 @@ It stops gracefully on SIGINT or SIGTERM.`,
 			}
 			log, err := newLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
+				return err
+			}
+			// New refuses a held state directory too; asked first, so that
+			// a downstream tier is refused before Open waits for its agent.
+			if err := server.CheckStateDir(t.Config.StateDir); err != nil {
 				return err
 			}
 			cfg, closer, err := t.Open(cmd.Context(), log)

@@ -37,7 +37,9 @@ import (
 	"github.com/arborid/arbor/internal/nodeattest"
 	"github.com/arborid/arbor/internal/nodeattest/jointoken"
 	"github.com/arborid/arbor/internal/nodeattest/x509pop"
+	"github.com/arborid/arbor/internal/statelock"
 	"github.com/arborid/arbor/internal/trustbundle"
+	"github.com/arborid/arbor/internal/unixsock"
 	"github.com/arborid/arbor/root"
 	"github.com/arborid/arbor/upstream"
 )
@@ -165,6 +167,7 @@ type Server struct {
 	fedMetrics *federationMetrics
 	health     *health.Server
 
+	lock               *statelock.Lock // StateDir's, from New until Run returns
 	agentLis, adminLis net.Listener
 	healthLis          net.Listener
 	bundleLis          net.Listener
@@ -172,8 +175,13 @@ type Server struct {
 	ready              chan struct{}
 }
 
-// New opens the datastore, initializes the CA and loads the API's indexes.
-// Nothing listens until Run.
+// New takes the state directory for this process, opens the datastore,
+// initializes the CA and loads the API's indexes. Nothing listens until Run.
+//
+// The state directory is held (a lock file in it, arbor.lock, with this
+// process's PID) from New until Run returns: a second server on it is
+// refused with a *statelock.HeldError naming the holder, before it opens
+// anything. A Server that New returned must be Run to release it.
 func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("server: trust domain is required")
@@ -213,6 +221,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: creating state directory: %w", err)
 	}
+	lock, err := statelock.Acquire(lockPath(cfg.StateDir), stateWhat(cfg.StateDir), "server "+cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Release()
+		}
+	}()
 	if cfg.AdminSocket == "" {
 		cfg.AdminSocket = filepath.Join(cfg.StateDir, "admin.sock")
 	}
@@ -224,7 +241,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("tier", cfg.Name)
-	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, lock: lock, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.fedMetrics = newFederationMetrics(s.registry)
 	s.unauth, err = api.NewUnauthenticatedStreams(api.UnauthenticatedConfig{
@@ -498,18 +515,12 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("server: listening on %s: %w", s.cfg.ListenAddr, err)
 	}
-	if err := removeStaleSocket(s.cfg.AdminSocket); err != nil {
-		s.agentLis.Close()
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(s.cfg.AdminSocket), 0o700); err != nil {
-		s.agentLis.Close()
-		return fmt.Errorf("server: creating admin socket directory: %w", err)
-	}
-	s.adminLis, err = net.Listen("unix", s.cfg.AdminSocket)
+	// A socket another process answers on is refused; a stale one replaced;
+	// closing it removes the file only while it is still this one.
+	s.adminLis, err = unixsock.Listen(s.cfg.AdminSocket)
 	if err != nil {
 		s.agentLis.Close()
-		return fmt.Errorf("server: listening on admin socket %s: %w", s.cfg.AdminSocket, err)
+		return fmt.Errorf("server: admin API: %w", err)
 	}
 	if err := os.Chmod(s.cfg.AdminSocket, s.cfg.AdminSocketMode); err != nil {
 		s.agentLis.Close()
@@ -549,24 +560,18 @@ func (s *Server) Listen() error {
 	return nil
 }
 
-// removeStaleSocket removes a socket file left by a previous run, refusing to
-// remove anything that is not a socket or that still answers.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("server: admin socket %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("server: admin socket path %s exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("server: admin socket %s is in use by another server", path)
-	}
-	return os.Remove(path)
+// lockPath is the lock file of a state directory.
+func lockPath(stateDir string) string { return filepath.Join(stateDir, statelock.FileName) }
+
+// stateWhat is how refusals name a state directory.
+func stateWhat(stateDir string) string { return "state directory " + stateDir }
+
+// CheckStateDir reports, without taking it, whether another process holds
+// the state directory (a *statelock.HeldError), so that a command can
+// refuse before the slow part of its start (a downstream tier waits for its
+// agent's SVID before New).
+func CheckStateDir(stateDir string) error {
+	return statelock.Check(lockPath(stateDir), stateWhat(stateDir))
 }
 
 // tlsConfig serves the server SVID. Client certificates are optional
@@ -606,7 +611,9 @@ const (
 
 // Run serves until ctx ends, then stops gracefully.
 func (s *Server) Run(ctx context.Context) error {
+	defer s.lock.Release() // last: after the datastore is closed
 	if err := s.Listen(); err != nil {
+		s.store.Close()
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -674,6 +681,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if s.healthLis != nil {
 				s.healthLis.Close()
 			}
+			s.store.Close()
 			return err
 		}
 	}
@@ -774,7 +782,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
-	os.Remove(s.cfg.AdminSocket)
+	s.adminLis.Close() // if the gRPC server has not: removes the socket if it is still ours
 	if err := s.store.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("server: closing datastore: %w", err)
 	}
