@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arborid/arbor/internal/statelock"
+	"github.com/arborid/arbor/internal/unixsock"
 	"github.com/arborid/arbor/topology"
 )
 
@@ -23,6 +25,42 @@ func ControlSocket(f *topology.File) (string, error) {
 		return "", errors.New("launcher: the topology has no root server")
 	}
 	return filepath.Join(r.StateDir, "up.sock"), nil
+}
+
+// upLockName is the lock file of a running `arbor up`, beside its control
+// socket.
+const upLockName = "up.lock"
+
+// lockFiles takes, for each file, the lock beside its control socket, held
+// until release: one `arbor up` at a time runs a topology file, and a
+// second is refused (a *statelock.HeldError naming the first one's PID)
+// before it starts or touches anything.
+func lockFiles(files []*topology.File) (release func(), _ error) {
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.Path
+	}
+	self := "arbor up " + strings.Join(paths, " ")
+	var locks []*statelock.Lock
+	release = func() {
+		for _, l := range locks {
+			l.Release()
+		}
+	}
+	for _, f := range files {
+		sock, err := ControlSocket(f)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		l, err := statelock.Acquire(filepath.Join(filepath.Dir(sock), upLockName), "topology "+f.Path, self)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		locks = append(locks, l)
+	}
+	return release, nil
 }
 
 // serveControl answers, on each file's control socket, POST
@@ -50,12 +88,16 @@ func (l *launcher) serveControlOf(ctx context.Context, f *topology.File) (func()
 	if err != nil {
 		return nil, err
 	}
-	os.Remove(path)
-	lis, err := net.Listen("unix", path)
+	// Never another process's: a served one is refused, a stale one
+	// replaced, and it is removed at exit only while it is still this one.
+	lis, err := unixsock.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("launcher: control socket: %w", err)
 	}
-	os.Chmod(path, 0o600)
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("launcher: control socket: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
 		if err := l.stopTier(f, r.URL.Query().Get("tier")); err != nil {
@@ -73,7 +115,7 @@ func (l *launcher) serveControlOf(ctx context.Context, f *topology.File) (func()
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(lis)
-	return func() { srv.Close(); os.Remove(path) }, nil
+	return func() { srv.Close(); lis.Close() }, nil
 }
 
 func (l *launcher) stopTier(f *topology.File, name string) error {

@@ -2,10 +2,13 @@
 // does. Every server is its own `arbor server` process with its own state
 // directory and sockets; every downstream server gets a co-located `arbor
 // agent` attested to its parent; the downstream entries and join tokens are
-// applied through the parents' admin sockets; each leaf gets a workload agent
-// and a demo workload. It prints the tree as it comes up and a status line
-// per tier while it runs, and stops everything on Ctrl-C. A second run
-// resumes from the state directories.
+// applied through the parents' admin sockets (an agent's token reaches it
+// in a file of mode 0600 in its data directory, never on its command line);
+// each leaf gets a workload agent and a demo workload. It prints the tree as
+// it comes up and a status line per tier while it runs, and stops
+// everything on Ctrl-C. A second run resumes from the state directories; a
+// second run while the first still runs is refused (a lock beside the
+// control socket, see control.go).
 //
 // Several topology files, one trust domain each, run side by side: every
 // file's root first, then the out-of-band bundle exchange that https_spiffe
@@ -112,6 +115,11 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 	if err := checkFiles(files); err != nil {
 		return err
 	}
+	unlock, err := lockFiles(files)
+	if err != nil {
+		return err
+	}
+	defer unlock() // runs last: after every child has stopped
 	if opts.Exe == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -451,7 +459,13 @@ func (l *launcher) startAgent(ctx context.Context, parent *liveTier, a agentStar
 		if err != nil {
 			return fmt.Errorf("launcher: join token for %s: %w", a.proc, err)
 		}
-		args = append(args, "--join-token", tok)
+		// Never in argv, which every local user reads in ps: a file only
+		// its owner can read, which the agent removes once it is spent.
+		tokenPath := filepath.Join(a.cfg.DataDir, joinTokenFile)
+		if err := writeSecret(tokenPath, []byte(tok+"\n")); err != nil {
+			return fmt.Errorf("launcher: join token for %s: %w", a.proc, err)
+		}
+		args = append(args, "--join-token-file", tokenPath)
 	}
 	p, err := l.start(a.proc, l.logPath(a.logTo, a.name), args...)
 	if err != nil {
@@ -464,6 +478,27 @@ func (l *launcher) startAgent(ctx context.Context, parent *liveTier, a agentStar
 		}
 		return c.Close()
 	})
+}
+
+// joinTokenFile is where, in an agent's data directory, arbor up leaves
+// the agent's join token.
+const joinTokenFile = "join-token"
+
+// writeSecret writes data to a new file at path of mode 0600 (a file
+// already there, maybe readable by others, is replaced, not reused).
+func writeSecret(path string, data []byte) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func writeBundle(ctx context.Context, c *admin.Client, path string) error {
