@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -173,7 +174,9 @@ func (e *Entra) grant(w http.ResponseWriter, r *http.Request, tenant string) {
 		entraError(w, http.StatusUnauthorized, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
 		return
 	}
-	if !strings.HasSuffix(r.PostForm.Get("scope"), "/.default") {
+	// MSAL adds openid, profile and offline_access to the resource's
+	// "<audience>/.default".
+	if !slices.ContainsFunc(strings.Fields(r.PostForm.Get("scope")), func(s string) bool { return strings.HasSuffix(s, "/.default") }) {
 		entraError(w, http.StatusBadRequest, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid.")
 		return
 	}
