@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/arborid/arbor/agent"
@@ -83,17 +84,21 @@ func TestAgentPayloadHost(t *testing.T) {
 // account.
 func TestAgentPayloadRefuses(t *testing.T) {
 	ctx := testContext(t)
-	var followed bool
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { followed = true; w.Write([]byte("a.b.c")) }))
+	var followed atomic.Bool
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { followed.Store(true); w.Write([]byte("a.b.c")) }))
 	defer target.Close()
 	for _, tc := range []struct {
 		name    string
 		handler http.HandlerFunc
 	}{
-		{"redirect", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, target.URL+"/token", http.StatusFound) }},
+		{"redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+"/token", http.StatusFound)
+		}},
 		{"oversized token", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(strings.Repeat("x", 1<<20))) }},
 		{"empty token", func(w http.ResponseWriter, r *http.Request) {}},
-		{"not found", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "service account not found", http.StatusNotFound) }},
+		{"not found", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "service account not found", http.StatusNotFound)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)
@@ -103,7 +108,7 @@ func TestAgentPayloadRefuses(t *testing.T) {
 			}
 		})
 	}
-	if followed {
+	if followed.Load() {
 		t.Error("AgentPayload followed a redirect")
 	}
 	f := newFixture(t)
