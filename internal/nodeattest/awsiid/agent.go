@@ -1,6 +1,8 @@
 package awsiid
 
 import (
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,7 +44,7 @@ type AgentConfig struct {
 func AgentPayload(ctx context.Context, cfg AgentConfig) ([]byte, error) {
 	client := imds.New(imds.Options{
 		Endpoint:       cfg.EC2MetadataEndpoint,
-		HTTPClient:     boundedClient(cfg.HTTPClient, maxIMDSResponse),
+		HTTPClient:     boundedhttp.Client(cfg.HTTPClient, maxIMDSResponse),
 		EnableFallback: aws.FalseTernary,
 	})
 	var data attestationData

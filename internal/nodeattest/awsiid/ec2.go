@@ -23,6 +23,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
 )
 
 // maxSecondsBetweenAttachments is SPIRE's bound on how much later (or
@@ -74,7 +75,7 @@ type clientEntry struct {
 func newClientCache(cfg *Config) *clientCache {
 	c := &clientCache{cfg: cfg, entries: map[string]*clientEntry{}}
 	if cfg.HTTPClient != nil {
-		c.httpClient = boundedClient(cfg.HTTPClient, maxAWSResponse)
+		c.httpClient = boundedhttp.Client(cfg.HTTPClient, maxAWSResponse)
 	}
 	return c
 }
@@ -187,7 +188,7 @@ func limitResponses(limit int64) func(*middleware.Stack) error {
 		return s.Deserialize.Add(middleware.DeserializeMiddlewareFunc("arborResponseLimit", func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
 			out, md, err := next.HandleDeserialize(ctx, in)
 			if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil && resp.Body != nil {
-				resp.Body = &limitBody{rc: resp.Body, left: limit}
+				resp.Body = boundedhttp.Body(resp.Body, limit)
 			}
 			return out, md, err
 		}), middleware.After)

@@ -1,6 +1,8 @@
 package azuremsi
 
 import (
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,7 +78,7 @@ func AgentPayload(ctx context.Context, cfg AgentConfig) ([]byte, error) {
 		return nil, fmt.Errorf("azuremsi: %w", err)
 	}
 	req.Header.Set("Metadata", "true")
-	resp, err := boundedClient(cfg.HTTPClient, maxIMDSResponse).Do(req)
+	resp, err := boundedhttp.Client(cfg.HTTPClient, maxIMDSResponse).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("azuremsi: requesting a managed identity token: %w", err)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -184,8 +185,8 @@ func New(cfg Config, td spiffeid.TrustDomain) (*Attestor, error) {
 		return nil, err
 	}
 
-	keysClient := boundedClient(cfg.HTTPClient, maxKeysResponse)
-	armClient := boundedClient(cfg.HTTPClient, maxARMResponse)
+	keysClient := boundedhttp.Client(cfg.HTTPClient, maxKeysResponse)
+	armClient := boundedhttp.Client(cfg.HTTPClient, maxARMResponse)
 	armOpts := armOptions(armEndpoint, armClient)
 	for _, id := range slices.Sorted(maps.Keys(cfg.Tenants)) {
 		tc := cfg.Tenants[id]

@@ -1,6 +1,8 @@
 package gcpiit
 
 import (
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
+
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +87,7 @@ func AgentPayload(ctx context.Context, cfg AgentConfig) ([]byte, error) {
 		return nil, fmt.Errorf("gcpiit: %w", err)
 	}
 	req.Header.Set("Metadata-Flavor", "Google")
-	resp, err := boundedClient(cfg.HTTPClient, maxPayload).Do(req)
+	resp, err := boundedhttp.Client(cfg.HTTPClient, maxPayload).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("gcpiit: asking the metadata server for an identity token: %w", err)
 	}
@@ -95,7 +97,7 @@ func AgentPayload(ctx context.Context, cfg AgentConfig) ([]byte, error) {
 	}
 	token, err := io.ReadAll(resp.Body)
 	if err != nil {
-		if errors.Is(err, errResponseTooLarge) {
+		if errors.Is(err, boundedhttp.ErrTooLarge) {
 			return nil, fmt.Errorf("gcpiit: the metadata server's identity token exceeds %d bytes", maxPayload)
 		}
 		return nil, fmt.Errorf("gcpiit: reading the identity token: %w", err)

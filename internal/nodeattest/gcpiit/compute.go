@@ -13,6 +13,7 @@ import (
 	htransport "google.golang.org/api/transport/http"
 
 	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
 )
 
 // maxComputeResponse bounds an instances.get answer: instance metadata is
@@ -39,7 +40,7 @@ func (c *computeClient) service(ctx context.Context) (*compute.Service, error) {
 	}
 	var client *http.Client
 	if c.cfg.HTTPClient != nil {
-		client = boundedClient(c.cfg.HTTPClient, maxComputeResponse)
+		client = boundedhttp.Client(c.cfg.HTTPClient, maxComputeResponse)
 	} else {
 		// The credentials wrap a bounded transport, so the bound applies
 		// to Compute's answers; the client refuses redirects, which
@@ -48,11 +49,11 @@ func (c *computeClient) service(ctx context.Context) (*compute.Service, error) {
 		if c.cfg.ServiceAccountFile != "" {
 			opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, c.cfg.ServiceAccountFile))
 		}
-		rt, err := htransport.NewTransport(ctx, boundedTransport(http.DefaultTransport, maxComputeResponse), opts...)
+		rt, err := htransport.NewTransport(ctx, boundedhttp.Transport(http.DefaultTransport, maxComputeResponse), opts...)
 		if err != nil {
 			return nil, fmt.Errorf("gcpiit: Compute API credentials: %w", err)
 		}
-		client = &http.Client{Transport: rt, CheckRedirect: refuseRedirect, Timeout: defaultClientTimeout}
+		client = &http.Client{Transport: rt, CheckRedirect: boundedhttp.RefuseRedirect, Timeout: boundedhttp.DefaultTimeout}
 	}
 	opts := []option.ClientOption{option.WithHTTPClient(client)}
 	if c.cfg.ComputeEndpoint != "" {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/api/compute/v1"
 
 	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/boundedhttp"
 	"github.com/arborid/arbor/internal/selector"
 )
 
@@ -199,7 +200,7 @@ func New(cfg Config, td spiffeid.TrustDomain) (*Attestor, error) {
 		metadataKeys: set(cfg.AllowedMetadataKeys),
 		path:         path,
 	}
-	a.keys = newKeyCache(cfg.KeysURL, boundedClient(cfg.HTTPClient, maxKeysResponse), cfg.KeysRefreshInterval, cfg.Timeout, cfg.Now)
+	a.keys = newKeyCache(cfg.KeysURL, boundedhttp.Client(cfg.HTTPClient, maxKeysResponse), cfg.KeysRefreshInterval, cfg.Timeout, cfg.Now)
 	if cfg.UseInstanceMetadata {
 		a.compute = newComputeClient(&a.cfg)
 	}
