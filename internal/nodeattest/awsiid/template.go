@@ -1,16 +1,10 @@
 package awsiid
 
 import (
-	"bytes"
-	"crypto/sha1" //nolint:gosec // offered to templates as SPIRE's sha1sum
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"path"
+	"github.com/arborid/arbor/internal/nodeattest/agentpath"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -31,53 +25,18 @@ type templateData struct {
 	Tags        map[string]string // the instance's EC2 tags, from DescribeInstances
 }
 
-// templateFuncs is the subset of the sprig functions SPIRE offers templates
-// that agent paths plausibly need, with sprig's argument order (the piped
-// value last). A template using another function fails to parse.
-var templateFuncs = template.FuncMap{
-	"lower":      strings.ToLower,
-	"upper":      strings.ToUpper,
-	"trim":       strings.TrimSpace,
-	"trimAll":    func(cut, s string) string { return strings.Trim(s, cut) },
-	"trimPrefix": func(prefix, s string) string { return strings.TrimPrefix(s, prefix) },
-	"trimSuffix": func(suffix, s string) string { return strings.TrimSuffix(s, suffix) },
-	"replace":    func(old, new, s string) string { return strings.ReplaceAll(s, old, new) },
-	"contains":   func(sub, s string) bool { return strings.Contains(s, sub) },
-	"hasPrefix":  func(prefix, s string) bool { return strings.HasPrefix(s, prefix) },
-	"hasSuffix":  func(suffix, s string) bool { return strings.HasSuffix(s, suffix) },
-	"base":       path.Base,
-	"dir":        path.Dir,
-	"sha1sum": func(s string) string {
-		sum := sha1.Sum([]byte(s)) //nolint:gosec // see import
-		return hex.EncodeToString(sum[:])
-	},
-	"sha256sum": func(s string) string {
-		sum := sha256.Sum256([]byte(s))
-		return hex.EncodeToString(sum[:])
-	},
-}
-
 // pathTemplate renders the path of an agent ID below /spire/agent.
-type pathTemplate struct {
-	text string
-	tmpl *template.Template
-}
+type pathTemplate struct{ t *agentpath.Template }
 
 func newPathTemplate(text string) (*pathTemplate, error) {
-	t, err := template.New("agent_path_template").Option("missingkey=error").Funcs(templateFuncs).Parse(text)
+	t, err := agentpath.Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("awsiid: parsing agent path template: %w", err)
 	}
-	return &pathTemplate{text: text, tmpl: t}, nil
+	return &pathTemplate{t: t}, nil
 }
 
-func (p *pathTemplate) render(data templateData) (string, error) {
-	var buf bytes.Buffer
-	if err := p.tmpl.Execute(&buf, data); err != nil {
-		return "", fmt.Errorf("rendering agent path template: %v", err)
-	}
-	return buf.String(), nil
-}
+func (p *pathTemplate) render(data templateData) (string, error) { return p.t.Render(data) }
 
 // agentID renders the template and returns spiffe://<td>/spire/agent<path>.
 // The rendered path must be a canonical SPIFFE ID path — no "." or ".."
@@ -91,20 +50,14 @@ func (p *pathTemplate) agentID(td spiffeid.TrustDomain, data templateData) (spif
 	if err != nil {
 		return spiffeid.ID{}, err
 	}
-	if rendered == "" {
-		return spiffeid.ID{}, errors.New("agent path template rendered an empty path")
-	}
-	if err := spiffeid.ValidatePath(rendered); err != nil {
-		return spiffeid.ID{}, fmt.Errorf("agent path template rendered invalid path %q: %v", rendered, err)
+	id, err := agentpath.ID(td, rendered)
+	if err != nil {
+		return spiffeid.ID{}, err
 	}
 	if key, err := p.slashFromTag(data, rendered); err != nil {
 		return spiffeid.ID{}, err
 	} else if key != "" {
 		return spiffeid.ID{}, fmt.Errorf("instance tag %q holds a \"/\" that would become a segment of the agent ID", key)
-	}
-	id, err := spiffeid.FromPath(td, "/spire/agent"+rendered)
-	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("agent ID: %v", err)
 	}
 	return id, nil
 }
