@@ -21,8 +21,9 @@
 // Every value is resolved when the file is parsed: each server's settings
 // come from its own block, else from the defaults block, else from the
 // built-in defaults (the Default* constants); relative paths (state_dir,
-// admin_socket, datastore "sqlite" path, x509pop ca_bundle_paths and file()
-// arguments) are relative to the directory holding the topology file, and a
+// admin_socket, datastore "sqlite" path, the attestors' PEM files,
+// kubeconfig and token paths, and file() arguments) are relative to the
+// directory holding the topology file, and a
 // server's state directory defaults to .arbor/NAME in that directory.
 //
 // Expressions may call env("NAME") or env("NAME", "fallback"),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,9 +75,15 @@ func parseHCLOrJSON(src []byte, name string) (map[string]string, hcl.Diagnostics
 	for _, typ := range []string{"server", "entry", "federation", "datastore", "upstream", "node_attestor", "auth"} {
 		blocks.Blocks = append(blocks.Blocks, hcl.BlockHeaderSchema{Type: typ, LabelNames: []string{"label"}})
 	}
+	// A server's k8s_psat has cluster blocks; an agent's, a cluster attribute.
+	k8sPSATBlocks := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "cluster", LabelNames: []string{"label"}}}}
 	var walk func(body hcl.Body, prefix string)
 	walk = func(body hcl.Body, prefix string) {
-		content, remain, d := body.PartialContent(blocks)
+		schema := blocks
+		if strings.HasPrefix(prefix, "server[") && strings.HasSuffix(prefix, ".node_attestor[k8s_psat].") {
+			schema = k8sPSATBlocks
+		}
+		content, remain, d := body.PartialContent(schema)
 		diags = append(diags, d...)
 		// Native HCL complains about the blocks PartialContent took, but
 		// returns the attributes anyway.

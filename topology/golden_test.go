@@ -154,6 +154,38 @@ func TestExampleGolden(t *testing.T) {
 	}
 }
 
+// renderFiles are testdata/spire files whose arbor rendering (HCL and
+// JSON, every node) is golden-tested besides their SPIRE one.
+var renderFiles = []string{"cloud-attestors.hcl"}
+
+func TestRenderGolden(t *testing.T) {
+	for _, name := range renderFiles {
+		f, diags := ParseFile(filepath.Join("testdata", "spire", name))
+		if diags.HasErrors() || len(diags) > 0 {
+			t.Fatalf("ParseFile(%s) has diagnostics:\n%s", name, FormatDiagnostics(diags, nil))
+		}
+		base := filepath.Join("testdata", "spire", strings.TrimSuffix(name, ".hcl"))
+		for _, s := range f.Servers {
+			t.Run(name+"/"+s.Name, func(t *testing.T) {
+				cfg, err := Render(f, s.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var b bytes.Buffer
+				if err := cfg.WriteHCL(&b); err != nil {
+					t.Fatal(err)
+				}
+				checkGolden(t, base+".render."+s.Name+".hcl", b.Bytes())
+				b.Reset()
+				if err := cfg.WriteJSON(&b); err != nil {
+					t.Fatal(err)
+				}
+				checkGolden(t, base+".render."+s.Name+".json", b.Bytes())
+			})
+		}
+	}
+}
+
 // TestRenderedHCLAndJSONAgree checks that the JSON form is HCL's JSON
 // syntax for the same body: both parse to the same attributes.
 func TestRenderedHCLAndJSONAgree(t *testing.T) {

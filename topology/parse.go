@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -563,51 +562,6 @@ func (p *parser) datastore(b *hcl.Block, stateDir string) (Datastore, bool) {
 		ds.DSN = v
 	}
 	return ds, true
-}
-
-func (p *parser) nodeAttestor(b *hcl.Block) (NodeAttestor, bool) {
-	kind := b.Labels[0]
-	schema, ok := nodeAttestorSchemas[kind]
-	if !ok {
-		p.errorf(b.LabelRanges[0], "Unknown node attestor kind",
-			"%q is not a node attestor this version supports. Use %s.", kind, quotedList(sortedKeys(nodeAttestorSchemas)))
-		return NodeAttestor{}, false
-	}
-	content := p.content(b.Body, schema)
-	na := NodeAttestor{Kind: kind}
-	a := content.Attributes
-	switch kind {
-	case NodeAttestorJoinToken:
-		na.JoinToken.DefaultTTL = DefaultJoinTokenTTL
-		if st := p.durationSetting(a["default_ttl"]); st.rng != nil {
-			na.JoinToken.DefaultTTL = st.val
-		}
-	case NodeAttestorX509PoP:
-		if attr, ok := a["ca_bundle_paths"]; ok {
-			paths, ok := p.strList(attr)
-			if ok && len(paths) == 0 {
-				p.errorf(attr.Expr.Range(), "No CA bundles",
-					"x509pop needs at least one PEM file of CA certificates that agent certificates chain to, for example ca_bundle_paths = [\"agent-ca.pem\"].")
-			}
-			for _, v := range paths {
-				if v == "" {
-					p.errorf(attr.Expr.Range(), "Empty CA bundle path", "Remove the empty string from ca_bundle_paths.")
-					continue
-				}
-				na.X509PoP.CABundlePaths = append(na.X509PoP.CABundlePaths, resolvePath(p.dir, v))
-			}
-		}
-		if attr, ok := a["agent_path_template"]; ok {
-			if v, ok := p.str(attr); ok {
-				if _, err := template.New("agent_path_template").Parse(v); err != nil {
-					p.errorf(attr.Expr.Range(), "Invalid agent path template",
-						"agent_path_template is not a valid Go text/template: %v. Fix the template, or remove the attribute to use the default x509pop/<fingerprint>.", err)
-				}
-				na.X509PoP.AgentPathTemplate = v
-			}
-		}
-	}
-	return na, true
 }
 
 // checkParents rejects parent names that no server block declares. The

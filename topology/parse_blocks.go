@@ -289,26 +289,9 @@ func (p *parser) agent(b *hcl.Block, s *Server, d *defaultsBlock) *Agent {
 				"The agent of server %q already attests with %q (line %d); an agent attests with one attestor. Remove one of the blocks.", s.Name, attestors[0].Labels[0], attestors[0].DefRange.Start.Line)
 			continue
 		}
-		kind := nb.Labels[0]
-		schema, ok := agentAttestorSchemas[kind]
-		if !ok {
-			p.errorf(nb.LabelRanges[0], "Unknown node attestor kind",
-				"%q is not a node attestor this version supports. Use %s.", kind, quotedList(sortedKeys(agentAttestorSchemas)))
-			continue
+		if na, ok := p.agentAttestor(nb); ok {
+			ag.NodeAttestor = na
 		}
-		na := AgentAttestor{Kind: kind, Range: nb.LabelRanges[0]}
-		c := p.content(nb.Body, schema)
-		switch kind {
-		case NodeAttestorJoinToken:
-			if attr, ok := c.Attributes["token"]; ok {
-				na.Token, _ = p.nonEmptyStr(attr)
-			}
-		case NodeAttestorX509PoP:
-			na.PrivateKeyPath = p.optPath(c.Attributes["private_key_path"])
-			na.CertificatePath = p.optPath(c.Attributes["certificate_path"])
-			na.IntermediatesPath = p.optPath(c.Attributes["intermediates_path"])
-		}
-		ag.NodeAttestor = na
 	}
 	return ag
 }

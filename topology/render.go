@@ -32,10 +32,39 @@ type Block struct {
 	Blocks []*Block
 }
 
-// Attr is one attribute; Value is a string, int, bool or []string.
+// Attr is one attribute; Value is a string, int, bool, []string or Object.
 type Attr struct {
 	Name  string
 	Value any
+}
+
+// Object is an attribute value written as an HCL object expression,
+// { KEY = VALUE ... }, items in order; a value may be an Object itself.
+// Keys are quoted, as the keys of a map named by the user are (SPIRE's
+// k8s_psat clusters), unless Fields says they are attribute names. Only
+// RenderSPIRE writes objects.
+type Object struct {
+	Items  []Attr
+	Fields bool
+}
+
+// MarshalJSON writes the object with its items in order.
+func (o Object) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, it := range o.Items {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		v, err := json.Marshal(it.Value)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString(jsonString(it.Name) + ":")
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 func (b *Block) set(name string, v any) *Block {
@@ -97,13 +126,7 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		renderUpstream(sb.block("upstream", u.Kind), u)
 	}
 	for _, a := range s.NodeAttestors {
-		nb := sb.block("node_attestor", a.Kind)
-		switch a.Kind {
-		case NodeAttestorJoinToken:
-			nb.set("default_ttl", dur(a.JoinToken.DefaultTTL))
-		case NodeAttestorX509PoP:
-			nb.set("ca_bundle_paths", a.X509PoP.CABundlePaths).setIf("agent_path_template", a.X509PoP.AgentPathTemplate)
-		}
+		renderNodeAttestor(sb.block("node_attestor", a.Kind), a)
 	}
 
 	if be := s.BundleEndpoint; be != nil {
@@ -136,13 +159,17 @@ func Render(f *File, node string) (*NodeConfig, error) {
 			set("server_selectors", nonNil(ag.ServerSelectors)).
 			set("sync_interval", dur(ag.SyncInterval))
 		nb := ab.block("node_attestor", ag.NodeAttestor.Kind)
-		switch ag.NodeAttestor.Kind {
+		switch na := ag.NodeAttestor; na.Kind {
 		case NodeAttestorJoinToken:
-			nb.setIf("token", ag.NodeAttestor.Token)
+			nb.setIf("token", na.Token)
 		case NodeAttestorX509PoP:
-			nb.set("private_key_path", ag.NodeAttestor.PrivateKeyPath).
-				set("certificate_path", ag.NodeAttestor.CertificatePath).
-				setIf("intermediates_path", ag.NodeAttestor.IntermediatesPath)
+			nb.set("private_key_path", na.PrivateKeyPath).
+				set("certificate_path", na.CertificatePath).
+				setIf("intermediates_path", na.IntermediatesPath)
+		case NodeAttestorAWSIID:
+			nb.setIf("ec2_metadata_endpoint", na.EC2MetadataEndpoint)
+		case NodeAttestorK8sPSAT:
+			nb.set("cluster", na.Cluster).set("token_path", na.TokenPath)
 		}
 	}
 
@@ -199,6 +226,48 @@ func Render(f *File, node string) (*NodeConfig, error) {
 	return &NodeConfig{Node: s.Name, Source: f.Path, Body: body}, nil
 }
 
+// SecretNotRendered is what Render writes in place of a secret it leaves
+// out (aws_iid's secret_access_key): the rendered configuration says the
+// file sets one, never what it is.
+const SecretNotRendered = "(not rendered)"
+
+// renderNodeAttestor writes a server's node_attestor block, every value
+// resolved.
+func renderNodeAttestor(b *Block, a NodeAttestor) {
+	switch a.Kind {
+	case NodeAttestorJoinToken:
+		b.set("default_ttl", dur(a.JoinToken.DefaultTTL))
+	case NodeAttestorX509PoP:
+		b.set("ca_bundle_paths", a.X509PoP.CABundlePaths).setIf("agent_path_template", a.X509PoP.AgentPathTemplate)
+	case NodeAttestorAWSIID:
+		c := a.AWSIID
+		b.setIf("access_key_id", c.AccessKeyID)
+		if c.SecretAccessKey != "" {
+			b.set("secret_access_key", SecretNotRendered)
+		}
+		b.setIf("assume_role", c.AssumeRole).
+			set("partition", c.Partition).
+			set("skip_block_device", c.SkipBlockDevice).
+			set("disable_instance_profile_selectors", c.DisableInstanceProfileSelectors).
+			set("account_ids_for_local_validation", nonNil(c.AccountIDsForLocalValidation)).
+			setIf("agent_path_template", c.AgentPathTemplate).
+			set("account_ids", nonNil(c.AccountIDs)).
+			set("identity_certificate_paths", nonNil(c.IdentityCertificatePaths)).
+			setIf("ec2_endpoint", c.EC2Endpoint).
+			setIf("iam_endpoint", c.IAMEndpoint).
+			setIf("sts_endpoint", c.STSEndpoint)
+	case NodeAttestorK8sPSAT:
+		for _, c := range a.K8sPSAT.Clusters {
+			b.block("cluster", c.Name).
+				set("service_account_allow_list", nonNil(c.ServiceAccountAllowList)).
+				set("audience", nonNil(c.Audience)).
+				setIf("kube_config_file", c.KubeConfigFile).
+				set("allowed_node_label_keys", nonNil(c.AllowedNodeLabelKeys)).
+				set("allowed_pod_label_keys", nonNil(c.AllowedPodLabelKeys))
+		}
+	}
+}
+
 func renderUpstream(b *Block, u *Upstream) {
 	switch {
 	case u.Disk != nil:
@@ -250,7 +319,7 @@ func writeHCLBody(b *bytes.Buffer, blk *Block, indent string) {
 		width = max(width, len(a.Name))
 	}
 	for _, a := range blk.Attrs {
-		fmt.Fprintf(b, "%s%-*s = %s\n", indent, width, a.Name, hclValue(a.Value))
+		fmt.Fprintf(b, "%s%-*s = %s\n", indent, width, a.Name, hclValueAt(a.Value, indent))
 	}
 	for i, c := range blk.Blocks {
 		if i > 0 || len(blk.Attrs) > 0 {
@@ -272,13 +341,36 @@ func writeHCLBody(b *bytes.Buffer, blk *Block, indent string) {
 
 // hclValue writes a value as an HCL literal; "${" and "%{" are escaped so
 // that a value is never read back as a template.
-func hclValue(v any) string {
+func hclValue(v any) string { return hclValueAt(v, "") }
+
+// hclValueAt is hclValue for a value written at indent: the lines of an
+// object are indented one step further.
+func hclValueAt(v any, indent string) string {
 	quote := func(s string) string {
 		q := strconv.Quote(s)
 		q = strings.ReplaceAll(q, "${", "$${")
 		return strings.ReplaceAll(q, "%{", "%%{")
 	}
 	switch v := v.(type) {
+	case Object:
+		if len(v.Items) == 0 {
+			return "{}"
+		}
+		keys := make([]string, len(v.Items))
+		width := 0
+		for i, it := range v.Items {
+			keys[i] = it.Name
+			if !v.Fields {
+				keys[i] = quote(it.Name)
+			}
+			width = max(width, len(keys[i]))
+		}
+		var b strings.Builder
+		b.WriteString("{\n")
+		for i, it := range v.Items {
+			fmt.Fprintf(&b, "%s  %-*s = %s\n", indent, width, keys[i], hclValueAt(it.Value, indent+"  "))
+		}
+		return b.String() + indent + "}"
 	case string:
 		return quote(v)
 	case []string:

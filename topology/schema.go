@@ -124,6 +124,53 @@ var nodeAttestorSchemas = map[string]*hcl.BodySchema{
 			{Name: "agent_path_template"},
 		},
 	},
+	// The names are SPIRE's plugin_data, but for the last five, arbor's own.
+	NodeAttestorAWSIID: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "access_key_id"},
+			{Name: "secret_access_key"},
+			{Name: "assume_role"},
+			{Name: "partition"},
+			{Name: "skip_block_device"},
+			{Name: "disable_instance_profile_selectors"},
+			{Name: "account_ids_for_local_validation"},
+			{Name: "agent_path_template"},
+			{Name: "account_ids"},
+			{Name: "identity_certificate_paths"},
+			{Name: "ec2_endpoint"},
+			{Name: "iam_endpoint"},
+			{Name: "sts_endpoint"},
+		},
+	},
+	// SPIRE's clusters map, one cluster "NAME" block per key.
+	NodeAttestorK8sPSAT: {
+		Blocks: []hcl.BlockHeaderSchema{{Type: "cluster", LabelNames: []string{"name"}}},
+	},
+}
+
+// awsIIDUnsupported are the settings of SPIRE's server aws_iid plugin that
+// arbor's does not implement. They are not part of the language: the parser
+// looks for them only to say so, as attributes or blocks.
+var awsIIDUnsupported = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "verify_organization"},
+		{Name: "validate_eks_cluster_membership"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "verify_organization"},
+		{Type: "validate_eks_cluster_membership"},
+	},
+}
+
+// k8sPSATClusterSchema is a k8s_psat attestor's cluster "NAME" block.
+var k8sPSATClusterSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "service_account_allow_list", Required: true},
+		{Name: "audience"},
+		{Name: "kube_config_file"},
+		{Name: "allowed_node_label_keys"},
+		{Name: "allowed_pod_label_keys"},
+	},
 }
 
 // upstreamSchemas is the body of upstream "KIND" per kind.
@@ -219,6 +266,15 @@ var agentAttestorSchemas = map[string]*hcl.BodySchema{
 			{Name: "intermediates_path"},
 		},
 	},
+	NodeAttestorAWSIID: {
+		Attributes: []hcl.AttributeSchema{{Name: "ec2_metadata_endpoint"}},
+	},
+	NodeAttestorK8sPSAT: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "cluster", Required: true},
+			{Name: "token_path"},
+		},
+	},
 }
 
 // entrySchema is an entry "NAME" block.
@@ -252,7 +308,7 @@ var federationSchema = &hcl.BodySchema{
 // blocks' included, as dotted paths from the server block: "ca_ttl",
 // "datastore.sqlite.path", "upstream.vault.auth.approle.role_id",
 // "agent.sync_interval", "agent.node_attestor.x509pop.certificate_path",
-// "entry.spiffe_id". It is read from the schema above, so a tool or a test
+// "node_attestor.k8s_psat.cluster.audience", "entry.spiffe_id". It is read from the schema above, so a tool or a test
 // that must handle every attribute sees a new one as soon as the language
 // accepts it.
 func ServerAttributes() []string {
@@ -270,6 +326,7 @@ func ServerAttributes() []string {
 	add("", serverSchema)
 	addKinds("datastore.", datastoreSchemas)
 	addKinds("node_attestor.", nodeAttestorSchemas)
+	add("node_attestor."+NodeAttestorK8sPSAT+".cluster.", k8sPSATClusterSchema)
 	addKinds("upstream.", upstreamSchemas)
 	addKinds("upstream."+UpstreamVault+".auth.", vaultAuthSchemas)
 	add("agent.", agentSchema)

@@ -93,9 +93,14 @@ func Simulate(f *File, down string, d time.Duration, start time.Time) (*Simulati
 		if c.Agent != nil {
 			e := Event{At: s.AgentSVIDTTL / 2, Latest: s.AgentSVIDTTL, Server: c.Name, Kind: EventParentAgent,
 				What: fmt.Sprintf("the co-located agent of %s loses its SVID from %s (%s): it re-attests with %s when %s returns", c.Name, s.Name, formatDuration(s.AgentSVIDTTL), c.Agent.NodeAttestor.Kind, s.Name)}
-			if c.Agent.NodeAttestor.Kind == NodeAttestorJoinToken {
+			switch c.Agent.NodeAttestor.Kind {
+			case NodeAttestorJoinToken:
 				e.Kind = EventManualAction
 				e.What = fmt.Sprintf("the co-located agent of %s loses its SVID from %s (%s) and cannot re-attest with a used join token: generate a new token for it, or %s stays cut off after %s returns", c.Name, s.Name, formatDuration(s.AgentSVIDTTL), c.Name, s.Name)
+			case NodeAttestorAWSIID:
+				// Trust on first use: the instance has attested already.
+				e.Kind = EventManualAction
+				e.What = fmt.Sprintf("the co-located agent of %s loses its SVID from %s (%s) and cannot attest again with aws_iid (one attestation per instance): evict it at %s, or %s stays cut off after %s returns", c.Name, s.Name, formatDuration(s.AgentSVIDTTL), s.Name, c.Name, s.Name)
 			}
 			events = append(events, e)
 		}

@@ -177,6 +177,10 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 					"join tokens: SPIRE has no default token TTL setting; generate them with `spire-server token generate -ttl %d`",
 					int(a.JoinToken.DefaultTTL/time.Second)))
 			}
+		case NodeAttestorAWSIID:
+			cfg.ServerNotes = append(cfg.ServerNotes, renderSPIREAWSIID(pd, a.AWSIID)...)
+		case NodeAttestorK8sPSAT:
+			renderSPIREK8sPSAT(pd, a.K8sPSAT)
 		}
 	}
 
@@ -275,6 +279,77 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// renderSPIREAWSIID writes the plugin_data of SPIRE's server aws_iid and
+// returns the notes about what it leaves out: the secret access key, and
+// arbor's own settings, which SPIRE does not have.
+func renderSPIREAWSIID(pd *Block, c AWSIID) []string {
+	pd.setIf("access_key_id", c.AccessKeyID).
+		setIf("assume_role", c.AssumeRole).
+		set("partition", c.Partition)
+	if c.SkipBlockDevice {
+		pd.set("skip_block_device", true)
+	}
+	if c.DisableInstanceProfileSelectors {
+		pd.set("disable_instance_profile_selectors", true)
+	}
+	if len(c.AccountIDsForLocalValidation) > 0 {
+		pd.set("account_ids_for_local_validation", c.AccountIDsForLocalValidation)
+	}
+	pd.setIf("agent_path_template", c.AgentPathTemplate)
+	var notes []string
+	if c.SecretAccessKey != "" {
+		notes = append(notes, "aws_iid: secret_access_key is a secret and is not written here: start spire-server with AWS_SECRET_ACCESS_KEY set to it (SPIRE reads it when plugin_data has none)")
+	}
+	if len(c.AccountIDs) > 0 {
+		notes = append(notes, fmt.Sprintf(
+			"aws_iid: account_ids (%s) left out: SPIRE's aws_iid has no account allow-list, so spire-server accepts instances of any account whose document verifies; restrict it with assume_role (a role only your accounts have) or SPIRE's verify_organization",
+			strings.Join(c.AccountIDs, ", ")))
+	}
+	var arborOnly []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{
+		{"identity_certificate_paths", len(c.IdentityCertificatePaths) > 0},
+		{"ec2_endpoint", c.EC2Endpoint != ""},
+		{"iam_endpoint", c.IAMEndpoint != ""},
+		{"sts_endpoint", c.STSEndpoint != ""},
+	} {
+		if o.set {
+			arborOnly = append(arborOnly, o.name)
+		}
+	}
+	if len(arborOnly) > 0 {
+		notes = append(notes, fmt.Sprintf(
+			"aws_iid: %s left out: arbor settings SPIRE's aws_iid does not have; spire-server verifies instance identity documents with AWS's certificates and calls AWS's own endpoints",
+			strings.Join(arborOnly, ", ")))
+	}
+	return notes
+}
+
+// renderSPIREK8sPSAT writes the plugin_data of SPIRE's server k8s_psat: the
+// cluster blocks become its clusters map.
+func renderSPIREK8sPSAT(pd *Block, k K8sPSAT) {
+	clusters := Object{}
+	for _, c := range k.Clusters {
+		fields := Object{Fields: true, Items: []Attr{
+			{"service_account_allow_list", nonNil(c.ServiceAccountAllowList)},
+			{"audience", nonNil(c.Audience)},
+		}}
+		if c.KubeConfigFile != "" {
+			fields.Items = append(fields.Items, Attr{"kube_config_file", c.KubeConfigFile})
+		}
+		if len(c.AllowedNodeLabelKeys) > 0 {
+			fields.Items = append(fields.Items, Attr{"allowed_node_label_keys", c.AllowedNodeLabelKeys})
+		}
+		if len(c.AllowedPodLabelKeys) > 0 {
+			fields.Items = append(fields.Items, Attr{"allowed_pod_label_keys", c.AllowedPodLabelKeys})
+		}
+		clusters.Items = append(clusters.Items, Attr{c.Name, fields})
+	}
+	pd.set("clusters", clusters)
 }
 
 // serverSelectors are the selectors of a downstream entry: the agent
@@ -376,11 +451,16 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 		ab.block("experimental").set("sync_interval", spireDuration(ag.SyncInterval))
 	}
 	plugins := body.block("plugins")
-	na := plugin(plugins, "NodeAttestor", ag.NodeAttestor.Kind)
-	if ag.NodeAttestor.Kind == NodeAttestorX509PoP {
-		na.set("private_key_path", ag.NodeAttestor.PrivateKeyPath).
-			set("certificate_path", ag.NodeAttestor.CertificatePath).
-			setIf("intermediates_path", ag.NodeAttestor.IntermediatesPath)
+	pd := plugin(plugins, "NodeAttestor", ag.NodeAttestor.Kind)
+	switch na := ag.NodeAttestor; na.Kind {
+	case NodeAttestorX509PoP:
+		pd.set("private_key_path", na.PrivateKeyPath).
+			set("certificate_path", na.CertificatePath).
+			setIf("intermediates_path", na.IntermediatesPath)
+	case NodeAttestorAWSIID:
+		pd.setIf("ec2_metadata_endpoint", na.EC2MetadataEndpoint)
+	case NodeAttestorK8sPSAT:
+		pd.set("cluster", na.Cluster).set("token_path", na.TokenPath)
 	}
 	plugin(plugins, "KeyManager", "disk").set("directory", ag.DataDir)
 	plugin(plugins, "WorkloadAttestor", "unix")
@@ -390,9 +470,23 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 		fmt.Sprintf("the agent beside %s, attested to %s (%s); it serves %s its downstream SVID on %s", s.Name, to, addr, s.Name, ag.SocketPath),
 		fmt.Sprintf("before the first start, write the trust bundle of %s to %s", to, bundle),
 		fmt.Sprintf("(`arbor bundle show` or `spire-server bundle show` there); %s maps this agent to %s", to, ag.SPIFFEID))
-	if ag.NodeAttestor.Kind == NodeAttestorJoinToken && ag.NodeAttestor.Token == "" {
+	switch na := ag.NodeAttestor; {
+	case na.Kind == NodeAttestorJoinToken && na.Token == "":
 		cfg.AgentNotes = append(cfg.AgentNotes, fmt.Sprintf(
 			"join token: create one at %s with `spire-server token generate -spiffeID %s` and start with -joinToken TOKEN", to, ag.SPIFFEID))
+	case na.Kind == NodeAttestorAWSIID:
+		cfg.AgentNotes = append(cfg.AgentNotes, fmt.Sprintf(
+			"aws_iid: an instance attests once (trust on first use): if this agent's SVID expires (%s unreachable for longer than its agent_ttl), %s refuses the agent until it is evicted there (`spire-server agent evict`)", to, to))
+	case na.Kind == NodeAttestorK8sPSAT:
+		mount := fmt.Sprintf("k8s_psat: mount the pod's projected service account token at %s (a serviceAccountToken volume", na.TokenPath)
+		if parent := f.server(s.Parent); parent != nil {
+			if accepted, ok := parent.NodeAttestor(NodeAttestorK8sPSAT); ok {
+				if c, ok := accepted.K8sPSAT.Cluster(na.Cluster); ok && len(c.Audience) > 0 {
+					mount += fmt.Sprintf(" with audience %q", c.Audience[0])
+				}
+			}
+		}
+		cfg.AgentNotes = append(cfg.AgentNotes, mount+")")
 	}
 	return nil
 }

@@ -86,6 +86,8 @@ const (
 const (
 	NodeAttestorJoinToken = "join_token"
 	NodeAttestorX509PoP   = "x509pop"
+	NodeAttestorAWSIID    = "aws_iid"
+	NodeAttestorK8sPSAT   = "k8s_psat"
 )
 
 // Upstream authority kinds (root servers only).
@@ -287,14 +289,20 @@ type Datastore struct {
 	DSN string
 }
 
-// NodeAttestor is one node_attestor block of a server.
+// NodeAttestor is one node_attestor block of a server: a way agents may
+// prove themselves to it. Only the field of its Kind is set.
 type NodeAttestor struct {
-	// Kind is NodeAttestorJoinToken or NodeAttestorX509PoP.
+	// Kind is NodeAttestorJoinToken, NodeAttestorX509PoP,
+	// NodeAttestorAWSIID or NodeAttestorK8sPSAT.
 	Kind string
 	// JoinToken is set when Kind is NodeAttestorJoinToken.
 	JoinToken JoinToken
 	// X509PoP is set when Kind is NodeAttestorX509PoP.
 	X509PoP X509PoP
+	// AWSIID is set when Kind is NodeAttestorAWSIID.
+	AWSIID AWSIID
+	// K8sPSAT is set when Kind is NodeAttestorK8sPSAT.
+	K8sPSAT K8sPSAT
 }
 
 // JoinToken configures the join_token node attestor.
@@ -313,6 +321,133 @@ type X509PoP struct {
 	// AgentPathTemplate is a text/template for the agent ID path; "" means
 	// the attestor's default (x509pop/<fingerprint>).
 	AgentPathTemplate string
+}
+
+// DefaultAWSPartition is the AWS partition of an aws_iid attestor that
+// names none (SPIRE's default).
+const DefaultAWSPartition = "aws"
+
+// AWSIID configures the aws_iid node attestor: an agent on EC2 sends the
+// instance identity document AWS signed for its instance, and the server
+// checks the signature and asks the EC2 API about the instance. An
+// instance attests once (trust on first use) until its agent is evicted.
+// The fields named after SPIRE's plugin_data (in parentheses) mean what
+// they mean in SPIRE v1.13.3's server aws_iid plugin; the last two are
+// arbor's own.
+type AWSIID struct {
+	// AccessKeyID and SecretAccessKey (access_key_id, secret_access_key)
+	// are static AWS credentials for the server's AWS calls, both or
+	// neither; empty means the SDK's default chain (environment, shared
+	// files, instance role). SecretAccessKey is a secret: Render and
+	// RenderSPIRE never write it.
+	AccessKeyID     string
+	SecretAccessKey string
+	// AssumeRole (assume_role) is an IAM role name, not an ARN: for each
+	// instance the server assumes arn:<Partition>:iam::<account>:role/<name>
+	// in the instance's own account. "" means none.
+	AssumeRole string
+	// Partition (partition) is "aws", "aws-cn" or "aws-us-gov". Default
+	// DefaultAWSPartition.
+	Partition string
+	// SkipBlockDevice (skip_block_device) turns off the check that the
+	// instance's root volume was not swapped after launch.
+	SkipBlockDevice bool
+	// DisableInstanceProfileSelectors (disable_instance_profile_selectors)
+	// skips the iam:GetInstanceProfile call, and with it the iamrole
+	// selectors.
+	DisableInstanceProfileSelectors bool
+	// AccountIDsForLocalValidation (account_ids_for_local_validation) are
+	// 12-digit AWS account IDs whose instances skip the block device check.
+	AccountIDsForLocalValidation []string
+	// AgentPathTemplate (agent_path_template) is a text/template for the
+	// agent ID path; "" means the attestor's default,
+	// aws_iid/<account>/<region>/<instance>.
+	AgentPathTemplate string
+	// IdentityCertificatePaths (arbor's identity_certificate_paths) are PEM
+	// files of the certificates that verify instance identity signatures,
+	// in place of the AWS certificates arbor ships, for every region
+	// (private regions, tests). Empty means AWS's. Relative paths are
+	// relative to the topology file's directory.
+	IdentityCertificatePaths []string
+	// AccountIDs (arbor's account_ids), when not empty, are the only
+	// 12-digit AWS accounts whose instances may attest. Empty means any
+	// account whose instance identity document verifies, as SPIRE without
+	// verify_organization.
+	AccountIDs []string
+	// EC2Endpoint, IAMEndpoint and STSEndpoint (arbor's ec2_endpoint,
+	// iam_endpoint, sts_endpoint) replace the URLs of the EC2, IAM and STS
+	// APIs (VPC endpoints, private regions, local stand-ins); "" means
+	// AWS's endpoint for the instance's region.
+	EC2Endpoint string
+	IAMEndpoint string
+	STSEndpoint string
+}
+
+// DefaultK8sPSATAudience is the audience a projected service account token
+// must be for when a k8s_psat cluster sets none (SPIRE's default).
+const DefaultK8sPSATAudience = "spire-server"
+
+// DefaultK8sPSATTokenPath is where an agent reads its projected service
+// account token when its k8s_psat attestor does not say (SPIRE's agent
+// default).
+const DefaultK8sPSATTokenPath = "/var/run/secrets/tokens/spire-agent"
+
+// K8sPSAT configures the k8s_psat node attestor: an agent in a Kubernetes
+// pod sends the projected service account token of its pod, and the server
+// has the cluster's API server review it (TokenReview) and looks up the pod
+// and its node. The agent attests again with a fresh token whenever it
+// needs to.
+type K8sPSAT struct {
+	// Clusters are the cluster blocks in file order (SPIRE's clusters map);
+	// at least one, names unique.
+	Clusters []K8sPSATCluster
+}
+
+// Cluster returns the cluster named name.
+func (k K8sPSAT) Cluster(name string) (K8sPSATCluster, bool) {
+	i := slices.IndexFunc(k.Clusters, func(c K8sPSATCluster) bool { return c.Name == name })
+	if i < 0 {
+		return K8sPSATCluster{}, false
+	}
+	return k.Clusters[i], true
+}
+
+// ClusterNames returns the names of the clusters in file order.
+func (k K8sPSAT) ClusterNames() []string {
+	names := make([]string, len(k.Clusters))
+	for i, c := range k.Clusters {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// K8sPSATCluster is one cluster "NAME" block of a k8s_psat attestor: a
+// Kubernetes cluster whose agents the server accepts. The names in
+// parentheses are SPIRE's.
+type K8sPSATCluster struct {
+	// Name is the block label, what agents send as their cluster; a SPIFFE
+	// ID path segment, since it is one in the agent ID.
+	Name string
+	// ServiceAccountAllowList (service_account_allow_list) holds the
+	// service accounts agents may run as, each "namespace:name"; at least
+	// one.
+	ServiceAccountAllowList []string
+	// Audience (audience) lists the audiences the token review asks for.
+	// Default [DefaultK8sPSATAudience]; an empty list lets the API server
+	// check its own audiences.
+	Audience []string
+	// KubeConfigFile (kube_config_file) is the kubeconfig to reach the
+	// cluster's API server with; "" means the server runs in the cluster
+	// and uses its pod's service account. A relative path is relative to
+	// the topology file's directory.
+	KubeConfigFile string
+	// AllowedNodeLabelKeys and AllowedPodLabelKeys
+	// (allowed_node_label_keys, allowed_pod_label_keys) name the node and
+	// pod labels that become selectors.
+	AllowedNodeLabelKeys []string
+	AllowedPodLabelKeys  []string
+	// Range is the block header.
+	Range hcl.Range
 }
 
 // Upstream is an upstream "KIND" block: where a root server's CA comes from
@@ -447,9 +582,11 @@ type Agent struct {
 	Range hcl.Range
 }
 
-// AgentAttestor is the node_attestor block of an agent block.
+// AgentAttestor is the node_attestor block of an agent block. Only the
+// fields of its Kind are set.
 type AgentAttestor struct {
-	// Kind is NodeAttestorJoinToken or NodeAttestorX509PoP.
+	// Kind is NodeAttestorJoinToken, NodeAttestorX509PoP,
+	// NodeAttestorAWSIID or NodeAttestorK8sPSAT.
 	Kind string
 	// Token is the join token (join_token); "" means supplied at start.
 	Token string
@@ -457,7 +594,23 @@ type AgentAttestor struct {
 	PrivateKeyPath    string
 	CertificatePath   string
 	IntermediatesPath string
-	Range             hcl.Range
+	// EC2MetadataEndpoint (aws_iid; SPIRE's ec2_metadata_endpoint) is the
+	// base URL of the instance metadata service; "" means the SDK's
+	// default (http://169.254.169.254).
+	EC2MetadataEndpoint string
+	// Cluster (k8s_psat) names the agent's Kubernetes cluster: one of the
+	// clusters of the parent's k8s_psat attestor.
+	Cluster string
+	// TokenPath (k8s_psat) is the file holding the pod's projected service
+	// account token. Default DefaultK8sPSATTokenPath; a relative path is
+	// relative to the topology file's directory.
+	TokenPath string
+	// Range is the block's label (the kind), or the agent block's header
+	// when defaulted.
+	Range hcl.Range
+
+	// clusterRange is where cluster is written (k8s_psat).
+	clusterRange hcl.Range
 }
 
 // BundleEndpoint is a server's bundle_endpoint block.

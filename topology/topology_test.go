@@ -21,7 +21,7 @@ import (
 const testPath = "/etc/arbor/topology.hcl"
 
 var cmpOpts = []cmp.Option{
-	cmpopts.IgnoreUnexported(Server{}),
+	cmpopts.IgnoreUnexported(Server{}, AgentAttestor{}),
 	cmpopts.IgnoreTypes(hcl.Range{}),
 	cmp.Comparer(func(a, b spiffeid.TrustDomain) bool { return a == b }),
 	cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b }),
@@ -414,8 +414,8 @@ func TestParseErrors(t *testing.T) {
 		},
 		{
 			name: "unknown attestor kind",
-			src:  td + "server \"a\" {\n  node_attestor \"aws_iid\" {}\n}\n",
-			want: []diagAt{{"3:17", "Unknown node attestor kind"}}, wantDetail: `"join_token" or "x509pop"`,
+			src:  td + "server \"a\" {\n  node_attestor \"gcp_iit\" {}\n}\n",
+			want: []diagAt{{"3:17", "Unknown node attestor kind"}}, wantDetail: `"aws_iid", "join_token", "k8s_psat" or "x509pop"`,
 		},
 		{
 			name: "duplicate attestor",

@@ -231,7 +231,8 @@ func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
 	}
 	if s.Agent != nil {
 		kind := s.Agent.NodeAttestor.Kind
-		if _, ok := parent.NodeAttestor(kind); !ok {
+		accepted, ok := parent.NodeAttestor(kind)
+		if !ok {
 			var kinds []string
 			for _, a := range parent.NodeAttestors {
 				kinds = append(kinds, a.Kind)
@@ -239,8 +240,27 @@ func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
 			p.errorf(s.Agent.NodeAttestor.Range, "Parent does not accept the agent's attestor",
 				"The co-located agent of %q attests to %q with %s, but %q accepts only %s. Add node_attestor %q { ... } to server %q, or attest the agent with %s.",
 				s.Name, parent.Name, kind, parent.Name, strings.Join(kinds, ", "), kind, parent.Name, quotedList(kinds))
+		} else if kind == NodeAttestorK8sPSAT {
+			p.checkAgentCluster(s, parent, accepted.K8sPSAT)
 		}
 	}
+}
+
+// checkAgentCluster refuses a k8s_psat co-located agent whose cluster its
+// parent does not list: the parent would refuse every attestation.
+func (p *parser) checkAgentCluster(s, parent *Server, accepted K8sPSAT) {
+	na := s.Agent.NodeAttestor
+	if _, ok := accepted.Cluster(na.Cluster); ok || na.Cluster == "" {
+		return
+	}
+	names := accepted.ClusterNames()
+	hint := ""
+	if sug := suggest(na.Cluster, names); sug != "" {
+		hint = fmt.Sprintf(" Did you mean %q?", sug)
+	}
+	p.errorf(na.clusterRange, "Unknown Kubernetes cluster",
+		"The co-located agent of %q attests to %q from cluster %q, but %q's node_attestor \"k8s_psat\" has no cluster of that name, so it would refuse the agent.%s Clusters %q accepts: %s. Name one of them, or add cluster %q { ... } to %q's k8s_psat block.",
+		s.Name, parent.Name, na.Cluster, parent.Name, hint, parent.Name, strings.Join(names, ", "), na.Cluster, parent.Name)
 }
 
 // hostItem is one thing that must be unique among the servers of a host.

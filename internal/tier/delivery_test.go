@@ -70,6 +70,17 @@ func deliveryCases() []deliveryCase {
 		}
 		return root(attr, head+base+"}", head+changed+"}")
 	}
+	aws := func(attr, base, changed string) deliveryCase {
+		return root(attr, `node_attestor "aws_iid" {`+"\n"+base+"}", `node_attestor "aws_iid" {`+"\n"+changed+"}")
+	}
+	const awsKey = `access_key_id = "AKIAIOSFODNN7EXAMPLE"` + "\n"
+	psat := func(attr, base, changed string) deliveryCase {
+		head := `node_attestor "k8s_psat" {` + "\n" + `cluster "c" {` + "\n"
+		if attr != "node_attestor.k8s_psat.cluster.service_account_allow_list" {
+			head += `service_account_allow_list = ["spire:agent"]` + "\n"
+		}
+		return root(attr, head+base+"}\n}", head+changed+"}\n}")
+	}
 	const spire = `upstream "spire" {` + "\n"
 	const agentPoP = `agent {` + "\n" + `node_attestor "x509pop" {` + "\n"
 	return []deliveryCase{
@@ -107,6 +118,24 @@ func deliveryCases() []deliveryCase {
 		root("node_attestor.x509pop.ca_bundle_paths", `node_attestor "x509pop" { ca_bundle_paths = ["a.pem"] }`, `node_attestor "x509pop" { ca_bundle_paths = ["b.pem"] }`),
 		root("node_attestor.x509pop.agent_path_template", `node_attestor "x509pop" { ca_bundle_paths = ["a.pem"] }`,
 			`node_attestor "x509pop" {`+"\n"+`ca_bundle_paths = ["a.pem"]`+"\n"+`agent_path_template = "x/{{ .Fingerprint }}"`+"\n}"),
+		aws("node_attestor.aws_iid.access_key_id", awsKey+`secret_access_key = "s"`+"\n", `access_key_id = "AKIAI44QH8DHBEXAMPLE"`+"\n"+`secret_access_key = "s"`+"\n"),
+		aws("node_attestor.aws_iid.secret_access_key", awsKey+`secret_access_key = "s"`+"\n", awsKey+`secret_access_key = "t"`+"\n"),
+		aws("node_attestor.aws_iid.assume_role", ``, `assume_role = "delegate"`+"\n"),
+		aws("node_attestor.aws_iid.partition", ``, `partition = "aws-cn"`+"\n"),
+		aws("node_attestor.aws_iid.skip_block_device", ``, `skip_block_device = true`+"\n"),
+		aws("node_attestor.aws_iid.disable_instance_profile_selectors", ``, `disable_instance_profile_selectors = true`+"\n"),
+		aws("node_attestor.aws_iid.account_ids_for_local_validation", ``, `account_ids_for_local_validation = ["123456789012"]`+"\n"),
+		aws("node_attestor.aws_iid.account_ids", ``, `account_ids = ["123456789012"]`+"\n"),
+		aws("node_attestor.aws_iid.agent_path_template", ``, `agent_path_template = "aws/{{ .InstanceID }}"`+"\n"),
+		aws("node_attestor.aws_iid.identity_certificate_paths", ``, `identity_certificate_paths = ["iid.pem"]`+"\n"),
+		aws("node_attestor.aws_iid.ec2_endpoint", ``, `ec2_endpoint = "https://ec2.example"`+"\n"),
+		aws("node_attestor.aws_iid.iam_endpoint", ``, `iam_endpoint = "https://iam.example"`+"\n"),
+		aws("node_attestor.aws_iid.sts_endpoint", ``, `sts_endpoint = "https://sts.example"`+"\n"),
+		psat("node_attestor.k8s_psat.cluster.service_account_allow_list", `service_account_allow_list = ["spire:agent"]`+"\n", `service_account_allow_list = ["spire:other"]`+"\n"),
+		psat("node_attestor.k8s_psat.cluster.audience", ``, `audience = ["arbor"]`+"\n"),
+		psat("node_attestor.k8s_psat.cluster.kube_config_file", ``, `kube_config_file = "kubeconfig"`+"\n"),
+		psat("node_attestor.k8s_psat.cluster.allowed_node_label_keys", ``, `allowed_node_label_keys = ["zone"]`+"\n"),
+		psat("node_attestor.k8s_psat.cluster.allowed_pod_label_keys", ``, `allowed_pod_label_keys = ["app"]`+"\n"),
 		pca("upstream.aws_pca.region", ``, ``), // region is in head; changed below
 		pca("upstream.aws_pca.certificate_authority_arn",
 			`certificate_authority_arn = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/a"`+"\n",
@@ -163,6 +192,12 @@ func deliveryCases() []deliveryCase {
 		child("agent.node_attestor.x509pop.intermediates_path",
 			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n}\n}",
 			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n"+`intermediates_path = "i.pem"`+"\n}\n}"),
+		child("agent.node_attestor.aws_iid.ec2_metadata_endpoint", `agent {`+"\n"+`node_attestor "aws_iid" {}`+"\n}",
+			`agent {`+"\n"+`node_attestor "aws_iid" { ec2_metadata_endpoint = "http://127.0.0.1:8999" }`+"\n}"),
+		child("agent.node_attestor.k8s_psat.cluster", `agent {`+"\n"+`node_attestor "k8s_psat" { cluster = "c1" }`+"\n}",
+			`agent {`+"\n"+`node_attestor "k8s_psat" { cluster = "c2" }`+"\n}"),
+		child("agent.node_attestor.k8s_psat.token_path", `agent {`+"\n"+`node_attestor "k8s_psat" { cluster = "c1" }`+"\n}",
+			`agent {`+"\n"+`node_attestor "k8s_psat" {`+"\n"+`cluster = "c1"`+"\n"+`token_path = "/tmp/token"`+"\n}\n}"),
 		entryCase("entry.spiffe_id", `spiffe_id = "spiffe://example.org/w2"`),
 		entryCase("entry.parent_id", `parent_id = "spiffe://example.org/n2"`),
 		entryCase("entry.selectors", `selectors = ["unix:uid:2"]`),
@@ -238,7 +273,10 @@ func parseCase(t *testing.T, dir string, root bool, body string) *topology.File 
 	b.WriteString("federation \"other.org\" {\n  bundle_endpoint = \"https://other.example/bundle\"\n}\n")
 	if !root {
 		b.WriteString("server \"root\" {\n  listen = \"127.0.0.1:7001\"\n  health_listen = \"off\"\n  ca_ttl = \"96h\"\n" +
-			"  node_attestor \"join_token\" {}\n  node_attestor \"x509pop\" { ca_bundle_paths = [\"ca.pem\"] }\n}\n")
+			"  node_attestor \"join_token\" {}\n  node_attestor \"x509pop\" { ca_bundle_paths = [\"ca.pem\"] }\n" +
+			"  node_attestor \"aws_iid\" {}\n" +
+			"  node_attestor \"k8s_psat\" {\n    cluster \"c1\" { service_account_allow_list = [\"spire:agent\"] }\n" +
+			"    cluster \"c2\" { service_account_allow_list = [\"spire:agent\"] }\n  }\n}\n")
 		b.WriteString("server \"mid\" {\n  parent = \"root\"\n  listen = \"127.0.0.1:7002\"\n  health_listen = \"off\"\n  ca_ttl = \"48h\"\n}\n")
 	}
 	fmt.Fprintf(&b, "server \"t\" {\n%s\n}\n", body)

@@ -2,12 +2,19 @@ package tier
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
 
 	"github.com/arborid/arbor/downstream"
+	"github.com/arborid/arbor/internal/nodeattest"
+	"github.com/arborid/arbor/internal/nodeattest/awsiid"
+	"github.com/arborid/arbor/internal/nodeattest/k8spsat"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/upstream"
 	"github.com/arborid/arbor/upstream/awspca"
 	"github.com/arborid/arbor/upstream/disk"
 	"github.com/arborid/arbor/upstream/vault"
@@ -24,6 +31,11 @@ func (nopCloser) Close() error { return nil }
 func (s Server) Open(ctx context.Context, log *slog.Logger) (server.Config, io.Closer, error) {
 	cfg := s.Config
 	cfg.Logger = log
+	attestors, err := s.Attestors.build(cfg)
+	if err != nil {
+		return server.Config{}, nil, err
+	}
+	cfg.NodeAttestors = append(slices.Clip(cfg.NodeAttestors), attestors...)
 	var closer io.Closer = nopCloser{}
 	u := s.Upstream
 	switch {
@@ -61,4 +73,40 @@ func (s Server) Open(ctx context.Context, log *slog.Logger) (server.Config, io.C
 		cfg.Upstream = up
 	}
 	return cfg, closer, nil
+}
+
+// build makes the server halves of the attestors: it reads aws_iid's
+// identity certificates and each k8s_psat cluster's kubeconfig, and calls
+// no cloud or cluster API.
+func (a Attestors) build(cfg server.Config) ([]nodeattest.Attestor, error) {
+	var out []nodeattest.Attestor
+	if c := a.AWSIID; c != nil {
+		ac := c.Config
+		if len(c.IdentityCertificatePaths) > 0 {
+			for _, path := range c.IdentityCertificatePaths {
+				data, err := os.ReadFile(path)
+				if err == nil {
+					var certs []*x509.Certificate
+					certs, err = upstream.ParseCertificatesPEM(data)
+					ac.EveryRegionSigningCertificates = append(ac.EveryRegionSigningCertificates, certs...)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("tier: server %q: node_attestor \"aws_iid\": identity_certificate_paths: %s: %w", cfg.Name, path, err)
+				}
+			}
+		}
+		at, err := awsiid.New(ac, cfg.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("tier: server %q: node_attestor \"aws_iid\": %w", cfg.Name, err)
+		}
+		out = append(out, at)
+	}
+	if c := a.K8sPSAT; c != nil {
+		at, err := k8spsat.New(*c, cfg.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("tier: server %q: node_attestor \"k8s_psat\": %w", cfg.Name, err)
+		}
+		out = append(out, at)
+	}
+	return out, nil
 }

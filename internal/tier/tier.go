@@ -19,6 +19,8 @@ import (
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/nodeattest/awsiid"
+	"github.com/arborid/arbor/internal/nodeattest/k8spsat"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/topology"
 	"github.com/arborid/arbor/upstream/awspca"
@@ -36,6 +38,50 @@ type Server struct {
 	// Upstream says where the tier's CA comes from; the zero value is a
 	// self-signed root.
 	Upstream Upstream
+	// Attestors are the node attestors whose server halves need files or
+	// API clients to build; Open adds them to Config.NodeAttestors.
+	Attestors Attestors
+}
+
+// Attestors holds the settings of the node attestors Open builds: at most
+// one of each kind, nil when the server block has none.
+type Attestors struct {
+	AWSIID  *AWSIID
+	K8sPSAT *k8spsat.Config
+}
+
+// AWSIID is a server's aws_iid attestor: its configuration but for the
+// signing certificates, which Open reads from IdentityCertificatePaths
+// (empty: the AWS certificates arbor ships).
+type AWSIID struct {
+	Config                   awsiid.Config
+	IdentityCertificatePaths []string
+}
+
+// K8sPSATClusters translates the cluster blocks of a k8s_psat attestor: a
+// server starts with them, and a running server is given them anew when
+// its file changes (clusters added or removed without a restart).
+func K8sPSATClusters(k topology.K8sPSAT) map[string]k8spsat.ClusterConfig {
+	out := make(map[string]k8spsat.ClusterConfig, len(k.Clusters))
+	for _, c := range k.Clusters {
+		out[c.Name] = k8spsat.ClusterConfig{
+			ServiceAccountAllowList: c.ServiceAccountAllowList,
+			// The file's default audience is already filled in, and an
+			// empty list means what it means to the attestor: none asked.
+			Audience:             nonNilStrings(c.Audience),
+			KubeConfigFile:       c.KubeConfigFile,
+			AllowedNodeLabelKeys: c.AllowedNodeLabelKeys,
+			AllowedPodLabelKeys:  c.AllowedPodLabelKeys,
+		}
+	}
+	return out
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // Upstream is the CA source of a tier: at most one field is set. Parent is
@@ -81,6 +127,7 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 		CAKeysInMemory: s.CAKeyStorage == topology.CAKeyStorageMemory,
 		JWTIssuer:      s.JWTIssuer,
 	}
+	var attestors Attestors
 	for _, a := range s.NodeAttestors {
 		switch a.Kind {
 		case topology.NodeAttestorJoinToken:
@@ -88,6 +135,23 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 			cfg.DefaultJoinTokenTTL = a.JoinToken.DefaultTTL
 		case topology.NodeAttestorX509PoP:
 			cfg.X509PoP = &server.X509PoPConfig{CABundlePaths: a.X509PoP.CABundlePaths, AgentPathTemplate: a.X509PoP.AgentPathTemplate}
+		case topology.NodeAttestorAWSIID:
+			c := a.AWSIID
+			attestors.AWSIID = &AWSIID{
+				Config: awsiid.Config{
+					AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
+					AssumeRole: c.AssumeRole, Partition: c.Partition,
+					SkipBlockDevice: c.SkipBlockDevice, DisableInstanceProfileSelectors: c.DisableInstanceProfileSelectors,
+					LocalValidAccountIDs: c.AccountIDsForLocalValidation, AccountIDs: c.AccountIDs,
+					AgentPathTemplate: c.AgentPathTemplate,
+					EC2Endpoint:       c.EC2Endpoint, IAMEndpoint: c.IAMEndpoint, STSEndpoint: c.STSEndpoint,
+				},
+				IdentityCertificatePaths: c.IdentityCertificatePaths,
+			}
+		case topology.NodeAttestorK8sPSAT:
+			attestors.K8sPSAT = &k8spsat.Config{Clusters: K8sPSATClusters(a.K8sPSAT)}
+		default:
+			return Server{}, fmt.Errorf("tier: server %q: unknown node attestor kind %q", s.Name, a.Kind)
 		}
 	}
 	// A federation goes to the server that fetches its bundle (fetched_by,
@@ -112,7 +176,7 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 	if err != nil {
 		return Server{}, err
 	}
-	return Server{Config: cfg, LogLevel: s.LogLevel, LogFormat: s.LogFormat, Upstream: up}, nil
+	return Server{Config: cfg, LogLevel: s.LogLevel, LogFormat: s.LogFormat, Upstream: up, Attestors: attestors}, nil
 }
 
 // upstreamOf is where s's CA comes from.
@@ -214,6 +278,12 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 		cfg.JoinToken = a.Token
 	case topology.NodeAttestorX509PoP:
 		cfg.X509PoP = &agent.X509PoPConfig{CertPath: a.CertificatePath, KeyPath: a.PrivateKeyPath, IntermediatesPath: a.IntermediatesPath}
+	case topology.NodeAttestorAWSIID:
+		cfg.NodeAttestor = awsiid.NewAgentAttestor(awsiid.AgentConfig{EC2MetadataEndpoint: a.EC2MetadataEndpoint})
+	case topology.NodeAttestorK8sPSAT:
+		cfg.NodeAttestor = k8spsat.NewAgentAttestor(k8spsat.AgentConfig{Cluster: a.Cluster, TokenPath: a.TokenPath})
+	default:
+		return agent.Config{}, fmt.Errorf("tier: server %q: agent: unknown node attestor kind %q", s.Name, a.Kind)
 	}
 	return cfg, nil
 }

@@ -93,6 +93,11 @@ type Config struct {
 	// the map trusts exactly the certificates given for it, for private
 	// regions and tests. Other regions keep AWS's certificate.
 	SigningCertificates map[string][]*x509.Certificate
+	// EveryRegionSigningCertificates, when not empty, replaces the shipped
+	// certificates of every region, including regions arbor ships none
+	// for: a region not in SigningCertificates trusts exactly these (a
+	// private partition, a test fake that signs for any region).
+	EveryRegionSigningCertificates []*x509.Certificate
 
 	// EC2Endpoint, IAMEndpoint and STSEndpoint, when set, replace the SDK's
 	// endpoints for DescribeInstances, GetInstanceProfile and AssumeRole
@@ -170,7 +175,7 @@ func New(cfg Config, td spiffeid.TrustDomain) (*Attestor, error) {
 	if a.path, err = newPathTemplate(text); err != nil {
 		return nil, err
 	}
-	if a.anchors, err = loadAnchors(cfg.SigningCertificates); err != nil {
+	if a.anchors, err = loadAnchors(cfg.SigningCertificates, cfg.EveryRegionSigningCertificates); err != nil {
 		return nil, err
 	}
 	a.cfg = cfg

@@ -43,11 +43,27 @@ func Regions() []string {
 	return out
 }
 
+// everyRegion is the key of loadAnchors' result under which the anchors of
+// every region without its own are; it is no region's name.
+const everyRegion = "*"
+
 // loadAnchors parses the shipped certificates and applies overrides:
-// a region in overrides trusts exactly the certificates given for it.
-func loadAnchors(overrides map[string][]*x509.Certificate) (map[string][]*anchor, error) {
+// a region in overrides trusts exactly the certificates given for it. When
+// every is not empty, no shipped certificate is used and every other
+// region trusts exactly every.
+func loadAnchors(overrides map[string][]*x509.Certificate, every []*x509.Certificate) (map[string][]*anchor, error) {
 	out := map[string][]*anchor{}
+	if len(every) > 0 {
+		anchors, err := newAnchors("every region", every)
+		if err != nil {
+			return nil, err
+		}
+		out[everyRegion] = anchors
+	}
 	for _, region := range Regions() {
+		if len(every) > 0 {
+			break
+		}
 		data, err := awsCertificates.ReadFile(path.Join("certs/rsa2048", region+".pem"))
 		if err != nil {
 			return nil, err
@@ -70,23 +86,32 @@ func loadAnchors(overrides map[string][]*x509.Certificate) (map[string][]*anchor
 		if !validRegion(region) {
 			return nil, fmt.Errorf("awsiid: certificate override for invalid region %q", region)
 		}
-		if len(certs) == 0 {
-			return nil, fmt.Errorf("awsiid: certificate override for %s is empty", region)
-		}
-		var anchors []*anchor
-		for _, c := range certs {
-			if c == nil {
-				return nil, fmt.Errorf("awsiid: nil certificate override for %s", region)
-			}
-			a, err := newAnchor(c)
-			if err != nil {
-				return nil, fmt.Errorf("awsiid: certificate override for %s: %w", region, err)
-			}
-			anchors = append(anchors, a)
+		anchors, err := newAnchors(region, certs)
+		if err != nil {
+			return nil, err
 		}
 		out[region] = anchors
 	}
 	return out, nil
+}
+
+// newAnchors makes the anchors of an override; what names it in errors.
+func newAnchors(what string, certs []*x509.Certificate) ([]*anchor, error) {
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("awsiid: certificate override for %s is empty", what)
+	}
+	var anchors []*anchor
+	for _, c := range certs {
+		if c == nil {
+			return nil, fmt.Errorf("awsiid: nil certificate override for %s", what)
+		}
+		a, err := newAnchor(c)
+		if err != nil {
+			return nil, fmt.Errorf("awsiid: certificate override for %s: %w", what, err)
+		}
+		anchors = append(anchors, a)
+	}
+	return anchors, nil
 }
 
 func newAnchor(cert *x509.Certificate) (*anchor, error) {

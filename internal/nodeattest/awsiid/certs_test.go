@@ -14,6 +14,7 @@ import (
 
 	"github.com/arborid/arbor/internal/nodeattest"
 	"github.com/arborid/arbor/internal/nodeattest/awsiid"
+	"github.com/arborid/arbor/internal/nodeattest/awsiid/awsiidtest"
 )
 
 // The shipped certificates are AWS's RSA-2048 instance identity
@@ -140,5 +141,64 @@ func TestRealAWSSignature(t *testing.T) {
 	}
 	if _, _, err := b.VerifyPayload(payloadOf(t, string(doc), "", rsa2048)); !errors.Is(err, nodeattest.ErrDenied) {
 		t.Errorf("VerifyPayload() with the region's certificate overridden = %v, want ErrDenied", err)
+	}
+}
+
+// TestEveryRegionOverride checks EveryRegionSigningCertificates: it
+// replaces the shipped certificate of a region arbor ships (the real AWS
+// signature no longer verifies), covers a region arbor ships none for, and
+// yields to a region's own override.
+func TestEveryRegionOverride(t *testing.T) {
+	own := loadSigner(t, "signer.pem")
+	other, err := awsiidtest.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := must(os.ReadFile("testdata/aws/ap-southeast-2.document"))
+	rsa2048 := string(must(os.ReadFile("testdata/aws/ap-southeast-2.rsa2048")))
+	a, err := awsiid.New(awsiid.Config{EveryRegionSigningCertificates: []*x509.Certificate{own.Cert}}, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.VerifyPayload(payloadOf(t, string(doc), "", rsa2048)); !errors.Is(err, nodeattest.ErrDenied) {
+		t.Errorf("VerifyPayload(AWS's signature) with every region overridden = %v, want ErrDenied", err)
+	}
+	for _, region := range []string{"us-east-1", "xx-private-1"} {
+		d := awsiidtest.Document{AccountID: "111122223333", InstanceID: "i-0123456789abcdef0", Region: region,
+			AvailabilityZone: region + "a", ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro", PendingTime: time.Now()}.JSON()
+		sig, err := own.Sign(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := a.VerifyPayload(payloadOf(t, string(d), "", sig)); err != nil {
+			t.Errorf("VerifyPayload(%s, signed by the every-region certificate) = %v", region, err)
+		}
+		bad, err := other.Sign(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := a.VerifyPayload(payloadOf(t, string(d), "", bad)); !errors.Is(err, nodeattest.ErrDenied) {
+			t.Errorf("VerifyPayload(%s, signed by another key) = %v, want ErrDenied", region, err)
+		}
+	}
+	// A region's own override wins over the every-region one.
+	b, err := awsiid.New(awsiid.Config{
+		EveryRegionSigningCertificates: []*x509.Certificate{own.Cert},
+		SigningCertificates:            map[string][]*x509.Certificate{"us-east-1": {other.Cert}},
+	}, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := awsiidtest.Document{AccountID: "111122223333", InstanceID: "i-0123456789abcdef0", Region: "us-east-1",
+		AvailabilityZone: "us-east-1a", ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro", PendingTime: time.Now()}.JSON()
+	sig, err := own.Sign(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.VerifyPayload(payloadOf(t, string(d), "", sig)); !errors.Is(err, nodeattest.ErrDenied) {
+		t.Errorf("VerifyPayload(us-east-1 signed by the every-region key, region overridden) = %v, want ErrDenied", err)
+	}
+	if _, err := awsiid.New(awsiid.Config{EveryRegionSigningCertificates: []*x509.Certificate{nil}}, td); err == nil {
+		t.Error("New with a nil every-region certificate succeeded")
 	}
 }

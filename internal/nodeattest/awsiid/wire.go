@@ -105,7 +105,10 @@ func verifyPayload(payload []byte, anchors map[string][]*anchor) (*verifiedDocum
 	if err != nil {
 		return nil, fmt.Errorf("awsiid: %w: signed document: %v", nodeattest.ErrInvalid, err)
 	}
-	regionAnchors := anchors[doc.Region]
+	regionAnchors, ok := anchors[doc.Region]
+	if !ok {
+		regionAnchors = anchors[everyRegion]
+	}
 	if len(regionAnchors) == 0 {
 		return nil, fmt.Errorf("awsiid: %w: no instance identity certificate for region %q", nodeattest.ErrDenied, doc.Region)
 	}

@@ -37,6 +37,15 @@ func NewIMDS(document []byte, signature, rsa2048 string) *IMDS {
 	return m
 }
 
+// NewPlainIMDS is NewIMDS over plain HTTP, as the real service is served
+// (http://169.254.169.254): for an agent configured only with an endpoint
+// URL, as a topology file configures one.
+func NewPlainIMDS(document []byte, signature, rsa2048 string) *IMDS {
+	m := &IMDS{document: document, signature: signature, rsa2048: rsa2048, tokens: map[string]bool{}}
+	m.srv = httptest.NewServer(http.HandlerFunc(m.serve))
+	return m
+}
+
 // URL is the service's base URL (AgentConfig.EC2MetadataEndpoint).
 func (m *IMDS) URL() string { return m.srv.URL }
 
