@@ -21,8 +21,8 @@ const defaultAgentSocket = "/tmp/arbor-agent/public/api.sock"
 func newAgentRunCommand() *cobra.Command {
 	var (
 		topoPath, node, attach, serverAddr, trustDomain, bundlePath, bundleURL string
-		joinToken, tokenFile, popCert, popKey, popInter, dataDir, socketPath   string
-		healthAddr, logLevel, logFormat                                        string
+		dataDir, socketPath, healthAddr, logLevel, logFormat                   string
+		attest                                                                 agentAttestorFlags
 		insecureBootstrap, unixPaths                                           bool
 		syncInterval                                                           time.Duration
 	)
@@ -40,9 +40,22 @@ syncs as the defaults block says. Without a topology give --server-address
 and --trust-domain. Flags given explicitly override what the topology says.
 
 The first start needs a bootstrap bundle (--trust-bundle FILE or
---trust-bundle-url) and a node attestor (--join-token-file, or --x509pop-cert
-and --x509pop-key, or the agent block's node_attestor); later starts reuse the
-agent SVID stored in the data directory and do not attest again.
+--trust-bundle-url) and a node attestor; later starts reuse the agent SVID
+stored in the data directory. The attestor is the agent block's node_attestor,
+or the one the flags name (they replace the block's): --node-attestor KIND, or
+just the flags of one kind, which imply it:
+
+  join_token  --join-token-file FILE (or --join-token TOKEN)
+  x509pop     --x509pop-cert FILE --x509pop-key FILE [--x509pop-intermediates FILE]
+  aws_iid     --node-attestor aws_iid [--ec2-metadata-endpoint URL]
+  k8s_psat    --k8s-cluster NAME [--k8s-token-path FILE]
+  gcp_iit     --node-attestor gcp_iit [--gcp-service-account EMAIL] [--gcp-identity-token-host HOST]
+  azure_msi   --node-attestor azure_msi [--azure-resource-id URI] [--azure-metadata-endpoint URL]
+
+Each sends what SPIRE's agent plugin of the same name sends, so the agent
+attests to a spire-server as to an arbor server. aws_iid, gcp_iit and
+azure_msi attest once per machine: an agent that lost its SVID is refused until
+it is evicted at its server. See docs/attestation.md.
 
 Give a join token as a file (--join-token-file, mode 0600): the agent reads it
 when it attests and removes it once the token is spent. --join-token TOKEN
@@ -68,7 +81,15 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
       --join-token-file node.token --socket-path /run/arbor/api.sock
 
   arbor agent run --server-address 10.0.0.5:8081 --trust-domain example.org \
-      --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem`,
+      --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem
+
+  # On an EC2 instance: its instance identity document
+  arbor agent run --server-address spire.internal:8081 --trust-domain example.org \
+      --trust-bundle bundle.pem --node-attestor aws_iid
+
+  # In a Kubernetes pod: its projected service account token
+  arbor agent run --server-address spire.internal:8081 --trust-domain example.org \
+      --trust-bundle bundle.pem --k8s-cluster eks-prod`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(os.Stderr, logLevel, logFormat)
@@ -105,13 +126,8 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 			set("server-address", &cfg.ServerAddress, serverAddr)
 			set("data-dir", &cfg.DataDir, dataDir)
 			set("socket-path", &cfg.SocketPath, socketPath)
-			switch {
-			case cmd.Flags().Changed("join-token") && cmd.Flags().Changed("join-token-file"):
-				return errors.New("give --join-token or --join-token-file, not both")
-			case cmd.Flags().Changed("join-token"):
-				cfg.JoinToken = joinToken
-			case cmd.Flags().Changed("join-token-file"):
-				cfg.JoinToken, cfg.JoinTokenFile = "", tokenFile // replaces a token written in the topology
+			if err := attest.apply(cmd.Flags(), &cfg); err != nil {
+				return err
 			}
 			if cmd.Flags().Changed("sync-interval") || cfg.SyncInterval == 0 {
 				cfg.SyncInterval = syncInterval
@@ -122,12 +138,6 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 					return fmt.Errorf("--trust-domain: %w", err)
 				}
 				cfg.TrustDomain = td
-			}
-			if popCert != "" || popKey != "" {
-				cfg.X509PoP = &agent.X509PoPConfig{CertPath: popCert, KeyPath: popKey, IntermediatesPath: popInter}
-				if !cmd.Flags().Changed("join-token") && !cmd.Flags().Changed("join-token-file") {
-					cfg.JoinToken = "" // the flags replace the agent block's attestor
-				}
 			}
 			cfg.TrustBundleURL, cfg.InsecureBootstrap, cfg.HealthAddr, cfg.Logger = bundleURL, insecureBootstrap, healthAddr, log
 			if bundlePath != "" {
@@ -160,11 +170,7 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 	fs.StringVar(&bundlePath, "trust-bundle", "", "PEM file of the server's X.509 roots for the first attestation")
 	fs.StringVar(&bundleURL, "trust-bundle-url", "", "HTTPS URL serving the bootstrap bundle as PEM")
 	fs.BoolVar(&insecureBootstrap, "insecure-bootstrap", false, "do not verify the server at the first attestation (tests only)")
-	fs.StringVar(&tokenFile, "join-token-file", "", "file holding the join token for the first attestation (mode 0600; removed once the token is spent)")
-	fs.StringVar(&joinToken, "join-token", "", "join token for the first attestation (visible to local users in ps: prefer --join-token-file)")
-	fs.StringVar(&popCert, "x509pop-cert", "", "x509pop node certificate (PEM, optionally followed by intermediates)")
-	fs.StringVar(&popKey, "x509pop-key", "", "x509pop node private key (PEM)")
-	fs.StringVar(&popInter, "x509pop-intermediates", "", "x509pop intermediates (PEM), optional")
+	attest.register(fs)
 	fs.StringVar(&dataDir, "data-dir", ".arbor/agent", "directory for the agent SVID, key and bundle (default with a topology: the agent block's data_dir, or .arbor/agent-NAME)")
 	fs.StringVar(&socketPath, "socket-path", defaultAgentSocket, "Workload API Unix socket (default with --node: the agent block's socket_path)")
 	fs.DurationVar(&syncInterval, "sync-interval", agent.DefaultSyncInterval, "how often to sync entries and bundles (default with a topology: its sync_interval)")
