@@ -102,6 +102,9 @@ var rules = map[string]Rule{
 	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": RuleAdmin,
 	PruneBundleMethod: RuleAdmin,
 
+	GetK8sPSATClustersMethod: RuleAdmin,
+	SetK8sPSATClustersMethod: RuleAdmin,
+
 	"/spire.api.server.trustdomain.v1.TrustDomain/ListFederationRelationships":       RuleAdmin,
 	"/spire.api.server.trustdomain.v1.TrustDomain/GetFederationRelationship":         RuleAdmin,
 	"/spire.api.server.trustdomain.v1.TrustDomain/BatchCreateFederationRelationship": RuleAdmin,

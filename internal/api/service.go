@@ -71,6 +71,10 @@ type Config struct {
 	// PruneBundle removes expired authorities from the own bundle (the CA
 	// manager's); nil answers the prune call with Unimplemented.
 	PruneBundle func(ctx context.Context, grace time.Duration) (ca.PruneResult, error)
+	// K8sPSATClusters is the server's k8s_psat attestor, whose clusters the
+	// admin calls read and replace; nil answers them with
+	// FailedPrecondition (the server has no k8s_psat attestor).
+	K8sPSATClusters K8sPSATClusters
 	// PublishUpstream, when set (a downstream tier), publishes a JWT key
 	// that a child published here on to this tier's parent first, and
 	// returns the parent's set, so keys reach every tier of the tree.
@@ -195,6 +199,7 @@ func (s *Service) Register(g *grpc.Server) {
 	bundlev1.RegisterBundleServer(g, s)
 	trustdomainv1.RegisterTrustDomainServer(g, s)
 	g.RegisterService(&pruneServiceDesc, s)
+	g.RegisterService(&nodeAttestationServiceDesc, s)
 }
 
 func (s *Service) now() time.Time {

@@ -330,6 +330,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		DownstreamPolicy:    downstream.ChildCAPolicy(cfg.TrustDomain, ca.DefaultCATTL, s.ca.CATTL()),
 		Events:              s.events,
 		PruneBundle:         s.ca.PruneBundle,
+		K8sPSATClusters:     k8sPSATOf(attestors),
 		Now:                 cfg.Now,
 		Logger:              log,
 		Registerer:          s.registry,
@@ -480,6 +481,17 @@ func buildAttestors(cfg Config, store datastore.Store) ([]nodeattest.Attestor, e
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// k8sPSATOf is the k8s_psat attestor among attestors whose clusters can be
+// replaced at runtime, or nil.
+func k8sPSATOf(attestors []nodeattest.Attestor) api.K8sPSATClusters {
+	for _, a := range attestors {
+		if k, ok := a.(api.K8sPSATClusters); ok && a.Type() == "k8s_psat" {
+			return k
+		}
+	}
+	return nil
 }
 
 // CA returns the server's CA manager.

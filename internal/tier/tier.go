@@ -22,6 +22,7 @@ import (
 	"github.com/arborid/arbor/internal/nodeattest/awsiid"
 	"github.com/arborid/arbor/internal/nodeattest/k8spsat"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/tier/attestcfg"
 	"github.com/arborid/arbor/topology"
 	"github.com/arborid/arbor/upstream/awspca"
 	"github.com/arborid/arbor/upstream/disk"
@@ -56,32 +57,6 @@ type Attestors struct {
 type AWSIID struct {
 	Config                   awsiid.Config
 	IdentityCertificatePaths []string
-}
-
-// K8sPSATClusters translates the cluster blocks of a k8s_psat attestor: a
-// server starts with them, and a running server is given them anew when
-// its file changes (clusters added or removed without a restart).
-func K8sPSATClusters(k topology.K8sPSAT) map[string]k8spsat.ClusterConfig {
-	out := make(map[string]k8spsat.ClusterConfig, len(k.Clusters))
-	for _, c := range k.Clusters {
-		out[c.Name] = k8spsat.ClusterConfig{
-			ServiceAccountAllowList: c.ServiceAccountAllowList,
-			// The file's default audience is already filled in, and an
-			// empty list means what it means to the attestor: none asked.
-			Audience:             nonNilStrings(c.Audience),
-			KubeConfigFile:       c.KubeConfigFile,
-			AllowedNodeLabelKeys: c.AllowedNodeLabelKeys,
-			AllowedPodLabelKeys:  c.AllowedPodLabelKeys,
-		}
-	}
-	return out
-}
-
-func nonNilStrings(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 // Upstream is the CA source of a tier: at most one field is set. Parent is
@@ -149,7 +124,7 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 				IdentityCertificatePaths: c.IdentityCertificatePaths,
 			}
 		case topology.NodeAttestorK8sPSAT:
-			attestors.K8sPSAT = &k8spsat.Config{Clusters: K8sPSATClusters(a.K8sPSAT)}
+			attestors.K8sPSAT = &k8spsat.Config{Clusters: attestcfg.K8sPSATClusters(a.K8sPSAT)}
 		default:
 			return Server{}, fmt.Errorf("tier: server %q: unknown node attestor kind %q", s.Name, a.Kind)
 		}
@@ -291,8 +266,8 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 // WorkloadAgentConfig is an agent attached to the server block named node,
 // for workloads of that tier: it connects to the server's address and syncs
 // as the defaults block says. Its data directory defaults to
-// .arbor/agent-NAME next to the file; its socket and attestation are the
-// caller's.
+// .arbor/<file-stem>/agent-NAME next to the file (topology.StateRoot); its
+// socket and attestation are the caller's.
 func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
 	s, err := f.Server(node)
 	if err != nil {
@@ -301,7 +276,7 @@ func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
 	cfg := agent.Config{
 		TrustDomain:   f.TrustDomain,
 		ServerAddress: s.Address,
-		DataDir:       filepath.Join(filepath.Dir(f.Path), topology.DefaultStateDirName, "agent-"+s.Name),
+		DataDir:       filepath.Join(topology.StateRoot(f.Path), "agent-"+s.Name),
 		SyncInterval:  f.Defaults.SyncInterval,
 	}
 	if cfg.SyncInterval == 0 {

@@ -254,7 +254,8 @@ func Run(ctx context.Context, f *topology.File, opts Options) error {
 		// A server the file gives nothing is still asked for the
 		// relationships it holds that the file no longer names, when
 		// it runs.
-		optional := len(want) == 0 && len(feds) == 0
+		clusters, hasPSAT := DesiredK8sPSATClusters(s)
+		optional := len(want) == 0 && len(feds) == 0 && !hasPSAT
 		conn, err := admin.Dial(s.AdminSocket)
 		if err != nil {
 			if !optional {
@@ -303,6 +304,13 @@ func Run(ctx context.Context, f *topology.File, opts Options) error {
 				}
 			}
 			changes++
+		}
+		if err == nil && hasPSAT {
+			n, perr := reconcileK8sPSAT(ctx, conn, s, clusters, opts)
+			if perr != nil {
+				errs = append(errs, perr)
+			}
+			changes += n
 		}
 		conn.Close()
 		if err = errors.Join(append([]error{err}, errs...)...); err != nil {

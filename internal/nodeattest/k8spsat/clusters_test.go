@@ -2,6 +2,7 @@ package k8spsat_test
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +115,9 @@ func TestSetClustersRefusedKeepsOld(t *testing.T) {
 		if err := a.SetClusters(set); err == nil {
 			t.Errorf("%s: SetClusters() succeeded, want it refused", name)
 		}
+		if got := a.Clusters(); len(got) != 1 || !reflect.DeepEqual(got["east"], east.clusterConfig()) {
+			t.Errorf("%s: Clusters() after a refused SetClusters = %+v, want only east as configured", name, got)
+		}
 		if _, err := a.Attest(testContext(t), eastPayload, noChallenge(t)); err != nil {
 			t.Errorf("%s: Attest(east) after a refused SetClusters = %v, want the old set in force", name, err)
 		}
@@ -122,9 +126,18 @@ func TestSetClustersRefusedKeepsOld(t *testing.T) {
 		}
 	}
 
+	// Clusters returns a copy: changing it changes nothing.
+	a.Clusters()["east"].ServiceAccountAllowList[0] = "changed:by-caller"
+	if got := a.Clusters()["east"].ServiceAccountAllowList; !reflect.DeepEqual(got, east.clusterConfig().ServiceAccountAllowList) {
+		t.Errorf("Clusters() shares its slices with the attestor: allow list now %v", got)
+	}
+
 	// Removing every cluster is a valid set.
 	if err := a.SetClusters(nil); err != nil {
 		t.Fatalf("SetClusters(nil) = %v", err)
+	}
+	if got := a.Clusters(); len(got) != 0 {
+		t.Errorf("Clusters() after SetClusters(nil) = %v, want none", got)
 	}
 	if _, err := a.Attest(testContext(t), eastPayload, noChallenge(t)); !errors.Is(err, nodeattest.ErrDenied) {
 		t.Errorf("Attest(east) after removing every cluster = %v, want ErrDenied", err)

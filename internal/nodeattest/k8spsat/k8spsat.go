@@ -64,26 +64,29 @@ type Config struct {
 }
 
 // ClusterConfig is one cluster's configuration, SPIRE's plugin_data for it.
+// Its JSON form, with SPIRE's names, is what arbor's admin API reads and
+// replaces a running server's clusters with; a null audience is the
+// default one.
 type ClusterConfig struct {
 	// ServiceAccountAllowList holds the service accounts agents may run
 	// as, each "namespace:name" (service_account_allow_list); at least one
 	// is required.
-	ServiceAccountAllowList []string
+	ServiceAccountAllowList []string `json:"service_account_allow_list"`
 	// Audience lists the audiences the TokenReview asks for; the token
 	// must be for at least one (audience). If nil, ["spire-server"]; if
 	// empty but not nil, none are asked for and the API server checks its
 	// own (its --api-audiences).
-	Audience []string
+	Audience []string `json:"audience"`
 	// KubeConfigFile is the kubeconfig with which to reach the cluster's
 	// API server (kube_config_file); if empty, the server's own pod's
 	// in-cluster service account is used. It is read when the cluster is
 	// configured, by New or SetClusters.
-	KubeConfigFile string
+	KubeConfigFile string `json:"kube_config_file,omitempty"`
 	// AllowedNodeLabelKeys and AllowedPodLabelKeys name the node and pod
 	// labels that become selectors (allowed_node_label_keys,
 	// allowed_pod_label_keys); other labels are ignored.
-	AllowedNodeLabelKeys []string
-	AllowedPodLabelKeys  []string
+	AllowedNodeLabelKeys []string `json:"allowed_node_label_keys,omitempty"`
+	AllowedPodLabelKeys  []string `json:"allowed_pod_label_keys,omitempty"`
 }
 
 // Attestor verifies k8s_psat attestations on the server.
@@ -103,6 +106,7 @@ type cluster struct {
 	nodeLabels      map[string]bool
 	podLabels       map[string]bool
 	client          *kubeClient
+	config          ClusterConfig // as given, for Clusters
 }
 
 // New returns an Attestor for the agents of trust domain td in the clusters
@@ -153,6 +157,7 @@ func newCluster(name string, cfg ClusterConfig) (*cluster, error) {
 	}
 	c := &cluster{
 		name:            name,
+		config:          cloneClusterConfig(cfg),
 		serviceAccounts: map[string]bool{},
 		audience:        slices.Clone(cfg.Audience),
 		nodeLabels:      map[string]bool{},
@@ -194,6 +199,25 @@ func newCluster(name string, cfg ClusterConfig) (*cluster, error) {
 	}
 	c.client = client
 	return c, nil
+}
+
+// Clusters returns the configured clusters, as New or the last SetClusters
+// that succeeded was given them (a copy).
+func (a *Attestor) Clusters() map[string]ClusterConfig {
+	cur := *a.clusters.Load()
+	out := make(map[string]ClusterConfig, len(cur))
+	for name, c := range cur {
+		out[name] = cloneClusterConfig(c.config)
+	}
+	return out
+}
+
+func cloneClusterConfig(c ClusterConfig) ClusterConfig {
+	c.ServiceAccountAllowList = slices.Clone(c.ServiceAccountAllowList)
+	c.Audience = slices.Clone(c.Audience)
+	c.AllowedNodeLabelKeys = slices.Clone(c.AllowedNodeLabelKeys)
+	c.AllowedPodLabelKeys = slices.Clone(c.AllowedPodLabelKeys)
+	return c
 }
 
 // Type returns "k8s_psat".
