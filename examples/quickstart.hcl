@@ -13,7 +13,7 @@
 #   root ─ regional ─┬─ leaf-a
 #                    └─ leaf-b
 #
-# State, sockets and logs live under examples/.arbor/<server>/.
+# State, sockets and logs live under examples/.arbor/quickstart/<server>/.
 
 trust_domain = "example.org"
 

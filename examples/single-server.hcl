@@ -3,7 +3,7 @@
 # Run it with:
 #   arbor server --topology examples/single-server.hcl --node root
 #
-# It creates examples/.arbor/root/ for its keys, database and admin socket.
+# It creates examples/.arbor/single-server/root/ for its keys, database and admin socket.
 # Admin commands (registration entries, join tokens for agents) talk to it
 # through that socket.
 
@@ -29,12 +29,14 @@ server "root" {
   ca_ttl = "24h"
 
   # Everything the server keeps — CA keys, database, admin socket — lives
-  # here. Relative paths are relative to this file's directory.
-  state_dir = ".arbor/root"
+  # here. Relative paths are relative to this file's directory. This is also
+  # the default: .arbor/<this file's name without .hcl>/<server name>, so
+  # that the examples side by side never share state.
+  state_dir = ".arbor/single-server/root"
 
   # The admin API (entries, tokens, bundles) listens on a local Unix socket,
   # never on the network. This is also the default: <state_dir>/admin.sock.
-  admin_socket = ".arbor/root/admin.sock"
+  admin_socket = ".arbor/single-server/root/admin.sock"
 
   # Plain HTTP liveness/readiness checks and metrics; "off" disables them.
   health_listen = "127.0.0.1:8080"
@@ -43,7 +45,7 @@ server "root" {
   # embedded SQLite file (this path is also the default). For several
   # servers sharing one database, use: datastore "postgres" { dsn = env("ARBOR_DSN") }
   datastore "sqlite" {
-    path = ".arbor/root/datastore.sqlite3"
+    path = ".arbor/single-server/root/datastore.sqlite3"
   }
 
   # How agents prove who they are: with a single-use join token that an

@@ -24,7 +24,8 @@
 // admin_socket, datastore "sqlite" path, the attestors' PEM files,
 // kubeconfig and token paths, and file() arguments) are relative to the
 // directory holding the topology file, and a
-// server's state directory defaults to .arbor/NAME in that directory.
+// server's state directory defaults to .arbor/<file-stem>/NAME in that
+// directory (StateRoot), so that files side by side never share state.
 //
 // Expressions may call env("NAME") or env("NAME", "fallback"),
 // file("path") and trimspace(s). Durations are Go durations ("90m", "1h30m")

@@ -33,7 +33,7 @@ server "root" {
 	fmt.Println(s.StateDir, s.Datastore.Kind)
 	// Output:
 	// 127.0.0.1:8081 168h0m0s 2h0m0s ec-p256
-	// /etc/arbor/.arbor/root sqlite
+	// /etc/arbor/.arbor/topology/root sqlite
 }
 
 func ExampleFormatDiagnostics() {

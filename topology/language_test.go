@@ -109,7 +109,7 @@ agent {
     private_key_path = "k"
     certificate_path = "c"
   }
-}`, Upstream{Kind: UpstreamSPIRE, SPIRE: &SPIREUpstream{ServerAddress: "spire.example.org:8081", WorkloadAPISocket: "/etc/arbor/.arbor/root/agent.sock"}}},
+}`, Upstream{Kind: UpstreamSPIRE, SPIRE: &SPIREUpstream{ServerAddress: "spire.example.org:8081", WorkloadAPISocket: "/etc/arbor/.arbor/topology/root/agent.sock"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -310,7 +310,7 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		}
 	}
 
-	s.StateDir = resolvePath(p.dir, filepath.Join(DefaultStateDirName, name))
+	s.StateDir = filepath.Join(StateRoot(p.filename), name)
 	if attr, ok := a["state_dir"]; ok {
 		if v, ok := p.nonEmptyStr(attr); ok {
 			s.StateDir = resolvePath(p.dir, v)

@@ -119,14 +119,14 @@ func TestRenderSPIREValues(t *testing.T) {
 	}{
 		{server, "server.ca_ttl", `"168h"`},
 		{server, "server.bind_port", "8081"},
-		{server, "server.socket_path", `"../examples/.arbor/aws-us-east-1a/admin.sock"`},
+		{server, "server.socket_path", `"../examples/.arbor/multi-cloud/aws-us-east-1a/admin.sock"`},
 		{server, "plugins.UpstreamAuthority[spire].plugin_data.server_address", `"arbor.us-east-1.aws.example.org"`},
 		{server, "plugins.UpstreamAuthority[spire].plugin_data.server_port", `"8081"`},
-		{server, "plugins.UpstreamAuthority[spire].plugin_data.workload_api_socket", `"../examples/.arbor/aws-us-east-1a/agent.sock"`},
+		{server, "plugins.UpstreamAuthority[spire].plugin_data.workload_api_socket", `"../examples/.arbor/multi-cloud/aws-us-east-1a/agent.sock"`},
 		{server, "plugins.DataStore[sql].plugin_data.database_type", `"sqlite3"`},
 		{agent, "agent.server_address", `"arbor.us-east-1.aws.example.org"`},
 		{agent, "agent.server_port", "8081"},
-		{agent, "agent.socket_path", `"../examples/.arbor/aws-us-east-1a/agent.sock"`},
+		{agent, "agent.socket_path", `"../examples/.arbor/multi-cloud/aws-us-east-1a/agent.sock"`},
 		{agent, "plugins.NodeAttestor[x509pop].plugin_data.certificate_path", `"/etc/arbor/machine.pem"`},
 	} {
 		if tt.got[tt.key] != tt.want {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/arborid/arbor/internal/defaults"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -32,8 +33,9 @@ const (
 	// DefaultJoinTokenTTL is how long a generated join token stays valid when
 	// the request does not say (SPIRE's `token generate` default).
 	DefaultJoinTokenTTL = defaults.JoinTokenTTL
-	// DefaultStateDirName is the folder, next to the topology file, under
-	// which each server gets its own state directory (.arbor/<name>).
+	// DefaultStateDirName is the folder, next to the topology file, that
+	// holds the state root of each topology file in that folder
+	// (.arbor/<file-stem>, see StateRoot).
 	DefaultStateDirName = ".arbor"
 	// DefaultSyncInterval is how often an agent syncs entries and bundles
 	// with its server.
@@ -122,6 +124,19 @@ type File struct {
 	Federations []Federation
 }
 
+// StateRoot is the folder under which the servers and agents of the
+// topology file at path keep their state unless the file says otherwise:
+// .arbor/<file-stem> next to the file, the stem being the file name without
+// its .hcl or .json extension (.arbor/quickstart for quickstart.hcl). Files
+// side by side thus never share a state directory, an admin socket or the
+// control socket of arbor up, even when their servers have the same names.
+func StateRoot(path string) string {
+	stem := filepath.Base(path)
+	stem = strings.TrimSuffix(stem, ".json")
+	stem = strings.TrimSuffix(stem, ".hcl")
+	return filepath.Join(filepath.Dir(path), DefaultStateDirName, stem)
+}
+
 // Variable is one variable "NAME" block and the value the file was parsed
 // with: a value given to ParseWith, else the ARBOR_VAR_NAME environment
 // variable, else the default.
@@ -194,8 +209,9 @@ type Server struct {
 	// disabled (written as "" or "off" in the file). Default DefaultHealthListen.
 	HealthListen string
 	// StateDir holds the server's keys, SQLite database and admin socket.
-	// Default .arbor/NAME next to the topology file. A relative path in the
-	// file is relative to the topology file's directory.
+	// Default StateRoot(file)/NAME: .arbor/<file-stem>/NAME next to the
+	// topology file. A relative path in the file is relative to the topology
+	// file's directory.
 	StateDir string
 
 	CATTL       time.Duration

@@ -138,9 +138,9 @@ server "us-east" {
 				Parent:        "root",
 				Listen:        DefaultListen,
 				Address:       DefaultListen,
-				AdminSocket:   "/etc/arbor/.arbor/us-east/admin.sock",
+				AdminSocket:   "/etc/arbor/.arbor/topology/us-east/admin.sock",
 				HealthListen:  DefaultHealthListen,
-				StateDir:      "/etc/arbor/.arbor/us-east",
+				StateDir:      "/etc/arbor/.arbor/topology/us-east",
 				CATTL:         48 * time.Hour,
 				X509SVIDTTL:   2 * time.Hour,
 				JWTSVIDTTL:    10 * time.Minute,
@@ -157,8 +157,8 @@ server "us-east" {
 				AgentSVIDTTL:  2 * time.Hour,
 				Agent: &Agent{
 					NodeAttestor: AgentAttestor{Kind: NodeAttestorX509PoP, PrivateKeyPath: "/etc/arbor/pki/us-east.key", CertificatePath: "/etc/arbor/pki/us-east.pem"},
-					SocketPath:   "/etc/arbor/.arbor/us-east/agent.sock",
-					DataDir:      "/etc/arbor/.arbor/us-east/agent",
+					SocketPath:   "/etc/arbor/.arbor/topology/us-east/agent.sock",
+					DataDir:      "/etc/arbor/.arbor/topology/us-east/agent",
 					SPIFFEID:     spiffeid.RequireFromString("spiffe://example.org/arbor/agent/us-east"),
 					SyncInterval: DefaultSyncInterval,
 				},
@@ -193,16 +193,16 @@ func TestParseMinimalDefaults(t *testing.T) {
 		Name:          "root",
 		Listen:        "127.0.0.1:8081",
 		Address:       "127.0.0.1:8081",
-		AdminSocket:   "topo/.arbor/root/admin.sock",
+		AdminSocket:   "topo/.arbor/quick/root/admin.sock",
 		HealthListen:  "127.0.0.1:8080",
-		StateDir:      "topo/.arbor/root",
+		StateDir:      "topo/.arbor/quick/root",
 		CATTL:         24 * time.Hour,
 		X509SVIDTTL:   time.Hour,
 		JWTSVIDTTL:    5 * time.Minute,
 		KeyType:       KeyTypeECP256,
 		JWTKeyType:    KeyTypeECP256,
 		CAKeyStorage:  CAKeyStorageDisk,
-		Datastore:     Datastore{Kind: DatastoreSQLite, Path: "topo/.arbor/root/datastore.sqlite3"},
+		Datastore:     Datastore{Kind: DatastoreSQLite, Path: "topo/.arbor/quick/root/datastore.sqlite3"},
 		NodeAttestors: []NodeAttestor{{Kind: NodeAttestorJoinToken, JoinToken: JoinToken{DefaultTTL: 10 * time.Minute}}},
 		LogLevel:      "info",
 		LogFormat:     "text",
@@ -629,7 +629,7 @@ func TestParseFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, diags := ParseFile(path)
-	if diags.HasErrors() || f.Servers[0].StateDir != filepath.Join(dir, ".arbor", "a") {
+	if diags.HasErrors() || f.Servers[0].StateDir != filepath.Join(dir, ".arbor", "t", "a") {
 		t.Fatalf("ParseFile(%q) = %+v, %v", path, f, diags)
 	}
 
@@ -740,7 +740,7 @@ func TestExamples(t *testing.T) {
 		check func(t *testing.T, s *Server)
 	}{
 		{"single-server.hcl", func(t *testing.T, s *Server) {
-			dir := filepath.Join("..", "examples", ".arbor", "root")
+			dir := filepath.Join("..", "examples", ".arbor", "single-server", "root")
 			if s.Listen != "127.0.0.1:8081" || s.AdminSocket != filepath.Join(dir, "admin.sock") ||
 				s.Datastore != (Datastore{Kind: DatastoreSQLite, Path: filepath.Join(dir, "datastore.sqlite3")}) ||
 				len(s.NodeAttestors) != 1 || s.NodeAttestors[0].Kind != NodeAttestorJoinToken {

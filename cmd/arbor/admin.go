@@ -211,10 +211,10 @@ With --spiffe-id, an entry also maps that agent to the given SPIFFE ID, so
 workload entries can use it as their parent.
 
 Prints "Token: <value>", like spire-server token generate.`,
-		`  arbor token generate --socket-path .arbor/root/admin.sock
+		`  arbor token generate --socket-path examples/.arbor/single-server/root/admin.sock
   arbor token generate --ttl 1h --spiffe-id spiffe://example.org/host/web-1
   # spire-server spelling works too:
-  arbor token generate -socketPath .arbor/root/admin.sock -spiffeID spiffe://example.org/host -ttl 3600`,
+  arbor token generate -socketPath examples/.arbor/single-server/root/admin.sock -spiffeID spiffe://example.org/host -ttl 3600`,
 		func(fs *pflag.FlagSet) {
 			o.register(fs)
 			fs.Var(secondsValue{&ttl}, "ttl", "token lifetime in seconds or as a duration (1h)")
@@ -237,8 +237,8 @@ func newHealthcheckCommand() *cobra.Command {
 service must report SERVING and, unless --shallow, it must read its datastore
 and hold a trust bundle with an X.509 authority. Prints "Server is healthy."
 and exits 0, or prints one line saying what is wrong and exits 1.`,
-		`  arbor healthcheck --socket-path .arbor/root/admin.sock
-  ARBOR_ADMIN_SOCKET=.arbor/root/admin.sock arbor healthcheck --shallow`,
+		`  arbor healthcheck --socket-path examples/.arbor/single-server/root/admin.sock
+  ARBOR_ADMIN_SOCKET=examples/.arbor/single-server/root/admin.sock arbor healthcheck --shallow`,
 		func(fs *pflag.FlagSet) {
 			o.register(fs)
 			fs.BoolVar(&shallow, "shallow", false, "only ask the health service, skip the datastore and bundle checks")

@@ -87,7 +87,7 @@ func newEntryCreateCommand() *cobra.Command {
 		`Create one entry from flags, or many from a JSON file with --data. Each
 created entry is printed; entries that fail (for example because a similar
 entry exists) are reported one per line and the command exits 1.`,
-		`  arbor entry create --socket-path .arbor/root/admin.sock \
+		`  arbor entry create --socket-path examples/.arbor/single-server/root/admin.sock \
       --parent-id spiffe://example.org/host --spiffe-id spiffe://example.org/web \
       --selector unix:uid:1000 --x509-svid-ttl 1h
   # A node alias: every agent with selector x509pop:subject:cn:web is spiffe://example.org/host
@@ -95,7 +95,7 @@ entry exists) are reported one per line and the command exits 1.`,
   # Batch, in spire-server's format:
   arbor entry create --data entries.json
   # spire-server spelling works too:
-  arbor entry create -socketPath .arbor/root/admin.sock -parentID spiffe://example.org/host \
+  arbor entry create -socketPath examples/.arbor/single-server/root/admin.sock -parentID spiffe://example.org/host \
       -spiffeID spiffe://example.org/web -selector unix:uid:1000`,
 		func(fs *pflag.FlagSet) {
 			o.register(fs)

@@ -171,7 +171,7 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 	fs.StringVar(&bundleURL, "trust-bundle-url", "", "HTTPS URL serving the bootstrap bundle as PEM")
 	fs.BoolVar(&insecureBootstrap, "insecure-bootstrap", false, "do not verify the server at the first attestation (tests only)")
 	attest.register(fs)
-	fs.StringVar(&dataDir, "data-dir", ".arbor/agent", "directory for the agent SVID, key and bundle (default with a topology: the agent block's data_dir, or .arbor/agent-NAME)")
+	fs.StringVar(&dataDir, "data-dir", ".arbor/agent", "directory for the agent SVID, key and bundle (default with a topology: the agent block's data_dir, or with --attach .arbor/<file-stem>/agent-NAME beside the file)")
 	fs.StringVar(&socketPath, "socket-path", defaultAgentSocket, "Workload API Unix socket (default with --node: the agent block's socket_path)")
 	fs.DurationVar(&syncInterval, "sync-interval", agent.DefaultSyncInterval, "how often to sync entries and bundles (default with a topology: its sync_interval)")
 	fs.StringVar(&healthAddr, "health-listen", "", "address for /live, /ready and /metrics (off when empty)")

@@ -28,13 +28,13 @@ and go-spiffe clients work with it on any tier.`,
   arbor topology simulate examples/multi-cloud.hcl --down aws-us-east-1 --for 6h
 
   # Register a workload and create a join token for an agent
-  arbor entry create -socketPath examples/.arbor/root/admin.sock \
+  arbor entry create -socketPath examples/.arbor/single-server/root/admin.sock \
       -parentID spiffe://example.org/host -spiffeID spiffe://example.org/web -selector unix:uid:1000
-  arbor token generate -socketPath examples/.arbor/root/admin.sock`,
+  arbor token generate -socketPath examples/.arbor/single-server/root/admin.sock`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newUpCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
+	root.AddCommand(newServerCommand(), newUpCommand(), newStatusCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
 	for _, c := range adminCommands() {
 		root.AddCommand(c)
 	}

@@ -38,6 +38,7 @@ process; a stale one, left by a server that died, is replaced.`,
 			if err != nil {
 				return err
 			}
+			warnOldState(cmd.ErrOrStderr(), file, node)
 			if logLevel == "" {
 				logLevel = t.LogLevel
 			}

@@ -10,9 +10,9 @@ server "region" {
   replicas       = 2
   listen         = "0.0.0.0:8081"
   address        = "arbor-region.example.org:8081"
-  admin_socket   = "../examples/.arbor/region/admin.sock"
+  admin_socket   = "../examples/.arbor/ha-root/region/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/region"
+  state_dir      = "../examples/.arbor/ha-root/region"
   spiffe_id      = "spiffe://example.org/arbor/server/region"
   ca_ttl         = "14d"
   x509_svid_ttl  = "1h"
@@ -37,8 +37,8 @@ server "region" {
 agent {
   server_address   = "arbor-root.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/region"
-  socket_path      = "../examples/.arbor/region/agent.sock"
-  data_dir         = "../examples/.arbor/region/agent"
+  socket_path      = "../examples/.arbor/ha-root/region/agent.sock"
+  data_dir         = "../examples/.arbor/ha-root/region/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -10,9 +10,9 @@ server "aws-us-east-1" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "arbor.us-east-1.aws.example.org:8081"
-  admin_socket   = "../examples/.arbor/aws-us-east-1/admin.sock"
+  admin_socket   = "../examples/.arbor/multi-cloud/aws-us-east-1/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/aws-us-east-1"
+  state_dir      = "../examples/.arbor/multi-cloud/aws-us-east-1"
   spiffe_id      = "spiffe://example.org/arbor/server/aws-us-east-1"
   ca_ttl         = "30d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "aws-us-east-1" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/aws-us-east-1/datastore.sqlite3"
+    path = "../examples/.arbor/multi-cloud/aws-us-east-1/datastore.sqlite3"
   }
 
   node_attestor "x509pop" {
@@ -37,8 +37,8 @@ server "aws-us-east-1" {
 agent {
   server_address   = "root.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/aws-us-east-1"
-  socket_path      = "../examples/.arbor/aws-us-east-1/agent.sock"
-  data_dir         = "../examples/.arbor/aws-us-east-1/agent"
+  socket_path      = "../examples/.arbor/multi-cloud/aws-us-east-1/agent.sock"
+  data_dir         = "../examples/.arbor/multi-cloud/aws-us-east-1/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -10,9 +10,9 @@ server "aws-us-east-1a" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "arbor.us-east-1a.aws.example.org:8081"
-  admin_socket   = "../examples/.arbor/aws-us-east-1a/admin.sock"
+  admin_socket   = "../examples/.arbor/multi-cloud/aws-us-east-1a/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/aws-us-east-1a"
+  state_dir      = "../examples/.arbor/multi-cloud/aws-us-east-1a"
   spiffe_id      = "spiffe://example.org/arbor/server/aws-us-east-1a"
   ca_ttl         = "7d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "aws-us-east-1a" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/aws-us-east-1a/datastore.sqlite3"
+    path = "../examples/.arbor/multi-cloud/aws-us-east-1a/datastore.sqlite3"
   }
 
   node_attestor "x509pop" {
@@ -41,8 +41,8 @@ server "aws-us-east-1a" {
 agent {
   server_address   = "arbor.us-east-1.aws.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/aws-us-east-1a"
-  socket_path      = "../examples/.arbor/aws-us-east-1a/agent.sock"
-  data_dir         = "../examples/.arbor/aws-us-east-1a/agent"
+  socket_path      = "../examples/.arbor/multi-cloud/aws-us-east-1a/agent.sock"
+  data_dir         = "../examples/.arbor/multi-cloud/aws-us-east-1a/agent"
   server_selectors = []
   sync_interval    = "5s"
 

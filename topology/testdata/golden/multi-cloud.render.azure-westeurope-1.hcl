@@ -10,9 +10,9 @@ server "azure-westeurope-1" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "arbor.westeurope-1.azure.example.org:8081"
-  admin_socket   = "../examples/.arbor/azure-westeurope-1/admin.sock"
+  admin_socket   = "../examples/.arbor/multi-cloud/azure-westeurope-1/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/azure-westeurope-1"
+  state_dir      = "../examples/.arbor/multi-cloud/azure-westeurope-1"
   spiffe_id      = "spiffe://example.org/arbor/server/azure-westeurope-1"
   ca_ttl         = "7d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "azure-westeurope-1" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/azure-westeurope-1/datastore.sqlite3"
+    path = "../examples/.arbor/multi-cloud/azure-westeurope-1/datastore.sqlite3"
   }
 
   node_attestor "x509pop" {
@@ -37,8 +37,8 @@ server "azure-westeurope-1" {
 agent {
   server_address   = "arbor.westeurope.azure.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/azure-westeurope-1"
-  socket_path      = "../examples/.arbor/azure-westeurope-1/agent.sock"
-  data_dir         = "../examples/.arbor/azure-westeurope-1/agent"
+  socket_path      = "../examples/.arbor/multi-cloud/azure-westeurope-1/agent.sock"
+  data_dir         = "../examples/.arbor/multi-cloud/azure-westeurope-1/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -10,9 +10,9 @@ server "azure-westeurope" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "arbor.westeurope.azure.example.org:8081"
-  admin_socket   = "../examples/.arbor/azure-westeurope/admin.sock"
+  admin_socket   = "../examples/.arbor/multi-cloud/azure-westeurope/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/azure-westeurope"
+  state_dir      = "../examples/.arbor/multi-cloud/azure-westeurope"
   spiffe_id      = "spiffe://example.org/arbor/server/azure-westeurope"
   ca_ttl         = "30d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "azure-westeurope" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/azure-westeurope/datastore.sqlite3"
+    path = "../examples/.arbor/multi-cloud/azure-westeurope/datastore.sqlite3"
   }
 
   node_attestor "x509pop" {
@@ -37,8 +37,8 @@ server "azure-westeurope" {
 agent {
   server_address   = "root.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/azure-westeurope"
-  socket_path      = "../examples/.arbor/azure-westeurope/agent.sock"
-  data_dir         = "../examples/.arbor/azure-westeurope/agent"
+  socket_path      = "../examples/.arbor/multi-cloud/azure-westeurope/agent.sock"
+  data_dir         = "../examples/.arbor/multi-cloud/azure-westeurope/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -10,9 +10,9 @@ server "gcp-europe-west1" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "arbor.europe-west1.gcp.example.org:8081"
-  admin_socket   = "../examples/.arbor/gcp-europe-west1/admin.sock"
+  admin_socket   = "../examples/.arbor/multi-cloud/gcp-europe-west1/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/gcp-europe-west1"
+  state_dir      = "../examples/.arbor/multi-cloud/gcp-europe-west1"
   spiffe_id      = "spiffe://example.org/arbor/server/gcp-europe-west1"
   ca_ttl         = "30d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "gcp-europe-west1" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/gcp-europe-west1/datastore.sqlite3"
+    path = "../examples/.arbor/multi-cloud/gcp-europe-west1/datastore.sqlite3"
   }
 
   node_attestor "x509pop" {
@@ -37,8 +37,8 @@ server "gcp-europe-west1" {
 agent {
   server_address   = "root.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/gcp-europe-west1"
-  socket_path      = "../examples/.arbor/gcp-europe-west1/agent.sock"
-  data_dir         = "../examples/.arbor/gcp-europe-west1/agent"
+  socket_path      = "../examples/.arbor/multi-cloud/gcp-europe-west1/agent.sock"
+  data_dir         = "../examples/.arbor/multi-cloud/gcp-europe-west1/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -8,9 +8,9 @@ server "root" {
   replicas       = 2
   listen         = "0.0.0.0:8081"
   address        = "root.example.org:8081"
-  admin_socket   = "../examples/.arbor/root/admin.sock"
+  admin_socket   = "../examples/.arbor/multi-cloud/root/admin.sock"
   health_listen  = "0.0.0.0:8080"
-  state_dir      = "../examples/.arbor/root"
+  state_dir      = "../examples/.arbor/multi-cloud/root"
   spiffe_id      = "spiffe://example.org/arbor/server/root"
   ca_ttl         = "180d"
   x509_svid_ttl  = "1h"

@@ -10,9 +10,9 @@ server "leaf-a" {
   replicas       = 1
   listen         = "127.0.0.1:8083"
   address        = "127.0.0.1:8083"
-  admin_socket   = "../examples/.arbor/leaf-a/admin.sock"
+  admin_socket   = "../examples/.arbor/quickstart/leaf-a/admin.sock"
   health_listen  = "127.0.0.1:8093"
-  state_dir      = "../examples/.arbor/leaf-a"
+  state_dir      = "../examples/.arbor/quickstart/leaf-a"
   spiffe_id      = "spiffe://example.org/arbor/server/leaf-a"
   ca_ttl         = "12h"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "leaf-a" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/leaf-a/datastore.sqlite3"
+    path = "../examples/.arbor/quickstart/leaf-a/datastore.sqlite3"
   }
 
   node_attestor "join_token" {
@@ -37,8 +37,8 @@ server "leaf-a" {
 agent {
   server_address   = "127.0.0.1:8082"
   spiffe_id        = "spiffe://example.org/arbor/agent/leaf-a"
-  socket_path      = "../examples/.arbor/leaf-a/agent.sock"
-  data_dir         = "../examples/.arbor/leaf-a/agent"
+  socket_path      = "../examples/.arbor/quickstart/leaf-a/agent.sock"
+  data_dir         = "../examples/.arbor/quickstart/leaf-a/agent"
   server_selectors = []
   sync_interval    = "5s"
 

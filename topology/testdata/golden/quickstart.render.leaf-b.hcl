@@ -10,9 +10,9 @@ server "leaf-b" {
   replicas       = 1
   listen         = "127.0.0.1:8084"
   address        = "127.0.0.1:8084"
-  admin_socket   = "../examples/.arbor/leaf-b/admin.sock"
+  admin_socket   = "../examples/.arbor/quickstart/leaf-b/admin.sock"
   health_listen  = "127.0.0.1:8094"
-  state_dir      = "../examples/.arbor/leaf-b"
+  state_dir      = "../examples/.arbor/quickstart/leaf-b"
   spiffe_id      = "spiffe://example.org/arbor/server/leaf-b"
   ca_ttl         = "12h"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "leaf-b" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/leaf-b/datastore.sqlite3"
+    path = "../examples/.arbor/quickstart/leaf-b/datastore.sqlite3"
   }
 
   node_attestor "join_token" {
@@ -37,8 +37,8 @@ server "leaf-b" {
 agent {
   server_address   = "127.0.0.1:8082"
   spiffe_id        = "spiffe://example.org/arbor/agent/leaf-b"
-  socket_path      = "../examples/.arbor/leaf-b/agent.sock"
-  data_dir         = "../examples/.arbor/leaf-b/agent"
+  socket_path      = "../examples/.arbor/quickstart/leaf-b/agent.sock"
+  data_dir         = "../examples/.arbor/quickstart/leaf-b/agent"
   server_selectors = []
   sync_interval    = "5s"
 

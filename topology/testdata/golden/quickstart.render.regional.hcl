@@ -10,9 +10,9 @@ server "regional" {
   replicas       = 1
   listen         = "127.0.0.1:8082"
   address        = "127.0.0.1:8082"
-  admin_socket   = "../examples/.arbor/regional/admin.sock"
+  admin_socket   = "../examples/.arbor/quickstart/regional/admin.sock"
   health_listen  = "127.0.0.1:8092"
-  state_dir      = "../examples/.arbor/regional"
+  state_dir      = "../examples/.arbor/quickstart/regional"
   spiffe_id      = "spiffe://example.org/arbor/server/regional"
   ca_ttl         = "24h"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "regional" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/regional/datastore.sqlite3"
+    path = "../examples/.arbor/quickstart/regional/datastore.sqlite3"
   }
 
   node_attestor "join_token" {
@@ -37,8 +37,8 @@ server "regional" {
 agent {
   server_address   = "127.0.0.1:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/regional"
-  socket_path      = "../examples/.arbor/regional/agent.sock"
-  data_dir         = "../examples/.arbor/regional/agent"
+  socket_path      = "../examples/.arbor/quickstart/regional/agent.sock"
+  data_dir         = "../examples/.arbor/quickstart/regional/agent"
   server_selectors = []
   sync_interval    = "5s"
 

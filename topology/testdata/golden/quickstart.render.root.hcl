@@ -8,9 +8,9 @@ server "root" {
   replicas       = 1
   listen         = "127.0.0.1:8081"
   address        = "127.0.0.1:8081"
-  admin_socket   = "../examples/.arbor/root/admin.sock"
+  admin_socket   = "../examples/.arbor/quickstart/root/admin.sock"
   health_listen  = "127.0.0.1:8091"
-  state_dir      = "../examples/.arbor/root"
+  state_dir      = "../examples/.arbor/quickstart/root"
   spiffe_id      = "spiffe://example.org/arbor/server/root"
   ca_ttl         = "2d"
   x509_svid_ttl  = "1h"
@@ -24,7 +24,7 @@ server "root" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "../examples/.arbor/root/datastore.sqlite3"
+    path = "../examples/.arbor/quickstart/root/datastore.sqlite3"
   }
 
   node_attestor "join_token" {

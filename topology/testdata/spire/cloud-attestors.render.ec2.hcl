@@ -10,9 +10,9 @@ server "ec2" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "ec2.example.org:8081"
-  admin_socket   = "testdata/spire/.arbor/ec2/admin.sock"
+  admin_socket   = "testdata/spire/.arbor/cloud-attestors/ec2/admin.sock"
   health_listen  = "127.0.0.1:8080"
-  state_dir      = "testdata/spire/.arbor/ec2"
+  state_dir      = "testdata/spire/.arbor/cloud-attestors/ec2"
   spiffe_id      = "spiffe://example.org/arbor/server/ec2"
   ca_ttl         = "7d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "ec2" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "testdata/spire/.arbor/ec2/datastore.sqlite3"
+    path = "testdata/spire/.arbor/cloud-attestors/ec2/datastore.sqlite3"
   }
 
   node_attestor "join_token" {
@@ -37,8 +37,8 @@ server "ec2" {
 agent {
   server_address   = "root.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/ec2"
-  socket_path      = "testdata/spire/.arbor/ec2/agent.sock"
-  data_dir         = "testdata/spire/.arbor/ec2/agent"
+  socket_path      = "testdata/spire/.arbor/cloud-attestors/ec2/agent.sock"
+  data_dir         = "testdata/spire/.arbor/cloud-attestors/ec2/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -10,9 +10,9 @@ server "eks" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "eks.example.org:8081"
-  admin_socket   = "testdata/spire/.arbor/eks/admin.sock"
+  admin_socket   = "testdata/spire/.arbor/cloud-attestors/eks/admin.sock"
   health_listen  = "127.0.0.1:8080"
-  state_dir      = "testdata/spire/.arbor/eks"
+  state_dir      = "testdata/spire/.arbor/cloud-attestors/eks"
   spiffe_id      = "spiffe://example.org/arbor/server/eks"
   ca_ttl         = "7d"
   x509_svid_ttl  = "1h"
@@ -26,7 +26,7 @@ server "eks" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "testdata/spire/.arbor/eks/datastore.sqlite3"
+    path = "testdata/spire/.arbor/cloud-attestors/eks/datastore.sqlite3"
   }
 
   node_attestor "join_token" {
@@ -37,8 +37,8 @@ server "eks" {
 agent {
   server_address   = "root.example.org:8081"
   spiffe_id        = "spiffe://example.org/arbor/agent/eks"
-  socket_path      = "testdata/spire/.arbor/eks/agent.sock"
-  data_dir         = "testdata/spire/.arbor/eks/agent"
+  socket_path      = "testdata/spire/.arbor/cloud-attestors/eks/agent.sock"
+  data_dir         = "testdata/spire/.arbor/cloud-attestors/eks/agent"
   server_selectors = []
   sync_interval    = "5s"
 

@@ -8,9 +8,9 @@ server "root" {
   replicas       = 1
   listen         = "0.0.0.0:8081"
   address        = "root.example.org:8081"
-  admin_socket   = "testdata/spire/.arbor/root/admin.sock"
+  admin_socket   = "testdata/spire/.arbor/cloud-attestors/root/admin.sock"
   health_listen  = "127.0.0.1:8080"
-  state_dir      = "testdata/spire/.arbor/root"
+  state_dir      = "testdata/spire/.arbor/cloud-attestors/root"
   spiffe_id      = "spiffe://example.org/arbor/server/root"
   ca_ttl         = "30d"
   x509_svid_ttl  = "1h"
@@ -24,7 +24,7 @@ server "root" {
   jwt_issuer     = ""
 
   datastore "sqlite" {
-    path = "testdata/spire/.arbor/root/datastore.sqlite3"
+    path = "testdata/spire/.arbor/cloud-attestors/root/datastore.sqlite3"
   }
 
   node_attestor "aws_iid" {
