@@ -266,8 +266,8 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 // WorkloadAgentConfig is an agent attached to the server block named node,
 // for workloads of that tier: it connects to the server's address and syncs
 // as the defaults block says. Its data directory defaults to
-// .arbor/agent-NAME next to the file; its socket and attestation are the
-// caller's.
+// .arbor/<file-stem>/agent-NAME next to the file (topology.StateRoot); its
+// socket and attestation are the caller's.
 func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
 	s, err := f.Server(node)
 	if err != nil {
@@ -276,7 +276,7 @@ func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
 	cfg := agent.Config{
 		TrustDomain:   f.TrustDomain,
 		ServerAddress: s.Address,
-		DataDir:       filepath.Join(filepath.Dir(f.Path), topology.DefaultStateDirName, "agent-"+s.Name),
+		DataDir:       filepath.Join(topology.StateRoot(f.Path), "agent-"+s.Name),
 		SyncInterval:  f.Defaults.SyncInterval,
 	}
 	if cfg.SyncInterval == 0 {
