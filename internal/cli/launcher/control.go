@@ -2,9 +2,9 @@ package launcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -99,7 +99,21 @@ func (l *launcher) serveControlOf(ctx context.Context, f *topology.File) (func()
 		return nil, fmt.Errorf("launcher: control socket: %w", err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(l.state(f))
+	})
+	notReady := func(w http.ResponseWriter) bool {
+		if l.ready.Load() {
+			return false
+		}
+		http.Error(w, "arbor up is still starting the tree; try again once it prints ready", http.StatusServiceUnavailable)
+		return true
+	}
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
+		if notReady(w) {
+			return
+		}
 		if err := l.stopTier(f, r.URL.Query().Get("tier")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -107,6 +121,9 @@ func (l *launcher) serveControlOf(ctx context.Context, f *topology.File) (func()
 		fmt.Fprintln(w, "stopped")
 	})
 	mux.HandleFunc("POST /start", func(w http.ResponseWriter, r *http.Request) {
+		if notReady(w) {
+			return
+		}
 		if err := l.startTierAgain(ctx, f, r.URL.Query().Get("tier")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -169,9 +186,7 @@ func Control(ctx context.Context, files []*topology.File, action, name string) (
 	if err != nil {
 		return "", err
 	}
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", path)
-	}}, Timeout: 2 * time.Minute}
+	client := controlClient(path, 2*time.Minute)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://arbor-up/"+action+"?tier="+url.QueryEscape(tier), nil)
 	if err != nil {
 		return "", err

@@ -91,6 +91,8 @@ type launcher struct {
 	began time.Time
 	fork  *forker
 	width int // of the name column in status lines
+	// ready is set once every tier runs: --stop/--start are refused before.
+	ready atomic.Bool
 }
 
 // label is how lines name the server name of f: name, or TD/NAME when
@@ -142,6 +144,13 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 			t.admin.Close()
 		}
 	}()
+	// The control socket answers from the start: arbor status shows a tree
+	// being started, --stop and --start wait for ready.
+	stopControl, err := l.serveControl(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopControl() // before stopAll: defers run last first
 	for _, f := range files {
 		servers := f.Walk()
 		if len(servers) == 0 {
@@ -195,11 +204,7 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 		l.waitDemos(ctx)
 	}
 	l.printTree()
-	stopControl, err := l.serveControl(ctx)
-	if err != nil {
-		return err
-	}
-	defer stopControl()
+	l.ready.Store(true)
 	paths := make([]string, len(files))
 	for i, f := range files {
 		paths[i] = f.Path
