@@ -87,6 +87,9 @@ type parser struct {
 	reported  map[reportKey]bool
 	defs      *defaultsBlock
 	varNames  []string
+	// parsed is how many diagnostics parsing left, before validate's own:
+	// broken looks only at those.
+	parsed int
 }
 
 type reportKey struct {
@@ -234,11 +237,25 @@ type defaultsBlock struct {
 	agentTTL, syncInterval setting[time.Duration]
 	keyType, jwtKeyType    setting[KeyType]
 	logLevel, logFormat    setting[string]
+	spans                  map[string][]hcl.Range
+}
+
+// spansOf returns the whole range of each attribute and nested block of
+// content, by name (block type for blocks).
+func spansOf(content *hcl.BodyContent) map[string][]hcl.Range {
+	spans := map[string][]hcl.Range{}
+	for n, attr := range content.Attributes {
+		spans[n] = append(spans[n], attr.Range)
+	}
+	for _, b := range content.Blocks {
+		spans[b.Type] = append(spans[b.Type], blockRange(b))
+	}
+	return spans
 }
 
 func (p *parser) defaults(b *hcl.Block) *defaultsBlock {
 	content := p.content(b.Body, defaultsSchema)
-	d := &defaultsBlock{}
+	d := &defaultsBlock{spans: spansOf(content)}
 	d.Range = b.DefRange
 	a := content.Attributes
 	d.caTTL = p.durationSetting(a["ca_ttl"])
@@ -279,6 +296,7 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 
 	content := p.content(b.Body, serverSchema)
 	a := content.Attributes
+	s.spans = spansOf(content)
 	for n, attr := range a {
 		s.attrs[n] = attr.Expr.Range()
 	}
@@ -452,18 +470,21 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 		s.OIDCDiscovery = p.oidcDiscovery(ob)
 	}
 
-	seenEntries := map[string]*Entry{}
+	// Names are compared whatever else is wrong with an entry: an error in
+	// its IDs does not hide that the next block reuses its name.
+	seenEntries := map[string]hcl.Range{}
 	for _, eb := range content.Blocks.OfType("entry") {
 		e, ok := p.entry(eb, s)
-		if !ok {
-			continue
-		}
 		if first, dup := seenEntries[e.Name]; dup {
 			p.errorf(eb.LabelRanges[0], "Duplicate entry name",
-				"Server %q already declares entry %q at line %d. Rename one of them: entry names identify entries when the topology is applied.", name, e.Name, first.Range.Start.Line)
+				"Server %q already declares entry %q at line %d. Rename one of them: entry names identify entries when the topology is applied.", name, e.Name, first.Start.Line)
 			continue
 		}
-		seenEntries[e.Name] = &e
+		seenEntries[e.Name] = e.Range
+		if !ok {
+			s.invalidEntries = append(s.invalidEntries, e)
+			continue
+		}
 		s.Entries = append(s.Entries, e)
 	}
 	return s

@@ -274,6 +274,14 @@ type Server struct {
 	// attrs records where each attribute of the block was written, so that
 	// later validation can point at it.
 	attrs map[string]hcl.Range
+	// spans are the whole attributes and nested blocks of the block by name
+	// (a block type for blocks), so that validation can tell which of them
+	// hold errors and skip only the checks that depend on those.
+	spans map[string][]hcl.Range
+	// invalidEntries are the entry blocks left out of Entries for an error
+	// (a SPIFFE ID that does not parse); their other attributes are still
+	// checked.
+	invalidEntries []Entry
 }
 
 // AttrRange returns where the named attribute was written in the server

@@ -484,7 +484,7 @@ func TestParseErrors(t *testing.T) {
 		},
 		{
 			name: "unknown parent",
-			src:  td + "server \"root\" {}\nserver \"edge\" {\n  parent = \"rot\"\n}\n",
+			src:  td + "server \"root\" {}\nserver \"edge\" {\n  parent = \"rot\"\n  listen = \"127.0.0.1:8082\"\n  health_listen = \"off\"\n}\n",
 			want: []diagAt{{"4:12", "Unknown parent server"}}, wantDetail: `Did you mean "root"?`,
 		},
 		{

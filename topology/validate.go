@@ -14,35 +14,57 @@ import (
 
 // validate runs the checks that concern more than one block: the shape of
 // the tree, how TTLs nest across tiers, what must differ between servers on
-// one host, and the warnings about risky but valid choices. A server whose
-// own block already has errors is left out of the comparisons, so that one
-// mistake is reported once.
+// one host, and the warnings about risky but valid choices. They all run
+// whatever errors parsing found, so that validate reports every problem at
+// once; only a check that depends on an attribute with an error is skipped
+// (see broken), so that one mistake is reported once.
 func (p *parser) validate(f *File) {
-	bad := map[*Server]bool{}
-	for _, s := range f.Servers {
-		bad[s] = p.errorsWithin(s.bodyRange)
-	}
+	p.parsed = len(p.diags)
 	p.checkRoots(f)
 	p.checkCycles(f)
 	for _, s := range f.Servers {
-		if bad[s] {
-			continue
-		}
-		p.checkServerInTree(f, s, bad)
+		p.checkServerInTree(f, s)
 	}
-	p.checkHosts(f, bad)
+	p.checkHosts(f)
 	p.checkFederatesWith(f)
 	deepest := -1
 	for _, s := range f.Servers {
 		deepest = max(deepest, f.Depth(s.Name))
 	}
 	for _, s := range f.Servers {
-		if !bad[s] {
-			p.warnServer(f, s)
+		p.warnServer(f, s)
+		if !p.broken(s, "ca_ttl") {
 			p.warnPropagation(f, s, deepest)
+		}
+		if !p.broken(s, "bundle_endpoint") {
 			p.warnFederationLead(f, s)
 		}
 	}
+}
+
+// broken reports whether parsing found an error inside one of the named
+// attributes or nested blocks (by block type) of s, or inside the defaults
+// block's attribute of that name, which s may inherit. A check that depends
+// on such an attribute is skipped: it would judge the default put in place
+// of the value written, and the attribute's own error already says what to
+// fix.
+func (p *parser) broken(s *Server, names ...string) bool {
+	within := func(rngs []hcl.Range) bool {
+		for _, rng := range rngs {
+			for _, d := range p.diags[:p.parsed] {
+				if d.Severity == hcl.DiagError && d.Subject != nil && p.within(*d.Subject, rng) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, n := range names {
+		if within(s.spans[n]) || (p.defs != nil && within(p.defs.spans[n])) {
+			return true
+		}
+	}
+	return false
 }
 
 // warnFederationLead warns when s serves a bundle endpoint whose
@@ -59,7 +81,7 @@ func (p *parser) warnFederationLead(f *File, s *Server) {
 	}
 	var shortest *Server
 	for _, t := range f.Servers {
-		if t.CATTL > 0 && (shortest == nil || t.CATTL < shortest.CATTL) {
+		if t.CATTL > 0 && !p.broken(t, "ca_ttl") && (shortest == nil || t.CATTL < shortest.CATTL) {
 			shortest = t
 		}
 	}
@@ -124,21 +146,10 @@ func (p *parser) warnPropagation(f *File, s *Server, deepest int) {
 		formatDuration(ServerBundleSyncInterval), formatDuration(agentSync), formatDuration(3*need))
 }
 
-// errorsWithin reports whether an error diagnostic points inside rng.
-func (p *parser) errorsWithin(rng hcl.Range) bool {
-	for _, d := range p.diags {
-		if d.Severity == hcl.DiagError && d.Subject != nil && d.Subject.Filename == rng.Filename &&
-			d.Subject.Start.Byte >= rng.Start.Byte && d.Subject.Start.Byte <= rng.End.Byte {
-			return true
-		}
-	}
-	return false
-}
-
 func (p *parser) checkRoots(f *File) {
 	var roots []*Server
 	for _, s := range f.Servers {
-		if s.Parent == "" {
+		if s.Parent == "" && !p.broken(s, "parent") {
 			roots = append(roots, s)
 		}
 	}
@@ -191,16 +202,17 @@ func rotate(cycle []string, name string) []string {
 	return append(slices.Clone(cycle[i:]), cycle[:i]...)
 }
 
-func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
-	if s.Upstream != nil && s.Parent != "" {
+func (p *parser) checkServerInTree(f *File, s *Server) {
+	if s.Upstream != nil && s.Parent != "" && !p.broken(s, "upstream") {
 		p.errorf(s.Upstream.Range, "Upstream on a downstream server",
 			"Server %q has parent %q, which already signs its CA; only the root takes its CA from an upstream authority. Remove the upstream block, or move it to the root.", s.Name, s.Parent)
 	}
-	if s.Parent == "" && s.Agent != nil && !s.agentDefaulted && (s.Upstream == nil || s.Upstream.Kind != UpstreamSPIRE) {
+	if s.Parent == "" && s.Agent != nil && !s.agentDefaulted && (s.Upstream == nil || s.Upstream.Kind != UpstreamSPIRE) &&
+		!p.broken(s, "parent", "upstream") {
 		p.errorf(s.Agent.Range, "Agent block on the root",
 			"Server %q has no parent for a co-located agent to attest to: the agent block describes how a downstream server's agent attests to its parent (or, on a root, to an upstream \"spire\" server). Remove the block, or give the server a parent.", s.Name)
 	}
-	if s.Upstream != nil && s.Upstream.AWSPCA != nil && s.Upstream.AWSPCA.CASigningTemplateARN == DefaultPCATemplateARN {
+	if s.Upstream != nil && s.Upstream.AWSPCA != nil && s.Upstream.AWSPCA.CASigningTemplateARN == DefaultPCATemplateARN && !p.broken(s, "upstream") {
 		deepest := 0
 		for _, o := range f.Servers {
 			deepest = max(deepest, f.Depth(o.Name))
@@ -211,10 +223,10 @@ func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
 		}
 	}
 	parent := f.server(s.Parent)
-	if parent == nil || parent == s || bad[parent] || f.Depth(s.Name) < 0 {
+	if parent == nil || parent == s || f.Depth(s.Name) < 0 {
 		return // unknown parent or a cycle: reported already
 	}
-	if s.CATTL > 0 && parent.CATTL > 0 && s.CATTL > parent.CATTL/2 {
+	if s.CATTL > 0 && parent.CATTL > 0 && s.CATTL > parent.CATTL/2 && !p.broken(s, "ca_ttl") && !p.broken(parent, "ca_ttl") {
 		rng, origin := s.Range, "inherited"
 		if s.caTTLRange != nil {
 			if p.within(*s.caTTLRange, s.bodyRange) {
@@ -229,7 +241,7 @@ func (p *parser) checkServerInTree(f *File, s *Server, bad map[*Server]bool) {
 			"Server %q: ca_ttl is %s (%s) but its parent %q has ca_ttl %s. A child CA may live at most half its parent's, so the parent, rotating at half-life, can always sign a full-length child CA. Set ca_ttl on %q to at most %s, or raise %q's ca_ttl to at least %s.",
 			s.Name, formatDuration(s.CATTL), origin, parent.Name, formatDuration(parent.CATTL), s.Name, formatDuration(parent.CATTL/2), parent.Name, formatDuration(2*s.CATTL))
 	}
-	if s.Agent != nil {
+	if s.Agent != nil && !p.broken(s, "agent") && !p.broken(parent, "node_attestor") {
 		kind := s.Agent.NodeAttestor.Kind
 		accepted, ok := parent.NodeAttestor(kind)
 		if !ok {
@@ -269,15 +281,20 @@ type hostItem struct {
 	server            *Server
 }
 
-func (p *parser) checkHosts(f *File, bad map[*Server]bool) {
+// checkHosts compares what must differ between servers: their addresses,
+// and on one host their ports and paths. A value whose attribute (or the
+// attribute it derives from) has an error is left out.
+func (p *parser) checkHosts(f *File) {
 	var addrs []hostItem
 	byHost := map[string][]*Server{}
 	for _, s := range f.Servers {
-		if bad[s] {
-			continue
+		addressBroken := p.broken(s, "address") || (s.attrs["address"] == hcl.Range{} && p.broken(s, "listen"))
+		if !addressBroken {
+			addrs = append(addrs, hostItem{"address", s.Address, "address", s})
 		}
-		byHost[s.Host] = append(byHost[s.Host], s)
-		addrs = append(addrs, hostItem{"address", s.Address, "address", s})
+		if !p.broken(s, "host") && (s.attrs["host"] != hcl.Range{} || !addressBroken) {
+			byHost[s.Host] = append(byHost[s.Host], s)
+		}
 	}
 	for i, a := range addrs {
 		for _, b := range addrs[:i] {
@@ -295,17 +312,23 @@ func (p *parser) checkHosts(f *File, bad map[*Server]bool) {
 		servers := byHost[host]
 		var listens, paths []hostItem
 		for _, s := range servers {
-			listens = append(listens, hostItem{"listen", s.Listen, "listen", s})
-			if s.HealthListen != "" {
+			if !p.broken(s, "listen") {
+				listens = append(listens, hostItem{"listen", s.Listen, "listen", s})
+			}
+			if s.HealthListen != "" && !p.broken(s, "health_listen") {
 				listens = append(listens, hostItem{"health_listen", s.HealthListen, "health_listen", s})
 			}
-			paths = append(paths,
-				hostItem{"admin socket", s.AdminSocket, "admin_socket", s},
-				hostItem{"state directory", s.StateDir, "state_dir", s})
-			if s.Datastore.Kind == DatastoreSQLite {
+			if p.broken(s, "state_dir") {
+				continue // every default path derives from it
+			}
+			if !p.broken(s, "admin_socket") {
+				paths = append(paths, hostItem{"admin socket", s.AdminSocket, "admin_socket", s})
+			}
+			paths = append(paths, hostItem{"state directory", s.StateDir, "state_dir", s})
+			if s.Datastore.Kind == DatastoreSQLite && !p.broken(s, "datastore") {
 				paths = append(paths, hostItem{"SQLite database", s.Datastore.Path, "datastore", s})
 			}
-			if s.Agent != nil {
+			if s.Agent != nil && !p.broken(s, "agent") {
 				paths = append(paths,
 					hostItem{"agent socket", s.Agent.SocketPath, "agent", s},
 					hostItem{"agent data directory", s.Agent.DataDir, "agent", s})
@@ -368,13 +391,21 @@ func (p *parser) checkFederatesWith(f *File) {
 		declared[fed.TrustDomain.Name()] = fed
 	}
 	for _, s := range f.Servers {
+		// An entry left out for an error in its IDs still has its
+		// federates_with checked; only the comparison of IDs skips it.
+		for _, e := range s.invalidEntries {
+			for _, td := range e.FederatesWith {
+				if _, ok := declared[td]; !ok {
+					p.errorUndeclaredFederation(e, td)
+				}
+			}
+		}
 		var seen []Entry
 		for _, e := range s.Entries {
 			for _, td := range e.FederatesWith {
 				fed, ok := declared[td]
 				if !ok {
-					p.errorf(e.federatesRange, "Unknown federated trust domain",
-						"Entry %q federates with %q, but no federation block declares it, so no server would have its bundle. Add federation %q { bundle_endpoint = \"https://...\" }, or remove it from federates_with.", e.Name, td, td)
+					p.errorUndeclaredFederation(e, td)
 					continue
 				}
 				// The bundle reaches only the fetcher's subtree; an unknown
@@ -395,6 +426,11 @@ func (p *parser) checkFederatesWith(f *File) {
 			seen = append(seen, e)
 		}
 	}
+}
+
+func (p *parser) errorUndeclaredFederation(e Entry, td string) {
+	p.errorf(e.federatesRange, "Unknown federated trust domain",
+		"Entry %q federates with %q, but no federation block declares it, so no server would have its bundle. Add federation %q { bundle_endpoint = \"https://...\" }, or remove it from federates_with.", e.Name, td, td)
 }
 
 func sameSelectors(a, b []string) bool {
@@ -419,7 +455,7 @@ func (f *File) MinOutageBudget() time.Duration {
 }
 
 func (p *parser) warnServer(f *File, s *Server) {
-	if s.Agent != nil && s.Agent.NodeAttestor.Kind == NodeAttestorJoinToken && p.agentAllowed(f, s) {
+	if s.Agent != nil && s.Agent.NodeAttestor.Kind == NodeAttestorJoinToken && !p.broken(s, "agent") && p.agentAllowed(f, s) {
 		upstream := s.Parent
 		ttl := formatDuration(s.AgentSVIDTTL)
 		if parent := f.server(s.Parent); parent != nil {
@@ -431,7 +467,7 @@ func (p *parser) warnServer(f *File, s *Server) {
 			"The agent beside %q attests to %s with a single-use join token. If %s is unreachable for longer than the agent's SVID lifetime (%s), the agent cannot re-attest by itself and the tier needs a new token by hand. Prefer an attestor that can re-attest, such as node_attestor \"x509pop\" in the agent block.",
 			s.Name, upstream, upstream, ttl)
 	}
-	if (s.Parent != "" || s.Upstream != nil) && s.CATTL > 0 {
+	if (s.Parent != "" || s.Upstream != nil) && s.CATTL > 0 && !p.broken(s, "ca_ttl") {
 		if budget, minimum := s.CATTL/2, f.MinOutageBudget(); budget < minimum {
 			rng := s.Range
 			if s.caTTLRange != nil && p.within(*s.caTTLRange, s.bodyRange) {
@@ -446,7 +482,7 @@ func (p *parser) warnServer(f *File, s *Server) {
 				s.Name, formatDuration(budget), above, formatDuration(s.CATTL), formatDuration(minimum), formatDuration(2*minimum))
 		}
 	}
-	if s.Replicas > 1 && s.Datastore.Kind == DatastoreSQLite {
+	if s.Replicas > 1 && s.Datastore.Kind == DatastoreSQLite && !p.broken(s, "datastore") {
 		p.warnf(s.AttrRange("replicas"), "SQLite with replicas",
 			"Server %q runs %d replicas on SQLite: each process would have its own database, so entries, agents and join tokens written through one are unknown to the others. Use datastore \"postgres\" { dsn = ... } shared by all replicas.", s.Name, s.Replicas)
 	}

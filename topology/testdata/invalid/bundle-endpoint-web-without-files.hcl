@@ -3,6 +3,7 @@ trust_domain = "example.org"
 server "root" {
   listen        = "127.0.0.1:8081"
   health_listen = "off"
+  ca_ttl        = "48h"
   bundle_endpoint {
     listen  = "127.0.0.1:8443"
     profile = "https_web"
