@@ -34,6 +34,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/arborid/arbor/test/bench/benchproc"
 	"github.com/arborid/arbor/test/load/loadgen"
 )
 
@@ -196,7 +197,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(o.from) > 0 {
 		return merge(o)
 	}
-	repo, err := repoRoot()
+	repo, err := benchproc.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -215,13 +216,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if o.arborBin, err = buildArbor(ctx, repo, bin); err != nil {
+		if o.arborBin, err = benchproc.BuildArbor(ctx, repo, bin); err != nil {
 			return err
 		}
 	}
 	if o.spireBin == "" && slices.Contains(o.servers, "spire") {
 		logf("building spire-server v1.13.3 (cached after the first time)")
-		if o.spireBin, err = buildSpire(ctx, repo); err != nil {
+		if o.spireBin, err = benchproc.BuildSpire(ctx, repo); err != nil {
 			return err
 		}
 	}
@@ -390,15 +391,15 @@ func measureInto(ctx context.Context, o *options, spec serverSpec, s *Sample, cu
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	agents := o.agents
 	if curve {
 		agents = max(agents, o.curve[len(o.curve)-1])
 	}
 	cfg := loadgen.Config{
-		AdminSocket: srv.adminSock, ServerAddr: srv.addr, TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
+		AdminSocket: srv.AdminSock, ServerAddr: srv.Addr, TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
 		Agents: agents, Entries: s.Entries, EntriesPerAgent: o.perAgent, Shape: loadgen.Shape(o.shape),
-		SeedConcurrency: o.seedConc, ServerPID: srv.pid(), ProgressEvery: 5 * time.Second, WarmupTimeout: 3 * time.Minute,
+		SeedConcurrency: o.seedConc, ServerPID: srv.PID(), ProgressEvery: 5 * time.Second, WarmupTimeout: 3 * time.Minute,
 	}
 	if !o.quiet {
 		cfg.Progress = stderr
@@ -418,7 +419,7 @@ func measureInto(ctx context.Context, o *options, spec serverSpec, s *Sample, cu
 		return ctx.Err()
 	case <-time.After(3 * time.Second):
 	}
-	p, err := loadgen.ReadProc(srv.pid())
+	p, err := loadgen.ReadProc(srv.PID())
 	if err != nil {
 		return err
 	}
