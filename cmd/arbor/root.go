@@ -34,7 +34,7 @@ and go-spiffe clients work with it on any tier.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newUpCommand(), newStatusCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
+	root.AddCommand(newServerCommand(), newUpCommand(), newStatusCommand(), newLogsCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
 	for _, c := range adminCommands() {
 		root.AddCommand(c)
 	}

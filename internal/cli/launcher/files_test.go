@@ -91,8 +91,13 @@ func TestCheckFiles(t *testing.T) {
 		{"another trust domain", tree(t, "/up/partner/partner.hcl", "partner.example", 9101, "root=", "leaf=root"), ""},
 		{"the same trust domain", tree(t, "/up/again/org.hcl", "example.org", 9101, "root="),
 			"launcher: /up/org/org.hcl and /up/again/org.hcl both declare trust domain example.org; give arbor up one file per trust domain"},
-		{"default state_dir beside the other file", tree(t, "/up/org/partner.hcl", "partner.example", 9101, "root="),
-			`launcher: server "root" of /up/org/org.hcl and server "root" of /up/org/partner.hcl share state_dir /up/org/.arbor/root; set another state_dir in one of them`},
+		{"default state_dirs of files side by side", tree(t, "/up/org/partner.hcl", "partner.example", 9101, "root="), ""},
+		{"a state_dir of the other file", parse(t, "/up/org/partner.hcl", `trust_domain = "partner.example"
+server "root" {
+  listen        = "127.0.0.1:9101"
+  health_listen = "off"
+  state_dir     = ".arbor/org/root"
+}`), `launcher: server "root" of /up/org/org.hcl and server "root" of /up/org/partner.hcl share state_dir /up/org/.arbor/org/root; set another state_dir in one of them`},
 		{"a listen port taken", tree(t, "/up/partner/partner.hcl", "partner.example", 9002, "root="),
 			`launcher: server "leaf" of /up/org/org.hcl (listen) and server "root" of /up/partner/partner.hcl (listen) both listen on 127.0.0.1:9002; change one of them`},
 		{"every interface on a port taken", parse(t, "/up/partner/partner.hcl", `trust_domain = "partner.example"

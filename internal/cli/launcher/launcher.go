@@ -151,6 +151,11 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 		return err
 	}
 	defer stopControl() // before stopAll: defers run last first
+	rotateCtx, stopRotating := context.WithCancel(context.Background())
+	var rotating sync.WaitGroup
+	rotating.Go(func() { l.rotateLogs(rotateCtx) })
+	defer rotating.Wait()
+	defer stopRotating()
 	for _, f := range files {
 		servers := f.Walk()
 		if len(servers) == 0 {
@@ -231,13 +236,15 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 }
 
 func (l *launcher) logPath(s *topology.Server, name string) string {
-	dir := filepath.Join(s.StateDir, "logs")
+	dir := logDir(s)
 	os.MkdirAll(dir, 0o700)
 	return filepath.Join(dir, name+".log")
 }
 
-// start runs the arbor binary with args, logging to logPath.
+// start runs the arbor binary with args, logging to logPath (rotated first
+// when a previous run left it full).
 func (l *launcher) start(name, logPath string, args ...string) (*proc, error) {
+	rotateLog(logPath, LogMaxBytes)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("launcher: %s log: %w", name, err)

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/arborid/arbor/internal/cli/launcher"
+)
+
+func newLogsCommand() *cobra.Command {
+	var follow bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs FILE [NODE...]",
+		Short: "Print the merged logs of the tree arbor up runs for FILE",
+		Long: `Print the logs of the processes arbor up runs (or ran) for the topology
+FILE, merged in time order, each line prefixed by its tier and process:
+NODE/server, NODE/agent (the co-located agent attested to NODE's parent),
+NODE/workload-agent and NODE/demo. With NODE names, only the logs of those
+servers and of the processes beside them.
+
+arbor up keeps each process's log in the logs directory of its server's
+state_dir and rotates it at 4 MiB (the older part in NAME.log.1, read
+first), so the logs stay readable after the tree stopped. --follow keeps
+printing lines as they are written, as tail -f does, until Ctrl-C.`,
+		Example: `  arbor logs examples/quickstart.hcl
+  arbor logs --tail 20 examples/quickstart.hcl leaf-a leaf-b
+
+  # Watch the regional tier while taking it down and back up
+  arbor logs --follow examples/quickstart.hcl regional`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files, err := parseTopologies(args[:1])
+			if err != nil {
+				return err
+			}
+			return launcher.Logs(cmd.Context(), files[0], args[1:], launcher.LogsOptions{
+				Out: cmd.OutOrStdout(), Tail: tail, Follow: follow})
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until interrupted")
+	cmd.Flags().IntVarP(&tail, "tail", "n", 0, "print only the last N lines of the merge (0: all)")
+	return cmd
+}
