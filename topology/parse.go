@@ -41,6 +41,11 @@ type Options struct {
 	// LookupEnv reads environment variables for env() and ARBOR_VAR_*;
 	// nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+	// Environ lists the environment as KEY=VALUE, to find ARBOR_VAR_NAME
+	// variables for names the file does not declare (an error, as --var
+	// for such a name is). Nil means os.Environ when LookupEnv is nil too,
+	// and no such check when LookupEnv is set.
+	Environ func() []string
 }
 
 // ParseFileWith is ParseFile with options.
@@ -64,6 +69,10 @@ func ParseWith(src []byte, filename string, opts Options) (*File, hcl.Diagnostic
 	}
 	p := newParser(filename, lookup)
 	p.vars = opts.Vars
+	p.environ = opts.Environ
+	if p.environ == nil && opts.LookupEnv == nil {
+		p.environ = os.Environ
+	}
 	f := p.parse(src)
 	if f != nil {
 		p.validate(f)
@@ -80,6 +89,7 @@ type parser struct {
 	filename  string
 	dir       string
 	lookupEnv func(string) (string, bool)
+	environ   func() []string
 	vars      map[string]string
 	ctx       *hcl.EvalContext
 	td        spiffeid.TrustDomain

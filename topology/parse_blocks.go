@@ -90,11 +90,21 @@ func (p *parser) variables(blocks hcl.Blocks) []Variable {
 		vals[name] = v.Value
 		out = append(out, v)
 	}
-	for _, name := range sortedKeys(p.vars) {
+	given := map[string]string{} // name -> where its value comes from
+	if p.environ != nil {
+		for _, kv := range p.environ() {
+			key, _, _ := strings.Cut(kv, "=")
+			if name, ok := strings.CutPrefix(key, DefaultVarEnvPrefix); ok && name != "" {
+				given[name] = "the environment variable " + key
+			}
+		}
+	}
+	for name := range p.vars {
+		given[name] = "--var " + name + "="
+	}
+	for _, name := range sortedKeys(given) {
 		if _, ok := first[name]; !ok {
-			rng := hcl.Range{Filename: p.filename, Start: hcl.InitialPos, End: hcl.InitialPos}
-			p.errorf(rng, "Undeclared variable",
-				"A value is given for variable %q but the topology declares no variable %q. Declare it with variable %q { } or drop the value.", name, name, name)
+			p.undeclaredVariable(name, given[name], blocks, first)
 		}
 	}
 	p.varNames = sortedKeys(vals)
@@ -102,6 +112,31 @@ func (p *parser) variables(blocks hcl.Blocks) []Variable {
 		p.ctx.Variables["var"] = cty.ObjectVal(vals)
 	}
 	return out
+}
+
+// undeclaredVariable reports a value given, by source, for a variable the
+// file does not declare. It points at the first variable block, where
+// variables are declared, or at the file's start when there is none, and
+// names the variables there are.
+func (p *parser) undeclaredVariable(name, source string, blocks hcl.Blocks, first map[string]hcl.Range) {
+	rng := hcl.Range{Filename: p.filename, Start: hcl.InitialPos, End: hcl.InitialPos}
+	if len(blocks) > 0 {
+		rng = blocks[0].DefRange
+	}
+	declared := "It declares no variables."
+	if len(first) > 0 {
+		var names []string
+		for _, n := range sortedKeys(first) {
+			names = append(names, fmt.Sprintf("%s (line %d)", n, first[n].Start.Line))
+		}
+		declared = "It declares " + strings.Join(names, ", ") + "."
+		if sug := suggest(name, sortedKeys(first)); sug != "" {
+			declared += fmt.Sprintf(" Did you mean %q?", sug)
+		}
+	}
+	p.errorf(rng, "Undeclared variable",
+		"%s gives a value for variable %q, but %s declares no variable %q. %s Declare it with variable %q { }, or drop the value.",
+		source, name, filepath.Base(p.filename), name, declared, name)
 }
 
 var awsRegionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)

@@ -12,7 +12,6 @@ import (
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
 	"github.com/arborid/arbor/internal/tier"
-	"github.com/arborid/arbor/topology"
 )
 
 // DefaultAgentSocket is the Workload API socket when --socket-path is unset.
@@ -23,6 +22,7 @@ func newAgentRunCommand() *cobra.Command {
 		topoPath, node, attach, serverAddr, trustDomain, bundlePath, bundleURL string
 		dataDir, socketPath, healthAddr, logLevel, logFormat                   string
 		attest                                                                 agentAttestorFlags
+		vars                                                                   topologyVars
 		insecureBootstrap, unixPaths                                           bool
 		syncInterval                                                           time.Duration
 	)
@@ -80,6 +80,10 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
   arbor agent run --topology prod.hcl --attach us-east --trust-bundle bundle.pem \
       --join-token-file node.token --socket-path /run/arbor/api.sock
 
+  # The same with a variable of the topology set
+  arbor agent run --topology prod.hcl --attach us-east --var region=us-east-1 \
+      --trust-bundle bundle.pem --join-token-file node.token
+
   arbor agent run --server-address 10.0.0.5:8081 --trust-domain example.org \
       --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem
 
@@ -103,9 +107,9 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 			case topoPath != "" && (node == "") == (attach == ""):
 				return errors.New("with --topology give --node NAME (the agent of server NAME) or --attach NAME (an agent for its workloads)")
 			case topoPath != "":
-				file, diags := topology.ParseFile(topoPath)
-				if diags.HasErrors() {
-					return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
+				file, err := parseTopology(topoPath, "--topology", vars)
+				if err != nil {
+					return err
 				}
 				if node != "" {
 					cfg, err = tier.AgentConfig(file, node)
@@ -165,6 +169,7 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 	fs.StringVar(&topoPath, "topology", "", "topology file (HCL)")
 	fs.StringVar(&node, "node", "", "run the co-located agent of this server block (its agent { } block)")
 	fs.StringVar(&attach, "attach", "", "run an agent for workloads of this server block")
+	addVarFlag(cmd, &vars)
 	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port (default: from the topology)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "trust domain (default: the topology's)")
 	fs.StringVar(&bundlePath, "trust-bundle", "", "PEM file of the server's X.509 roots for the first attestation")

@@ -1,18 +1,17 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/internal/tier"
-	"github.com/arborid/arbor/topology"
 )
 
 func newServerCommand() *cobra.Command {
 	var topoPath, node, logLevel, logFormat string
+	var vars topologyVars
 	cmd := &cobra.Command{
 		Use:   "server --topology FILE --node NAME",
 		Short: "Run one server of a topology (any tier)",
@@ -27,12 +26,13 @@ One server at a time runs on a state directory: it holds a lock file in it
 once with the first one's PID. Its admin socket is never taken from another
 process; a stale one, left by a server that died, is replaced.`,
 		Example: `  arbor server --topology examples/single-server.hcl --node root
-  arbor server --topology prod.hcl --node us-east --log-format json`,
+  arbor server --topology prod.hcl --node us-east --log-format json
+  arbor server --topology prod.hcl --node us-east --var region=us-east-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, diags := topology.ParseFile(topoPath)
-			if diags.HasErrors() {
-				return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
+			file, err := parseTopology(topoPath, "--topology", vars)
+			if err != nil {
+				return err
 			}
 			t, err := tier.ServerConfig(file, node)
 			if err != nil {
@@ -70,6 +70,7 @@ process; a stale one, left by a server that died, is replaced.`,
 	cmd.Flags().StringVar(&node, "node", "", "name of the server block to run")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: the topology's, else info)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "", "text or json (default: the topology's, else text)")
+	addVarFlag(cmd, &vars)
 	cmd.MarkFlagRequired("topology")
 	cmd.MarkFlagRequired("node")
 	return cmd

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -30,25 +29,6 @@ when a tier is down (simulate). See docs/topology.md.`,
 	cmd.AddCommand(newTopologyValidateCommand(), newTopologyPlanCommand(), newTopologyRenderCommand(),
 		newTopologyGraphCommand(), newTopologySimulateCommand(), newTopologyApplyCommand())
 	return cmd
-}
-
-// topologyVars is the --var NAME=VALUE flag every topology command takes.
-type topologyVars []string
-
-func addVarFlag(cmd *cobra.Command, v *topologyVars) {
-	cmd.Flags().StringArrayVar((*[]string)(v), "var", nil, "set a topology variable: --var NAME=VALUE (repeatable; wins over ARBOR_VAR_NAME)")
-}
-
-func (v topologyVars) options() (topology.Options, error) {
-	opts := topology.Options{Vars: map[string]string{}}
-	for _, kv := range v {
-		name, value, ok := strings.Cut(kv, "=")
-		if !ok || name == "" {
-			return opts, fmt.Errorf("--var %q: want NAME=VALUE", kv)
-		}
-		opts.Vars[name] = value
-	}
-	return opts, nil
 }
 
 // loadTopology parses path and prints its diagnostics (with source lines)
