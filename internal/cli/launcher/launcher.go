@@ -139,10 +139,23 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 	defer stopFork() // after stopAll below: defers run last first
 	l := &launcher{files: files, opts: opts, uid: os.Getuid(), exits: make(chan error, 64), began: time.Now(), fork: fork, width: 20}
 	defer func() {
-		l.stopAll()
+		// Interrupted (Ctrl-C) while starting the tree is a stop like any
+		// other, not a failure.
+		interrupted := ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled))
+		if interrupted {
+			err = nil
+			fmt.Fprintln(opts.Out, "stopping ...")
+		}
+		began := time.Now()
+		n, killed := l.stopAll()
 		for _, t := range l.tiers {
 			t.admin.Close()
 		}
+		line := fmt.Sprintf("stopped: %d processes in %.1fs", n, time.Since(began).Seconds())
+		if len(killed) > 0 {
+			line += fmt.Sprintf("; killed, not stopped within %v of SIGTERM: %s", stopGrace, strings.Join(killed, ", "))
+		}
+		fmt.Fprintln(opts.Out, line)
 	}()
 	// The control socket answers from the start: arbor status shows a tree
 	// being started, --stop and --start wait for ready.
@@ -225,7 +238,6 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(opts.Out, "stopping ...")
 			return nil
 		case <-t.C:
 			l.printStatus(ctx)
@@ -275,27 +287,47 @@ func (l *launcher) start(name, logPath string, args ...string) (*proc, error) {
 	return p, nil
 }
 
-// stop sends SIGTERM to p and waits for it (SIGKILL after 15s).
-func (p *proc) stop() {
+// stopGrace is how long a child has to stop after SIGTERM before it is
+// killed. Every arbor process stops within milliseconds of SIGTERM (the
+// whole tree of examples/quickstart.hcl in about 0.1s), so a child still
+// running after it is stuck, and the stop line names it.
+const stopGrace = 3 * time.Second
+
+// stop sends SIGTERM to p and waits for it; killed reports that it had to
+// be killed (SIGKILL after stopGrace).
+func (p *proc) stop() (killed bool) {
 	p.stopping.Store(true)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(15 * time.Second):
+		return false
+	case <-time.After(stopGrace):
 		p.cmd.Process.Kill()
 		<-p.done
+		return true
 	}
 }
 
-// stopAll stops children, newest first.
-func (l *launcher) stopAll() {
+// stopAll stops children, newest first (workloads before their agents,
+// servers before the agents they depend on, children before parents). It
+// returns how many were running and the names of those it had to kill.
+func (l *launcher) stopAll() (running int, killed []string) {
 	l.mu.Lock()
 	procs := l.procs
 	l.procs = nil
 	l.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
-		procs[i].stop()
+		select {
+		case <-procs[i].done:
+			continue // stopped with --stop, or exited
+		default:
+		}
+		running++
+		if procs[i].stop() {
+			killed = append(killed, procs[i].name)
+		}
 	}
+	return running, killed
 }
 
 // waitFor polls cond until it succeeds, the process exits, or the start
@@ -754,6 +786,9 @@ func (l *launcher) printStatus(ctx context.Context) {
 		return slices.Index(l.files, a.f) - slices.Index(l.files, b.f)
 	})
 	for _, t := range tiers {
+		if ctx.Err() != nil {
+			return // stopping: the answers would only say "canceled"
+		}
 		l.mu.Lock()
 		down := t.server == nil
 		l.mu.Unlock()
@@ -765,6 +800,9 @@ func (l *launcher) printStatus(ctx context.Context) {
 		agents, entries, cerr := t.admin.Counts(cctx)
 		b, berr := t.admin.Bundle(cctx)
 		cancel()
+		if ctx.Err() != nil {
+			return
+		}
 		if err := errors.Join(cerr, berr); err != nil {
 			fmt.Fprintf(l.opts.Out, "[%s] %-*s unreachable: %v\n", now, l.width, t.label, err)
 			continue
