@@ -55,7 +55,7 @@ func ParseFileWith(path string, opts Options) (*File, hcl.Diagnostics) {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Cannot read topology file",
-			Detail:   fmt.Sprintf("%v. Check the path given to --topology.", err),
+			Detail:   fmt.Sprintf("%v. Check the topology file's path.", err),
 		}}
 	}
 	return ParseWith(src, path, opts)

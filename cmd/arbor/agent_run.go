@@ -158,11 +158,14 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 				return err
 			}
 			cfg.WorkloadAttestors = []agent.WorkloadAttestor{att}
+			if err := checkBootstrap(cfg); err != nil {
+				return err
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			return explainRunError(a.Run(cmd.Context()), cfg)
 		},
 	}
 	fs := cmd.Flags()
@@ -207,4 +210,29 @@ func newAgentHealthcheckCommand() *cobra.Command {
 	cmd.Flags().StringVar(&healthAddr, "health-addr", "", "the agent's health address (host:port)")
 	cmd.Flags().StringVar(&socketPath, "socket-path", defaultAgentSocket, "the agent's Workload API socket")
 	return cmd
+}
+
+// checkBootstrap refuses, before anything starts, an agent that has never
+// attested (no agent SVID in its data directory) and has no way to verify
+// the server at its first attestation, naming the flags that give one.
+func checkBootstrap(cfg agent.Config) error {
+	if len(cfg.TrustBundle) > 0 || cfg.TrustBundleURL != "" || cfg.InsecureBootstrap || agent.Attested(cfg.DataDir) {
+		return nil
+	}
+	return fmt.Errorf("no bootstrap bundle to verify the server at the first attestation (%s holds no agent SVID yet): "+
+		"give --trust-bundle FILE (the server's X.509 roots as PEM: arbor bundle show --socket-path ADMIN_SOCKET > bundle.pem), "+
+		"--trust-bundle-url URL, or --insecure-bootstrap (tests only)", cfg.DataDir)
+}
+
+// explainRunError adds to the error an agent stops with what to do about
+// it: a join-token agent the server no longer knows (evicted, or its SVID
+// expired while the server was out of reach) cannot attest again with the
+// token it spent.
+func explainRunError(err error, cfg agent.Config) error {
+	joinToken := cfg.NodeAttestor == nil && cfg.X509PoP == nil
+	if errors.Is(err, agent.ErrCannotReattest) && joinToken {
+		return fmt.Errorf("%w; a join token attests once: generate a new join token (arbor token generate --socket-path ADMIN_SOCKET of the server) "+
+			"and start the agent again with --join-token-file FILE", err)
+	}
+	return err
 }

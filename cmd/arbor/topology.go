@@ -38,12 +38,12 @@ func loadTopology(w io.Writer, path string, vars topologyVars) (*topology.File, 
 	if err != nil {
 		return nil, nil, err
 	}
-	f, diags := topology.ParseFileWith(path, opts)
-	var files map[string]*hcl.File
-	if src, err := os.ReadFile(path); err == nil {
-		files = map[string]*hcl.File{path: {Bytes: src}}
+	src, err := readTopology(path, "FILE")
+	if err != nil {
+		return nil, nil, err
 	}
-	fmt.Fprint(w, topology.FormatDiagnostics(diags, files))
+	f, diags := topology.ParseWith(src, path, opts)
+	fmt.Fprint(w, topology.FormatDiagnostics(diags, map[string]*hcl.File{path: {Bytes: src}}))
 	if diags.HasErrors() {
 		return nil, diags, fmt.Errorf("%s: %s", path, countDiags(diags))
 	}
@@ -77,7 +77,7 @@ co-located agents, outage budgets below min_outage_budget, SQLite with
 replicas) are printed too but do not fail. Exit status 1 when there are errors.`,
 		Example: `  arbor topology validate examples/multi-cloud.hcl
   arbor topology validate --var region_ca_ttl=14d prod.hcl`,
-		Args: cobra.ExactArgs(1),
+		Args: fileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, diags, err := loadTopology(cmd.OutOrStdout(), args[0], vars)
 			if err != nil {
@@ -102,7 +102,7 @@ issuing if its parent is down, and how long its workloads keep valid SVIDs
 if the tier itself is down. Budgets are worst cases; docs/topology.md
 defines each.`,
 		Example: `  arbor topology plan examples/multi-cloud.hcl`,
-		Args:    cobra.ExactArgs(1),
+		Args:    fileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
 			if err != nil {
@@ -137,7 +137,7 @@ outside the files (bootstrap bundle, registration entries).`,
 		Example: `  arbor topology render examples/multi-cloud.hcl --node aws-us-east-1a
   arbor topology render examples/federation.hcl --node root --format json > root.json
   arbor topology render examples/multi-cloud.hcl --node aws-us-east-1 --format spire --out /etc/spire`,
-		Args: cobra.ExactArgs(1),
+		Args: fileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "hcl" && format != "json" && format != "spire" {
 				return fmt.Errorf("--format %q: want hcl, json or spire", format)
@@ -235,7 +235,7 @@ top, one box per server with its name, CA TTL and datastore.`,
 		Example: `  arbor topology graph examples/multi-cloud.hcl --format svg > tree.svg
   arbor topology graph examples/multi-cloud.hcl | dot -Tpng > tree.png
   arbor topology graph examples/ha-root.hcl --format mermaid`,
-		Args: cobra.ExactArgs(1),
+		Args: fileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != topology.GraphDOT && format != topology.GraphMermaid && format != topology.GraphSVG {
 				return fmt.Errorf("--format %q: want dot, mermaid or svg", format)
@@ -282,7 +282,7 @@ identity (and for any other error).`,
 		Example: `  arbor topology simulate examples/multi-cloud.hcl --down aws-us-east-1 --for 6h
   arbor topology simulate prod.hcl --down root --for 3d --at 2025-01-10T08:00:00Z
   arbor topology simulate prod.hcl --down eu-west --for 2h && echo "2h outage of eu-west: survivable"`,
-		Args: cobra.ExactArgs(1),
+		Args: fileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := topology.ParseDuration(forDur)
 			if err != nil {

@@ -31,7 +31,7 @@ one machine): arbor up creates them, or use arbor token generate --spiffe-id
 with the agent's spiffe_id.`,
 		Example: `  arbor topology apply --dry-run prod.hcl
   arbor topology apply prod.hcl`,
-		Args: cobra.ExactArgs(1),
+		Args: fileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, _, err := loadTopology(cmd.ErrOrStderr(), args[0], vars)
 			if err != nil {

@@ -31,6 +31,28 @@ func (v topologyVars) options() (topology.Options, error) {
 	return opts, nil
 }
 
+// readTopology reads the topology file at path, given as from says; when
+// it cannot, the error names the flag or argument to fix.
+func readTopology(path, from string) ([]byte, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the topology file given as %s: %v", from, err)
+	}
+	return src, nil
+}
+
+// fileArg is the Args of the commands that take one topology FILE: a
+// missing or extra argument is refused naming FILE.
+func fileArg(cmd *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return fmt.Errorf("missing FILE, the topology file to read; usage: %s", cmd.UseLine())
+	case len(args) > 1:
+		return fmt.Errorf("one FILE only, the topology file to read, not %d arguments (%s); usage: %s", len(args), strings.Join(args, " "), cmd.UseLine())
+	}
+	return nil
+}
+
 // parseTopology parses the topology file at path, given as from says (the
 // flag or argument that named it: "--topology", "FILE"), with the values of
 // --var, for the commands that run what it describes (arbor server, arbor
@@ -42,9 +64,9 @@ func parseTopology(path, from string, vars topologyVars) (*topology.File, error)
 	if err != nil {
 		return nil, err
 	}
-	src, err := os.ReadFile(path)
+	src, err := readTopology(path, from)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the topology file given as %s: %v", from, err)
+		return nil, err
 	}
 	f, diags := topology.ParseWith(src, path, opts)
 	if diags.HasErrors() {
