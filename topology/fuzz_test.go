@@ -77,11 +77,16 @@ func parseHCLOrJSON(src []byte, name string) (map[string]string, hcl.Diagnostics
 	}
 	// A server's k8s_psat has cluster blocks; an agent's, a cluster attribute.
 	k8sPSATBlocks := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "cluster", LabelNames: []string{"label"}}}}
+	// A server's azure_msi has tenant blocks.
+	azureMSIBlocks := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "tenant", LabelNames: []string{"label"}}}}
 	var walk func(body hcl.Body, prefix string)
 	walk = func(body hcl.Body, prefix string) {
 		schema := blocks
 		if strings.HasPrefix(prefix, "server[") && strings.HasSuffix(prefix, ".node_attestor[k8s_psat].") {
 			schema = k8sPSATBlocks
+		}
+		if strings.HasPrefix(prefix, "server[") && strings.HasSuffix(prefix, ".node_attestor[azure_msi].") {
+			schema = azureMSIBlocks
 		}
 		content, remain, d := body.PartialContent(schema)
 		diags = append(diags, d...)

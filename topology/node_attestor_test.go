@@ -215,6 +215,13 @@ func TestNodeAttestorErrors(t *testing.T) {
 	cluster := func(body string) string {
 		return td + "server \"a\" {\n  node_attestor \"k8s_psat\" {\n    cluster \"prod\" {\n" + body + "\n    }\n  }\n}\n"
 	}
+	gcp := func(body string) string {
+		return td + "server \"a\" {\n  node_attestor \"gcp_iit\" {\n" + body + "\n  }\n}\n"
+	}
+	azure := func(body string) string {
+		return td + "server \"a\" {\n  node_attestor \"azure_msi\" {\n" + body + "\n  }\n}\n"
+	}
+	const tenant = `    tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {`
 	tests := []struct {
 		name       string
 		src        string
@@ -230,6 +237,67 @@ func TestNodeAttestorErrors(t *testing.T) {
 			name: "misspelt agent attestor kind",
 			src:  treeSrc(k8sRoot, `    node_attestor "k8s-psat" {}`),
 			want: []diagAt{{"18:19", "Unknown node attestor kind"}}, wantDetail: `Did you mean "k8s_psat"?`,
+		},
+		{
+			name: "gcp_iit without projects",
+			src:  gcp(`    use_instance_metadata = true`),
+			want: []diagAt{{"3:27", "Missing required argument"}},
+		},
+		{
+			name: "gcp_iit empty project list",
+			src:  gcp(`    projectid_allow_list = []`),
+			want: []diagAt{{"4:28", "No projects"}},
+		},
+		{
+			name: "gcp_iit project number",
+			src:  gcp(`    projectid_allow_list = ["ok-project", "123456789012"]`),
+			want: []diagAt{{"4:43", "Invalid project ID"}}, wantDetail: "not its name or number",
+		},
+		{
+			name: "gcp_iit label keys without instance metadata",
+			src:  gcp("    projectid_allow_list = [\"ok-project\"]\n    allowed_label_keys = [\"env\"]"),
+			want: []diagAt{{"5:5", "Needs use_instance_metadata"}},
+		},
+		{
+			name: "gcp_iit key with a colon",
+			src:  gcp("    projectid_allow_list = [\"ok-project\"]\n    use_instance_metadata = true\n    allowed_metadata_keys = [\"a:b\"]"),
+			want: []diagAt{{"6:30", "Invalid key"}},
+		},
+		{
+			name: "gcp_iit metadata size",
+			src:  gcp("    projectid_allow_list = [\"ok-project\"]\n    max_metadata_value_size = 0"),
+			want: []diagAt{{"5:31", "Invalid metadata value size"}},
+		},
+		{
+			name: "azure_msi without tenants",
+			src:  azure(`    agent_path_template = "x/{{ .TenantID }}"`),
+			want: []diagAt{{"3:3", "No Azure tenants"}},
+		},
+		{
+			name: "azure_msi tenant not a GUID",
+			src:  azure("    tenant \"contoso.onmicrosoft.com\" {\n      subscription_id = \"11111111-1111-1111-1111-111111111111\"\n    }"),
+			want: []diagAt{{"4:12", "Invalid tenant ID"}},
+		},
+		{
+			name: "azure_msi duplicate tenant",
+			src: azure(tenant + "\n      subscription_id = \"11111111-1111-1111-1111-111111111111\"\n    }\n" +
+				tenant + "\n      subscription_id = \"11111111-1111-1111-1111-111111111111\"\n    }"),
+			want: []diagAt{{"7:12", "Duplicate tenant"}}, wantDetail: "line 4",
+		},
+		{
+			name: "azure_msi tenant without subscription",
+			src:  azure(tenant + "\n      resource_id = \"api://arbor\"\n    }"),
+			want: []diagAt{{"4:5", "No subscription"}},
+		},
+		{
+			name: "azure_msi bad subscription",
+			src:  azure(tenant + "\n      subscription_ids = [\"11111111-1111-1111-1111-111111111111\", \"prod\"]\n    }"),
+			want: []diagAt{{"5:67", "Invalid subscription ID"}},
+		},
+		{
+			name: "azure_msi app id without secret",
+			src:  azure(tenant + "\n      subscription_id = \"11111111-1111-1111-1111-111111111111\"\n      app_id = \"x\"\n    }"),
+			want: []diagAt{{"6:7", "Azure app ID without its secret"}},
 		},
 		{
 			name: "aws_iid unknown attribute",
@@ -474,7 +542,7 @@ func TestRenderAttestorsHCLAndJSONAgree(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(FormatDiagnostics(diags, nil))
 	}
-	for _, node := range []string{"root", "eks", "ec2"} {
+	for _, node := range []string{"root", "eks", "ec2", "gce", "azure"} {
 		cfg, err := Render(f, node)
 		if err != nil {
 			t.Fatal(err)
@@ -498,9 +566,11 @@ func TestRenderAttestorsHCLAndJSONAgree(t *testing.T) {
 			t.Errorf("HCL and JSON renderings of %s differ (-hcl +json):\n%s", node, diff)
 		}
 		want := map[string]string{
-			"root": "server[root].node_attestor[k8s_psat].cluster[eks-prod].service_account_allow_list",
-			"eks":  "agent[].node_attestor[k8s_psat].token_path",
-			"ec2":  "agent[].node_attestor[aws_iid].ec2_metadata_endpoint",
+			"root":  "server[root].node_attestor[k8s_psat].cluster[eks-prod].service_account_allow_list",
+			"eks":   "agent[].node_attestor[k8s_psat].token_path",
+			"ec2":   "agent[].node_attestor[aws_iid].ec2_metadata_endpoint",
+			"gce":   "agent[].node_attestor[gcp_iit].service_account",
+			"azure": "agent[].node_attestor[azure_msi].resource_id",
 		}[node]
 		if _, ok := fromHCL[want]; !ok {
 			t.Errorf("render of %s lacks %s; has %v", node, want, fromHCL)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"text/template"
 
@@ -86,8 +87,174 @@ func (p *parser) nodeAttestor(b *hcl.Block) (NodeAttestor, bool) {
 		na.AWSIID = p.awsIID(a)
 	case NodeAttestorK8sPSAT:
 		na.K8sPSAT = p.k8sPSAT(b, content.Blocks.OfType("cluster"))
+	case NodeAttestorGCPIIT:
+		na.GCPIIT = p.gcpIIT(a)
+	case NodeAttestorAzureMSI:
+		na.AzureMSI = p.azureMSI(b, a, content.Blocks.OfType("tenant"))
 	}
 	return na, true
+}
+
+var (
+	// gcpProjectIDRE is a Google Cloud project ID: 6 to 30 lowercase
+	// letters, digits and hyphens, starting with a letter (a domain-scoped
+	// project is "domain:id").
+	gcpProjectIDRE = regexp.MustCompile(`^([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$`)
+	// azureGUIDRE is a tenant or subscription ID as Azure writes them.
+	azureGUIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+)
+
+// gcpIIT decodes the attributes of a server's node_attestor "gcp_iit".
+func (p *parser) gcpIIT(a hcl.Attributes) GCPIIT {
+	var c GCPIIT
+	if attr, ok := a["projectid_allow_list"]; ok {
+		list, ok := p.strList(attr)
+		if ok && len(list) == 0 {
+			p.errorf(attr.Expr.Range(), "No projects",
+				"projectid_allow_list = [] would accept no instance. List the projects whose instances may attest, such as projectid_allow_list = [\"my-project\"].")
+		}
+		for i, id := range list {
+			if !gcpProjectIDRE.MatchString(id) {
+				p.errorf(elemRange(attr, i), "Invalid project ID",
+					"%q in projectid_allow_list is not a Google Cloud project ID (6 to 30 lowercase letters, digits and hyphens, starting with a letter). Write the project's ID, not its name or number.", id)
+				continue
+			}
+			c.ProjectIDAllowList = append(c.ProjectIDAllowList, id)
+		}
+	}
+	if attr, ok := a["agent_path_template"]; ok {
+		c.AgentPathTemplate = p.agentPathTemplate(attr, "gcp_iit/<project>/<instance id>")
+	}
+	if attr, ok := a["use_instance_metadata"]; ok {
+		c.UseInstanceMetadata, _ = p.boolean(attr)
+	}
+	c.AllowedLabelKeys = p.gcpKeys(a["allowed_label_keys"])
+	c.AllowedMetadataKeys = p.gcpKeys(a["allowed_metadata_keys"])
+	for _, name := range []string{"allowed_label_keys", "allowed_metadata_keys"} {
+		if attr, ok := a[name]; ok && !c.UseInstanceMetadata {
+			p.errorf(attr.NameRange, "Needs use_instance_metadata",
+				"%s names what the Compute API says about the instance, which the server reads only with use_instance_metadata = true. Add use_instance_metadata = true, or remove %s.", name, name)
+		}
+	}
+	if attr, ok := a["max_metadata_value_size"]; ok {
+		if n, ok := p.integer(attr); ok {
+			if n < 1 || n > 1<<20 {
+				p.errorf(attr.Expr.Range(), "Invalid metadata value size",
+					"max_metadata_value_size = %d is not a size between 1 and 1048576 bytes. Remove it for the default, 128.", n)
+			} else {
+				c.MaxMetadataValueSize = n
+			}
+		}
+	}
+	c.ServiceAccountFile = p.optPath(a["service_account_file"])
+	for name, dst := range map[string]*string{"keys_url": &c.KeysURL, "compute_endpoint": &c.ComputeEndpoint} {
+		if attr, ok := a[name]; ok {
+			*dst, _ = p.url(attr, false)
+		}
+	}
+	return c
+}
+
+// gcpKeys evaluates a list of label or metadata keys; nil when attr is nil.
+func (p *parser) gcpKeys(attr *hcl.Attribute) []string {
+	if attr == nil {
+		return nil
+	}
+	list, _ := p.strList(attr)
+	var out []string
+	for i, k := range list {
+		if k == "" || strings.ContainsAny(k, ":= \t\n") {
+			p.errorf(elemRange(attr, i), "Invalid key",
+				"%q in %s cannot be a key: keys become selectors gcp_iit:label:KEY:VALUE and gcp_iit:metadata:KEY:VALUE, so they hold no ':', '=' or space, and are not empty.", k, attr.Name)
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// azureMSI decodes a server's node_attestor "azure_msi" and its tenant
+// blocks. The app secrets appear in no diagnostic.
+func (p *parser) azureMSI(b *hcl.Block, a hcl.Attributes, blocks hcl.Blocks) AzureMSI {
+	var c AzureMSI
+	if attr, ok := a["agent_path_template"]; ok {
+		c.AgentPathTemplate = p.agentPathTemplate(attr, "azure_msi/<tenant>/<principal id>")
+	}
+	for name, dst := range map[string]*string{"login_endpoint": &c.LoginEndpoint, "sts_endpoint": &c.STSEndpoint, "arm_endpoint": &c.ARMEndpoint} {
+		if attr, ok := a[name]; ok {
+			*dst, _ = p.url(attr, false)
+		}
+	}
+	if len(blocks) == 0 {
+		p.errorf(b.DefRange, "No Azure tenants",
+			"An azure_msi attestor accepts the VMs of the tenants it lists, and this one lists none. Add a tenant block for each, for example:\n  tenant \"00000000-0000-0000-0000-000000000000\" {\n    subscription_id = \"11111111-1111-1111-1111-111111111111\"\n  }")
+	}
+	first := map[string]hcl.Range{}
+	for _, tb := range blocks {
+		id := tb.Labels[0]
+		if !azureGUIDRE.MatchString(id) {
+			p.errorf(tb.LabelRanges[0], "Invalid tenant ID",
+				"%q is not an Azure tenant ID: write the tenant's directory ID, a lowercase GUID such as \"72f988bf-86f1-41af-91ab-2d7cd011db47\" (tokens carry it in lowercase).", id)
+			continue
+		}
+		if r, dup := first[id]; dup {
+			p.errorf(tb.LabelRanges[0], "Duplicate tenant",
+				"Tenant %q is already declared at line %d. Merge the two blocks into one.", id, r.Start.Line)
+			continue
+		}
+		first[id] = tb.DefRange
+		c.Tenants = append(c.Tenants, p.azureTenant(tb))
+	}
+	return c
+}
+
+func (p *parser) azureTenant(b *hcl.Block) AzureTenant {
+	t := AzureTenant{ID: b.Labels[0], Range: b.DefRange}
+	a := p.content(b.Body, azureTenantSchema).Attributes
+	if attr, ok := a["resource_id"]; ok {
+		t.ResourceID, _ = p.nonEmptyStr(attr)
+	}
+	addSub := func(attr *hcl.Attribute, i int, id string) {
+		if !azureGUIDRE.MatchString(id) {
+			p.errorf(elemRange(attr, i), "Invalid subscription ID",
+				"%q is not an Azure subscription ID: write it as a lowercase GUID, such as \"11111111-1111-1111-1111-111111111111\".", id)
+			return
+		}
+		if !slices.Contains(t.SubscriptionIDs, id) {
+			t.SubscriptionIDs = append(t.SubscriptionIDs, id)
+		}
+	}
+	if attr, ok := a["subscription_id"]; ok {
+		if id, ok := p.nonEmptyStr(attr); ok {
+			addSub(attr, 0, id)
+		}
+	}
+	if attr, ok := a["subscription_ids"]; ok {
+		list, _ := p.strList(attr)
+		for i, id := range list {
+			addSub(attr, i, id)
+		}
+	}
+	if a["subscription_id"] == nil && a["subscription_ids"] == nil {
+		p.errorf(b.DefRange, "No subscription",
+			"Tenant %q names no subscription, so none of its VMs could attest (arbor does not guess the server's own, as SPIRE does on Azure). Add subscription_id = \"<subscription GUID>\", or subscription_ids = [...] for several.", t.ID)
+	}
+	key, secret := a["app_id"], a["app_secret"]
+	if key != nil {
+		t.AppID, _ = p.nonEmptyStr(key)
+	}
+	if secret != nil {
+		t.AppSecret, _ = p.nonEmptyStr(secret)
+	}
+	switch {
+	case key != nil && secret == nil:
+		p.errorf(key.NameRange, "Azure app ID without its secret",
+			"app_id is set but app_secret is not; the two make one credential. Add app_secret, for example app_secret = env(\"AZURE_CLIENT_SECRET\"), or remove app_id to use the Azure SDK's default credentials.")
+	case key == nil && secret != nil:
+		p.errorf(secret.NameRange, "Azure app secret without its app ID",
+			"app_secret is set but app_id is not; the two make one credential. Add app_id, or remove app_secret to use the Azure SDK's default credentials.")
+	}
+	return t
 }
 
 // refuseAWSIIDUnsupported reports the settings of SPIRE's aws_iid that
@@ -339,6 +506,20 @@ func (p *parser) agentAttestor(b *hcl.Block) (AgentAttestor, bool) {
 	case NodeAttestorAWSIID:
 		if attr, ok := a["ec2_metadata_endpoint"]; ok {
 			na.EC2MetadataEndpoint, _ = p.url(attr, false)
+		}
+	case NodeAttestorGCPIIT:
+		if attr, ok := a["service_account"]; ok {
+			na.ServiceAccount, _ = p.nonEmptyStr(attr)
+		}
+		if attr, ok := a["identity_token_host"]; ok {
+			na.IdentityTokenHost, _ = p.nonEmptyStr(attr)
+		}
+	case NodeAttestorAzureMSI:
+		if attr, ok := a["resource_id"]; ok {
+			na.ResourceID, _ = p.nonEmptyStr(attr)
+		}
+		if attr, ok := a["metadata_endpoint"]; ok {
+			na.MetadataEndpoint, _ = p.url(attr, false)
 		}
 	case NodeAttestorK8sPSAT:
 		na.clusterRange = b.DefRange

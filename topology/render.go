@@ -170,6 +170,10 @@ func Render(f *File, node string) (*NodeConfig, error) {
 			nb.setIf("ec2_metadata_endpoint", na.EC2MetadataEndpoint)
 		case NodeAttestorK8sPSAT:
 			nb.set("cluster", na.Cluster).set("token_path", na.TokenPath)
+		case NodeAttestorGCPIIT:
+			nb.setIf("service_account", na.ServiceAccount).setIf("identity_token_host", na.IdentityTokenHost)
+		case NodeAttestorAzureMSI:
+			nb.setIf("resource_id", na.ResourceID).setIf("metadata_endpoint", na.MetadataEndpoint)
 		}
 	}
 
@@ -264,6 +268,34 @@ func renderNodeAttestor(b *Block, a NodeAttestor) {
 				setIf("kube_config_file", c.KubeConfigFile).
 				set("allowed_node_label_keys", nonNil(c.AllowedNodeLabelKeys)).
 				set("allowed_pod_label_keys", nonNil(c.AllowedPodLabelKeys))
+		}
+	case NodeAttestorGCPIIT:
+		c := a.GCPIIT
+		b.set("projectid_allow_list", nonNil(c.ProjectIDAllowList)).
+			setIf("agent_path_template", c.AgentPathTemplate).
+			set("use_instance_metadata", c.UseInstanceMetadata).
+			set("allowed_label_keys", nonNil(c.AllowedLabelKeys)).
+			set("allowed_metadata_keys", nonNil(c.AllowedMetadataKeys))
+		if c.MaxMetadataValueSize != 0 {
+			b.set("max_metadata_value_size", c.MaxMetadataValueSize)
+		}
+		b.setIf("service_account_file", c.ServiceAccountFile).
+			setIf("keys_url", c.KeysURL).
+			setIf("compute_endpoint", c.ComputeEndpoint)
+	case NodeAttestorAzureMSI:
+		c := a.AzureMSI
+		b.setIf("agent_path_template", c.AgentPathTemplate).
+			setIf("login_endpoint", c.LoginEndpoint).
+			setIf("sts_endpoint", c.STSEndpoint).
+			setIf("arm_endpoint", c.ARMEndpoint)
+		for _, t := range c.Tenants {
+			tb := b.block("tenant", t.ID).
+				setIf("resource_id", t.ResourceID).
+				set("subscription_ids", nonNil(t.SubscriptionIDs)).
+				setIf("app_id", t.AppID)
+			if t.AppSecret != "" {
+				tb.set("app_secret", SecretNotRendered)
+			}
 		}
 	}
 }

@@ -146,6 +146,43 @@ var nodeAttestorSchemas = map[string]*hcl.BodySchema{
 	NodeAttestorK8sPSAT: {
 		Blocks: []hcl.BlockHeaderSchema{{Type: "cluster", LabelNames: []string{"name"}}},
 	},
+	// SPIRE's names, but for the last two, arbor's own.
+	NodeAttestorGCPIIT: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "projectid_allow_list", Required: true},
+			{Name: "agent_path_template"},
+			{Name: "use_instance_metadata"},
+			{Name: "allowed_label_keys"},
+			{Name: "allowed_metadata_keys"},
+			{Name: "max_metadata_value_size"},
+			{Name: "service_account_file"},
+			{Name: "keys_url"},
+			{Name: "compute_endpoint"},
+		},
+	},
+	// SPIRE's tenants map, one tenant "ID" block per key; the endpoints
+	// are arbor's own.
+	NodeAttestorAzureMSI: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "agent_path_template"},
+			{Name: "login_endpoint"},
+			{Name: "sts_endpoint"},
+			{Name: "arm_endpoint"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "tenant", LabelNames: []string{"id"}}},
+	},
+}
+
+// azureTenantSchema is a tenant "ID" block of azure_msi: SPIRE's names,
+// and subscription_ids for more than one subscription.
+var azureTenantSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "resource_id"},
+		{Name: "subscription_id"},
+		{Name: "subscription_ids"},
+		{Name: "app_id"},
+		{Name: "app_secret"},
+	},
 }
 
 // awsIIDUnsupported are the settings of SPIRE's server aws_iid plugin that
@@ -275,6 +312,13 @@ var agentAttestorSchemas = map[string]*hcl.BodySchema{
 			{Name: "token_path"},
 		},
 	},
+	NodeAttestorGCPIIT: {
+		Attributes: []hcl.AttributeSchema{{Name: "service_account"}, {Name: "identity_token_host"}},
+	},
+	// resource_id is SPIRE's; metadata_endpoint arbor's.
+	NodeAttestorAzureMSI: {
+		Attributes: []hcl.AttributeSchema{{Name: "resource_id"}, {Name: "metadata_endpoint"}},
+	},
 }
 
 // entrySchema is an entry "NAME" block.
@@ -327,6 +371,7 @@ func ServerAttributes() []string {
 	addKinds("datastore.", datastoreSchemas)
 	addKinds("node_attestor.", nodeAttestorSchemas)
 	add("node_attestor."+NodeAttestorK8sPSAT+".cluster.", k8sPSATClusterSchema)
+	add("node_attestor."+NodeAttestorAzureMSI+".tenant.", azureTenantSchema)
 	addKinds("upstream.", upstreamSchemas)
 	addKinds("upstream."+UpstreamVault+".auth.", vaultAuthSchemas)
 	add("agent.", agentSchema)

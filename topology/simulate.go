@@ -97,10 +97,10 @@ func Simulate(f *File, down string, d time.Duration, start time.Time) (*Simulati
 			case NodeAttestorJoinToken:
 				e.Kind = EventManualAction
 				e.What = fmt.Sprintf("the co-located agent of %s loses its SVID from %s (%s) and cannot re-attest with a used join token: generate a new token for it, or %s stays cut off after %s returns", c.Name, s.Name, formatDuration(s.AgentSVIDTTL), c.Name, s.Name)
-			case NodeAttestorAWSIID:
-				// Trust on first use: the instance has attested already.
+			case NodeAttestorAWSIID, NodeAttestorGCPIIT, NodeAttestorAzureMSI:
+				// Trust on first use: the machine has attested already.
 				e.Kind = EventManualAction
-				e.What = fmt.Sprintf("the co-located agent of %s loses its SVID from %s (%s) and cannot attest again with aws_iid (one attestation per instance): evict it at %s, or %s stays cut off after %s returns", c.Name, s.Name, formatDuration(s.AgentSVIDTTL), s.Name, c.Name, s.Name)
+				e.What = fmt.Sprintf("the co-located agent of %s loses its SVID from %s (%s) and cannot attest again with %s (one attestation per machine): evict it at %s, or %s stays cut off after %s returns", c.Name, s.Name, formatDuration(s.AgentSVIDTTL), c.Agent.NodeAttestor.Kind, s.Name, c.Name, s.Name)
 			}
 			events = append(events, e)
 		}

@@ -181,6 +181,10 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 			cfg.ServerNotes = append(cfg.ServerNotes, renderSPIREAWSIID(pd, a.AWSIID)...)
 		case NodeAttestorK8sPSAT:
 			renderSPIREK8sPSAT(pd, a.K8sPSAT)
+		case NodeAttestorGCPIIT:
+			cfg.ServerNotes = append(cfg.ServerNotes, renderSPIREGCPIIT(pd, a.GCPIIT)...)
+		case NodeAttestorAzureMSI:
+			cfg.ServerNotes = append(cfg.ServerNotes, renderSPIREAzureMSI(pd, a.AzureMSI)...)
 		}
 	}
 
@@ -329,6 +333,82 @@ func renderSPIREAWSIID(pd *Block, c AWSIID) []string {
 	return notes
 }
 
+// renderSPIREGCPIIT writes the plugin_data of SPIRE's server gcp_iit and
+// returns the notes about arbor's own settings it leaves out.
+func renderSPIREGCPIIT(pd *Block, c GCPIIT) []string {
+	pd.set("projectid_allow_list", nonNil(c.ProjectIDAllowList)).
+		setIf("agent_path_template", c.AgentPathTemplate)
+	if c.UseInstanceMetadata {
+		pd.set("use_instance_metadata", true)
+	}
+	if len(c.AllowedLabelKeys) > 0 {
+		pd.set("allowed_label_keys", c.AllowedLabelKeys)
+	}
+	if len(c.AllowedMetadataKeys) > 0 {
+		pd.set("allowed_metadata_keys", c.AllowedMetadataKeys)
+	}
+	if c.MaxMetadataValueSize != 0 {
+		pd.set("max_metadata_value_size", c.MaxMetadataValueSize)
+	}
+	pd.setIf("service_account_file", c.ServiceAccountFile)
+	var arborOnly []string
+	if c.KeysURL != "" {
+		arborOnly = append(arborOnly, "keys_url")
+	}
+	if c.ComputeEndpoint != "" {
+		arborOnly = append(arborOnly, "compute_endpoint")
+	}
+	if len(arborOnly) > 0 {
+		return []string{fmt.Sprintf("gcp_iit: %s left out: arbor settings SPIRE's gcp_iit does not have; spire-server verifies identity tokens with Google's keys and calls Google's Compute API",
+			strings.Join(arborOnly, " and "))}
+	}
+	return nil
+}
+
+// renderSPIREAzureMSI writes the plugin_data of SPIRE's server azure_msi:
+// the tenant blocks become its tenants map. SPIRE (v1.13.3) takes one
+// subscription per tenant, only with app credentials (with the SDK's
+// default ones it looks VMs up in the subscription of its own VM), and
+// reads app_secret only from plugin_data, which a rendering never holds.
+func renderSPIREAzureMSI(pd *Block, c AzureMSI) []string {
+	var notes []string
+	tenants := Object{}
+	for _, t := range c.Tenants {
+		fields := Object{Fields: true}
+		if t.ResourceID != "" {
+			fields.Items = append(fields.Items, Attr{"resource_id", t.ResourceID})
+		}
+		switch {
+		case t.AppID == "":
+			notes = append(notes, fmt.Sprintf("azure_msi: tenant %s: subscription %s left out: SPIRE takes a subscription_id only with app_id and app_secret; with the Azure SDK's default credentials spire-server looks VMs up in the subscription of its own VM",
+				t.ID, strings.Join(t.SubscriptionIDs, ", ")))
+		default:
+			fields.Items = append(fields.Items, Attr{"subscription_id", t.SubscriptionIDs[0]}, Attr{"app_id", t.AppID})
+			notes = append(notes, fmt.Sprintf("azure_msi: tenant %s: app_secret is a secret and is not written here: add app_secret to its entry in plugin_data before starting spire-server", t.ID))
+			if len(t.SubscriptionIDs) > 1 {
+				notes = append(notes, fmt.Sprintf("azure_msi: tenant %s: SPIRE takes one subscription_id per tenant; %s left out, so spire-server refuses the VMs of those subscriptions",
+					t.ID, strings.Join(t.SubscriptionIDs[1:], ", ")))
+			}
+		}
+		tenants.Items = append(tenants.Items, Attr{t.ID, fields})
+	}
+	pd.set("tenants", tenants).setIf("agent_path_template", c.AgentPathTemplate)
+	var arborOnly []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{{"login_endpoint", c.LoginEndpoint != ""}, {"sts_endpoint", c.STSEndpoint != ""}, {"arm_endpoint", c.ARMEndpoint != ""}} {
+		if o.set {
+			arborOnly = append(arborOnly, o.name)
+		}
+	}
+	if len(arborOnly) > 0 {
+		notes = append(notes, fmt.Sprintf("azure_msi: %s left out: arbor settings SPIRE's azure_msi does not have; spire-server uses Azure's public cloud endpoints",
+			strings.Join(arborOnly, ", ")))
+	}
+	return notes
+}
+
 // renderSPIREK8sPSAT writes the plugin_data of SPIRE's server k8s_psat: the
 // cluster blocks become its clusters map.
 func renderSPIREK8sPSAT(pd *Block, k K8sPSAT) {
@@ -461,6 +541,13 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 		pd.setIf("ec2_metadata_endpoint", na.EC2MetadataEndpoint)
 	case NodeAttestorK8sPSAT:
 		pd.set("cluster", na.Cluster).set("token_path", na.TokenPath)
+	case NodeAttestorGCPIIT:
+		pd.setIf("service_account", na.ServiceAccount).setIf("identity_token_host", na.IdentityTokenHost)
+	case NodeAttestorAzureMSI:
+		pd.setIf("resource_id", na.ResourceID)
+		if na.MetadataEndpoint != "" {
+			cfg.AgentNotes = append(cfg.AgentNotes, "azure_msi: metadata_endpoint left out: SPIRE's agent always asks http://169.254.169.254")
+		}
 	}
 	plugin(plugins, "KeyManager", "disk").set("directory", ag.DataDir)
 	plugin(plugins, "WorkloadAttestor", "unix")
@@ -474,9 +561,10 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 	case na.Kind == NodeAttestorJoinToken && na.Token == "":
 		cfg.AgentNotes = append(cfg.AgentNotes, fmt.Sprintf(
 			"join token: create one at %s with `spire-server token generate -spiffeID %s` and start with -joinToken TOKEN", to, ag.SPIFFEID))
-	case na.Kind == NodeAttestorAWSIID:
+	case na.Kind == NodeAttestorAWSIID || na.Kind == NodeAttestorGCPIIT || na.Kind == NodeAttestorAzureMSI:
+		what := map[string]string{NodeAttestorAWSIID: "an instance", NodeAttestorGCPIIT: "an instance", NodeAttestorAzureMSI: "a VM"}[na.Kind]
 		cfg.AgentNotes = append(cfg.AgentNotes, fmt.Sprintf(
-			"aws_iid: an instance attests once (trust on first use): if this agent's SVID expires (%s unreachable for longer than its agent_ttl), %s refuses the agent until it is evicted there (`spire-server agent evict`)", to, to))
+			"%s: %s attests once (trust on first use): if this agent's SVID expires (%s unreachable for longer than its agent_ttl), %s refuses the agent until it is evicted there (`spire-server agent evict`)", na.Kind, what, to, to))
 	case na.Kind == NodeAttestorK8sPSAT:
 		mount := fmt.Sprintf("k8s_psat: mount the pod's projected service account token at %s (a serviceAccountToken volume", na.TokenPath)
 		if parent := f.server(s.Parent); parent != nil {

@@ -507,6 +507,14 @@ func spireRunDir(t *testing.T) (dir, addr string) {
 // socket. The server runs until the test ends.
 func runSPIREServer(t *testing.T, dir, src string, env []string) *File {
 	t.Helper()
+	return runSPIREServerEdited(t, dir, src, env, nil)
+}
+
+// runSPIREServerEdited is runSPIREServer with edit applied to the rendered
+// server.conf first, as a user follows a rendered note (a secret the
+// rendering leaves out).
+func runSPIREServerEdited(t *testing.T, dir, src string, env []string, edit func(string) string) *File {
+	t.Helper()
 	path := filepath.Join(dir, "t.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
@@ -516,6 +524,9 @@ func runSPIREServer(t *testing.T, dir, src string, env []string) *File {
 		t.Fatal(FormatDiagnostics(diags, nil))
 	}
 	server, _ := renderSPIREFiles(t, spireCase{file: f, node: "root"})
+	if edit != nil {
+		server = []byte(edit(string(server)))
+	}
 	conf := filepath.Join(dir, "server.conf")
 	if err := os.WriteFile(conf, server, 0o600); err != nil {
 		t.Fatal(err)
@@ -588,4 +599,48 @@ func testCACertPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestRenderSPIREGCPAzureAttestorsRun starts the real spire-server with the
+// rendered gcp_iit and azure_msi plugins (two tenants with app credentials,
+// a resource_id of their own, SPIRE's agent path templates): both configure
+// themselves from the rendered plugin_data without calling Google or Azure,
+// once each tenant's app_secret is added as the rendered note says (the
+// rendering never holds it). A tenant without app credentials cannot be
+// run off Azure: SPIRE v1.13.3 then reads its own VM's subscription from
+// the instance metadata service at start (and panics without one).
+func TestRenderSPIREGCPAzureAttestorsRun(t *testing.T) {
+	dir, addr := spireRunDir(t)
+	addSecret := func(conf string) string {
+		if n := strings.Count(conf, "# azure_msi: tenant "); n < 2 {
+			t.Errorf("the rendered server.conf has %d azure_msi tenant notes, want the app_secret note of both:\n%s", n, conf)
+		}
+		return regexp.MustCompile(`(?m)^(\s*)app_id(\s*)= ("[^"]*")$`).ReplaceAllString(conf, "${1}app_id$2= $3\n${1}app_secret = \"not-a-secret\"")
+	}
+	runSPIREServerEdited(t, dir, `trust_domain = "example.org"
+server "root" {
+  listen        = "`+addr+`"
+  health_listen = ""
+  ca_ttl        = "48h"
+  node_attestor "gcp_iit" {
+    projectid_allow_list    = ["arbor-prod", "arbor-staging"]
+    agent_path_template     = "/{{ .PluginName }}/{{ .ProjectID }}/{{ .InstanceName }}"
+    max_metadata_value_size = 256
+  }
+  node_attestor "azure_msi" {
+    agent_path_template = "/{{ .PluginName }}/{{ .TenantID }}/{{ .PrincipalID }}"
+    tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {
+      resource_id     = "api://arbor-server"
+      subscription_id = "11111111-1111-1111-1111-111111111111"
+      app_id          = "22222222-2222-2222-2222-222222222222"
+      app_secret      = "never-rendered"
+    }
+    tenant "33333333-3333-3333-3333-333333333333" {
+      subscription_id = "44444444-4444-4444-4444-444444444444"
+      app_id          = "66666666-6666-6666-6666-666666666666"
+      app_secret      = "never-rendered"
+    }
+  }
+}
+`, nil, addSecret)
 }

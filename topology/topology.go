@@ -90,6 +90,8 @@ const (
 	NodeAttestorX509PoP   = "x509pop"
 	NodeAttestorAWSIID    = "aws_iid"
 	NodeAttestorK8sPSAT   = "k8s_psat"
+	NodeAttestorGCPIIT    = "gcp_iit"
+	NodeAttestorAzureMSI  = "azure_msi"
 )
 
 // Upstream authority kinds (root servers only).
@@ -317,7 +319,8 @@ type Datastore struct {
 // prove themselves to it. Only the field of its Kind is set.
 type NodeAttestor struct {
 	// Kind is NodeAttestorJoinToken, NodeAttestorX509PoP,
-	// NodeAttestorAWSIID or NodeAttestorK8sPSAT.
+	// NodeAttestorAWSIID, NodeAttestorK8sPSAT, NodeAttestorGCPIIT or
+	// NodeAttestorAzureMSI.
 	Kind string
 	// JoinToken is set when Kind is NodeAttestorJoinToken.
 	JoinToken JoinToken
@@ -327,6 +330,10 @@ type NodeAttestor struct {
 	AWSIID AWSIID
 	// K8sPSAT is set when Kind is NodeAttestorK8sPSAT.
 	K8sPSAT K8sPSAT
+	// GCPIIT is set when Kind is NodeAttestorGCPIIT.
+	GCPIIT GCPIIT
+	// AzureMSI is set when Kind is NodeAttestorAzureMSI.
+	AzureMSI AzureMSI
 }
 
 // JoinToken configures the join_token node attestor.
@@ -405,6 +412,81 @@ type AWSIID struct {
 	EC2Endpoint string
 	IAMEndpoint string
 	STSEndpoint string
+}
+
+// GCPIIT configures the gcp_iit node attestor: an agent on a Compute
+// Engine instance sends the identity token Google's metadata server issued
+// for it, and the server checks Google's signature and the project. An
+// instance attests once (trust on first use) until its agent is evicted.
+// The names in parentheses are SPIRE's plugin_data; the last two are
+// arbor's own.
+type GCPIIT struct {
+	// ProjectIDAllowList (projectid_allow_list): the projects whose
+	// instances may attest; at least one.
+	ProjectIDAllowList []string
+	// AgentPathTemplate (agent_path_template); "" means the attestor's
+	// default, gcp_iit/<project>/<instance id>.
+	AgentPathTemplate string
+	// UseInstanceMetadata (use_instance_metadata) reads the instance from
+	// the Compute API for the tag, sa, label and metadata selectors.
+	UseInstanceMetadata bool
+	// AllowedLabelKeys and AllowedMetadataKeys (allowed_label_keys,
+	// allowed_metadata_keys) name the labels and metadata items that
+	// become selectors.
+	AllowedLabelKeys    []string
+	AllowedMetadataKeys []string
+	// MaxMetadataValueSize (max_metadata_value_size), in bytes; 0 means
+	// the attestor's default (128).
+	MaxMetadataValueSize int
+	// ServiceAccountFile (service_account_file): a service account key
+	// for the Compute API; "" means Application Default Credentials. A
+	// relative path is relative to the topology file's directory.
+	ServiceAccountFile string
+	// KeysURL (arbor's keys_url) replaces the URL of Google's token
+	// signing keys; ComputeEndpoint (arbor's compute_endpoint) the
+	// Compute API's base URL. "" means Google's.
+	KeysURL         string
+	ComputeEndpoint string
+}
+
+// AzureMSI configures the azure_msi node attestor: an agent on an Azure VM
+// sends a managed identity token the instance metadata service issued, and
+// the server checks Entra ID's signature, the tenant and the audience, and
+// looks the VM up in Resource Manager. A VM attests once (trust on first
+// use) until its agent is evicted. The names in parentheses are SPIRE's
+// plugin_data; the endpoints are arbor's own.
+type AzureMSI struct {
+	// Tenants are the tenant "ID" blocks in file order (SPIRE's tenants
+	// map); at least one, IDs unique.
+	Tenants []AzureTenant
+	// AgentPathTemplate (agent_path_template); "" means the attestor's
+	// default, azure_msi/<tenant>/<principal id>.
+	AgentPathTemplate string
+	// LoginEndpoint, STSEndpoint and ARMEndpoint (arbor's login_endpoint,
+	// sts_endpoint, arm_endpoint) replace Entra ID's login URL, the v1
+	// token issuer's base and Resource Manager's URL ("" means Azure's
+	// public cloud).
+	LoginEndpoint, STSEndpoint, ARMEndpoint string
+}
+
+// AzureTenant is one tenant "ID" block of an azure_msi attestor.
+type AzureTenant struct {
+	// ID is the block label: the tenant's ID, a lowercase GUID.
+	ID string
+	// ResourceID (resource_id) is the audience its tokens must be for;
+	// "" means the attestor's default, https://management.azure.com/.
+	ResourceID string
+	// SubscriptionIDs (SPIRE's subscription_id, and arbor's
+	// subscription_ids for more than one): the subscriptions whose VMs may
+	// attest; at least one.
+	SubscriptionIDs []string
+	// AppID and AppSecret (app_id, app_secret): an application's
+	// credentials for Resource Manager, both or neither (neither: the
+	// Azure SDK's default chain). AppSecret is a secret: Render and
+	// RenderSPIRE never write it.
+	AppID, AppSecret string
+	// Range is the block header.
+	Range hcl.Range
 }
 
 // DefaultK8sPSATAudience is the audience a projected service account token
@@ -629,6 +711,17 @@ type AgentAttestor struct {
 	// account token. Default DefaultK8sPSATTokenPath; a relative path is
 	// relative to the topology file's directory.
 	TokenPath string
+	// ServiceAccount and IdentityTokenHost (gcp_iit; SPIRE's
+	// service_account, identity_token_host): the instance service account
+	// whose identity token is sent ("" means "default") and the metadata
+	// server's host ("" means metadata.google.internal).
+	ServiceAccount, IdentityTokenHost string
+	// ResourceID (azure_msi; SPIRE's resource_id) is the resource the
+	// managed identity token is asked for, the audience the parent checks
+	// ("" means https://management.azure.com/); MetadataEndpoint
+	// (arbor's metadata_endpoint) the metadata service's base URL ("" means
+	// http://169.254.169.254).
+	ResourceID, MetadataEndpoint string
 	// Range is the block's label (the kind), or the agent block's header
 	// when defaulted.
 	Range hcl.Range

@@ -414,8 +414,8 @@ func TestParseErrors(t *testing.T) {
 		},
 		{
 			name: "unknown attestor kind",
-			src:  td + "server \"a\" {\n  node_attestor \"gcp_iit\" {}\n}\n",
-			want: []diagAt{{"3:17", "Unknown node attestor kind"}}, wantDetail: `"aws_iid", "join_token", "k8s_psat" or "x509pop"`,
+			src:  td + "server \"a\" {\n  node_attestor \"gcp_itt\" {}\n}\n",
+			want: []diagAt{{"3:17", "Unknown node attestor kind"}}, wantDetail: `Did you mean "gcp_iit"? Use "aws_iid", "azure_msi", "gcp_iit", "join_token", "k8s_psat" or "x509pop"`,
 		},
 		{
 			name: "duplicate attestor",

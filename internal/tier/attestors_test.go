@@ -247,3 +247,80 @@ server "eks" {
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestOpenBuildsEveryAttestor: a root accepting every cloud attestor gets
+// each one's server half from Open, without calling any cloud; a
+// kubeconfig that cannot be read fails Open naming the attestor.
+func TestOpenBuildsEveryAttestor(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	kube, err := k8spsattest.New(k8spsattest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kube.Close)
+	if err := kube.WriteKubeconfig(filepath.Join(dir, "kubeconfig")); err != nil {
+		t.Fatal(err)
+	}
+	src := func(kubeconfig string) string {
+		return fmt.Sprintf(`trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:0"
+  health_listen = "off"
+  node_attestor "aws_iid" {}
+  node_attestor "gcp_iit" {
+    projectid_allow_list = ["arbor-prod"]
+    keys_url             = "https://127.0.0.1:1/keys"
+  }
+  node_attestor "azure_msi" {
+    login_endpoint = "https://127.0.0.1:1/"
+    tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {
+      subscription_id = "11111111-1111-1111-1111-111111111111"
+      app_id          = "22222222-2222-2222-2222-222222222222"
+      app_secret      = "not-a-secret"
+    }
+  }
+  node_attestor "k8s_psat" {
+    cluster "prod" {
+      service_account_allow_list = ["spire:spire-agent"]
+      kube_config_file           = %q
+    }
+  }
+}
+`, kubeconfig)
+	}
+	open := func(kubeconfig string) ([]string, error) {
+		path := filepath.Join(dir, "t.hcl")
+		if err := os.WriteFile(path, []byte(src(kubeconfig)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, diags := topology.ParseFile(path)
+		if diags.HasErrors() {
+			t.Fatal(topology.FormatDiagnostics(diags, nil))
+		}
+		tr, err := ServerConfig(f, "root")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, closer, err := tr.Open(testkit.Context(t, 30*time.Second), nil)
+		if err != nil {
+			return nil, err
+		}
+		closer.Close()
+		var types []string
+		for _, a := range cfg.NodeAttestors {
+			types = append(types, a.Type())
+		}
+		slices.Sort(types)
+		return types, nil
+	}
+	types, err := open(filepath.Join(dir, "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"aws_iid", "azure_msi", "gcp_iit", "k8s_psat"}; !slices.Equal(types, want) {
+		t.Errorf("Open built node attestors %v, want %v", types, want)
+	}
+	if _, err := open(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), `node_attestor "k8s_psat"`) {
+		t.Errorf("Open with a missing kubeconfig = %v, want an error naming node_attestor \"k8s_psat\"", err)
+	}
+}

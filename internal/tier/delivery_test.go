@@ -81,6 +81,21 @@ func deliveryCases() []deliveryCase {
 		}
 		return root(attr, head+base+"}\n}", head+changed+"}\n}")
 	}
+	gcp := func(attr, base, changed string) deliveryCase {
+		head := `node_attestor "gcp_iit" {` + "\n"
+		if attr != "node_attestor.gcp_iit.projectid_allow_list" {
+			head += `projectid_allow_list = ["arbor-prod"]` + "\n"
+		}
+		return root(attr, head+base+"}", head+changed+"}")
+	}
+	const gcpMeta = `use_instance_metadata = true` + "\n"
+	azure := func(attr, base, changed string) deliveryCase {
+		return root(attr, `node_attestor "azure_msi" {`+"\n"+base+"}", `node_attestor "azure_msi" {`+"\n"+changed+"}")
+	}
+	const azureSub = `subscription_id = "11111111-1111-1111-1111-111111111111"` + "\n"
+	azureTenant := func(body string) string {
+		return `tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {` + "\n" + body + "}\n"
+	}
 	const spire = `upstream "spire" {` + "\n"
 	const agentPoP = `agent {` + "\n" + `node_attestor "x509pop" {` + "\n"
 	return []deliveryCase{
@@ -136,6 +151,24 @@ func deliveryCases() []deliveryCase {
 		psat("node_attestor.k8s_psat.cluster.kube_config_file", ``, `kube_config_file = "kubeconfig"`+"\n"),
 		psat("node_attestor.k8s_psat.cluster.allowed_node_label_keys", ``, `allowed_node_label_keys = ["zone"]`+"\n"),
 		psat("node_attestor.k8s_psat.cluster.allowed_pod_label_keys", ``, `allowed_pod_label_keys = ["app"]`+"\n"),
+		gcp("node_attestor.gcp_iit.projectid_allow_list", `projectid_allow_list = ["arbor-prod"]`+"\n", `projectid_allow_list = ["arbor-staging"]`+"\n"),
+		gcp("node_attestor.gcp_iit.agent_path_template", ``, `agent_path_template = "gcp/{{ .InstanceID }}"`+"\n"),
+		gcp("node_attestor.gcp_iit.use_instance_metadata", ``, gcpMeta),
+		gcp("node_attestor.gcp_iit.allowed_label_keys", gcpMeta, gcpMeta+`allowed_label_keys = ["env"]`+"\n"),
+		gcp("node_attestor.gcp_iit.allowed_metadata_keys", gcpMeta, gcpMeta+`allowed_metadata_keys = ["role"]`+"\n"),
+		gcp("node_attestor.gcp_iit.max_metadata_value_size", ``, `max_metadata_value_size = 512`+"\n"),
+		gcp("node_attestor.gcp_iit.service_account_file", ``, `service_account_file = "sa.json"`+"\n"),
+		gcp("node_attestor.gcp_iit.keys_url", ``, `keys_url = "https://keys.example"`+"\n"),
+		gcp("node_attestor.gcp_iit.compute_endpoint", ``, `compute_endpoint = "https://compute.example/compute/v1/"`+"\n"),
+		azure("node_attestor.azure_msi.agent_path_template", azureTenant(azureSub), azureTenant(azureSub)+`agent_path_template = "az/{{ .PrincipalID }}"`+"\n"),
+		azure("node_attestor.azure_msi.login_endpoint", azureTenant(azureSub), azureTenant(azureSub)+`login_endpoint = "https://login.example/"`+"\n"),
+		azure("node_attestor.azure_msi.sts_endpoint", azureTenant(azureSub), azureTenant(azureSub)+`sts_endpoint = "https://sts.example/"`+"\n"),
+		azure("node_attestor.azure_msi.arm_endpoint", azureTenant(azureSub), azureTenant(azureSub)+`arm_endpoint = "https://arm.example/"`+"\n"),
+		azure("node_attestor.azure_msi.tenant.resource_id", azureTenant(azureSub), azureTenant(azureSub+`resource_id = "api://arbor"`+"\n")),
+		azure("node_attestor.azure_msi.tenant.subscription_id", azureTenant(azureSub), azureTenant(`subscription_id = "22222222-2222-2222-2222-222222222222"`+"\n")),
+		azure("node_attestor.azure_msi.tenant.subscription_ids", azureTenant(azureSub), azureTenant(azureSub+`subscription_ids = ["33333333-3333-3333-3333-333333333333"]`+"\n")),
+		azure("node_attestor.azure_msi.tenant.app_id", azureTenant(azureSub+`app_id = "a"`+"\n"+`app_secret = "s"`+"\n"), azureTenant(azureSub+`app_id = "b"`+"\n"+`app_secret = "s"`+"\n")),
+		azure("node_attestor.azure_msi.tenant.app_secret", azureTenant(azureSub+`app_id = "a"`+"\n"+`app_secret = "s"`+"\n"), azureTenant(azureSub+`app_id = "a"`+"\n"+`app_secret = "t"`+"\n")),
 		pca("upstream.aws_pca.region", ``, ``), // region is in head; changed below
 		pca("upstream.aws_pca.certificate_authority_arn",
 			`certificate_authority_arn = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/a"`+"\n",
@@ -194,6 +227,14 @@ func deliveryCases() []deliveryCase {
 			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n"+`intermediates_path = "i.pem"`+"\n}\n}"),
 		child("agent.node_attestor.aws_iid.ec2_metadata_endpoint", `agent {`+"\n"+`node_attestor "aws_iid" {}`+"\n}",
 			`agent {`+"\n"+`node_attestor "aws_iid" { ec2_metadata_endpoint = "http://127.0.0.1:8999" }`+"\n}"),
+		child("agent.node_attestor.gcp_iit.service_account", `agent {`+"\n"+`node_attestor "gcp_iit" {}`+"\n}",
+			`agent {`+"\n"+`node_attestor "gcp_iit" { service_account = "agent@p.iam.gserviceaccount.com" }`+"\n}"),
+		child("agent.node_attestor.gcp_iit.identity_token_host", `agent {`+"\n"+`node_attestor "gcp_iit" {}`+"\n}",
+			`agent {`+"\n"+`node_attestor "gcp_iit" { identity_token_host = "127.0.0.1:8998" }`+"\n}"),
+		child("agent.node_attestor.azure_msi.resource_id", `agent {`+"\n"+`node_attestor "azure_msi" {}`+"\n}",
+			`agent {`+"\n"+`node_attestor "azure_msi" { resource_id = "api://arbor" }`+"\n}"),
+		child("agent.node_attestor.azure_msi.metadata_endpoint", `agent {`+"\n"+`node_attestor "azure_msi" {}`+"\n}",
+			`agent {`+"\n"+`node_attestor "azure_msi" { metadata_endpoint = "http://127.0.0.1:8997" }`+"\n}"),
 		child("agent.node_attestor.k8s_psat.cluster", `agent {`+"\n"+`node_attestor "k8s_psat" { cluster = "c1" }`+"\n}",
 			`agent {`+"\n"+`node_attestor "k8s_psat" { cluster = "c2" }`+"\n}"),
 		child("agent.node_attestor.k8s_psat.token_path", `agent {`+"\n"+`node_attestor "k8s_psat" { cluster = "c1" }`+"\n}",
@@ -275,6 +316,8 @@ func parseCase(t *testing.T, dir string, root bool, body string) *topology.File 
 		b.WriteString("server \"root\" {\n  listen = \"127.0.0.1:7001\"\n  health_listen = \"off\"\n  ca_ttl = \"96h\"\n" +
 			"  node_attestor \"join_token\" {}\n  node_attestor \"x509pop\" { ca_bundle_paths = [\"ca.pem\"] }\n" +
 			"  node_attestor \"aws_iid\" {}\n" +
+			"  node_attestor \"gcp_iit\" { projectid_allow_list = [\"arbor-prod\"] }\n" +
+			"  node_attestor \"azure_msi\" {\n    tenant \"72f988bf-86f1-41af-91ab-2d7cd011db47\" { subscription_id = \"11111111-1111-1111-1111-111111111111\" }\n  }\n" +
 			"  node_attestor \"k8s_psat\" {\n    cluster \"c1\" { service_account_allow_list = [\"spire:agent\"] }\n" +
 			"    cluster \"c2\" { service_account_allow_list = [\"spire:agent\"] }\n  }\n}\n")
 		b.WriteString("server \"mid\" {\n  parent = \"root\"\n  listen = \"127.0.0.1:7002\"\n  health_listen = \"off\"\n  ca_ttl = \"48h\"\n}\n")

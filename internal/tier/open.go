@@ -12,6 +12,8 @@ import (
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/nodeattest"
 	"github.com/arborid/arbor/internal/nodeattest/awsiid"
+	"github.com/arborid/arbor/internal/nodeattest/azuremsi"
+	"github.com/arborid/arbor/internal/nodeattest/gcpiit"
 	"github.com/arborid/arbor/internal/nodeattest/k8spsat"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/upstream"
@@ -98,6 +100,20 @@ func (a Attestors) build(cfg server.Config) ([]nodeattest.Attestor, error) {
 		at, err := awsiid.New(ac, cfg.TrustDomain)
 		if err != nil {
 			return nil, fmt.Errorf("tier: server %q: node_attestor \"aws_iid\": %w", cfg.Name, err)
+		}
+		out = append(out, at)
+	}
+	if c := a.GCPIIT; c != nil {
+		at, err := gcpiit.New(*c, cfg.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("tier: server %q: node_attestor \"gcp_iit\": %w", cfg.Name, err)
+		}
+		out = append(out, at)
+	}
+	if c := a.AzureMSI; c != nil {
+		at, err := azuremsi.New(*c, cfg.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("tier: server %q: node_attestor \"azure_msi\": %w", cfg.Name, err)
 		}
 		out = append(out, at)
 	}

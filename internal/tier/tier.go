@@ -20,6 +20,8 @@ import (
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/nodeattest/awsiid"
+	"github.com/arborid/arbor/internal/nodeattest/azuremsi"
+	"github.com/arborid/arbor/internal/nodeattest/gcpiit"
 	"github.com/arborid/arbor/internal/nodeattest/k8spsat"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/internal/tier/attestcfg"
@@ -47,8 +49,10 @@ type Server struct {
 // Attestors holds the settings of the node attestors Open builds: at most
 // one of each kind, nil when the server block has none.
 type Attestors struct {
-	AWSIID  *AWSIID
-	K8sPSAT *k8spsat.Config
+	AWSIID   *AWSIID
+	K8sPSAT  *k8spsat.Config
+	GCPIIT   *gcpiit.Config
+	AzureMSI *azuremsi.Config
 }
 
 // AWSIID is a server's aws_iid attestor: its configuration but for the
@@ -125,6 +129,22 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 			}
 		case topology.NodeAttestorK8sPSAT:
 			attestors.K8sPSAT = &k8spsat.Config{Clusters: attestcfg.K8sPSATClusters(a.K8sPSAT)}
+		case topology.NodeAttestorGCPIIT:
+			c := a.GCPIIT
+			attestors.GCPIIT = &gcpiit.Config{
+				ProjectIDAllowList: c.ProjectIDAllowList, AgentPathTemplate: c.AgentPathTemplate,
+				UseInstanceMetadata: c.UseInstanceMetadata, AllowedLabelKeys: c.AllowedLabelKeys,
+				AllowedMetadataKeys: c.AllowedMetadataKeys, MaxMetadataValueSize: c.MaxMetadataValueSize,
+				ServiceAccountFile: c.ServiceAccountFile, KeysURL: c.KeysURL, ComputeEndpoint: c.ComputeEndpoint,
+			}
+		case topology.NodeAttestorAzureMSI:
+			c := a.AzureMSI
+			cfg := &azuremsi.Config{Tenants: map[string]azuremsi.TenantConfig{}, AgentPathTemplate: c.AgentPathTemplate,
+				LoginEndpoint: c.LoginEndpoint, STSEndpoint: c.STSEndpoint, ARMEndpoint: c.ARMEndpoint}
+			for _, t := range c.Tenants {
+				cfg.Tenants[t.ID] = azuremsi.TenantConfig{ResourceID: t.ResourceID, SubscriptionIDs: t.SubscriptionIDs, AppID: t.AppID, AppSecret: t.AppSecret}
+			}
+			attestors.AzureMSI = cfg
 		default:
 			return Server{}, fmt.Errorf("tier: server %q: unknown node attestor kind %q", s.Name, a.Kind)
 		}
@@ -257,6 +277,10 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 		cfg.NodeAttestor = awsiid.NewAgentAttestor(awsiid.AgentConfig{EC2MetadataEndpoint: a.EC2MetadataEndpoint})
 	case topology.NodeAttestorK8sPSAT:
 		cfg.NodeAttestor = k8spsat.NewAgentAttestor(k8spsat.AgentConfig{Cluster: a.Cluster, TokenPath: a.TokenPath})
+	case topology.NodeAttestorGCPIIT:
+		cfg.NodeAttestor = gcpiit.NewAgentAttestor(gcpiit.AgentConfig{ServiceAccount: a.ServiceAccount, IdentityTokenHost: a.IdentityTokenHost})
+	case topology.NodeAttestorAzureMSI:
+		cfg.NodeAttestor = azuremsi.NewAgentAttestor(azuremsi.AgentConfig{ResourceID: a.ResourceID, MetadataEndpoint: a.MetadataEndpoint})
 	default:
 		return agent.Config{}, fmt.Errorf("tier: server %q: agent: unknown node attestor kind %q", s.Name, a.Kind)
 	}

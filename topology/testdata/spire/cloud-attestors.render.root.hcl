@@ -43,6 +43,34 @@ server "root" {
     sts_endpoint                       = "https://sts.private.example.org"
   }
 
+  node_attestor "gcp_iit" {
+    projectid_allow_list    = ["arbor-prod", "arbor-staging"]
+    agent_path_template     = "/{{ .PluginName }}/{{ .ProjectID }}/{{ .InstanceName }}"
+    use_instance_metadata   = true
+    allowed_label_keys      = ["env"]
+    allowed_metadata_keys   = ["role"]
+    max_metadata_value_size = 256
+    service_account_file    = "testdata/spire/gcp/compute-reader.json"
+    keys_url                = "https://keys.private.example.org/certs"
+    compute_endpoint        = "https://compute.private.example.org/compute/v1/"
+  }
+
+  node_attestor "azure_msi" {
+    agent_path_template = "/{{ .PluginName }}/{{ .TenantID }}/{{ .PrincipalID }}"
+    arm_endpoint        = "https://management.private.example.org/"
+
+    tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {
+      resource_id      = "api://arbor-server"
+      subscription_ids = ["11111111-1111-1111-1111-111111111111"]
+      app_id           = "22222222-2222-2222-2222-222222222222"
+      app_secret       = "(not rendered)"
+    }
+
+    tenant "33333333-3333-3333-3333-333333333333" {
+      subscription_ids = ["44444444-4444-4444-4444-444444444444", "55555555-5555-5555-5555-555555555555"]
+    }
+  }
+
   node_attestor "k8s_psat" {
     cluster "eks-prod" {
       service_account_allow_list = ["spire:spire-agent", "arbor:agent"]
@@ -85,4 +113,30 @@ entry "downstream-eks" {
   downstream     = true
   federates_with = []
   hint           = "arbor downstream server eks"
+}
+
+entry "downstream-gce" {
+  spiffe_id      = "spiffe://example.org/arbor/server/gce"
+  parent_id      = "spiffe://example.org/arbor/agent/gce"
+  selectors      = []
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  dns_names      = []
+  admin          = false
+  downstream     = true
+  federates_with = []
+  hint           = "arbor downstream server gce"
+}
+
+entry "downstream-azure" {
+  spiffe_id      = "spiffe://example.org/arbor/server/azure"
+  parent_id      = "spiffe://example.org/arbor/agent/azure"
+  selectors      = []
+  x509_svid_ttl  = "1h"
+  jwt_svid_ttl   = "5m"
+  dns_names      = []
+  admin          = false
+  downstream     = true
+  federates_with = []
+  hint           = "arbor downstream server azure"
 }
