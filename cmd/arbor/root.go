@@ -33,8 +33,10 @@ and go-spiffe clients work with it on any tier.`,
   arbor token generate -socketPath examples/.arbor/single-server/root/admin.sock`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       currentVersion().String(),
 	}
-	root.AddCommand(newServerCommand(), newUpCommand(), newStatusCommand(), newLogsCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newServerCommand(), newUpCommand(), newStatusCommand(), newLogsCommand(), newVersionCommand(), newSVIDCommand(), newTopologyCommand(), newDemoWorkloadCommand())
 	for _, c := range adminCommands() {
 		root.AddCommand(c)
 	}
