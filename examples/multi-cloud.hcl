@@ -8,10 +8,17 @@
 #   └─ azure-westeurope       regional tier in Azure
 #      └─ azure-westeurope-1  leaf
 #
-# Every co-located agent attests with a machine certificate (x509pop), which
-# works in every cloud today and re-attests by itself after a long outage.
-# The cloud-native node attestors (aws_iid, gcp_iit, azure_msi) are planned;
-# each tier's node_attestor block is where they will go.
+# Each regional tier runs on a VM of its cloud, and its co-located agent
+# proves that to root with the cloud's own identity document: aws_iid (the
+# EC2 instance identity document AWS signed), gcp_iit (the instance identity
+# token Google signed), azure_msi (the VM's managed identity token). Those
+# attest once per machine: an agent whose SVID expires during a root outage
+# longer than its SVID lifetime must be evicted at root before it attests
+# again (`arbor topology simulate ... --down root` says when). Each leaf
+# runs in a Kubernetes cluster of its region, and its agent attests to the
+# regional tier with its pod's projected service account token (k8s_psat),
+# which it can do again by itself after any outage. See docs/attestation.md
+# for the permissions each attestor needs.
 #
 # Check it, see its budgets, and render one machine's configuration:
 #   arbor topology validate examples/multi-cloud.hcl
@@ -47,6 +54,11 @@ server "root" {
   ca_ttl        = "180d"
   replicas      = 2
 
+  # The regional agents attest once per VM (aws_iid, gcp_iit, azure_msi), so
+  # their agent SVIDs from root must outlive a root outage: with 3 days a
+  # root down for up to a day and a half needs no eviction.
+  agent_svid_ttl = "3d"
+
   # Both replicas share one database; each keeps its own CA.
   datastore "postgres" {
     dsn = env("ARBOR_ROOT_DSN", "postgres://arbor@root-db.example.org/arbor")
@@ -59,10 +71,21 @@ server "root" {
     certificate_authority_arn = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/00000000-0000-0000-0000-000000000000"
   }
 
-  # Regional tiers' co-located agents prove themselves with a machine
-  # certificate from the platform PKI.
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  # The regional tiers' co-located agents prove which VM they run on.
+  node_attestor "aws_iid" {
+    account_ids = ["123456789012"] # only this account's instances
+  }
+  node_attestor "gcp_iit" {
+    projectid_allow_list = ["arbor-prod"]
+  }
+  node_attestor "azure_msi" {
+    tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {
+      resource_id     = "api://arbor-root" # an audience of its own, not Resource Manager's
+      subscription_id = "11111111-1111-1111-1111-111111111111"
+      # Resource Manager is read with the Azure SDK's default credentials
+      # (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET in root's environment); or set
+      # app_id and app_secret = env("...") here.
+    }
   }
 }
 
@@ -75,17 +98,19 @@ server "aws-us-east-1" {
 
   datastore "sqlite" {}
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  # The leaf's agent runs in a pod of the region's EKS cluster; this server
+  # reaches that cluster's API server to review its token.
+  node_attestor "k8s_psat" {
+    cluster "eks-us-east-1a" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      kube_config_file           = "/etc/arbor/kube/eks-us-east-1a.yaml"
+    }
   }
 
-  # The agent beside this server attests to root with its machine
-  # certificate; it can re-attest by itself after a long root outage.
+  # The agent beside this server attests to root with the instance identity
+  # document of its EC2 instance.
   agent {
-    node_attestor "x509pop" {
-      private_key_path = "/etc/arbor/machine.key"
-      certificate_path = "/etc/arbor/machine.pem"
-    }
+    node_attestor "aws_iid" {}
   }
 }
 
@@ -98,15 +123,16 @@ server "aws-us-east-1a" {
 
   datastore "sqlite" {}
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  # Workload agents of this leaf run in pods of the same cluster.
+  node_attestor "k8s_psat" {
+    cluster "eks-us-east-1a" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+    }
   }
-  node_attestor "join_token" {}
 
   agent {
-    node_attestor "x509pop" {
-      private_key_path = "/etc/arbor/machine.key"
-      certificate_path = "/etc/arbor/machine.pem"
+    node_attestor "k8s_psat" {
+      cluster = "eks-us-east-1a"
     }
   }
 
@@ -128,15 +154,15 @@ server "gcp-europe-west1" {
 
   datastore "sqlite" {}
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "gke-europe-west1-b" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      kube_config_file           = "/etc/arbor/kube/gke-europe-west1-b.yaml"
+    }
   }
 
   agent {
-    node_attestor "x509pop" {
-      private_key_path = "/etc/arbor/machine.key"
-      certificate_path = "/etc/arbor/machine.pem"
-    }
+    node_attestor "gcp_iit" {}
   }
 }
 
@@ -149,14 +175,15 @@ server "gcp-europe-west1-b" {
 
   datastore "sqlite" {}
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "gke-europe-west1-b" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+    }
   }
 
   agent {
-    node_attestor "x509pop" {
-      private_key_path = "/etc/arbor/machine.key"
-      certificate_path = "/etc/arbor/machine.pem"
+    node_attestor "k8s_psat" {
+      cluster = "gke-europe-west1-b"
     }
   }
 
@@ -177,14 +204,16 @@ server "azure-westeurope" {
 
   datastore "sqlite" {}
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "aks-westeurope-1" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      kube_config_file           = "/etc/arbor/kube/aks-westeurope-1.yaml"
+    }
   }
 
   agent {
-    node_attestor "x509pop" {
-      private_key_path = "/etc/arbor/machine.key"
-      certificate_path = "/etc/arbor/machine.pem"
+    node_attestor "azure_msi" {
+      resource_id = "api://arbor-root" # the audience root's tenant block expects
     }
   }
 }
@@ -198,14 +227,15 @@ server "azure-westeurope-1" {
 
   datastore "sqlite" {}
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "aks-westeurope-1" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+    }
   }
 
   agent {
-    node_attestor "x509pop" {
-      private_key_path = "/etc/arbor/machine.key"
-      certificate_path = "/etc/arbor/machine.pem"
+    node_attestor "k8s_psat" {
+      cluster = "aks-westeurope-1"
     }
   }
 }

@@ -127,7 +127,8 @@ func TestRenderSPIREValues(t *testing.T) {
 		{agent, "agent.server_address", `"arbor.us-east-1.aws.example.org"`},
 		{agent, "agent.server_port", "8081"},
 		{agent, "agent.socket_path", `"../examples/.arbor/multi-cloud/aws-us-east-1a/agent.sock"`},
-		{agent, "plugins.NodeAttestor[x509pop].plugin_data.certificate_path", `"/etc/arbor/machine.pem"`},
+		{agent, "plugins.NodeAttestor[k8s_psat].plugin_data.cluster", `"eks-us-east-1a"`},
+		{agent, "plugins.NodeAttestor[k8s_psat].plugin_data.token_path", `"/var/run/secrets/tokens/spire-agent"`},
 	} {
 		if tt.got[tt.key] != tt.want {
 			t.Errorf("RenderSPIRE(aws-us-east-1a) %s = %s, want %s", tt.key, tt.got[tt.key], tt.want)

@@ -100,7 +100,7 @@ func TestGraphSVG(t *testing.T) {
 				}
 			}
 			var labels int
-			for _, kind := range []string{NodeAttestorJoinToken, NodeAttestorX509PoP} {
+			for _, kind := range []string{NodeAttestorJoinToken, NodeAttestorX509PoP, NodeAttestorAWSIID, NodeAttestorK8sPSAT, NodeAttestorGCPIIT, NodeAttestorAzureMSI} {
 				labels += texts[kind]
 			}
 			if labels != edges {

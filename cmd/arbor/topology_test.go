@@ -45,7 +45,7 @@ func TestTopologyCommands(t *testing.T) {
 		{"plan", []string{"topology", "plan", multi}, []string{"└─ aws-us-east-1a", "84h"}, false},
 		{"render json", []string{"topology", "render", multi, "--node", "aws-us-east-1a", "--format", "json"}, []string{`"ca_ttl": "7d"`}, false},
 		{"render unknown node", []string{"topology", "render", multi, "--node", "nope"}, nil, true},
-		{"graph", []string{"topology", "graph", multi, "--format", "mermaid"}, []string{"n0 -->|x509pop| n1"}, false},
+		{"graph", []string{"topology", "graph", multi, "--format", "mermaid"}, []string{"n0 -->|aws_iid| n1", "n1 -->|k8s_psat| n2"}, false},
 		{"graph svg", []string{"topology", "graph", multi, "--format", "svg"}, []string{`<svg xmlns="http://www.w3.org/2000/svg"`, ">aws-us-east-1a</text>", "</svg>"}, false},
 		{"graph bad format", []string{"topology", "graph", multi, "--format", "png"}, []string{"want dot, mermaid or svg"}, true},
 		{"render spire", []string{"topology", "render", multi, "--node", "aws-us-east-1a", "--format", "spire"},

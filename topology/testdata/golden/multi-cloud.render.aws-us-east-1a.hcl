@@ -29,12 +29,13 @@ server "aws-us-east-1a" {
     path = "../examples/.arbor/multi-cloud/aws-us-east-1a/datastore.sqlite3"
   }
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["../examples/agent-ca.pem"]
-  }
-
-  node_attestor "join_token" {
-    default_ttl = "10m"
+  node_attestor "k8s_psat" {
+    cluster "eks-us-east-1a" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      audience                   = ["spire-server"]
+      allowed_node_label_keys    = []
+      allowed_pod_label_keys     = []
+    }
   }
 }
 
@@ -46,9 +47,9 @@ agent {
   server_selectors = []
   sync_interval    = "5s"
 
-  node_attestor "x509pop" {
-    private_key_path = "/etc/arbor/machine.key"
-    certificate_path = "/etc/arbor/machine.pem"
+  node_attestor "k8s_psat" {
+    cluster    = "eks-us-east-1a"
+    token_path = "/var/run/secrets/tokens/spire-agent"
   }
 }
 

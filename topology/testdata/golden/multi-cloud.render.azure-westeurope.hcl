@@ -29,8 +29,14 @@ server "azure-westeurope" {
     path = "../examples/.arbor/multi-cloud/azure-westeurope/datastore.sqlite3"
   }
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "aks-westeurope-1" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      audience                   = ["spire-server"]
+      kube_config_file           = "/etc/arbor/kube/aks-westeurope-1.yaml"
+      allowed_node_label_keys    = []
+      allowed_pod_label_keys     = []
+    }
   }
 }
 
@@ -42,9 +48,8 @@ agent {
   server_selectors = []
   sync_interval    = "5s"
 
-  node_attestor "x509pop" {
-    private_key_path = "/etc/arbor/machine.key"
-    certificate_path = "/etc/arbor/machine.pem"
+  node_attestor "azure_msi" {
+    resource_id = "api://arbor-root"
   }
 }
 

@@ -29,8 +29,13 @@ server "gcp-europe-west1-b" {
     path = "../examples/.arbor/multi-cloud/gcp-europe-west1-b/datastore.sqlite3"
   }
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "gke-europe-west1-b" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      audience                   = ["spire-server"]
+      allowed_node_label_keys    = []
+      allowed_pod_label_keys     = []
+    }
   }
 }
 
@@ -42,9 +47,9 @@ agent {
   server_selectors = []
   sync_interval    = "5s"
 
-  node_attestor "x509pop" {
-    private_key_path = "/etc/arbor/machine.key"
-    certificate_path = "/etc/arbor/machine.pem"
+  node_attestor "k8s_psat" {
+    cluster    = "gke-europe-west1-b"
+    token_path = "/var/run/secrets/tokens/spire-agent"
   }
 }
 

@@ -29,8 +29,14 @@ server "gcp-europe-west1" {
     path = "../examples/.arbor/multi-cloud/gcp-europe-west1/datastore.sqlite3"
   }
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  node_attestor "k8s_psat" {
+    cluster "gke-europe-west1-b" {
+      service_account_allow_list = ["arbor:arbor-agent"]
+      audience                   = ["spire-server"]
+      kube_config_file           = "/etc/arbor/kube/gke-europe-west1-b.yaml"
+      allowed_node_label_keys    = []
+      allowed_pod_label_keys     = []
+    }
   }
 }
 
@@ -42,10 +48,7 @@ agent {
   server_selectors = []
   sync_interval    = "5s"
 
-  node_attestor "x509pop" {
-    private_key_path = "/etc/arbor/machine.key"
-    certificate_path = "/etc/arbor/machine.pem"
-  }
+  node_attestor "gcp_iit" {}
 }
 
 entry "downstream-gcp-europe-west1-b" {

@@ -15,7 +15,7 @@ server "root" {
   ca_ttl         = "180d"
   x509_svid_ttl  = "1h"
   jwt_svid_ttl   = "5m"
-  agent_svid_ttl = "1h"
+  agent_svid_ttl = "3d"
   key_type       = "ec-p256"
   jwt_key_type   = "ec-p256"
   ca_key_storage = "disk"
@@ -33,8 +33,27 @@ server "root" {
     ca_signing_template_arn   = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen3/V1"
   }
 
-  node_attestor "x509pop" {
-    ca_bundle_paths = ["../examples/agent-ca.pem"]
+  node_attestor "aws_iid" {
+    partition                          = "aws"
+    skip_block_device                  = false
+    disable_instance_profile_selectors = false
+    account_ids_for_local_validation   = []
+    account_ids                        = ["123456789012"]
+    identity_certificate_paths         = []
+  }
+
+  node_attestor "gcp_iit" {
+    projectid_allow_list  = ["arbor-prod"]
+    use_instance_metadata = false
+    allowed_label_keys    = []
+    allowed_metadata_keys = []
+  }
+
+  node_attestor "azure_msi" {
+    tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {
+      resource_id      = "api://arbor-root"
+      subscription_ids = ["11111111-1111-1111-1111-111111111111"]
+    }
   }
 }
 
