@@ -37,9 +37,12 @@ with those trust domains and form one ring across the files, neighbours in
 different trust domains.
 
 It prints the tree once everything serves, then a status line per tier and
-one per federation a tier fetches (the federated bundle's age). Ctrl-C stops
-everything cleanly; running it again resumes from the state directories (no
-new attestation, same CAs).`,
+one per federation a tier fetches (the federated bundle's age). From another
+terminal, arbor status FILE shows the same on demand (with --output json),
+and arbor logs FILE [NAME...] the merged logs of the processes (each in
+state_dir/logs, rotated at 4 MiB). Ctrl-C stops everything, normally well
+within a second, and ends with a "stopped" line; running it again resumes
+from the state directories (no new attestation, same CAs).`,
 		Example: `  arbor up examples/quickstart.hcl
   arbor up --status-every 5s examples/quickstart.hcl
 
@@ -47,6 +50,10 @@ new attestation, same CAs).`,
   # keep issuing, then bring it back
   arbor up --stop regional examples/quickstart.hcl
   arbor up --start regional examples/quickstart.hcl
+
+  # From another terminal: the live tree, and its logs as they are written
+  arbor status examples/quickstart.hcl
+  arbor logs --follow examples/quickstart.hcl leaf-a
 
   # Two trust domains federated over their bundle endpoints; NAME is
   # TD/NAME when both files declare a server of that name

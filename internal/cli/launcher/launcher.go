@@ -227,8 +227,10 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 	for i, f := range files {
 		paths[i] = f.Path
 	}
-	fmt.Fprintf(opts.Out, "\nready; logs under each server's state_dir/logs; press Ctrl-C to stop\n"+
-		"take a tier down and back up with: arbor up --stop NAME %s / arbor up --start NAME %s\n", strings.Join(paths, " "), strings.Join(paths, " "))
+	all := strings.Join(paths, " ")
+	fmt.Fprintf(opts.Out, "\nready; press Ctrl-C to stop\n"+
+		"from another terminal: arbor status %s / arbor logs --follow %s [NAME...]\n"+
+		"take a tier down and back up with: arbor up --stop NAME %s / arbor up --start NAME %s\n", all, paths[0], all, all)
 	if len(files) > 1 {
 		fmt.Fprintln(opts.Out, "(NAME is TD/NAME, or a server name only one of the files declares)")
 	}
