@@ -27,7 +27,8 @@ printing lines as they are written, as tail -f does, until Ctrl-C.`,
 
   # Watch the regional tier while taking it down and back up
   arbor logs --follow examples/quickstart.hcl regional`,
-		Args: cobra.MinimumNArgs(1),
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := parseTopologies(args[:1])
 			if err != nil {
@@ -40,4 +41,39 @@ printing lines as they are written, as tail -f does, until Ctrl-C.`,
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until interrupted")
 	cmd.Flags().IntVarP(&tail, "tail", "n", 0, "print only the last N lines of the merge (0: all)")
 	return cmd
+}
+
+// completeNodes completes a topology FILE (the first argument) as a file
+// name and every argument after it as a server name of that file.
+func completeNodes(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) == 0 {
+		return nil, cobra.ShellCompDirectiveDefault
+	}
+	return nodeNames(args[:1]), cobra.ShellCompDirectiveNoFileComp
+}
+
+// nodeNames are the server names the topology files declare (TD/NAME when
+// several files declare one), nil when one does not parse.
+func nodeNames(paths []string) []string {
+	files, err := parseTopologies(paths)
+	if err != nil {
+		return nil
+	}
+	count := map[string]int{}
+	for _, f := range files {
+		for _, s := range f.Servers {
+			count[s.Name]++
+		}
+	}
+	var out []string
+	for _, f := range files {
+		for _, s := range f.Walk() {
+			if count[s.Name] > 1 {
+				out = append(out, f.TrustDomain.Name()+"/"+s.Name)
+			} else {
+				out = append(out, s.Name)
+			}
+		}
+	}
+	return out
 }

@@ -94,5 +94,11 @@ from the state directories (no new attestation, same CAs).`,
 	cmd.Flags().BoolVar(&noDemo, "no-demo", false, "do not start workload agents and demo workloads")
 	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of the files to stop the server NAME (TD/NAME when several files declare NAME)")
 	cmd.Flags().StringVar(&startTier, "start", "", "ask the running arbor up of the files to start the server NAME again")
+	// NAME completes to the servers of the files already on the line.
+	for _, flag := range []string{"stop", "start"} {
+		cmd.RegisterFlagCompletionFunc(flag, func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			return nodeNames(args), cobra.ShellCompDirectiveNoFileComp
+		})
+	}
 	return cmd
 }
