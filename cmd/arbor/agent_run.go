@@ -10,7 +10,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/agent"
-	"github.com/arborid/arbor/agent/workloadattestor/unix"
 	"github.com/arborid/arbor/internal/tier"
 )
 
@@ -23,7 +22,8 @@ func newAgentRunCommand() *cobra.Command {
 		dataDir, socketPath, healthAddr, logLevel, logFormat                   string
 		attest                                                                 agentAttestorFlags
 		vars                                                                   topologyVars
-		insecureBootstrap, unixPaths                                           bool
+		insecureBootstrap                                                      bool
+		workloads                                                              workloadAttestorFlags
 		syncInterval                                                           time.Duration
 	)
 	cmd := &cobra.Command{
@@ -69,7 +69,14 @@ replaced.
 
 Workloads call the SPIFFE Workload API on the socket; they are attested by
 their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
---unix-workload-path also unix:path and unix:sha256).`,
+--unix-workload-path also unix:path and unix:sha256), and with
+--workload-attestor k8s by their pod (k8s:ns, k8s:sa, k8s:pod-name,
+k8s:pod-uid, k8s:pod-label:K:V, k8s:container-name, k8s:container-image,
+k8s:node-name, ...; from the kubelet of the agent's node), with
+--workload-attestor docker by their container (docker:label:K:V,
+docker:image_id, docker:env:K=V for the --docker-env-key keys; from the Docker
+Engine API). The selectors are SPIRE's, so entries written for spire-agent
+match here.`,
 		Example: `  # The agent beside server "us-east", attested to its parent; the join token
   # goes in a file of mode 0600, not on the command line
   (umask 077; arbor token generate --socket-path parent-admin.sock | sed -n 's/^Token: //p' > us-east.token)
@@ -93,7 +100,11 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 
   # In a Kubernetes pod: its projected service account token
   arbor agent run --server-address spire.internal:8081 --trust-domain example.org \
-      --trust-bundle bundle.pem --k8s-cluster eks-prod`,
+      --trust-bundle bundle.pem --k8s-cluster eks-prod
+
+  # A DaemonSet agent attesting its node's pods through the kubelet
+  arbor agent run --server-address spire.internal:8081 --trust-domain example.org \
+      --trust-bundle bundle.pem --k8s-cluster eks-prod --workload-attestor k8s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(os.Stderr, logLevel, logFormat)
@@ -153,11 +164,12 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 					return fmt.Errorf("--trust-bundle %s: %w", bundlePath, err)
 				}
 			}
-			att, err := unix.New(unix.Config{DiscoverWorkloadPath: unixPaths})
+			atts, closer, err := workloads.build(cmd.Flags(), log)
 			if err != nil {
 				return err
 			}
-			cfg.WorkloadAttestors = []agent.WorkloadAttestor{att}
+			defer closer.Close()
+			cfg.WorkloadAttestors = atts
 			if err := checkBootstrap(cfg); err != nil {
 				return err
 			}
@@ -183,7 +195,7 @@ their Unix credentials (unix:uid, unix:gid, unix:user, unix:group, and with
 	fs.StringVar(&socketPath, "socket-path", defaultAgentSocket, "Workload API Unix socket (default with --node: the agent block's socket_path)")
 	fs.DurationVar(&syncInterval, "sync-interval", agent.DefaultSyncInterval, "how often to sync entries and bundles (default with a topology: its sync_interval)")
 	fs.StringVar(&healthAddr, "health-listen", "", "address for /live, /ready and /metrics (off when empty)")
-	fs.BoolVar(&unixPaths, "unix-workload-path", false, "add unix:path and unix:sha256 selectors (needs access to /proc/<pid>/exe)")
+	workloads.register(fs)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
