@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 			peer, err = dial(ctx, cfg.Peer, cfg.PeerID, x509src)
 		}
 		if err == nil {
-			err = ping(peer)
+			err = ping(ctx, peer)
 		}
 		if err != nil {
 			if peer != nil {
@@ -195,9 +195,20 @@ func dial(ctx context.Context, addr string, id spiffeid.ID, src *workloadapi.X50
 	return conn, nil
 }
 
+// exchangeTimeout bounds one exchange with a peer.
+const exchangeTimeout = 5 * time.Second
+
+// bound gives conn exchangeTimeout, cut short when ctx ends: a peer that
+// stops answering mid-exchange does not hold up the demo's stop. The
+// returned func ends the watch.
+func bound(ctx context.Context, conn net.Conn) (stop func() bool) {
+	conn.SetDeadline(time.Now().Add(exchangeTimeout))
+	return context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+}
+
 // ping exchanges one line on an open connection.
-func ping(conn net.Conn) error {
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+func ping(ctx context.Context, conn net.Conn) error {
+	defer bound(ctx, conn)()
 	if _, err := fmt.Fprintln(conn, "ping"); err != nil {
 		return err
 	}
@@ -217,7 +228,7 @@ func checkJWT(ctx context.Context, cfg Config, src *workloadapi.X509Source) erro
 		return err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer bound(ctx, conn)()
 	if _, err := fmt.Fprintln(conn, "jwt"); err != nil {
 		return err
 	}

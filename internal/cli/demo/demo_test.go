@@ -56,3 +56,33 @@ func TestServeStopsWithItsContext(t *testing.T) {
 		t.Fatal("serve still runs 5s after its context ended, the peer's connection open")
 	}
 }
+
+// TestPingStopsWithItsContext: a peer that stops answering in the middle of
+// a ping does not hold the demo for the exchange's timeout once its context
+// ends (the check loop, and with it the stop, would wait for it).
+func TestPingStopsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ours, peer := net.Pipe()
+	defer peer.Close()
+	defer ours.Close()
+	began := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- ping(ctx, ours) }()
+	peer.SetDeadline(time.Now().Add(exchangeTimeout))
+	if line, err := bufio.NewReader(peer).ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("the peer read %q, %v; want ping", line, err)
+	}
+	cancel() // the peer never answers
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ping without an answer = nil, want an error")
+		}
+		if took := time.Since(began); took >= exchangeTimeout {
+			t.Errorf("ping returned after %v, its exchange timeout: the context's end did not cut it short", took)
+		}
+	case <-time.After(2 * exchangeTimeout):
+		t.Fatal("ping still waits for the silent peer")
+	}
+}
