@@ -241,7 +241,9 @@ func askState(ctx context.Context, f *topology.File) (*upState, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := controlClient(path, 5*time.Second).Do(req)
+	client := controlClient(path, 5*time.Second)
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %v", path, err)
 	}
