@@ -134,6 +134,8 @@ server "aws-us-east-1a" {
     node_attestor "k8s_psat" {
       cluster = "eks-us-east-1a"
     }
+    # Pods calling this agent are told apart by their pod and container.
+    workload_attestor "k8s" {}
   }
 
   # Registration entries this leaf holds, applied GitOps-style.
@@ -185,6 +187,8 @@ server "gcp-europe-west1-b" {
     node_attestor "k8s_psat" {
       cluster = "gke-europe-west1-b"
     }
+    # Pods calling this agent are told apart by their pod and container.
+    workload_attestor "k8s" {}
   }
 
   entry "payments" {
@@ -237,5 +241,7 @@ server "azure-westeurope-1" {
     node_attestor "k8s_psat" {
       cluster = "aks-westeurope-1"
     }
+    # Pods calling this agent are told apart by their pod and container.
+    workload_attestor "k8s" {}
   }
 }

@@ -72,7 +72,7 @@ func parseHCLOrJSON(src []byte, name string) (map[string]string, hcl.Diagnostics
 	}
 	out := map[string]string{}
 	blocks := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "agent"}}}
-	for _, typ := range []string{"server", "entry", "federation", "datastore", "upstream", "node_attestor", "auth"} {
+	for _, typ := range []string{"server", "entry", "federation", "datastore", "upstream", "node_attestor", "workload_attestor", "auth"} {
 		blocks.Blocks = append(blocks.Blocks, hcl.BlockHeaderSchema{Type: typ, LabelNames: []string{"label"}})
 	}
 	// A server's k8s_psat has cluster blocks; an agent's, a cluster attribute.

@@ -575,3 +575,117 @@ func elemRange(attr *hcl.Attribute, i int) hcl.Range {
 	}
 	return attr.Expr.Range()
 }
+
+// workloadAttestor decodes a workload_attestor "KIND" block of an agent.
+func (p *parser) workloadAttestor(b *hcl.Block) (WorkloadAttestor, bool) {
+	kind := b.Labels[0]
+	schema, ok := workloadAttestorSchemas[kind]
+	if !ok {
+		kinds := sortedKeys(workloadAttestorSchemas)
+		hint := ""
+		if sug := suggest(kind, kinds); sug != "" {
+			hint = fmt.Sprintf(" Did you mean %q?", sug)
+		}
+		p.errorf(b.LabelRanges[0], "Unknown workload attestor kind",
+			"%q is not a workload attestor this version supports.%s Use %s.", kind, hint, quotedList(kinds))
+		return WorkloadAttestor{}, false
+	}
+	wa := WorkloadAttestor{Kind: kind, Range: b.LabelRanges[0]}
+	a := p.content(b.Body, schema).Attributes
+	if attr, ok := a["use_new_container_locator"]; ok {
+		if v, ok := p.boolean(attr); ok && !v {
+			p.errorf(attr.Expr.Range(), "Old container locator",
+				"arbor finds containers only with the locator SPIRE calls new (cgroup v1 and v2, every runtime's layout), so use_new_container_locator = false cannot be honoured. Remove the attribute.")
+		}
+	}
+	boolean := func(name string, dst *bool) {
+		if attr, ok := a[name]; ok {
+			*dst, _ = p.boolean(attr)
+		}
+	}
+	port := func(name string, dst *int) {
+		if attr, ok := a[name]; ok {
+			if n, ok := p.integer(attr); ok {
+				if n < 1 || n > 65535 {
+					p.errorf(attr.Expr.Range(), "Invalid port", "%s = %d is not a TCP port (1-65535).", name, n)
+					return
+				}
+				*dst = n
+			}
+		}
+	}
+	str := func(name string, dst *string) {
+		if attr, ok := a[name]; ok {
+			*dst, _ = p.nonEmptyStr(attr)
+		}
+	}
+	switch kind {
+	case WorkloadAttestorUnix:
+		boolean("discover_workload_path", &wa.Unix.DiscoverWorkloadPath)
+	case WorkloadAttestorK8s:
+		k := &wa.K8s
+		port("kubelet_secure_port", &k.KubeletSecurePort)
+		port("kubelet_read_only_port", &k.KubeletReadOnlyPort)
+		if a["kubelet_secure_port"] != nil && a["kubelet_read_only_port"] != nil {
+			p.errorf(a["kubelet_read_only_port"].NameRange, "Two kubelet ports",
+				"kubelet_secure_port and kubelet_read_only_port are two ways to reach the kubelet; set one. The secure port (10250, the default) authenticates the kubelet and the agent.")
+		}
+		k.KubeletCAPath = p.optPath(a["kubelet_ca_path"])
+		boolean("skip_kubelet_verification", &k.SkipKubeletVerification)
+		k.TokenPath = p.optPath(a["token_path"])
+		k.CertificatePath = p.optPath(a["certificate_path"])
+		k.PrivateKeyPath = p.optPath(a["private_key_path"])
+		if (a["certificate_path"] == nil) != (a["private_key_path"] == nil) {
+			rng := b.DefRange
+			if attr := a["certificate_path"]; attr != nil {
+				rng = attr.NameRange
+			} else if attr := a["private_key_path"]; attr != nil {
+				rng = attr.NameRange
+			}
+			p.errorf(rng, "Kubelet client certificate without its key",
+				"certificate_path and private_key_path make one client credential for the kubelet: set both, or neither to use the service account token.")
+		}
+		boolean("use_anonymous_authentication", &k.UseAnonymousAuthentication)
+		str("node_name", &k.NodeName)
+		str("node_name_env", &k.NodeNameEnv)
+		if attr, ok := a["max_poll_attempts"]; ok {
+			if n, ok := p.integer(attr); ok {
+				if n < 1 {
+					p.errorf(attr.Expr.Range(), "Invalid poll attempts", "max_poll_attempts = %d: ask the kubelet at least once. Remove it for the default, 60.", n)
+				} else {
+					k.MaxPollAttempts = n
+				}
+			}
+		}
+		if st := p.durationSetting(a["poll_retry_interval"]); st.rng != nil {
+			k.PollRetryInterval = st.val
+		}
+		boolean("disable_container_selectors", &k.DisableContainerSelectors)
+	case WorkloadAttestorDocker:
+		if attr, ok := a["docker_socket_path"]; ok {
+			if v, ok := p.nonEmptyStr(attr); ok {
+				if strings.Contains(v, "://") && !strings.HasPrefix(v, "unix://") {
+					p.errorf(attr.Expr.Range(), "Docker socket not local",
+						"docker_socket_path = %q: the agent reaches the Docker Engine API only over its local Unix socket, such as \"unix:///var/run/docker.sock\".", v)
+				} else {
+					wa.Docker.SocketPath = strings.TrimPrefix(v, "unix://")
+					if !strings.HasPrefix(v, "unix://") {
+						wa.Docker.SocketPath = resolvePath(p.dir, v)
+					}
+				}
+			}
+		}
+		str("docker_version", &wa.Docker.APIVersion)
+		if attr, ok := a["env_keys"]; ok {
+			list, _ := p.strList(attr)
+			for i, k := range list {
+				if k == "" || strings.ContainsAny(k, "= ") {
+					p.errorf(elemRange(attr, i), "Invalid environment variable name", "%q in env_keys is not an environment variable name.", k)
+					continue
+				}
+				wa.Docker.EnvKeys = append(wa.Docker.EnvKeys, k)
+			}
+		}
+	}
+	return wa, true
+}

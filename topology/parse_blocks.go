@@ -328,6 +328,19 @@ func (p *parser) agent(b *hcl.Block, s *Server, d *defaultsBlock) *Agent {
 			ag.NodeAttestor = na
 		}
 	}
+	first := map[string]hcl.Range{}
+	for _, wb := range content.Blocks.OfType("workload_attestor") {
+		kind := wb.Labels[0]
+		if r, dup := first[kind]; dup {
+			p.errorf(wb.LabelRanges[0], "Duplicate workload attestor",
+				"The agent of server %q already has a workload_attestor %q block (line %d). Merge the two.", s.Name, kind, r.Start.Line)
+			continue
+		}
+		first[kind] = wb.DefRange
+		if wa, ok := p.workloadAttestor(wb); ok {
+			ag.WorkloadAttestors = append(ag.WorkloadAttestors, wa)
+		}
+	}
 	return ag
 }
 

@@ -175,6 +175,9 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		case NodeAttestorAzureMSI:
 			nb.setIf("resource_id", na.ResourceID).setIf("metadata_endpoint", na.MetadataEndpoint)
 		}
+		for _, wa := range ag.WorkloadAttestors {
+			renderWorkloadAttestor(ab.block("workload_attestor", wa.Kind), wa)
+		}
 	}
 
 	for _, e := range s.Entries {
@@ -491,4 +494,38 @@ func writeJSONBlocks(b *bytes.Buffer, blocks []*Block, indent string) {
 func jsonString(s string) string {
 	v, _ := json.Marshal(s)
 	return string(v)
+}
+
+func renderWorkloadAttestor(b *Block, wa WorkloadAttestor) {
+	switch wa.Kind {
+	case WorkloadAttestorUnix:
+		b.set("discover_workload_path", wa.Unix.DiscoverWorkloadPath)
+	case WorkloadAttestorK8s:
+		k := wa.K8s
+		if k.KubeletReadOnlyPort != 0 {
+			b.set("kubelet_read_only_port", k.KubeletReadOnlyPort)
+		}
+		if k.KubeletSecurePort != 0 {
+			b.set("kubelet_secure_port", k.KubeletSecurePort)
+		}
+		b.setIf("kubelet_ca_path", k.KubeletCAPath).
+			set("skip_kubelet_verification", k.SkipKubeletVerification).
+			setIf("token_path", k.TokenPath).
+			setIf("certificate_path", k.CertificatePath).
+			setIf("private_key_path", k.PrivateKeyPath).
+			set("use_anonymous_authentication", k.UseAnonymousAuthentication).
+			setIf("node_name", k.NodeName).
+			setIf("node_name_env", k.NodeNameEnv)
+		if k.MaxPollAttempts != 0 {
+			b.set("max_poll_attempts", k.MaxPollAttempts)
+		}
+		if k.PollRetryInterval != 0 {
+			b.set("poll_retry_interval", dur(k.PollRetryInterval))
+		}
+		b.set("disable_container_selectors", k.DisableContainerSelectors)
+	case WorkloadAttestorDocker:
+		b.setIf("docker_socket_path", wa.Docker.SocketPath).
+			setIf("docker_version", wa.Docker.APIVersion).
+			set("env_keys", nonNil(wa.Docker.EnvKeys))
+	}
 }

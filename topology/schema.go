@@ -288,6 +288,42 @@ var agentSchema = &hcl.BodySchema{
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "node_attestor", LabelNames: []string{"kind"}},
+		{Type: "workload_attestor", LabelNames: []string{"kind"}},
+	},
+}
+
+// workloadAttestorSchemas is the body of an agent's workload_attestor
+// "KIND": SPIRE's plugin_data names, and docker's env_keys of arbor's.
+// use_new_container_locator is accepted as SPIRE's only locator arbor has.
+var workloadAttestorSchemas = map[string]*hcl.BodySchema{
+	WorkloadAttestorUnix: {
+		Attributes: []hcl.AttributeSchema{{Name: "discover_workload_path"}},
+	},
+	WorkloadAttestorK8s: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "kubelet_secure_port"},
+			{Name: "kubelet_read_only_port"},
+			{Name: "kubelet_ca_path"},
+			{Name: "skip_kubelet_verification"},
+			{Name: "token_path"},
+			{Name: "certificate_path"},
+			{Name: "private_key_path"},
+			{Name: "use_anonymous_authentication"},
+			{Name: "node_name"},
+			{Name: "node_name_env"},
+			{Name: "max_poll_attempts"},
+			{Name: "poll_retry_interval"},
+			{Name: "disable_container_selectors"},
+			{Name: "use_new_container_locator"},
+		},
+	},
+	WorkloadAttestorDocker: {
+		Attributes: []hcl.AttributeSchema{
+			{Name: "docker_socket_path"},
+			{Name: "docker_version"},
+			{Name: "env_keys"},
+			{Name: "use_new_container_locator"},
+		},
 	},
 }
 
@@ -376,6 +412,7 @@ func ServerAttributes() []string {
 	addKinds("upstream."+UpstreamVault+".auth.", vaultAuthSchemas)
 	add("agent.", agentSchema)
 	addKinds("agent.node_attestor.", agentAttestorSchemas)
+	addKinds("agent.workload_attestor.", workloadAttestorSchemas)
 	add("entry.", entrySchema)
 	add("bundle_endpoint.", bundleEndpointSchema)
 	add("oidc_discovery.", oidcDiscoverySchema)

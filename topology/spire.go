@@ -550,7 +550,48 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 		}
 	}
 	plugin(plugins, "KeyManager", "disk").set("directory", ag.DataDir)
-	plugin(plugins, "WorkloadAttestor", "unix")
+	unixPD := plugin(plugins, "WorkloadAttestor", WorkloadAttestorUnix)
+	for _, wa := range ag.WorkloadAttestors {
+		switch wa.Kind {
+		case WorkloadAttestorUnix:
+			if wa.Unix.DiscoverWorkloadPath {
+				unixPD.set("discover_workload_path", true)
+			}
+		case WorkloadAttestorK8s:
+			k := wa.K8s
+			pd := plugin(plugins, "WorkloadAttestor", WorkloadAttestorK8s)
+			if k.KubeletReadOnlyPort != 0 {
+				pd.set("kubelet_read_only_port", k.KubeletReadOnlyPort)
+			}
+			if k.KubeletSecurePort != 0 {
+				pd.set("kubelet_secure_port", k.KubeletSecurePort)
+			}
+			pd.setIf("kubelet_ca_path", k.KubeletCAPath)
+			if k.SkipKubeletVerification {
+				pd.set("skip_kubelet_verification", true)
+			}
+			pd.setIf("token_path", k.TokenPath).setIf("certificate_path", k.CertificatePath).setIf("private_key_path", k.PrivateKeyPath)
+			if k.UseAnonymousAuthentication {
+				pd.set("use_anonymous_authentication", true)
+			}
+			pd.setIf("node_name", k.NodeName).setIf("node_name_env", k.NodeNameEnv)
+			if k.MaxPollAttempts != 0 {
+				pd.set("max_poll_attempts", k.MaxPollAttempts)
+			}
+			if k.PollRetryInterval != 0 {
+				pd.set("poll_retry_interval", spireDuration(k.PollRetryInterval))
+			}
+			if k.DisableContainerSelectors {
+				pd.set("disable_container_selectors", true)
+			}
+			pd.set("use_new_container_locator", true)
+		case WorkloadAttestorDocker:
+			pd := plugin(plugins, "WorkloadAttestor", WorkloadAttestorDocker)
+			pd.setIf("docker_socket_path", dockerSocketURL(wa.Docker.SocketPath)).setIf("docker_version", wa.Docker.APIVersion)
+			pd.set("use_new_container_locator", true)
+			cfg.AgentNotes = append(cfg.AgentNotes, "docker: spire-agent turns every environment variable of a container into a docker:env selector (secrets included); arbor only those of env_keys")
+		}
+	}
 	cfg.Agent = body
 
 	cfg.AgentNotes = append(cfg.AgentNotes,
@@ -607,4 +648,12 @@ func (c *SPIREConfig) write(w io.Writer, program string, body *Block, notes []st
 	writeHCLBody(&b, body, "")
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// dockerSocketURL is docker_socket_path as SPIRE takes it: a unix:// URL.
+func dockerSocketURL(path string) string {
+	if path == "" {
+		return ""
+	}
+	return "unix://" + path
 }

@@ -684,8 +684,84 @@ type Agent struct {
 	ServerSelectors []string
 	// SyncInterval. Default the defaults block's, else DefaultSyncInterval.
 	SyncInterval time.Duration
+	// WorkloadAttestors are the workload_attestor blocks, one per kind, in
+	// file order: how the agent attests the processes calling its
+	// Workload API. unix always runs, with its defaults when no block
+	// configures it.
+	WorkloadAttestors []WorkloadAttestor
 	// Range is the agent block header, or the server's when defaulted.
 	Range hcl.Range
+}
+
+// Workload attestor kinds of an agent block.
+const (
+	WorkloadAttestorUnix   = "unix"
+	WorkloadAttestorK8s    = "k8s"
+	WorkloadAttestorDocker = "docker"
+)
+
+// WorkloadAttestor is one workload_attestor "KIND" block of an agent
+// block. Only the field of its Kind is set. The names in parentheses are
+// SPIRE's plugin_data for the plugin of that name.
+type WorkloadAttestor struct {
+	// Kind is WorkloadAttestorUnix, WorkloadAttestorK8s or
+	// WorkloadAttestorDocker.
+	Kind   string
+	Unix   UnixWorkloadAttestor
+	K8s    K8sWorkloadAttestor
+	Docker DockerWorkloadAttestor
+	// Range is the block's label.
+	Range hcl.Range
+}
+
+// UnixWorkloadAttestor configures the unix workload attestor.
+type UnixWorkloadAttestor struct {
+	// DiscoverWorkloadPath (discover_workload_path) adds unix:path and
+	// unix:sha256 selectors.
+	DiscoverWorkloadPath bool
+}
+
+// K8sWorkloadAttestor configures the k8s workload attestor: the caller's
+// pod and container from its cgroups, looked up in the node's kubelet.
+// Zero values mean the attestor's defaults.
+type K8sWorkloadAttestor struct {
+	// KubeletSecurePort (kubelet_secure_port, default 10250) or
+	// KubeletReadOnlyPort (kubelet_read_only_port): how the kubelet is
+	// reached; at most one.
+	KubeletSecurePort, KubeletReadOnlyPort int
+	// KubeletCAPath (kubelet_ca_path), SkipKubeletVerification
+	// (skip_kubelet_verification): how the kubelet's certificate is
+	// verified.
+	KubeletCAPath           string
+	SkipKubeletVerification bool
+	// TokenPath (token_path), or CertificatePath and PrivateKeyPath
+	// (certificate_path, private_key_path), or UseAnonymousAuthentication
+	// (use_anonymous_authentication): the agent's credentials for the
+	// kubelet.
+	TokenPath, CertificatePath, PrivateKeyPath string
+	UseAnonymousAuthentication                 bool
+	// NodeName (node_name) or NodeNameEnv (node_name_env, default
+	// MY_NODE_NAME): the agent's node.
+	NodeName, NodeNameEnv string
+	// MaxPollAttempts (max_poll_attempts) and PollRetryInterval
+	// (poll_retry_interval): how long a container not yet listed is asked
+	// for again.
+	MaxPollAttempts   int
+	PollRetryInterval time.Duration
+	// DisableContainerSelectors (disable_container_selectors) leaves out
+	// the container-name and container-image selectors.
+	DisableContainerSelectors bool
+}
+
+// DockerWorkloadAttestor configures the docker workload attestor.
+type DockerWorkloadAttestor struct {
+	// SocketPath (docker_socket_path, default /var/run/docker.sock) and
+	// APIVersion (docker_version, default negotiated).
+	SocketPath, APIVersion string
+	// EnvKeys (arbor's env_keys) are the environment variables that become
+	// docker:env selectors; none by default (SPIRE turns every variable
+	// into one, secrets included).
+	EnvKeys []string
 }
 
 // AgentAttestor is the node_attestor block of an agent block. Only the

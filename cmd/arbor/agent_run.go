@@ -112,6 +112,7 @@ match here.`,
 				return err
 			}
 			var cfg agent.Config
+			var fromFile tier.WorkloadAttestors
 			switch {
 			case topoPath == "" && (node != "" || attach != ""):
 				return errors.New("--node and --attach need --topology")
@@ -124,6 +125,9 @@ match here.`,
 				}
 				if node != "" {
 					cfg, err = tier.AgentConfig(file, node)
+					if err == nil {
+						fromFile, err = tier.WorkloadAttestorsOf(file, node)
+					}
 				} else {
 					cfg, err = tier.WorkloadAgentConfig(file, attach)
 				}
@@ -164,7 +168,7 @@ match here.`,
 					return fmt.Errorf("--trust-bundle %s: %w", bundlePath, err)
 				}
 			}
-			atts, closer, err := workloads.build(cmd.Flags(), log)
+			atts, closer, err := workloads.build(cmd.Flags(), fromFile, log)
 			if err != nil {
 				return err
 			}

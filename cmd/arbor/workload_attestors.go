@@ -13,6 +13,7 @@ import (
 	"github.com/arborid/arbor/agent/workloadattestor/docker"
 	"github.com/arborid/arbor/agent/workloadattestor/k8s"
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
+	"github.com/arborid/arbor/internal/tier"
 )
 
 // workloadAttestorKinds are what --workload-attestor accepts besides unix,
@@ -51,10 +52,12 @@ func (f *workloadAttestorFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.dockerEnv, "docker-env-key", nil, "docker: environment variables that become docker:env selectors (none by default: values may be secrets)")
 }
 
-// build returns the workload attestors the flags ask for, unix first, and
-// a func that releases them.
-func (f *workloadAttestorFlags) build(fs *pflag.FlagSet, log *slog.Logger) ([]agent.WorkloadAttestor, io.Closer, error) {
-	kinds := map[string]bool{}
+// build returns the workload attestors of base (the topology's agent
+// block; zero without one) and those the flags ask for, unix first, and a
+// Closer that releases them. A flag given replaces that one setting of
+// base.
+func (f *workloadAttestorFlags) build(fs *pflag.FlagSet, base tier.WorkloadAttestors, log *slog.Logger) ([]agent.WorkloadAttestor, io.Closer, error) {
+	kinds := map[string]bool{"k8s": base.K8s != nil, "docker": base.Docker != nil}
 	for _, k := range f.kinds {
 		k = strings.TrimSpace(k)
 		if k == "unix" {
@@ -72,25 +75,54 @@ func (f *workloadAttestorFlags) build(fs *pflag.FlagSet, log *slog.Logger) ([]ag
 			}
 		}
 	}
-	u, err := unix.New(unix.Config{DiscoverWorkloadPath: f.unixPaths})
+	uc := base.Unix
+	if fs.Changed("unix-workload-path") {
+		uc.DiscoverWorkloadPath = f.unixPaths
+	}
+	u, err := unix.New(uc)
 	if err != nil {
 		return nil, nil, err
 	}
 	out := []agent.WorkloadAttestor{u}
 	var closers closeAll
 	if kinds["k8s"] {
-		a, err := k8s.New(k8s.Config{
-			KubeletSecurePort: f.kubeletSecurePort, KubeletReadOnlyPort: f.kubeletReadOnlyPort,
-			KubeletCAPath: f.kubeletCA, TokenPath: f.kubeletToken, SkipKubeletVerification: f.skipKubeletVerification,
-			NodeName: f.nodeName, Logger: log,
-		})
+		var kc k8s.Config
+		if base.K8s != nil {
+			kc = *base.K8s
+		}
+		setInt(fs, "kubelet-secure-port", &kc.KubeletSecurePort, f.kubeletSecurePort)
+		setInt(fs, "kubelet-read-only-port", &kc.KubeletReadOnlyPort, f.kubeletReadOnlyPort)
+		// One port flag replaces the file's other port.
+		if fs.Changed("kubelet-secure-port") && !fs.Changed("kubelet-read-only-port") {
+			kc.KubeletReadOnlyPort = 0
+		}
+		if fs.Changed("kubelet-read-only-port") && !fs.Changed("kubelet-secure-port") {
+			kc.KubeletSecurePort = 0
+		}
+		setStr(fs, "kubelet-ca-path", &kc.KubeletCAPath, f.kubeletCA)
+		setStr(fs, "kubelet-token-path", &kc.TokenPath, f.kubeletToken)
+		setStr(fs, "node-name", &kc.NodeName, f.nodeName)
+		if fs.Changed("skip-kubelet-verification") {
+			kc.SkipKubeletVerification = f.skipKubeletVerification
+		}
+		kc.Logger = log
+		a, err := k8s.New(kc)
 		if err != nil {
 			return nil, nil, err
 		}
 		out = append(out, a)
 	}
 	if kinds["docker"] {
-		a, err := docker.New(docker.Config{SocketPath: f.dockerSocket, EnvKeys: f.dockerEnv, Logger: log})
+		var dc docker.Config
+		if base.Docker != nil {
+			dc = *base.Docker
+		}
+		setStr(fs, "docker-socket-path", &dc.SocketPath, f.dockerSocket)
+		if fs.Changed("docker-env-key") {
+			dc.EnvKeys = f.dockerEnv
+		}
+		dc.Logger = log
+		a, err := docker.New(dc)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -98,6 +130,18 @@ func (f *workloadAttestorFlags) build(fs *pflag.FlagSet, log *slog.Logger) ([]ag
 		closers = append(closers, a)
 	}
 	return out, closers, nil
+}
+
+func setInt(fs *pflag.FlagSet, name string, dst *int, v int) {
+	if fs.Changed(name) {
+		*dst = v
+	}
+}
+
+func setStr(fs *pflag.FlagSet, name string, dst *string, v string) {
+	if fs.Changed(name) {
+		*dst = v
+	}
 }
 
 type closeAll []io.Closer

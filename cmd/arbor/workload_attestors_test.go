@@ -11,6 +11,7 @@ import (
 	"github.com/arborid/arbor/agent/workloadattestor/docker"
 	"github.com/arborid/arbor/agent/workloadattestor/k8s"
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
+	"github.com/arborid/arbor/internal/tier"
 )
 
 // TestWorkloadAttestorFlags: unix always runs; k8s and docker run when
@@ -41,7 +42,7 @@ func TestWorkloadAttestorFlags(t *testing.T) {
 			if err := fs.Parse(c.args); err != nil {
 				t.Fatal(err)
 			}
-			atts, closer, err := f.build(fs, nil)
+			atts, closer, err := f.build(fs, tier.WorkloadAttestors{}, nil)
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("build(%v) = %v, want an error containing %q", c.args, err, c.wantErr)

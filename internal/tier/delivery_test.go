@@ -22,6 +22,10 @@ var consumedElsewhere = map[string]string{
 	// How many processes run the block (HA behind a shared PostgreSQL);
 	// each replica runs the same configuration. arbor up runs one.
 	"replicas": "placement (terraform, render)",
+	// Accepted for SPIRE configurations, true only: arbor has no other
+	// container locator.
+	"agent.workload_attestor.k8s.use_new_container_locator":    "validation (only true is accepted)",
+	"agent.workload_attestor.docker.use_new_container_locator": "validation (only true is accepted)",
 }
 
 // deliveryCase changes one attribute: the topology with base and with
@@ -95,6 +99,12 @@ func deliveryCases() []deliveryCase {
 	const azureSub = `subscription_id = "11111111-1111-1111-1111-111111111111"` + "\n"
 	azureTenant := func(body string) string {
 		return `tenant "72f988bf-86f1-41af-91ab-2d7cd011db47" {` + "\n" + body + "}\n"
+	}
+	wl := func(attr, kind, base, changed string) deliveryCase {
+		block := func(body string) string {
+			return "agent {\nworkload_attestor \"" + kind + "\" {\n" + body + "\n}\n}"
+		}
+		return child(attr, block(base), block(changed))
 	}
 	const spire = `upstream "spire" {` + "\n"
 	const agentPoP = `agent {` + "\n" + `node_attestor "x509pop" {` + "\n"
@@ -227,6 +237,23 @@ func deliveryCases() []deliveryCase {
 			agentPoP+`private_key_path = "k.pem"`+"\n"+`certificate_path = "c.pem"`+"\n"+`intermediates_path = "i.pem"`+"\n}\n}"),
 		child("agent.node_attestor.aws_iid.ec2_metadata_endpoint", `agent {`+"\n"+`node_attestor "aws_iid" {}`+"\n}",
 			`agent {`+"\n"+`node_attestor "aws_iid" { ec2_metadata_endpoint = "http://127.0.0.1:8999" }`+"\n}"),
+		wl("agent.workload_attestor.unix.discover_workload_path", "unix", ``, `discover_workload_path = true`),
+		wl("agent.workload_attestor.k8s.kubelet_secure_port", "k8s", ``, `kubelet_secure_port = 10251`),
+		wl("agent.workload_attestor.k8s.kubelet_read_only_port", "k8s", ``, `kubelet_read_only_port = 10255`),
+		wl("agent.workload_attestor.k8s.kubelet_ca_path", "k8s", ``, `kubelet_ca_path = "kubelet-ca.pem"`),
+		wl("agent.workload_attestor.k8s.skip_kubelet_verification", "k8s", ``, `skip_kubelet_verification = true`),
+		wl("agent.workload_attestor.k8s.token_path", "k8s", ``, `token_path = "/tmp/token"`),
+		wl("agent.workload_attestor.k8s.certificate_path", "k8s", `certificate_path = "c.pem"`+"\n"+`private_key_path = "k.pem"`, `certificate_path = "d.pem"`+"\n"+`private_key_path = "k.pem"`),
+		wl("agent.workload_attestor.k8s.private_key_path", "k8s", `certificate_path = "c.pem"`+"\n"+`private_key_path = "k.pem"`, `certificate_path = "c.pem"`+"\n"+`private_key_path = "l.pem"`),
+		wl("agent.workload_attestor.k8s.use_anonymous_authentication", "k8s", ``, `use_anonymous_authentication = true`),
+		wl("agent.workload_attestor.k8s.node_name", "k8s", ``, `node_name = "node-1"`),
+		wl("agent.workload_attestor.k8s.node_name_env", "k8s", ``, `node_name_env = "NODE"`),
+		wl("agent.workload_attestor.k8s.max_poll_attempts", "k8s", ``, `max_poll_attempts = 5`),
+		wl("agent.workload_attestor.k8s.poll_retry_interval", "k8s", ``, `poll_retry_interval = "2s"`),
+		wl("agent.workload_attestor.k8s.disable_container_selectors", "k8s", ``, `disable_container_selectors = true`),
+		wl("agent.workload_attestor.docker.docker_socket_path", "docker", ``, `docker_socket_path = "unix:///run/docker.sock"`),
+		wl("agent.workload_attestor.docker.docker_version", "docker", ``, `docker_version = "1.41"`),
+		wl("agent.workload_attestor.docker.env_keys", "docker", ``, `env_keys = ["ENVIRONMENT"]`),
 		child("agent.node_attestor.gcp_iit.service_account", `agent {`+"\n"+`node_attestor "gcp_iit" {}`+"\n}",
 			`agent {`+"\n"+`node_attestor "gcp_iit" { service_account = "agent@p.iam.gserviceaccount.com" }`+"\n}"),
 		child("agent.node_attestor.gcp_iit.identity_token_host", `agent {`+"\n"+`node_attestor "gcp_iit" {}`+"\n}",
@@ -301,6 +328,8 @@ func runtimeOf(t *testing.T, f *topology.File) tree {
 		out["agent "+s.Name] = []any{ag, errText(err)}
 		wa, err := WorkloadAgentConfig(f, s.Name)
 		out["workload agent "+s.Name] = []any{wa, errText(err)}
+		wl, err := WorkloadAttestorsOf(f, s.Name)
+		out["workload attestors of "+s.Name] = []any{wl, errText(err)}
 		want, err := reconcile.DesiredEntries(f, s, 1000)
 		out["entries at "+s.Name] = []any{want, errText(err)}
 	}

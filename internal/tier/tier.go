@@ -17,6 +17,9 @@ import (
 	"path/filepath"
 
 	"github.com/arborid/arbor/agent"
+	"github.com/arborid/arbor/agent/workloadattestor/docker"
+	"github.com/arborid/arbor/agent/workloadattestor/k8s"
+	"github.com/arborid/arbor/agent/workloadattestor/unix"
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
 	"github.com/arborid/arbor/internal/nodeattest/awsiid"
@@ -307,4 +310,49 @@ func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
 		cfg.SyncInterval = topology.DefaultSyncInterval
 	}
 	return cfg, nil
+}
+
+// WorkloadAttestors are the settings of the workload attestors of a
+// server's co-located agent: unix always, k8s and docker when the agent
+// block has their workload_attestor blocks. The caller builds them (they
+// read credentials and open sockets) for one start of the agent.
+type WorkloadAttestors struct {
+	Unix   unix.Config
+	K8s    *k8s.Config
+	Docker *docker.Config
+}
+
+// WorkloadAttestorsOf translates the workload_attestor blocks of the agent
+// block of the server block named node. A server without an agent block
+// gets unix with its defaults.
+func WorkloadAttestorsOf(f *topology.File, node string) (WorkloadAttestors, error) {
+	s, err := f.Server(node)
+	if err != nil {
+		return WorkloadAttestors{}, err
+	}
+	var out WorkloadAttestors
+	if s.Agent == nil {
+		return out, nil
+	}
+	for _, wa := range s.Agent.WorkloadAttestors {
+		switch wa.Kind {
+		case topology.WorkloadAttestorUnix:
+			out.Unix.DiscoverWorkloadPath = wa.Unix.DiscoverWorkloadPath
+		case topology.WorkloadAttestorK8s:
+			k := wa.K8s
+			out.K8s = &k8s.Config{
+				KubeletSecurePort: k.KubeletSecurePort, KubeletReadOnlyPort: k.KubeletReadOnlyPort,
+				KubeletCAPath: k.KubeletCAPath, SkipKubeletVerification: k.SkipKubeletVerification,
+				TokenPath: k.TokenPath, CertificatePath: k.CertificatePath, PrivateKeyPath: k.PrivateKeyPath,
+				UseAnonymousAuthentication: k.UseAnonymousAuthentication, NodeName: k.NodeName, NodeNameEnv: k.NodeNameEnv,
+				MaxPollAttempts: k.MaxPollAttempts, PollRetryInterval: k.PollRetryInterval,
+				DisableContainerSelectors: k.DisableContainerSelectors,
+			}
+		case topology.WorkloadAttestorDocker:
+			out.Docker = &docker.Config{SocketPath: wa.Docker.SocketPath, APIVersion: wa.Docker.APIVersion, EnvKeys: wa.Docker.EnvKeys}
+		default:
+			return WorkloadAttestors{}, fmt.Errorf("tier: server %q: agent: unknown workload attestor kind %q", s.Name, wa.Kind)
+		}
+	}
+	return out, nil
 }

@@ -51,6 +51,12 @@ agent {
     cluster    = "eks-us-east-1a"
     token_path = "/var/run/secrets/tokens/spire-agent"
   }
+
+  workload_attestor "k8s" {
+    skip_kubelet_verification    = false
+    use_anonymous_authentication = false
+    disable_container_selectors  = false
+  }
 }
 
 entry "checkout" {

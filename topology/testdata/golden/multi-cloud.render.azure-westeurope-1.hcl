@@ -51,4 +51,10 @@ agent {
     cluster    = "aks-westeurope-1"
     token_path = "/var/run/secrets/tokens/spire-agent"
   }
+
+  workload_attestor "k8s" {
+    skip_kubelet_verification    = false
+    use_anonymous_authentication = false
+    disable_container_selectors  = false
+  }
 }
