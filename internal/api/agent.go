@@ -30,10 +30,23 @@ import (
 // agent SVID. The whole request is validated before the attestor runs, and
 // the attestor consumes nothing: a join token is consumed in the transaction
 // that stores the node, so any failure before it leaves the token usable.
-func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
+//
+// Every attestation is counted in arbor_node_attestations_total by
+// attestation type (one of this server's attestors, else "other") and
+// outcome: attested, reattested, invalid (malformed data), denied (data
+// that proves nothing, a banned agent, data already used), or error.
+func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) (err error) {
+	typ, outcome := "other", "invalid"
+	defer func() {
+		if err != nil && outcome == "attested" {
+			outcome = "error" // the SVID could not be sent
+		}
+		s.metrics.attestations.WithLabelValues(typ, outcome).Inc()
+	}()
 	ctx := stream.Context()
 	req, err := stream.Recv()
 	if err != nil {
+		outcome = "error"
 		return recvError(ctx, err)
 	}
 	params := req.GetParams()
@@ -50,6 +63,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	if !ok {
 		return status.Errorf(codes.InvalidArgument, "node attestor %q is not enabled on this server", params.Data.Type)
 	}
+	typ = params.Data.Type
 	csr, err := parseCSR(params.Params.Csr, csrSVID)
 	if err != nil {
 		return err
@@ -69,19 +83,24 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		return r, nil
 	}
 	result, err := attestor.Attest(ctx, params.Data.Payload, challenge)
+	outcome = "denied"
 	switch {
 	case err == nil:
 	case errors.Is(err, nodeattest.ErrInvalid):
+		outcome = "invalid"
 		return status.Errorf(codes.InvalidArgument, "attestation failed: %v", err)
 	case errors.Is(err, nodeattest.ErrDenied):
 		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", err)
 	case ctx.Err() != nil:
+		outcome = "error"
 		// The stream ended during a challenge (a bound expired, the agent left).
 		return status.FromContextError(ctx.Err()).Err()
 	default:
+		outcome = "error"
 		return s.statusFor(ctx, "attestation failed", err)
 	}
 	if result.AgentID.TrustDomain() != s.td {
+		outcome = "error"
 		return s.internalError(ctx, "attestor returned an agent ID outside the trust domain", errors.New(result.AgentID.String()))
 	}
 	if existing, ok := s.nodes.get(result.AgentID); ok && existing.Banned() {
@@ -89,6 +108,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	}
 	chain, err := s.ca.SignX509SVID(ctx, ca.X509SVIDParams{ID: result.AgentID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
 	if err != nil {
+		outcome = "error"
 		return s.statusFor(ctx, "signing agent SVID", err)
 	}
 	leaf := chain[0]
@@ -115,7 +135,12 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		// A concurrent attestation consumed the token first.
 		return status.Errorf(codes.PermissionDenied, "attestation failed: %v", jointoken.ErrTokenUsed)
 	default:
+		outcome = "error"
 		return s.statusFor(ctx, "storing attested node", err)
+	}
+	outcome = "attested"
+	if reattested {
+		outcome = "reattested"
 	}
 	s.metrics.svids.WithLabelValues("agent").Inc()
 	s.log.InfoContext(ctx, "agent attested", "spiffe_id", node.ID.String(), "attestation_type", node.AttestationType, "reattested", reattested)

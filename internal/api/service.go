@@ -245,6 +245,8 @@ type metrics struct {
 	entries prometheus.Gauge
 	agents  prometheus.Gauge
 	svids   *prometheus.CounterVec
+	// attestations counts AttestAgent by type and outcome.
+	attestations *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -261,9 +263,13 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		svids: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arbor_api_svids_issued_total", Help: "SVIDs and CAs signed, by kind (x509, jwt, agent, downstream_ca).",
 		}, []string{"kind"}),
+		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbor_node_attestations_total",
+			Help: "Node attestations by attestation type (other: a type this server does not accept) and outcome (attested, reattested, invalid, denied, error).",
+		}, []string{"type", "outcome"}),
 	}
 	if r != nil {
-		r.MustRegister(m.calls, m.entries, m.agents, m.svids)
+		r.MustRegister(m.calls, m.entries, m.agents, m.svids, m.attestations)
 	}
 	return m
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -164,6 +167,7 @@ server "eks" {
 		t.Fatalf("Open built %d node attestors, want aws_iid and k8s_psat", got)
 	}
 	cfg.AdminSocket = filepath.Join(dir, "admin.sock")
+	cfg.HealthAddr = "127.0.0.1:0"
 	root := testkit.StartServer(t, cfg)
 	bundle := root.Bundles().X509Bundle().X509Authorities()
 
@@ -195,28 +199,9 @@ server "eks" {
 			acfg.DataDir = filepath.Join(dir, c.node+"-data")
 			acfg.SocketPath = filepath.Join(dir, c.node+".sock")
 			acfg.SyncInterval = time.Second
-			ag, err := agent.New(acfg)
+			ag, err := runAgent(t, acfg)
 			if err != nil {
-				t.Fatal(err)
-			}
-			actx, cancel := context.WithCancel(ctx)
-			done := make(chan struct{})
-			var runErr error
-			go func() { runErr = ag.Run(actx); close(done) }()
-			defer func() {
-				cancel()
-				select {
-				case <-done:
-				case <-time.After(30 * time.Second):
-					t.Error("agent did not stop within 30s")
-				}
-			}()
-			select {
-			case <-ag.Ready():
-			case <-done:
-				t.Fatalf("agent stopped before attesting: %v", runErr)
-			case <-ctx.Done():
-				t.Fatal("agent did not attest in time")
+				t.Fatalf("agent stopped before attesting: %v", err)
 			}
 			if got := ag.SPIFFEID().String(); got != c.wantID {
 				t.Errorf("agent ID = %s, want %s", got, c.wantID)
@@ -242,6 +227,107 @@ server "eks" {
 			}
 		})
 	}
+
+	// The same instance identity document again, from another agent: trust
+	// on first use refuses it and stores nothing. A join token, which root
+	// does not accept, is counted under "other".
+	replay, err := AgentConfig(f, "ec2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay.ServerAddress, replay.TrustBundle = root.AgentAddr().String(), bundle
+	replay.DataDir, replay.SocketPath = filepath.Join(dir, "replay-data"), filepath.Join(dir, "replay.sock")
+	if _, err := runAgent(t, replay); err == nil || !strings.Contains(err.Error(), "already been used") {
+		t.Errorf("a second agent with the same instance identity document: %v, want refused as already used", err)
+	}
+	jt := replay
+	jt.NodeAttestor, jt.JoinToken = nil, "not-a-token"
+	jt.DataDir, jt.SocketPath = filepath.Join(dir, "token-data"), filepath.Join(dir, "token.sock")
+	if _, err := runAgent(t, jt); err == nil {
+		t.Error("a join-token agent attested to a root that accepts no join tokens")
+	}
+	agents, err := agentv1.NewAgentClient(root.Admin).CountAgents(ctx, &agentv1.CountAgentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agents.Count != 2 {
+		t.Errorf("root holds %d agents after the refusals, want the 2 attested", agents.Count)
+	}
+	counts := attestationCounts(t, root.HealthAddr().String())
+	for series, want := range map[string]float64{
+		`type="aws_iid",outcome="attested"`: 1, `type="aws_iid",outcome="denied"`: 1,
+		`type="k8s_psat",outcome="attested"`: 1, `type="other",outcome="invalid"`: 1,
+	} {
+		if counts[series] != want {
+			t.Errorf("arbor_node_attestations_total{%s} = %v, want %v (all: %v)", series, counts[series], want, counts)
+		}
+	}
+}
+
+// runAgent runs an agent until it has attested (it is stopped at the end of
+// the test) or has stopped, returning its error.
+func runAgent(t *testing.T, cfg agent.Config) (*agent.Agent, error) {
+	t.Helper()
+	ag, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() { runErr = ag.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("agent did not stop within 30s")
+		}
+	})
+	select {
+	case <-ag.Ready():
+		return ag, nil
+	case <-done:
+		return nil, runErr
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent neither attested nor stopped within 60s")
+		return nil, nil
+	}
+}
+
+// attestationCounts reads arbor_node_attestations_total from a server's
+// /metrics: labels (as written) to value.
+func attestationCounts(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, "arbor_node_attestations_total{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Prometheus sorts label names: outcome before type.
+		pairs := strings.Split(labels, ",")
+		slices.Reverse(pairs)
+		out[strings.Join(pairs, ",")] = v
+	}
+	return out
 }
 
 func pemCert(der []byte) []byte {
