@@ -1,11 +1,11 @@
 // Command attest measures node attestation on one server: attestations per
 // second and server CPU per attestation, for k8s_psat against arbor and a
 // real spire-server v1.13.3 side by side in one run (both reviewing tokens
-// with the same local fake kube-apiserver), and for aws_iid against arbor
-// (spire-server's aws_iid trusts only AWS's own signing certificates and
-// AWS's EC2 endpoints, so it cannot be pointed at a local stand-in), next to
-// the machine's raw limit for what aws_iid must do per attestation (one
-// RSA-2048 signature verification):
+// with the same local fake kube-apiserver), and for aws_iid, gcp_iit and
+// azure_msi against arbor (spire-server's plugins of those trust only the
+// clouds' own signing keys and endpoints, so they cannot be pointed at
+// local stand-ins), next to the machine's raw limit for what each must do
+// per attestation (one RSA-2048 signature verification):
 //
 //	go run ./test/bench/attest --out bench-attest --attestations 2000 --concurrency 8
 //
@@ -58,6 +58,8 @@ import (
 
 	"github.com/arborid/arbor/internal/idpolicy"
 	"github.com/arborid/arbor/internal/nodeattest/awsiid/awsiidtest"
+	"github.com/arborid/arbor/internal/nodeattest/azuremsi/azuremsitest"
+	"github.com/arborid/arbor/internal/nodeattest/gcpiit/gcpiittest"
 	"github.com/arborid/arbor/internal/nodeattest/k8spsat/k8spsattest"
 	"github.com/arborid/arbor/test/bench/benchproc"
 	"github.com/arborid/arbor/test/load/loadgen"
@@ -156,8 +158,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var results []Result
 	for _, name := range o.servers {
-		for _, att := range []string{"k8s_psat", "aws_iid"} {
-			if name == "spire" && att == "aws_iid" {
+		for _, att := range []string{"k8s_psat", "aws_iid", "gcp_iit", "azure_msi"} {
+			if name == "spire" && att != "k8s_psat" {
 				continue
 			}
 			fmt.Fprintf(stderr, "attest: %s %s: %d attestations, %d at once\n", name, att, o.attestations, o.concurrency)
@@ -202,11 +204,30 @@ type fixtures struct {
 	signerPEM  string   // path of the identity certificate
 	awsCA      string   // path of the EC2 fake's TLS certificate
 	docs       [][]byte // aws_iid payloads, one per attestation
+	google     *gcpiittest.Google
+	gcpTokens  [][]byte // gcp_iit payloads, one per attestation
+	entra      *azuremsitest.Entra
+	arm        *azuremsitest.ARM
+	azTokens   [][]byte // azure_msi payloads, one per attestation
+	// caFile holds the TLS certificates of every fake, for the server's
+	// SSL_CERT_FILE: the clouds' SDKs trust them as they would a private
+	// CA.
+	caFile string
 }
+
+const (
+	gcpProject    = "arbor-bench"
+	azTenant      = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	azSub         = "11111111-1111-1111-1111-111111111111"
+	azApp, azPass = "22222222-2222-2222-2222-222222222222", "not-a-secret"
+)
 
 func (f *fixtures) close() {
 	f.kube.Close()
 	f.aws.Close()
+	f.google.Close()
+	f.entra.Close()
+	f.arm.Close()
 }
 
 func newFixtures(dir string, o options) (*fixtures, error) {
@@ -270,6 +291,56 @@ func newFixtures(dir string, o options) (*fixtures, error) {
 		}
 		f.docs = append(f.docs, payload)
 	}
+
+	// gcp_iit: a full-format identity token per instance, Google's keys
+	// served locally.
+	gsigner, err := gcpiittest.NewSigner("bench-key")
+	if err != nil {
+		return nil, err
+	}
+	f.google = gcpiittest.NewGoogle(gsigner)
+	// azure_msi: a managed identity token per VM, the tenant's keys and an
+	// app's client credentials from a local Entra ID, the VMs in a local
+	// Resource Manager.
+	akey, err := azuremsitest.NewKey("bench-kid")
+	if err != nil {
+		return nil, err
+	}
+	f.entra = azuremsitest.NewEntra(akey)
+	f.arm = azuremsitest.NewARM(f.entra.AddApp(azTenant, azApp, azPass))
+	now := time.Now()
+	for i := range o.attestations * len(o.servers) {
+		inst := gcpiittest.Instance{ProjectID: gcpProject, ProjectNumber: 4829137750, Zone: "europe-west1-b",
+			ID: uint64(7300000000000000000 + i), Name: fmt.Sprintf("vm-%d", i), Created: now.Add(-time.Hour),
+			ServiceAccounts: []gcpiittest.ServiceAccount{{Email: "agent@arbor-bench.iam.gserviceaccount.com", UniqueID: "104532987654321098765"}}}
+		tok, err := gsigner.Sign(inst.Claims(nil, "spire-gcp-node-attestor", true, false, now))
+		if err != nil {
+			return nil, err
+		}
+		f.gcpTokens = append(f.gcpTokens, []byte(tok))
+
+		vm := azuremsitest.VM{SubscriptionID: azSub, ResourceGroup: "bench", Name: fmt.Sprintf("vm-%d", i), Location: "westeurope",
+			PrincipalID: fmt.Sprintf("8d3c5a1e-0000-4000-8000-%012d", i), TenantID: azTenant}
+		f.arm.PutVM(vm)
+		atok, err := akey.Sign(azuremsitest.Claims{Tenant: azTenant, Principal: vm.PrincipalID, Audience: "https://management.azure.com/",
+			MIResourceID: vm.ID(), IssuedAt: now, Expiry: now.Add(24 * time.Hour)})
+		if err != nil {
+			return nil, err
+		}
+		payload, err := json.Marshal(map[string]string{"token": atok})
+		if err != nil {
+			return nil, err
+		}
+		f.azTokens = append(f.azTokens, payload)
+	}
+	var certs []byte
+	for _, c := range []*x509.Certificate{f.aws.Certificate(), f.google.Certificate(), f.entra.Certificate(), f.arm.Certificate()} {
+		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	f.caFile = filepath.Join(dir, "fakes-ca.pem")
+	if err := os.WriteFile(f.caFile, certs, 0o600); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -309,14 +380,28 @@ server "bench" {
     ec2_endpoint               = %q
     iam_endpoint               = %q
   }
+  node_attestor "gcp_iit" {
+    projectid_allow_list = [%q]
+    keys_url             = %q
+  }
+  node_attestor "azure_msi" {
+    login_endpoint = %q
+    arm_endpoint   = %q
+    tenant %q {
+      subscription_id = %q
+      app_id          = %q
+      app_secret      = %q
+    }
+  }
 }
-`, addr, filepath.Join(dir, "state"), sock, fx.kubeconfig, fx.signerPEM, fx.aws.URL(), fx.aws.URL())
+`, addr, filepath.Join(dir, "state"), sock, fx.kubeconfig, fx.signerPEM, fx.aws.URL(), fx.aws.URL(),
+			gcpProject, fx.google.KeysURL(), fx.entra.URL(), fx.arm.URL(), azTenant, azSub, azApp, azPass)
 		path := filepath.Join(dir, "topology.hcl")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
 		return benchproc.Start(ctx, o.arborBin, []string{"server", "--topology", path, "--node", "bench"},
-			[]string{"AWS_CA_BUNDLE=" + fx.awsCA}, logPath, sock, addr, 90*time.Second)
+			[]string{"AWS_CA_BUNDLE=" + fx.awsCA, "SSL_CERT_FILE=" + fx.caFile}, logPath, sock, addr, 90*time.Second)
 	case "spire":
 		conf := fmt.Sprintf(`server {
   bind_address = "127.0.0.1"
@@ -365,7 +450,9 @@ plugins {
 	return nil, fmt.Errorf("unknown server %q", name)
 }
 
-var awsOffset atomic.Int64
+// onceOffset is, per trust-on-first-use attestor, how many of its payloads
+// earlier runs used.
+var onceOffset = map[string]*atomic.Int64{"aws_iid": {}, "gcp_iit": {}, "azure_msi": {}}
 
 // measure starts a fresh server and runs the attestations of one attestor
 // against it.
@@ -401,9 +488,10 @@ func measure(ctx context.Context, o options, fx *fixtures, name, att, work strin
 	client := agentv1.NewAgentClient(conn)
 
 	payload := func(i int) []byte { return fx.tokens[i%len(fx.tokens)] }
-	if att == "aws_iid" {
-		base := int(awsOffset.Add(int64(o.attestations))) - o.attestations
-		payload = func(i int) []byte { return fx.docs[base+i] }
+	if once := map[string][][]byte{"aws_iid": fx.docs, "gcp_iit": fx.gcpTokens, "azure_msi": fx.azTokens}[att]; once != nil {
+		// One machine per attestation: each attests once.
+		base := int(onceOffset[att].Add(int64(o.attestations))) - o.attestations
+		payload = func(i int) []byte { return once[base+i] }
 	}
 	// One warm-up attestation, not counted: connections, caches.
 	if _, err := attest(ctx, client, att, payload(0)); err != nil {
@@ -461,8 +549,15 @@ func measure(ctx context.Context, o options, fx *fixtures, name, att, work strin
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func apiCalls(fx *fixtures, att string) int {
-	if att == "aws_iid" {
+	switch att {
+	case "aws_iid":
 		return len(fx.aws.Calls())
+	case "gcp_iit":
+		calls, _ := fx.google.ComputeCalls()
+		return fx.google.KeyFetches() + calls
+	case "azure_msi":
+		discovery, keys := fx.entra.Fetches()
+		return discovery + keys + fx.entra.Grants() + len(fx.arm.Calls())
 	}
 	st := fx.kube.Stats()
 	return int(st.TokenReviews + st.PodGets + st.NodeGets)
@@ -551,9 +646,11 @@ func report(results []Result, raw float64, o options) string {
 		fmt.Fprintf(&b, "k8s_psat, arbor / spire-server: %.2fx the attestations per second, %.2fx less server CPU per attestation.\n",
 			a.PerSecond/s.PerSecond, s.CPUms/a.CPUms)
 	}
-	if a := get("arbor", "aws_iid"); a != nil && raw > 0 {
-		fmt.Fprintf(&b, "aws_iid on arbor: %.2f ms of server CPU per attestation; one RSA-2048 verification alone costs %.3f ms (%.0f/s on one core): the signature check is %.0f%% of it.\n",
-			a.CPUms, 1000/raw, raw, 100*(1000/raw)/a.CPUms)
+	for _, att := range []string{"aws_iid", "gcp_iit", "azure_msi"} {
+		if a := get("arbor", att); a != nil && raw > 0 && a.CPUms > 0 {
+			fmt.Fprintf(&b, "%s on arbor: %.2f ms of server CPU per attestation; one RSA-2048 verification alone costs %.3f ms (%.0f/s on one core): the signature check is %.0f%% of it.\n",
+				att, a.CPUms, 1000/raw, raw, 100*(1000/raw)/a.CPUms)
+		}
 	}
 	for _, r := range results {
 		if r.FirstError != "" {
