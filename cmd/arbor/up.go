@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os/signal"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/arborid/arbor/internal/cli/launcher"
+	"github.com/arborid/arbor/internal/statelock"
 	"github.com/arborid/arbor/topology"
 )
 
@@ -87,7 +89,15 @@ from the state directories (no new attestation, same CAs).`,
 			// the write fails with EPIPE instead and arbor up goes on
 			// managing (and then stopping) its tree.
 			signal.Ignore(syscall.SIGPIPE)
-			return launcher.Up(cmd.Context(), files, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
+			err := launcher.Up(cmd.Context(), files, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
+			var held *statelock.HeldError
+			if errors.As(err, &held) {
+				// The file's tree runs already: show it rather than a
+				// second one (the refusal, which names the holder, is the
+				// last line).
+				showRunningTrees(cmd, files)
+			}
+			return err
 		},
 	}
 	cmd.Flags().DurationVar(&status, "status-every", 30*time.Second, "interval of the status lines")
@@ -101,4 +111,18 @@ from the state directories (no new attestation, same CAs).`,
 		})
 	}
 	return cmd
+}
+
+// showRunningTrees prints the status of the trees of files that an arbor up
+// already runs, as arbor status does; a file no arbor up runs is left out.
+func showRunningTrees(cmd *cobra.Command, files []*topology.File) {
+	out := cmd.OutOrStdout()
+	for _, f := range files {
+		ts, err := launcher.Status(cmd.Context(), f)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(out, "%s is already running; its tree (arbor status %s):\n", f.Path, f.Path)
+		ts.WriteText(out)
+	}
 }

@@ -306,10 +306,20 @@ func TestUpTwiceRefused(t *testing.T) {
 		}
 		sockets[p] = fi
 	}
+	// It says so, shows the running tree, and ends with the refusal naming
+	// the first one.
 	out := refusedRun(t, "up", topo)
-	wantOutput(t, "the second arbor up", out, fmt.Sprintf(
-		"arbor: topology %s is in use by pid %d (arbor up %s; lock %s); stop it first",
-		topo, up.cmd.Process.Pid, topo, filepath.Join(dir, "root", "up.lock")))
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if want := fmt.Sprintf("arbor: topology %s is in use by pid %d (arbor up %s; lock %s); stop it first",
+		topo, up.cmd.Process.Pid, topo, filepath.Join(dir, "root", "up.lock")); lines[len(lines)-1] != want {
+		t.Errorf("the second arbor up's last line is\n%s\nwant\n%s\n(all:\n%s)", lines[len(lines)-1], want, out)
+	}
+	for _, want := range []string{topo + " is already running; its tree (arbor status " + topo + "):",
+		fmt.Sprintf("arbor up pid %d, ready", up.cmd.Process.Pid), "leaf-a"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the second arbor up does not show the running tree (%q):\n%s", want, out)
+		}
+	}
 	if up.done() {
 		t.Fatalf("the first arbor up exited (%v)", up.err)
 	}
