@@ -74,3 +74,17 @@ func parseTopology(path, from string, vars topologyVars) (*topology.File, error)
 	}
 	return f, nil
 }
+
+// parseTopologyFiles is parseTopology for each topology FILE argument of a
+// command that takes several (arbor up, arbor status, arbor logs).
+func parseTopologyFiles(paths []string, vars topologyVars) ([]*topology.File, error) {
+	files := make([]*topology.File, 0, len(paths))
+	for _, path := range paths {
+		f, err := parseTopology(path, "FILE", vars)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}

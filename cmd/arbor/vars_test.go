@@ -139,3 +139,31 @@ func TestVarOnEveryCommand(t *testing.T) {
 		})
 	}
 }
+
+// parseTopologyFiles gives every file the same --var values and stops at the
+// first file that does not parse, naming it.
+func TestParseTopologyFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.hcl"), filepath.Join(dir, "b.hcl")
+	const src = "trust_domain = %q\nvariable \"port\" {}\nserver \"root\" {\n  listen = \"127.0.0.1:${var.port}\"\n  health_listen = \"off\"\n}\n"
+	for path, td := range map[string]string{a: "a.example", b: "b.example"} {
+		if err := os.WriteFile(path, []byte(strings.Replace(src, "%q", `"`+td+`"`, 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := parseTopologyFiles([]string{a, b}, topologyVars{"port=9001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if got := f.Servers[0].Listen; got != "127.0.0.1:9001" {
+			t.Errorf("%s: root listen = %s, want 127.0.0.1:9001", f.Path, got)
+		}
+	}
+	if _, err := parseTopologyFiles([]string{a, filepath.Join(dir, "nope.hcl")}, topologyVars{"port=9001"}); err == nil || !strings.Contains(err.Error(), "nope.hcl") {
+		t.Errorf("parseTopologyFiles with a missing file = %v, want an error naming it", err)
+	}
+	if _, err := parseTopologyFiles([]string{a}, nil); err == nil || !strings.Contains(err.Error(), `Variable "port" has no default`) {
+		t.Errorf("parseTopologyFiles without --var = %v, want Variable not set", err)
+	}
+}
