@@ -9,6 +9,7 @@ import (
 func newLogsCommand() *cobra.Command {
 	var follow bool
 	var tail int
+	var vars topologyVars
 	cmd := &cobra.Command{
 		Use:   "logs FILE [NODE...]",
 		Short: "Print the merged logs of the tree arbor up runs for FILE",
@@ -30,7 +31,7 @@ printing lines as they are written, as tail -f does, until Ctrl-C.`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			files, err := parseTopologies(args[:1])
+			files, err := parseTopologyFiles(args[:1], vars)
 			if err != nil {
 				return err
 			}
@@ -40,6 +41,7 @@ printing lines as they are written, as tail -f does, until Ctrl-C.`,
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until interrupted")
 	cmd.Flags().IntVarP(&tail, "tail", "n", 0, "print only the last N lines of the merge (0: all)")
+	addVarFlag(cmd, &vars)
 	return cmd
 }
 

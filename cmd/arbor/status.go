@@ -14,6 +14,7 @@ import (
 
 func newStatusCommand() *cobra.Command {
 	var format string
+	var vars topologyVars
 	cmd := &cobra.Command{
 		Use:   "status FILE [FILE...]",
 		Short: "Show the live tree that arbor up runs for the topology files",
@@ -43,7 +44,7 @@ When no arbor up runs a FILE it says so in one line and exits with status 1.`,
 			if err != nil {
 				return err
 			}
-			files, err := parseTopologies(args)
+			files, err := parseTopologyFiles(args, vars)
 			if err != nil {
 				return err
 			}
@@ -80,19 +81,12 @@ When no arbor up runs a FILE it says so in one line and exits with status 1.`,
 		},
 	}
 	cmd.Flags().StringVarP(&format, "output", "o", "pretty", "output format: pretty or json")
+	addVarFlag(cmd, &vars)
 	return cmd
 }
 
 // parseTopologies parses the topology files that arbor status and arbor
 // logs are given, refusing invalid ones with their diagnostics.
 func parseTopologies(paths []string) ([]*topology.File, error) {
-	var files []*topology.File
-	for _, path := range paths {
-		file, diags := topology.ParseFile(path)
-		if diags.HasErrors() {
-			return nil, fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
-		}
-		files = append(files, file)
-	}
-	return files, nil
+	return parseTopologyFiles(paths, nil)
 }

@@ -18,6 +18,7 @@ func newUpCommand() *cobra.Command {
 	var status time.Duration
 	var noDemo bool
 	var stopTier, startTier string
+	var vars topologyVars
 	cmd := &cobra.Command{
 		Use:   "up FILE [FILE...]",
 		Short: "Run a whole topology on this machine",
@@ -63,13 +64,9 @@ from the state directories (no new attestation, same CAs).`,
   arbor up --stop partner.example/leaf examples/federation/example-org.hcl examples/federation/partner.hcl`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var files []*topology.File
-			for _, path := range args {
-				file, diags := topology.ParseFile(path)
-				if diags.HasErrors() {
-					return fmt.Errorf("invalid topology:\n%s", topology.FormatDiagnostics(diags, nil))
-				}
-				files = append(files, file)
+			files, err := parseTopologyFiles(args, vars)
+			if err != nil {
+				return err
 			}
 			switch {
 			case stopTier != "" && startTier != "":
@@ -89,7 +86,10 @@ from the state directories (no new attestation, same CAs).`,
 			// the write fails with EPIPE instead and arbor up goes on
 			// managing (and then stopping) its tree.
 			signal.Ignore(syscall.SIGPIPE)
-			err := launcher.Up(cmd.Context(), files, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo})
+			for _, f := range files {
+				warnOldState(cmd.ErrOrStderr(), f)
+			}
+			err = launcher.Up(cmd.Context(), files, launcher.Options{Out: cmd.OutOrStdout(), StatusEvery: status, NoDemo: noDemo, Vars: vars})
 			var held *statelock.HeldError
 			if errors.As(err, &held) {
 				// The file's tree runs already: show it rather than a
@@ -100,6 +100,7 @@ from the state directories (no new attestation, same CAs).`,
 			return err
 		},
 	}
+	addVarFlag(cmd, &vars)
 	cmd.Flags().DurationVar(&status, "status-every", 30*time.Second, "interval of the status lines")
 	cmd.Flags().BoolVar(&noDemo, "no-demo", false, "do not start workload agents and demo workloads")
 	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of the files to stop the server NAME (TD/NAME when several files declare NAME)")

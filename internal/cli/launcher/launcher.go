@@ -57,6 +57,9 @@ type Options struct {
 	NoDemo bool
 	// StartTimeout bounds each process's start; zero means 90s.
 	StartTimeout time.Duration
+	// Vars are the topology variables given to arbor up (NAME=VALUE, as
+	// --var takes them); every child reads its file with them too.
+	Vars []string
 }
 
 // proc is a child process and its log.
@@ -416,7 +419,7 @@ func (l *launcher) startTier(ctx context.Context, f *topology.File, s *topology.
 // startServer starts t's server process and waits until it serves.
 func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 	s := t.srv
-	p, err := l.start("server "+t.label, l.logPath(s, "server"), "server", "--topology", t.f.Path, "--node", s.Name)
+	p, err := l.start("server "+t.label, l.logPath(s, "server"), append([]string{"server"}, l.topologyArgs(t.f.Path, "--node", s.Name)...)...)
 	if err != nil {
 		return err
 	}
@@ -466,7 +469,7 @@ func (l *launcher) colocatedAgent(f *topology.File, s *topology.Server) (agentSt
 	if err != nil {
 		return agentStart{}, err
 	}
-	return agentStart{name: s.Name + "-agent", proc: "agent " + l.label(f, s.Name) + "-agent", args: []string{"--topology", f.Path, "--node", s.Name},
+	return agentStart{name: s.Name + "-agent", proc: "agent " + l.label(f, s.Name) + "-agent", args: l.topologyArgs(f.Path, "--node", s.Name),
 		cfg: cfg, aliasID: s.Agent.SPIFFEID, logTo: s}, nil
 }
 
@@ -478,8 +481,8 @@ func (l *launcher) workloadAgent(t *liveTier, dataDir, socket string, aliasID sp
 		return agentStart{}, err
 	}
 	cfg.DataDir, cfg.SocketPath = dataDir, socket
-	return agentStart{name: "workload-agent", proc: "workload agent of " + t.label, args: []string{"--topology", t.f.Path, "--attach", t.srv.Name,
-		"--data-dir", dataDir, "--socket-path", socket}, cfg: cfg, aliasID: aliasID, logTo: t.srv}, nil
+	return agentStart{name: "workload-agent", proc: "workload agent of " + t.label, args: l.topologyArgs(t.f.Path, "--attach", t.srv.Name,
+		"--data-dir", dataDir, "--socket-path", socket), cfg: cfg, aliasID: aliasID, logTo: t.srv}, nil
 }
 
 // startAgent starts a, attested to parent: with a join token aliased to
@@ -849,4 +852,14 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "    " + strings.Join(lines, "\n    ")
+}
+
+// topologyArgs is --topology path with one --var per topology variable
+// arbor up was given, then more: every child reads its file as arbor up did.
+func (l *launcher) topologyArgs(path string, more ...string) []string {
+	out := []string{"--topology", path}
+	for _, kv := range l.opts.Vars {
+		out = append(out, "--var", kv)
+	}
+	return append(out, more...)
 }
