@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
@@ -164,8 +165,23 @@ func (c *Client) rpcError(op string, err error) error {
 		return fmt.Errorf("%s: the server did not answer in time on admin socket %s", op, c.socket)
 	case codes.Canceled:
 		return fmt.Errorf("%s: canceled", op)
+	case codes.Unimplemented:
+		if strings.Contains(st.Message(), "unknown service") && c.servesWorkloadAPI() {
+			return fmt.Errorf("%s: %s is an agent's Workload API socket, not a server's admin socket: give the server's admin socket (-socketPath; the admin_socket of its server block, by default STATE_DIR/admin.sock)", op, c.socket)
+		}
 	}
 	return &RPCError{Op: op, Code: st.Code(), Message: st.Message()}
+}
+
+// servesWorkloadAPI tells whether the socket answers the SPIFFE Workload
+// API: an agent (arbor's or spire-agent's) refuses a call without the
+// workload.spiffe.io header with InvalidArgument, where a server has no
+// such service.
+func (c *Client) servesWorkloadAPI() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := c.conn.Invoke(ctx, "/SpiffeWorkloadAPI/FetchJWTSVID", &workload.JWTSVIDRequest{Audience: []string{"arbor-probe"}}, new(workload.JWTSVIDResponse))
+	return status.Code(err) == codes.InvalidArgument
 }
 
 // lastCause keeps the innermost reason of a gRPC transport message such as

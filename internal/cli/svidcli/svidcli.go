@@ -20,7 +20,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/cli/output"
@@ -180,6 +183,14 @@ func (o Options) callErr(ctx context.Context, op, addr string, err error) error 
 		return fmt.Errorf("%s: canceled", op)
 	case codes.PermissionDenied:
 		return fmt.Errorf("%s: %w (%s): check that a registration entry matches this process's selectors", op, ErrNoIdentity, msg)
+	case codes.Unimplemented:
+		if strings.Contains(msg, "unknown service") {
+			what := "another gRPC service"
+			if servesServerAPI(addr) {
+				what = "a server's admin socket (the SPIRE server API)"
+			}
+			return fmt.Errorf("%s: %s is %s, not an agent's Workload API socket: give the agent's socket (--socket-path, or $%s)", op, addr, what, SocketEnv)
+		}
 	}
 	return fmt.Errorf("%s: %s (%s)", op, msg, st.Code())
 }
@@ -236,4 +247,18 @@ func ReadToken(token, file string, stdin io.Reader) (string, error) {
 		return "", fmt.Errorf("token file %s is empty", file)
 	}
 	return t, nil
+}
+
+// servesServerAPI tells whether addr answers the SPIRE server API's bundle
+// call, as a server's admin socket does.
+func servesServerAPI(addr string) bool {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	return err == nil
 }
