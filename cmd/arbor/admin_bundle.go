@@ -32,8 +32,10 @@ func newBundleShowCommand() *cobra.Command {
 	return adminLeaf("show", "Print this server's trust bundle",
 		`Print the trust domain's bundle: with --format pem the X.509 roots as PEM
 certificates, with --format spiffe the SPIFFE bundle (JWKS with "use"
-x509-svid/jwt-svid keys, spiffe_sequence and spiffe_refresh_hint) that
-another trust domain's "bundle set --format spiffe" reads.`,
+x509-svid/jwt-svid keys and spiffe_sequence) that another trust domain's
+"bundle set --format spiffe" reads. A federated bundle fetched from an
+endpoint that serves a spiffe_refresh_hint keeps it; the server's own
+bundle has none (its bundle_endpoint serves its refresh_hint).`,
 		`  arbor bundle show > bootstrap.pem
   arbor bundle show --format spiffe > example.org.jwks`,
 		func(fs *pflag.FlagSet) {
