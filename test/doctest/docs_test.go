@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 // repoRoot is the repository root, seen from this package's directory.
@@ -290,7 +291,7 @@ type tree struct {
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan error
-	lock *os.File
+	lock func() // releases the examples' ports lock
 	// stopped is set once stop ran; a stopped tree is not started again.
 	stopped bool
 }
@@ -319,7 +320,7 @@ func (h *harness) tree(t *testing.T, file string) *tree {
 	// Another test of this machine running an example would make this one
 	// fail to bind: take the examples' lock and wait for the ports to be
 	// free.
-	tr.lock = lockExamples(t, file)
+	tr.lock = testkit.LockExamplePorts(t, filepath.Join(repoRoot, file), treeTimeout)
 	tr.dir = shortDirNoCleanup(t, "adt")
 	if err := copyExamples(filepath.Join(repoRoot, "examples"), filepath.Join(tr.dir, "examples")); err != nil {
 		t.Fatal(err)
@@ -361,7 +362,7 @@ func (tr *tree) stop(t testing.TB) {
 	tr.stopped = true
 	defer func() {
 		if tr.lock != nil {
-			tr.lock.Close()
+			tr.lock()
 		}
 		if tr.dir != "" {
 			os.RemoveAll(tr.dir)
@@ -392,46 +393,6 @@ func shortDirNoCleanup(t testing.TB, prefix string) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// lockExamples takes an exclusive lock, $TMPDIR/arbor-examples-ports.lock,
-// meant for every test of this machine that runs an example with its fixed
-// ports, and waits until the ports the file names are free.
-func lockExamples(t testing.TB, file string) *os.File {
-	t.Helper()
-	path := filepath.Join(os.TempDir(), "arbor-examples-ports.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(treeTimeout)
-	for syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		if time.Now().After(deadline) {
-			f.Close()
-			t.Fatalf("%s still locked after %v by another test running %s", path, treeTimeout, file)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	src, err := os.ReadFile(filepath.Join(repoRoot, file))
-	if err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	for _, addr := range regexp.MustCompile(`"(127\.0\.0\.1:\d+)"`).FindAllStringSubmatch(string(src), -1) {
-		for {
-			l, err := net.Listen("tcp", addr[1])
-			if err == nil {
-				l.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				f.Close()
-				t.Fatalf("%s (in %s) still in use after %v: %v", addr[1], file, treeTimeout, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	return f
 }
 
 // checkSynopsis checks each `arbor ...` line of a usage block: the command

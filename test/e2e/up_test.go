@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 // syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
@@ -185,6 +187,9 @@ func TestUpNestedTree(t *testing.T) {
 // --stop/--start while the leaves keep working, and stops with Ctrl-C.
 func TestQuickstartAsInREADME(t *testing.T) {
 	requireSetup(t)
+	// The doc test runs the quickstart on the same fixed ports.
+	release := testkit.LockExamplePorts(t, filepath.Join("..", "..", "examples", "quickstart.hcl"), 3*time.Minute)
+	t.Cleanup(release)
 	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "quickstart.hcl"))
 	if err != nil {
 		t.Fatal(err)
