@@ -188,7 +188,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.SupplementalBundleFile != "" {
 		extra, err := upstream.ReadCertificatesFile(cfg.SupplementalBundleFile)
 		if err != nil {
-			return nil, fmt.Errorf("awspca: supplemental_bundle_file: %w", err)
+			return nil, fmt.Errorf("awspca: supplemental_bundle_path: %w", err)
 		}
 		a.extra = extra
 	}

@@ -258,7 +258,7 @@ func TestConfigErrors(t *testing.T) {
 		{"half credentials", func(c *awspca.Config) { c.AccessKeyID = "a" }, "go together"},
 		{"bad algorithm", func(c *awspca.Config) { c.SigningAlgorithm = "MD5WITHRSA" }, "unknown signing_algorithm"},
 		{"bad endpoint", func(c *awspca.Config) { c.Endpoint = "localhost" }, "not an absolute URL"},
-		{"missing bundle", func(c *awspca.Config) { c.SupplementalBundleFile = "/nonexistent/bundle.pem" }, "supplemental_bundle_file"},
+		{"missing bundle", func(c *awspca.Config) { c.SupplementalBundleFile = "/nonexistent/bundle.pem" }, "supplemental_bundle_path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

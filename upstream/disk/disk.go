@@ -91,9 +91,9 @@ func New(cfg Config) (*Authority, error) {
 	case cfg.TrustDomain.IsZero():
 		return nil, errors.New("disk: trust domain is required")
 	case cfg.CertFile == "":
-		return nil, errors.New("disk: cert_file is required")
+		return nil, errors.New("disk: cert_file_path is required")
 	case cfg.KeyFile == "":
-		return nil, errors.New("disk: key_file is required")
+		return nil, errors.New("disk: key_file_path is required")
 	}
 	a := &Authority{cfg: cfg, now: cfg.Now, rand: cfg.Rand, log: cfg.Logger}
 	if a.now == nil {
@@ -182,7 +182,7 @@ func (a *Authority) material() (*material, error) {
 	}
 	m.stamps = stamps
 	if a.loaded != nil {
-		a.log.Info("disk: upstream CA files changed; reloaded", "cert_file", a.cfg.CertFile, "upstream_serial", m.cert.SerialNumber.String(), "not_after", m.cert.NotAfter)
+		a.log.Info("disk: upstream CA files changed; reloaded", "cert_file_path", a.cfg.CertFile, "upstream_serial", m.cert.SerialNumber.String(), "not_after", m.cert.NotAfter)
 	}
 	a.loaded = m
 	return m, nil
@@ -198,10 +198,11 @@ func (a *Authority) paths() []string {
 
 func (a *Authority) stamps() ([]stamp, error) {
 	var out []stamp
-	for _, p := range a.paths() {
+	names := []string{"cert_file_path", "key_file_path", "bundle_file_path"}
+	for i, p := range a.paths() {
 		fi, err := os.Stat(p)
 		if err != nil {
-			return nil, fmt.Errorf("disk: %w", err)
+			return nil, fmt.Errorf("disk: %s: %w", names[i], err)
 		}
 		out = append(out, stamp{path: p, modTime: fi.ModTime(), size: fi.Size()})
 	}
@@ -223,37 +224,37 @@ func slicesEqual(a, b []stamp) bool {
 func (a *Authority) load() (*material, error) {
 	certs, err := upstream.ReadCertificatesFile(a.cfg.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("disk: cert_file: %w: %w", ErrBadFiles, err)
+		return nil, fmt.Errorf("disk: cert_file_path: %w: %w", ErrBadFiles, err)
 	}
 	keyPEM, err := os.ReadFile(a.cfg.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("disk: key_file: %w", err)
+		return nil, fmt.Errorf("disk: key_file_path: %w", err)
 	}
 	key, err := upstream.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("disk: key_file %s: %w: %v", a.cfg.KeyFile, ErrBadFiles, err)
+		return nil, fmt.Errorf("disk: key_file_path %s: %w: %v", a.cfg.KeyFile, ErrBadFiles, err)
 	}
 	cert := certs[0]
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("disk: cert_file %s: %w: "+format, append([]any{a.cfg.CertFile, ErrBadFiles}, args...)...)
+		return fmt.Errorf("disk: cert_file_path %s: %w: "+format, append([]any{a.cfg.CertFile, ErrBadFiles}, args...)...)
 	}
 	if !upstream.PublicKeyEqual(key.Public(), cert.PublicKey) {
-		return nil, bad("key_file %s does not hold the private key of the certificate", a.cfg.KeyFile)
+		return nil, bad("key_file_path %s does not hold the private key of the certificate", a.cfg.KeyFile)
 	}
 	if err := upstream.CheckCACertificate(cert, a.cfg.TrustDomain); err != nil {
-		return nil, fmt.Errorf("disk: cert_file %s: %w: %w", a.cfg.CertFile, ErrBadFiles, err)
+		return nil, fmt.Errorf("disk: cert_file_path %s: %w: %w", a.cfg.CertFile, ErrBadFiles, err)
 	}
 	m := &material{cert: cert, key: key}
 	m.intermediates, m.roots = upstream.SplitChain(certs, false)
 	if a.cfg.BundleFile != "" {
 		extra, err := upstream.ReadCertificatesFile(a.cfg.BundleFile)
 		if err != nil {
-			return nil, fmt.Errorf("disk: bundle_file: %w: %w", ErrBadFiles, err)
+			return nil, fmt.Errorf("disk: bundle_file_path: %w: %w", ErrBadFiles, err)
 		}
 		m.roots = upstream.AppendUnique(m.roots, extra...)
 	}
 	if len(m.roots) == 0 {
-		return nil, bad("the certificate is not self-signed and no root was given: append the chain up to the root to cert_file or put the root in bundle_file")
+		return nil, bad("the certificate is not self-signed and no root was given: append the chain up to the root to cert_file_path or put the root in bundle_file_path")
 	}
 	return m, nil
 }

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,5 +290,25 @@ func TestManagerKeepsCurrentCA(t *testing.T) {
 				Break: func() { tt.breakIt(f) }, WantErr: tt.wantErr,
 			}.KeepsCurrentCA(t)
 		})
+	}
+}
+
+// TestErrorsNameTheTopologyAttributes: the errors of the disk upstream name
+// the files as the topology's upstream "disk" block does (cert_file_path,
+// key_file_path, bundle_file_path), so a user knows which line to fix.
+func TestErrorsNameTheTopologyAttributes(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		cfg  disk.Config
+		want string
+	}{
+		{disk.Config{TrustDomain: td, KeyFile: "k.pem"}, "cert_file_path is required"},
+		{disk.Config{TrustDomain: td, CertFile: "c.pem"}, "key_file_path is required"},
+		{disk.Config{TrustDomain: td, CertFile: dir + "/missing.pem", KeyFile: dir + "/missing-key.pem"}, "cert_file_path"},
+	} {
+		_, err := disk.New(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want an error naming %s", c.cfg, err, c.want)
+		}
 	}
 }

@@ -181,7 +181,7 @@ func New(cfg Config) (*Authority, error) {
 	tc := &api.TLSConfig{CACert: cfg.CACertFile, TLSServerName: cfg.TLSServerName, Insecure: cfg.InsecureSkipVerify}
 	if c := cfg.Cert; c != nil {
 		if c.CertFile == "" || c.KeyFile == "" {
-			return nil, errors.New("vault: cert auth: cert_file and key_file are required")
+			return nil, errors.New("vault: cert auth: client_cert_path and client_key_path are required")
 		}
 		tc.ClientCert, tc.ClientKey = c.CertFile, c.KeyFile
 	}

@@ -350,7 +350,7 @@ func TestConfigErrors(t *testing.T) {
 		{"two auths", func(c *vault.Config) { c.AppRole = &vault.AppRole{RoleID: "r"} }, "exactly one auth method"},
 		{"approle without role id", func(c *vault.Config) { c.Token, c.AppRole = "", &vault.AppRole{} }, "role_id is required"},
 		{"kubernetes without role", func(c *vault.Config) { c.Token, c.Kubernetes = "", &vault.Kubernetes{} }, "role is required"},
-		{"cert without files", func(c *vault.Config) { c.Token, c.Cert = "", &vault.CertAuth{} }, "cert_file and key_file are required"},
+		{"cert without files", func(c *vault.Config) { c.Token, c.Cert = "", &vault.CertAuth{} }, "client_cert_path and client_key_path are required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
