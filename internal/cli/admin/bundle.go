@@ -266,7 +266,12 @@ func (p Printer) bundleResults(op string, resp proto.Message, n int, result func
 		td, st := result(i)
 		if code := codes.Code(st.GetCode()); code != codes.OK {
 			failed++
-			fmt.Fprintf(p.errw(), "%s: bundle for %s: %s (%s)\n", op, td, st.GetMessage(), code)
+			msg := st.GetMessage()
+			// The API names the request's modes; the command line has
+			// flags for them.
+			msg = strings.Replace(msg, "delete with mode DISSOCIATE or DELETE",
+				"run again with --mode dissociate (keep those entries, without this trust domain) or --mode delete (delete them)", 1)
+			fmt.Fprintf(p.errw(), "%s: bundle for %s: %s (%s)\n", op, td, msg, code)
 		} else if !p.JSON() {
 			fmt.Fprintf(p.Out, okFormat, td)
 		}

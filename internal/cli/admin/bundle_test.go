@@ -147,7 +147,7 @@ func TestFederatedBundles(t *testing.T) {
 	}
 	err = c.DeleteBundle(ctx, o.printer(admin.FormatPretty), "partner.example", admin.DeleteMode(0))
 	var be *admin.BatchError
-	if !errors.As(err, &be) || !strings.Contains(o.err.String(), "(FailedPrecondition)") {
+	if !errors.As(err, &be) || !strings.Contains(o.err.String(), "(FailedPrecondition)") || !strings.Contains(o.err.String(), "run again with --mode dissociate") {
 		t.Errorf("DeleteBundle(restrict) = %v, stderr %q; want a FailedPrecondition failure", err, o.err.String())
 	}
 	mode, _ := admin.ParseDeleteMode("dissociate")
