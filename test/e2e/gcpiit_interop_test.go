@@ -2,24 +2,14 @@ package e2e
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
-	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/arborid/arbor/internal/nodeattest"
 	"github.com/arborid/arbor/internal/nodeattest/gcpiit"
 	"github.com/arborid/arbor/internal/nodeattest/gcpiit/gcpiittest"
-	"github.com/arborid/arbor/internal/server"
-	"github.com/arborid/arbor/internal/testkit"
 )
 
 // TestGCPIITSpireAgentToArbor: a real spire-agent with its own gcp_iit
@@ -56,62 +46,19 @@ func testGCPIITSpireAgentToArbor(t *testing.T, p *spirePeer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := shortTempDir(t, "iit")
-	ts := testkit.StartServer(t, server.Config{Name: "iit", TrustDomain: td, ListenAddr: "127.0.0.1:0",
-		StateDir: filepath.Join(dir, "arbor"), AdminSocket: filepath.Join(dir, "admin.sock"),
-		NodeAttestors: []nodeattest.Attestor{att}})
-	arbor := &arborServer{adminSock: filepath.Join(dir, "admin.sock"), port: ts.AgentAddr().(*net.TCPAddr).Port, spire: p}
-	_, arborPEM := arbor.bundlePEM(t)
-
 	plugin := fmt.Sprintf(`NodeAttestor "gcp_iit" {
     plugin_data {
       identity_token_host = %q
     }
   }`, md.Host())
-	spireAgent := startSpireAgentWith(t, p, td.Name(), arbor.port, arborPEM, nil, "", plugin)
 	wantID := spiffeid.RequireFromPath(td, "/spire/agent/gcp_iit/payments-prod/"+strconv.FormatUint(inst.ID, 10))
-	var got types.Agent
-	poll(t, waitTimeout, "spire-agent attested to arbor with gcp_iit", func() error {
-		if spireAgent.proc.exited() {
-			t.Fatalf("spire-agent exited: %v\n%s", spireAgent.proc.err, tail(spireAgent.proc.log, 30))
-		}
-		r := arbor.cliRun(t, "agent", "show", "-spiffeID", wantID.String(), "-output", "json")
-		if r.err != nil {
-			return fmt.Errorf("%v: %s%s", r.err, r.stdout, r.stderr)
-		}
-		return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal([]byte(r.stdout), &got)
-	})
-	var sels []string
-	for _, s := range got.GetSelectors() {
-		sels = append(sels, s.GetType()+":"+s.GetValue())
-	}
-	slices.Sort(sels)
-	want := []string{"gcp_iit:instance-name:web-1", "gcp_iit:label:team:payments", "gcp_iit:project-id:payments-prod",
-		"gcp_iit:sa:web@payments-prod.iam.gserviceaccount.com", "gcp_iit:tag:http-server", "gcp_iit:zone:europe-west1-b"}
-	if !slices.Equal(sels, want) {
-		t.Errorf("agent selectors\n  got  %s\n  want %s", strings.Join(sels, " "), strings.Join(want, " "))
-	}
+	spireAgentAttestsOnce(t, p, "iit", att, nil, plugin, wantID, []string{"gcp_iit:instance-name:web-1", "gcp_iit:label:team:payments",
+		"gcp_iit:project-id:payments-prod", "gcp_iit:sa:web@payments-prod.iam.gserviceaccount.com", "gcp_iit:tag:http-server",
+		"gcp_iit:zone:europe-west1-b"})
 	// What spire-agent asked the metadata server for: SPIRE's audience, the
 	// full format, the default service account.
 	reqs := md.Requests()
 	if len(reqs) == 0 || reqs[0].ServiceAccount != "default" || reqs[0].Query.Get("audience") != gcpiit.Audience || reqs[0].Query.Get("format") != "full" {
 		t.Errorf("spire-agent's identity token requests: %+v, want the default account's, audience %s, format full", reqs, gcpiit.Audience)
-	}
-	arbor.createEntry(t, wantID, mustID(t, "/wl/iit"), fmt.Sprintf("unix:uid:%d", os.Getuid()))
-	spireAgent.waitX509SVID(t, mustID(t, "/wl/iit"))
-
-	// A second spire-agent on the same instance: refused.
-	replay := launchSpireAgent(t, p, td.Name(), arbor.port, arborPEM, nil, "", plugin)
-	poll(t, waitTimeout, "the second spire-agent giving up", func() error {
-		if !replay.proc.exited() {
-			return fmt.Errorf("still running")
-		}
-		return nil
-	})
-	if log := replay.proc.logText(t); !strings.Contains(log, "already been used") {
-		t.Errorf("the second spire-agent's log does not show the refusal:\n%s", tail(replay.proc.log, 15))
-	}
-	if n := arbor.cli(t, "agent", "count"); !strings.Contains(n, "1 attested") {
-		t.Errorf("agent count after the second agent: %q, want 1 attested", strings.TrimSpace(n))
 	}
 }
