@@ -16,8 +16,9 @@ import (
 
 // federationExampleCopy copies examples/federation's two files into dir with free
 // ports (a port both files name, the other root's bundle endpoint, gets the
-// same one) and returns their paths.
-func federationExampleCopy(t *testing.T, dir string) []string {
+// same one; all 12 of them are remapped) and returns their paths. edit, when
+// not nil, changes a file's text (by its name) before it is written.
+func federationExampleCopy(t *testing.T, dir string, edit func(name, src string) string) []string {
 	t.Helper()
 	ports := map[string]string{}
 	addr := regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
@@ -34,11 +35,17 @@ func federationExampleCopy(t *testing.T, dir string) []string {
 			}
 			return "127.0.0.1:" + ports[old]
 		})
+		if edit != nil {
+			out = edit(name, out)
+		}
 		topo := filepath.Join(dir, name)
 		if err := os.WriteFile(topo, []byte(out), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		topos = append(topos, topo)
+	}
+	if len(ports) != 12 {
+		t.Fatalf("remapped %d ports of examples/federation, want 12 (five servers' listen and health_listen, two bundle endpoints)", len(ports))
 	}
 	return topos
 }
@@ -139,7 +146,7 @@ func tryStatus(t *testing.T, topos ...string) ([]statusJSON, error) {
 func TestStatusOfRunningTree(t *testing.T) {
 	requireSetup(t)
 	dir := shortTempDir(t, "st")
-	topos := federationExampleCopy(t, dir)
+	topos := federationExampleCopy(t, dir, nil)
 	org, partner := topos[0], topos[1]
 
 	_, errOut, code := arborRun(t, "status", org)

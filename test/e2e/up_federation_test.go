@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,39 +31,16 @@ func TestUpTwoTrustDomains(t *testing.T) {
 // partner.example server its federation block names as fetched_by.
 func testUpTwoTrustDomains(t *testing.T, fetchedBy string) {
 	dir := shortTempDir(t, "upfed")
-	// The same port in both files (a federation block names the other
-	// root's bundle endpoint) gets the same free port.
-	ports := map[string]string{}
-	addr := regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
-	var topos []string
-	for _, name := range []string{"example-org.hcl", "partner.hcl"} {
-		src, err := os.ReadFile(filepath.Join("..", "..", "examples", "federation", name))
-		if err != nil {
-			t.Fatal(err)
+	topos := federationExampleCopy(t, dir, func(name, out string) string {
+		if name != "partner.hcl" || fetchedBy == "" {
+			return out
 		}
-		out := addr.ReplaceAllStringFunc(string(src), func(m string) string {
-			old := m[len("127.0.0.1:"):]
-			if _, ok := ports[old]; !ok {
-				ports[old] = strconv.Itoa(freePort(t))
-			}
-			return "127.0.0.1:" + ports[old]
-		})
-		if name == "partner.hcl" && fetchedBy != "" {
-			block := `federation "example.org" {`
-			if !strings.Contains(out, block) {
-				t.Fatalf("partner.hcl has no %s", block)
-			}
-			out = strings.Replace(out, block, fmt.Sprintf("%s\n  fetched_by = %q", block, fetchedBy), 1)
+		block := `federation "example.org" {`
+		if !strings.Contains(out, block) {
+			t.Fatalf("partner.hcl has no %s", block)
 		}
-		topo := filepath.Join(dir, name)
-		if err := os.WriteFile(topo, []byte(out), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		topos = append(topos, topo)
-	}
-	if len(ports) != 12 {
-		t.Fatalf("remapped %d ports of examples/federation, want 12 (five servers' listen and health_listen, two bundle endpoints)", len(ports))
-	}
+		return strings.Replace(out, block, fmt.Sprintf("%s\n  fetched_by = %q", block, fetchedBy), 1)
+	})
 
 	partnerFetcher := "partner.example/root"
 	if fetchedBy != "" {
