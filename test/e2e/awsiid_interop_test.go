@@ -34,11 +34,7 @@ func testAWSIIDSpireAgentToArbor(t *testing.T, p *spirePeer) {
 	doc := awsiidtest.Document{AccountID: "123456789012", Region: "eu-west-1", AvailabilityZone: "eu-west-1b",
 		InstanceID: "i-0fedcba9876543210", ImageID: "ami-0123456789abcdef0", InstanceType: "t3.small",
 		PendingTime: time.Now().Add(-time.Hour).UTC().Truncate(time.Second), PrivateIP: "10.1.2.3"}.JSON()
-	rsa2048, err := signer.Sign(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsa1024, err := signer.SignRSA1024(doc)
+	rsa1024, rsa2048, err := signer.Signatures(doc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,15 +27,7 @@ func TestLogsOfRunningTree(t *testing.T) {
 	dir := shortTempDir(t, "lg")
 	topo := childTree(t, dir)
 	up := runUp(t, topo)
-	poll(t, 3*time.Minute, "arbor up ready", func() error {
-		if up.done() {
-			t.Fatalf("arbor up exited early (%v):\n%s", up.err, up.out.String())
-		}
-		if !strings.Contains(up.out.String(), "ready;") {
-			return fmt.Errorf("not ready yet")
-		}
-		return nil
-	})
+	up.waitOutput(t, "ready;", 3*time.Minute)
 
 	out, errOut, code := arborRun(t, "logs", topo)
 	if code != 0 {

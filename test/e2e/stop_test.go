@@ -103,15 +103,7 @@ func TestUpInterruptedWhileStarting(t *testing.T) {
 	dir := shortTempDir(t, "sti")
 	topo := childTree(t, dir)
 	up := runUp(t, topo)
-	poll(t, 2*time.Minute, "arbor up starting the regional tier", func() error {
-		if up.done() {
-			t.Fatalf("arbor up exited early (%v):\n%s", up.err, up.out.String())
-		}
-		if !strings.Contains(up.out.String(), "regional: starting server") {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	up.waitOutput(t, "regional: starting server", 2*time.Minute)
 	kids := childrenOf(t, up.cmd.Process.Pid)
 	killLeftovers(t, kids)
 	interruptUp(t, up)

@@ -151,15 +151,7 @@ func TestAgentBlockReachesAgentOfUp(t *testing.T) {
 	dir := shortTempDir(t, "syn")
 	tree := syncTopology(t, dir)
 	up := runUp(t, tree.topo, "--no-demo")
-	poll(t, 2*time.Minute, "arbor up serving the tree", func() error {
-		if up.done() {
-			t.Fatalf("arbor up exited early (%v):\n%s", up.err, up.out.String())
-		}
-		if !strings.Contains(up.out.String(), "ready;") {
-			return fmt.Errorf("not ready yet:\n%s", tailString(up.out.String(), 8))
-		}
-		return nil
-	})
+	up.waitOutput(t, "ready;", 2*time.Minute)
 	if _, err := os.Stat(tree.socket); err != nil {
 		t.Errorf("the co-located agent does not serve on the agent block's socket_path: %v", err)
 	}

@@ -52,6 +52,21 @@ func (u *upProc) done() bool {
 }
 
 // runUp starts `arbor up [flags] topo` and returns it with its output.
+// waitOutput polls until arbor up has printed want (timeout at most), and
+// fails the test if arbor up exits first.
+func (u *upProc) waitOutput(t *testing.T, want string, timeout time.Duration) {
+	t.Helper()
+	poll(t, timeout, "arbor up printing "+want, func() error {
+		if u.done() {
+			t.Fatalf("arbor up exited early (%v):\n%s", u.err, u.out.String())
+		}
+		if !strings.Contains(u.out.String(), want) {
+			return fmt.Errorf("not yet:\n%s", tailString(u.out.String(), 8))
+		}
+		return nil
+	})
+}
+
 func runUp(t *testing.T, topo string, flags ...string) *upProc {
 	t.Helper()
 	return runUpFiles(t, []string{topo}, flags...)

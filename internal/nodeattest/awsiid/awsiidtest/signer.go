@@ -169,6 +169,19 @@ func (s *Signer) SignWith(document []byte, opts SignOptions) (string, error) {
 }
 
 // SignRSA1024 returns what the metadata service serves at
+// Signatures returns both signatures the metadata service serves beside
+// document, as NewIMDS and NewPlainIMDS take them: the RSA-1024 one
+// (SignRSA1024) and the RSA-2048 PKCS #7 one (Sign).
+func (s *Signer) Signatures(document []byte) (rsa1024, rsa2048 string, err error) {
+	if rsa2048, err = s.Sign(document); err != nil {
+		return "", "", err
+	}
+	if rsa1024, err = s.SignRSA1024(document); err != nil {
+		return "", "", err
+	}
+	return rsa1024, rsa2048, nil
+}
+
 // /latest/dynamic/instance-identity/signature: base64 of a PKCS #1 v1.5
 // sha256 signature of the document (AWS uses a 1024-bit key there; the
 // signer's key stands in for it).
