@@ -52,7 +52,7 @@ unix:///run/agent.sock), else ` + svidcli.DefaultSocketPath + `.`,
 		Short: "Fetch this process's X509-SVIDs or JWT-SVIDs",
 	}
 	fetch.AddCommand(newSVIDFetchX509Command(), newSVIDFetchJWTCommand())
-	cmd.AddCommand(fetch, newSVIDValidateCommand())
+	cmd.AddCommand(fetch, newSVIDValidateCommand(), newSVIDWatchCommand())
 	return cmd
 }
 
