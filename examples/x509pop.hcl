@@ -5,7 +5,8 @@
 #   arbor server --topology examples/x509pop.hcl --node root
 #
 # The server needs the CA it trusts, examples/agent-ca.pem (without it, it
-# stops at start: "open agent-ca.pem: no such file or directory"). To try it
+# stops at start: "open agent-ca.pem: no such file or directory", and
+# `arbor topology validate` warns "File not found"). To try it
 # without a PKI of your own, make a CA and a certificate for one machine
 # (from the repository root; examples/.gitignore keeps them out of git):
 #

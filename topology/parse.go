@@ -46,6 +46,12 @@ type Options struct {
 	// for such a name is). Nil means os.Environ when LookupEnv is nil too,
 	// and no such check when LookupEnv is set.
 	Environ func() []string
+	// CheckFiles looks for the files the topology names by relative paths
+	// (CA bundles, keys, bootstrap bundles: what a node reads at start)
+	// next to filename, and warns about each one that does not exist
+	// (the arbor topology commands check; the commands that start
+	// nodes fail on the missing file itself).
+	CheckFiles bool
 }
 
 // ParseFileWith is ParseFile with options.
@@ -68,6 +74,7 @@ func ParseWith(src []byte, filename string, opts Options) (*File, hcl.Diagnostic
 		lookup = os.LookupEnv
 	}
 	p := newParser(filename, lookup)
+	p.checkFiles = opts.CheckFiles
 	p.vars = opts.Vars
 	p.environ = opts.Environ
 	if p.environ == nil && opts.LookupEnv == nil {
@@ -100,6 +107,8 @@ type parser struct {
 	// parsed is how many diagnostics parsing left, before validate's own:
 	// broken looks only at those.
 	parsed int
+	// checkFiles is Options.CheckFiles.
+	checkFiles bool
 }
 
 type reportKey struct {
@@ -514,7 +523,7 @@ func (p *parser) oidcDiscovery(b *hcl.Block) *OIDCDiscovery {
 	for name, dst := range map[string]*string{"cert_file": &o.CertFile, "key_file": &o.KeyFile} {
 		if attr, ok := a[name]; ok {
 			if v, ok := p.nonEmptyStr(attr); ok {
-				*dst = resolvePath(p.dir, v)
+				*dst = p.inputPath(attr.Expr.Range(), v)
 			}
 		}
 	}
@@ -549,7 +558,7 @@ func (p *parser) bundleEndpoint(b *hcl.Block) *BundleEndpoint {
 			continue
 		}
 		if v, ok := p.nonEmptyStr(attr); ok {
-			*f.dst = resolvePath(p.dir, v)
+			*f.dst = p.inputPath(attr.Expr.Range(), v)
 		}
 	}
 	if be.Profile == ProfileHTTPSWeb && (be.CertFile == "" || be.KeyFile == "") {

@@ -548,7 +548,7 @@ func (p *parser) pathList(attr *hcl.Attribute, what, noneSummary, noneDetail str
 			p.errorf(elemRange(attr, i), fmt.Sprintf("Empty %s path", what), "Remove the empty string from %s.", attr.Name)
 			continue
 		}
-		out = append(out, resolvePath(p.dir, v))
+		out = append(out, p.inputPath(elemRange(attr, i), v))
 	}
 	return out
 }

@@ -3,9 +3,11 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -479,7 +481,7 @@ func (p *parser) federation(b *hcl.Block) (Federation, bool) {
 	}
 	if attr, ok := a["bootstrap_bundle"]; ok {
 		if v, ok := p.nonEmptyStr(attr); ok {
-			fed.BootstrapBundle = resolvePath(p.dir, v)
+			fed.BootstrapBundle = p.inputPath(attr.Expr.Range(), v)
 		}
 	}
 	fed.fetchedByRange = b.DefRange
@@ -588,7 +590,24 @@ func (p *parser) optPath(attr *hcl.Attribute) string {
 	if !ok {
 		return ""
 	}
-	return resolvePath(p.dir, v)
+	return p.inputPath(attr.Expr.Range(), v)
+}
+
+// inputPath resolves the path v of a file that a process of the tree reads
+// at start (a CA, a key, a bundle, a token). A relative path that names no
+// file next to the topology file gets a warning: the node would stop at
+// start. Absolute paths are not looked for: they usually name files on the
+// machine that runs the node, not on the one that validates the file.
+func (p *parser) inputPath(rng hcl.Range, v string) string {
+	full := resolvePath(p.dir, v)
+	if !p.checkFiles || filepath.IsAbs(v) {
+		return full
+	}
+	if _, err := os.Stat(full); errors.Is(err, fs.ErrNotExist) {
+		p.warnf(rng, "File not found",
+			"%s does not exist (a relative path is read from the topology file's directory). The node that reads it stops at start without it: create the file first, or give an absolute path if it exists only on the machine that runs the node.", full)
+	}
+	return full
 }
 
 // socketPath evaluates a Unix socket path and checks its length.

@@ -42,6 +42,7 @@ func loadTopology(w io.Writer, path string, vars topologyVars) (*topology.File, 
 	if err != nil {
 		return nil, nil, err
 	}
+	opts.CheckFiles = true
 	f, diags := topology.ParseWith(src, path, opts)
 	fmt.Fprint(w, topology.FormatDiagnostics(diags, map[string]*hcl.File{path: {Bytes: src}}))
 	if diags.HasErrors() {

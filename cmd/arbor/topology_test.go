@@ -25,6 +25,38 @@ func runArbor(args ...string) (string, error) {
 	return out.String(), err
 }
 
+// examples/x509pop.hcl as shipped names an agent CA the reader makes first:
+// validate warns about it (at the attribute) and exits 0; once the file is
+// there the warning is gone. (A copy, so a CA made in examples/ by
+// following the header does not change the test.)
+func TestValidateWarnsAboutMissingFile(t *testing.T) {
+	src, err := os.ReadFile("../../examples/x509pop.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x509pop.hcl")
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runArbor("topology", "validate", path)
+	if err != nil {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	for _, want := range []string{"x509pop.hcl:41:24: warning: File not found", filepath.Join(dir, "agent-ca.pem") + " does not exist", "1 server(s), 0 error(s), 1 warning(s)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, out)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agent-ca.pem"), []byte("made by the reader"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runArbor("topology", "validate", path)
+	if err != nil || !strings.Contains(out, "0 error(s), 0 warning(s)") {
+		t.Errorf("validate with the CA present: %v\n%s", err, out)
+	}
+}
+
 func TestTopologyCommands(t *testing.T) {
 	const multi = "../../examples/multi-cloud.hcl"
 	tests := []struct {

@@ -3,6 +3,7 @@ package svidcli
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -309,13 +310,17 @@ func (w *watcher) sync(ctx context.Context, ts *targetState) time.Duration {
 	}
 	if ts.pending && (t.ReloadCommand != "" || t.ReloadSignal != 0) {
 		env := []string{"ARBOR_SVID_NAME=" + t.Name, "ARBOR_SPIFFE_ID=" + svid.ID.String()}
-		if err := t.reload(ctx, env); err != nil {
+		switch err := t.reload(ctx, env); {
+		case errors.Is(err, errNotRunning):
+			w.log.Warn("svid watch: "+err.Error(), "svid", t.Name, "pid_file", t.PIDFile)
+		case err != nil:
 			if ctx.Err() != nil {
 				return 0
 			}
 			return w.fail(ts, err)
+		default:
+			w.log.Info("svid watch: reloaded", "svid", t.Name)
 		}
-		w.log.Info("svid watch: reloaded", "svid", t.Name)
 	}
 	ts.pending = false
 

@@ -60,7 +60,9 @@ func (t *Target) sendSignal() error {
 	pid, from := t.PID, ""
 	if t.PIDFile != "" {
 		var err error
-		if pid, err = readPIDFile(t.PIDFile); err != nil {
+		if pid, err = readPIDFile(t.PIDFile); errors.Is(err, os.ErrNotExist) {
+			return errNotRunning
+		} else if err != nil {
 			return err
 		}
 		from = " (from " + t.PIDFile + ")"
@@ -114,3 +116,8 @@ func (t *tailBuffer) lastLine() string {
 }
 
 var errNoSVIDYet = errors.New("waiting for the first X509-SVID from the Workload API")
+
+// errNotRunning means the pid file does not exist: the program has not
+// started (or has stopped), and it reads the new files when it starts, so
+// there is nothing to signal. It is logged, not a failure.
+var errNotRunning = errors.New("the pid file does not exist: nothing to signal until the program runs")
