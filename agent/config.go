@@ -75,6 +75,11 @@ type Config struct {
 	// WorkloadAttestors attest Workload API callers from their pid.
 	WorkloadAttestors []WorkloadAttestor
 
+	// SDS configures Envoy's Secret Discovery Service (v3), served on the
+	// Workload API socket beside it. The zero value serves it with SPIRE's
+	// resource names.
+	SDS SDSConfig
+
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
 }
@@ -127,5 +132,5 @@ func (c *Config) validate() error {
 	case c.X509PoP != nil && (c.X509PoP.CertPath == "" || c.X509PoP.KeyPath == ""):
 		return errors.New("agent: x509pop needs a certificate path and a key path")
 	}
-	return nil
+	return c.SDS.validate()
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -102,11 +104,21 @@ func (a *Agent) listenWorkloadAPI() (*workloadListener, error) {
 		grpc.ChainStreamInterceptor(a.streamInterceptor),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadHandler{a: a})
+	if !a.cfg.SDS.Disabled {
+		secretv3.RegisterSecretDiscoveryServiceServer(srv, newSDSHandler(a))
+	}
 	return &workloadListener{srv: srv, lis: lis}, nil
 }
 
 // errNoSecurityHeader is what SPIRE answers a call without the header.
 var errNoSecurityHeader = status.Error(codes.InvalidArgument, "security header missing from request")
+
+// needsSecurityHeader tells whether method must carry the header: the
+// Workload API's do; Envoy's SDS calls on the same socket do not (Envoy
+// does not send it), as in spire-agent.
+func needsSecurityHeader(method string) bool {
+	return strings.HasPrefix(method, "/SpiffeWorkloadAPI/")
+}
 
 func hasSecurityHeader(ctx context.Context) bool {
 	md, ok := metadata.FromIncomingContext(ctx)
@@ -120,7 +132,7 @@ func hasSecurityHeader(ctx context.Context) bool {
 func (a *Agent) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	var resp any
 	var err error
-	if !hasSecurityHeader(ctx) {
+	if needsSecurityHeader(info.FullMethod) && !hasSecurityHeader(ctx) {
 		err = errNoSecurityHeader
 	} else {
 		resp, err = h(ctx, req)
@@ -131,7 +143,7 @@ func (a *Agent) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryS
 
 func (a *Agent) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	var err error
-	if !hasSecurityHeader(ss.Context()) {
+	if needsSecurityHeader(info.FullMethod) && !hasSecurityHeader(ss.Context()) {
 		err = errNoSecurityHeader
 	} else {
 		err = h(srv, ss)

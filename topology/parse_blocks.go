@@ -343,6 +343,7 @@ func (p *parser) agent(b *hcl.Block, s *Server, d *defaultsBlock) *Agent {
 			ag.WorkloadAttestors = append(ag.WorkloadAttestors, wa)
 		}
 	}
+	ag.SDS = p.sdsBlocks(content.Blocks.OfType("sds"), s)
 	return ag
 }
 

@@ -178,6 +178,9 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		for _, wa := range ag.WorkloadAttestors {
 			renderWorkloadAttestor(ab.block("workload_attestor", wa.Kind), wa)
 		}
+		if ag.SDS.configured() {
+			ag.SDS.render(ab.block("sds"), true)
+		}
 	}
 
 	for _, e := range s.Entries {

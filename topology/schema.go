@@ -289,6 +289,19 @@ var agentSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "node_attestor", LabelNames: []string{"kind"}},
 		{Type: "workload_attestor", LabelNames: []string{"kind"}},
+		{Type: "sds"},
+	},
+}
+
+// sdsSchema is an agent's sds block: spire-agent's attribute names, and
+// disabled, arbor's.
+var sdsSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "default_svid_name"},
+		{Name: "default_bundle_name"},
+		{Name: "default_all_bundles_name"},
+		{Name: "disable_spiffe_cert_validation"},
+		{Name: "disabled"},
 	},
 }
 
@@ -413,6 +426,7 @@ func ServerAttributes() []string {
 	add("agent.", agentSchema)
 	addKinds("agent.node_attestor.", agentAttestorSchemas)
 	addKinds("agent.workload_attestor.", workloadAttestorSchemas)
+	add("agent.sds.", sdsSchema)
 	add("entry.", entrySchema)
 	add("bundle_endpoint.", bundleEndpointSchema)
 	add("oidc_discovery.", oidcDiscoverySchema)

@@ -530,6 +530,7 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 	if ag.SyncInterval != DefaultSyncInterval {
 		ab.block("experimental").set("sync_interval", spireDuration(ag.SyncInterval))
 	}
+	renderSPIRESDS(cfg, ab, ag.SDS)
 	plugins := body.block("plugins")
 	pd := plugin(plugins, "NodeAttestor", ag.NodeAttestor.Kind)
 	switch na := ag.NodeAttestor; na.Kind {

@@ -689,7 +689,31 @@ type Agent struct {
 	// Workload API. unix always runs, with its defaults when no block
 	// configures it.
 	WorkloadAttestors []WorkloadAttestor
+	// SDS is the sds block: Envoy's Secret Discovery Service on the
+	// agent's socket. Zero (no block): served with SPIRE's names.
+	SDS SDS
 	// Range is the agent block header, or the server's when defaulted.
+	Range hcl.Range
+}
+
+// SDS is an agent's sds block, with spire-agent's attribute names (in
+// parentheses) and one of arbor's. An empty name means SPIRE's default.
+type SDS struct {
+	// DefaultSVIDName (default_svid_name, default "default") names the
+	// workload's first X509-SVID.
+	DefaultSVIDName string
+	// DefaultBundleName (default_bundle_name, default "ROOTCA") names the
+	// validation context of the agent's trust domain.
+	DefaultBundleName string
+	// DefaultAllBundlesName (default_all_bundles_name, default "ALL")
+	// names the validation context of every bundle of the workload.
+	DefaultAllBundlesName string
+	// DisableSPIFFECertValidation (disable_spiffe_cert_validation) sends a
+	// plain trusted_ca instead of Envoy's SPIFFE certificate validator.
+	DisableSPIFFECertValidation bool
+	// Disabled (disabled, arbor's) serves no SDS on the socket.
+	Disabled bool
+	// Range is the sds block header; zero without one.
 	Range hcl.Range
 }
 

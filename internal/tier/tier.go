@@ -270,6 +270,13 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 		DataDir:       ag.DataDir,
 		SocketPath:    ag.SocketPath,
 		SyncInterval:  ag.SyncInterval,
+		SDS: agent.SDSConfig{
+			Disabled:                    ag.SDS.Disabled,
+			DefaultSVIDName:             ag.SDS.DefaultSVIDName,
+			DefaultBundleName:           ag.SDS.DefaultBundleName,
+			DefaultAllBundlesName:       ag.SDS.DefaultAllBundlesName,
+			DisableSPIFFECertValidation: ag.SDS.DisableSPIFFECertValidation,
+		},
 	}
 	switch a := ag.NodeAttestor; a.Kind {
 	case topology.NodeAttestorJoinToken:
