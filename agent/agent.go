@@ -46,6 +46,11 @@ type Agent struct {
 	// CA expires first and caps it), so asking again at once would only
 	// repeat it. Only the loop goroutine reads and writes it.
 	renewHold time.Time
+	// selfTainted is set by a sync that found the agent SVID chaining to
+	// a tainted authority (taint.go): the next step renews it at once.
+	selfTainted atomic.Bool
+	// taints memoizes which cached SVIDs chain to a tainted authority.
+	taints taintCheck
 
 	// tokenFromFile is the join token read from Config.JoinTokenFile.
 	tokenFromFile string
@@ -268,6 +273,7 @@ func (a *Agent) step(ctx context.Context) error {
 			}
 		}
 		a.renewHold = time.Time{}
+		a.selfTainted.Store(false)
 		if after := a.node.Load().SVID.Certificates[0].NotAfter; !after.After(before) {
 			// Capped by the server's CA: wait a sync interval for it to
 			// rotate rather than renewing in a tight loop.
@@ -326,6 +332,9 @@ func (a *Agent) nextWait() time.Duration {
 // agentRenewAt is when the agent SVID is due for renewal: at its half-life,
 // but not before renewHold.
 func (a *Agent) agentRenewAt() time.Time {
+	if a.selfTainted.Load() {
+		return time.Time{}
+	}
 	leaf := a.node.Load().SVID.Certificates[0]
 	at := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 	if a.renewHold.After(at) {

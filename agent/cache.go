@@ -103,6 +103,10 @@ type bundleView struct {
 	x509DER []byte // concatenated DER of the X.509 authorities
 	jwt     *jwtbundle.Bundle
 	jwks    []byte // the JWT bundle as a JWKS document
+	// tainted and taintedJWT are the authorities the server marks tainted
+	// (taint.go): what they signed is re-minted early.
+	tainted    []*x509.Certificate
+	taintedJWT map[string]bool
 }
 
 // x509Bundle returns the X.509 roots as a go-spiffe bundle.
@@ -138,6 +142,7 @@ func newBundleView(want spiffeid.TrustDomain, b *types.Bundle) (*bundleView, err
 			return nil, fmt.Errorf("agent: bundle of %q: JWT authority %q: %w", td, k.KeyId, err)
 		}
 	}
+	v.tainted, v.taintedJWT = taintedOf(b, v.roots)
 	if v.jwks, err = v.jwt.Marshal(); err != nil {
 		return nil, fmt.Errorf("agent: encoding JWT bundle of %q: %w", td, err)
 	}

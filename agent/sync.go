@@ -53,6 +53,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	}
 	federated := a.fetchFederated(ctx, c, entries, cur.federated)
 	a.cache.update(entries, bundle, federated)
+	a.checkTainted(bundle)
 	if !sameRoots(a.node.Load().Bundle, bundle.roots) {
 		a.storeBundle(bundle)
 	}
@@ -263,7 +264,7 @@ func (a *Agent) mintDue(ctx context.Context, c *conn) error {
 	var due []*cachedEntry
 	for _, ce := range v.entries {
 		s := ce.svid.Load()
-		if s == nil || ce.stale.Load() || !now.Before(s.renewAt()) {
+		if s == nil || ce.stale.Load() || !now.Before(s.renewAt()) || a.taints.tainted(s, v.bundle) {
 			due = append(due, ce)
 		}
 	}

@@ -45,6 +45,13 @@ and go-spiffe clients work with it on any tier.`,
 
 // newLogger builds the process logger from level and format names.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	log, _, err := newLevelLogger(w, level, format)
+	return log, err
+}
+
+// newLevelLogger is newLogger with the level it was built with, which a
+// server's logger.v1 changes at runtime.
+func newLevelLogger(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar, error) {
 	var l slog.Level
 	switch strings.ToLower(level) {
 	case "", "info":
@@ -56,14 +63,16 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "error":
 		l = slog.LevelError
 	default:
-		return nil, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", level)
+		return nil, nil, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", level)
 	}
-	opts := &slog.HandlerOptions{Level: l}
+	lv := new(slog.LevelVar)
+	lv.Set(l)
+	opts := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(format) {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), lv, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), lv, nil
 	}
-	return nil, fmt.Errorf("unknown log format %q (want text or json)", format)
+	return nil, nil, fmt.Errorf("unknown log format %q (want text or json)", format)
 }

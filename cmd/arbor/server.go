@@ -45,7 +45,7 @@ process; a stale one, left by a server that died, is replaced.`,
 			if logFormat == "" {
 				logFormat = t.LogFormat
 			}
-			log, err := newLogger(os.Stderr, logLevel, logFormat)
+			log, level, err := newLevelLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
 				return err
 			}
@@ -59,6 +59,7 @@ process; a stale one, left by a server that died, is replaced.`,
 				return err
 			}
 			defer closer.Close()
+			cfg.LogLevel = level
 			s, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err

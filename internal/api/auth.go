@@ -112,6 +112,23 @@ var rules = map[string]Rule{
 	"/spire.api.server.trustdomain.v1.TrustDomain/BatchDeleteFederationRelationship": RuleAdmin,
 	"/spire.api.server.trustdomain.v1.TrustDomain/RefreshBundle":                     RuleAdmin,
 
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetJWTAuthorityState":        RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareJWTAuthority":         RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateJWTAuthority":        RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintJWTAuthority":           RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeJWTAuthority":          RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetX509AuthorityState":       RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareX509Authority":        RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateX509Authority":       RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintX509Authority":          RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeX509Authority":         RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintX509UpstreamAuthority":  RuleAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeX509UpstreamAuthority": RuleAdmin,
+
+	"/spire.api.server.logger.v1.Logger/GetLogger":     RuleAdmin,
+	"/spire.api.server.logger.v1.Logger/SetLogLevel":   RuleAdmin,
+	"/spire.api.server.logger.v1.Logger/ResetLogLevel": RuleAdmin,
+
 	"/grpc.health.v1.Health/Check": RuleAnyone,
 	"/grpc.health.v1.Health/Watch": RuleAnyone,
 	"/grpc.health.v1.Health/List":  RuleAnyone,

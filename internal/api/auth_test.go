@@ -31,6 +31,11 @@ func TestEveryRPCHasOneRule(t *testing.T) {
 	// everyone by having no rule; list them so that adding one is deliberate.
 	wantMissing := []string{
 		"/spire.api.server.bundle.v1.Bundle/PublishWITAuthority",
+		"/spire.api.server.localauthority.v1.LocalAuthority/ActivateWITAuthority",
+		"/spire.api.server.localauthority.v1.LocalAuthority/GetWITAuthorityState",
+		"/spire.api.server.localauthority.v1.LocalAuthority/PrepareWITAuthority",
+		"/spire.api.server.localauthority.v1.LocalAuthority/RevokeWITAuthority",
+		"/spire.api.server.localauthority.v1.LocalAuthority/TaintWITAuthority",
 		"/spire.api.server.svid.v1.SVID/BatchNewWITSVID",
 		"/spire.api.server.svid.v1.SVID/MintWITSVID",
 	}

@@ -21,6 +21,8 @@ import (
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
@@ -75,6 +77,13 @@ type Config struct {
 	// admin calls read and replace; nil answers them with
 	// FailedPrecondition (the server has no k8s_psat attestor).
 	K8sPSATClusters K8sPSATClusters
+	// Authorities, when set, serves localauthority.v1 (the CA manager);
+	// nil answers it with Unimplemented.
+	Authorities LocalAuthorities
+	// LogLevel, when set, is the level of the server's log handler, which
+	// logger.v1 reads and changes; its value at New is the launch level.
+	// nil answers logger.v1 with Unimplemented.
+	LogLevel *slog.LevelVar
 	// PublishUpstream, when set (a downstream tier), publishes a JWT key
 	// that a child published here on to this tier's parent first, and
 	// returns the parent's set, so keys reach every tier of the tree.
@@ -120,6 +129,8 @@ type Service struct {
 	raw      datastore.Store // the store as given (s.store records own writes)
 
 	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
+
+	launchLevel slog.Level // Config.LogLevel's value at New (logger.v1)
 }
 
 // New loads entries and nodes from the store and returns the service.
@@ -154,6 +165,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	for _, a := range cfg.Attestors {
 		s.attestors[a.Type()] = a
+	}
+	if cfg.LogLevel != nil {
+		s.launchLevel = cfg.LogLevel.Level()
 	}
 	if err := s.Reload(ctx); err != nil {
 		return nil, err
@@ -198,6 +212,8 @@ func (s *Service) Register(g *grpc.Server) {
 	svidv1.RegisterSVIDServer(g, s)
 	bundlev1.RegisterBundleServer(g, s)
 	trustdomainv1.RegisterTrustDomainServer(g, s)
+	localauthorityv1.RegisterLocalAuthorityServer(g, &localAuthority{s: s, la: s.cfg.Authorities})
+	loggerv1.RegisterLoggerServer(g, &logger{s: s, level: s.cfg.LogLevel, launch: s.launchLevel})
 	g.RegisterService(&pruneServiceDesc, s)
 	g.RegisterService(&nodeAttestationServiceDesc, s)
 }

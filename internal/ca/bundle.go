@@ -58,10 +58,18 @@ func (m *Manager) publish(ctx context.Context, cutoff time.Time, x *x509Slot, j 
 
 // reconcile is publish returning what changed.
 func (m *Manager) reconcile(ctx context.Context, cutoff time.Time, x *x509Slot, j *jwtSlot, extra []datastore.JWTAuthority) (bundleChanges, error) {
+	// Every root an upstream returned with a CA is published when that CA
+	// is committed (x); afterwards only the anchors of the held CAs are
+	// kept in: the other roots then live and leave like any authority, so
+	// a root an operator revoked does not come back with the next step.
 	var roots, anchors []*x509.Certificate
 	for _, s := range []*x509Slot{m.x509Cur, m.x509Next, x} {
 		if s != nil {
-			roots = append(roots, s.minted.Roots...)
+			if s == x {
+				roots = append(roots, s.minted.Roots...)
+			} else {
+				roots = append(roots, s.anchors...)
+			}
 			anchors = append(anchors, s.anchors...)
 		}
 	}
@@ -213,44 +221,118 @@ func expiredX509(der []byte, cutoff time.Time) bool {
 
 // MergeParentBundle adds to the trust domain's bundle the parent's X.509
 // authorities and JWT keys it lacks, so new roots and other tiers' JWT keys
-// flow down before anyone uses them, and returns how many it added. It only
-// adds, and never what has already expired at now: pruning is the
-// rotation's job, and an authority it pruned must not come back from a
-// parent that has not pruned it yet. Before Init (no bundle) it does
-// nothing.
+// flow down before anyone uses them, and returns how many it added. It
+// never adds what has already expired at now: pruning is the rotation's
+// job, and an authority it pruned must not come back from a parent that has
+// not pruned it yet. Taints and revocations flow down too: a JWT key the
+// parent marks tainted is marked here; an X.509 authority the parent marks
+// tainted is handed to the rotation, which replaces the active CA first if
+// it chains to it and only then marks it here (so this tier's agents and
+// children re-mint from a clean CA); an authority tainted here that the
+// parent no longer lists (it revoked it) leaves, unless a held CA chains to
+// it. Before Init (no bundle) it does nothing.
 func (m *Manager) MergeParentBundle(ctx context.Context, parent *upstream.Bundle) (added int, err error) {
 	now := m.now()
+	m.mu.RLock()
+	var anchors [][]byte
+	for _, s := range []*x509Slot{m.x509Cur, m.x509Next} {
+		if s != nil {
+			for _, a := range s.anchors {
+				anchors = append(anchors, a.Raw)
+			}
+		}
+	}
+	m.mu.RUnlock()
+	var newlyTainted []*x509.Certificate
+	changed := 0
 	_, err = m.cfg.Bundles.UpdateBundle(ctx, m.cfg.TrustDomain, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
-		added = 0
+		added, changed, newlyTainted = 0, 0, nil
 		if cur == nil {
 			return nil, nil
 		}
-		next := *cur
-		next.X509Authorities = slices.Clone(cur.X509Authorities)
-		next.JWTAuthorities = slices.Clone(cur.JWTAuthorities)
+		next := cur.Clone()
+		parentX509 := map[string]bool{}
 		for _, a := range parent.X509Authorities {
-			if addX509(&next, datastore.X509Authority{Cert: a.Cert, Tainted: a.Tainted}, now, false) {
+			parentX509[string(a.Cert)] = true
+			i := slices.IndexFunc(next.X509Authorities, func(h datastore.X509Authority) bool { return bytes.Equal(h.Cert, a.Cert) })
+			if i >= 0 {
+				if a.Tainted && !next.X509Authorities[i].Tainted {
+					if c, err := x509.ParseCertificate(a.Cert); err == nil {
+						newlyTainted = append(newlyTainted, c)
+					}
+				}
+				continue
+			}
+			if addX509(next, datastore.X509Authority{Cert: a.Cert, Tainted: a.Tainted}, now, false) {
 				added++
 			}
 		}
+		next.X509Authorities = slices.DeleteFunc(next.X509Authorities, func(h datastore.X509Authority) bool {
+			gone := h.Tainted && !parentX509[string(h.Cert)] && !containsDER(anchors, h.Cert)
+			if gone {
+				changed++
+			}
+			return gone
+		})
+		parentJWT := map[string]upstream.JWTKey{}
+		for _, k := range parent.JWTKeys {
+			parentJWT[k.KeyID] = k
+		}
+		for i, h := range next.JWTAuthorities {
+			if k, ok := parentJWT[h.KeyID]; ok && k.Tainted && !h.Tainted {
+				next.JWTAuthorities[i].Tainted = true
+				changed++
+			}
+		}
+		next.JWTAuthorities = slices.DeleteFunc(next.JWTAuthorities, func(h datastore.JWTAuthority) bool {
+			_, listed := parentJWT[h.KeyID]
+			gone := h.Tainted && !listed && !m.ownKey(h.KeyID)
+			if gone {
+				changed++
+			}
+			return gone
+		})
 		for _, k := range jwtAuthoritiesOf(parent.JWTKeys) {
-			if addJWT(&next, k, now, false) {
+			if addJWT(next, k, now, false) {
 				added++
 			}
 		}
-		if added == 0 {
+		if added == 0 && changed == 0 {
 			return cur, nil
 		}
 		next.SequenceNumber++
-		return &next, nil
+		return next, nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("ca: merge parent bundle: %w", err)
 	}
-	if added > 0 {
-		m.log.Info("ca: merged parent bundle", "authorities_added", added)
+	if added > 0 || changed > 0 {
+		m.log.Info("ca: merged parent bundle", "authorities_added", added, "authorities_changed", changed)
+	}
+	if len(newlyTainted) > 0 {
+		m.mu.Lock()
+		for _, c := range newlyTainted {
+			if !slices.ContainsFunc(m.parentTainted, func(p *x509.Certificate) bool { return p.Equal(c) }) {
+				m.parentTainted = append(m.parentTainted, c)
+				m.log.Info("ca: the parent tainted an X.509 authority", "subject_key_id", SubjectKeyID(c))
+			}
+		}
+		m.mu.Unlock()
+		m.kick()
 	}
 	return added, nil
+}
+
+// ownKey reports whether kid is the active, prepared or old JWT key.
+func (m *Manager) ownKey(kid string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, s := range []*jwtSlot{m.jwtCur, m.jwtNext, m.jwtOld} {
+		if s != nil && s.kid == kid {
+			return true
+		}
+	}
+	return false
 }
 
 // PublishJWTKeyThrough adapts a parent link's JWT publishing to the

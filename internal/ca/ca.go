@@ -42,6 +42,12 @@ type Config struct {
 	// Upstream mints the X.509 CA certificates. Required. Every CA it
 	// returns is checked with upstream.Validate.
 	Upstream upstream.Authority
+	// SignedUpstream reports that Upstream is another authority (an
+	// external PKI or a parent tier) rather than the tier itself
+	// (root.SelfSigned): its CAs are then not bundle roots, so an operator
+	// taints the upstream authority that signed them, not the CA itself
+	// (SPIRE's rule for TaintX509Authority and TaintX509UpstreamAuthority).
+	SignedUpstream bool
 	// JWTPublisher, set for a downstream tier (its parent link), takes
 	// every new JWT key before it enters the local bundle, and its answer
 	// (the parent's JWT keys) is added to the bundle; nil for a root tier.
@@ -145,6 +151,16 @@ type Manager struct {
 	waiting *x509Slot
 	jwtCur  *jwtSlot
 	jwtNext *jwtSlot
+	// x509Old and jwtOld are the authorities the last activation replaced
+	// (no private key is kept): the ones an operator taints and revokes.
+	x509Old *x509Slot
+	jwtOld  *jwtSlot
+	// parentTainted are X.509 authorities the parent's bundle marks
+	// tainted that this tier's bundle does not yet: the rotation marks
+	// them once the active CA no longer chains to them (authority.go).
+	parentTainted []*x509.Certificate
+	// wake asks Run for a rotation step before the next tick.
+	wake chan struct{}
 
 	serverMu  sync.Mutex // serializes server certificate issuance
 	serverKey crypto.Signer
@@ -178,7 +194,7 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&cfg.JWTSVIDTTL, DefaultJWTSVIDTTL)
 	setDefault(&cfg.RotateInterval, min(DefaultRotateInterval, max(cfg.CATTL/60, 100*time.Millisecond)))
 	setDefault(&cfg.PruneGrace, DefaultPruneGrace)
-	m := &Manager{cfg: cfg, log: cfg.Logger, now: cfg.Now, rand: cfg.Rand}
+	m := &Manager{cfg: cfg, log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, wake: make(chan struct{}, 1)}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}

@@ -32,6 +32,7 @@ func (m *Manager) Init(ctx context.Context) error {
 		if st != nil {
 			m.mu.Lock()
 			m.x509Cur, m.x509Next, m.jwtCur, m.jwtNext = st.x509Cur, st.x509Next, st.jwtCur, st.jwtNext
+			m.x509Old, m.jwtOld = st.x509Old, st.jwtOld
 			m.mu.Unlock()
 			m.log.Info("ca: loaded state", "dir", m.cfg.Dir, "x509_ca_serial", serialOf(st.x509Cur), "jwt_kid", kidOf(st.jwtCur))
 		}
@@ -82,6 +83,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.wake:
 		}
 		stepCtx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := m.Rotate(stepCtx)
@@ -113,6 +115,11 @@ func (m *Manager) step(ctx context.Context) error {
 		m.log.Warn("ca: dropped expired prepared X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter)
 		m.setSlots(func() { m.x509Next = nil })
 	}
+	if m.x509Cur != nil {
+		if err := m.replaceTainted(ctx, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := m.prepareX509(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
@@ -133,9 +140,7 @@ func (m *Manager) step(ctx context.Context) error {
 	}
 	if n := m.jwtNext; n != nil && (m.jwtCur == nil || !now.Before(m.jwtCur.activateAt())) &&
 		m.published(now, n.notBefore, n.notAfter, m.jwtCur != nil && now.Before(m.jwtCur.notAfter)) {
-		old := m.jwtCur
-		m.setSlots(func() { m.jwtCur, m.jwtNext = n, nil })
-		m.log.Info("ca: activated JWT key", "jwt_kid", n.kid, "not_after", n.notAfter, "previous_kid", kidOf(old))
+		m.activateJWTSlot(n, "scheduled")
 	}
 
 	if m.dirty && m.cfg.Dir != "" {
@@ -273,9 +278,7 @@ func (m *Manager) activateX509(now time.Time) {
 		}
 		return
 	}
-	m.setSlots(func() { m.x509Cur, m.x509Next = n, nil })
-	m.held = nil
-	m.log.Info("ca: activated X.509 CA", "x509_ca_serial", serialOf(n), "not_after", n.notAfter, "previous_serial", serialOf(cur))
+	m.activateX509Slot(n, "scheduled")
 	if remaining < m.cfg.X509SVIDTTL {
 		m.log.Warn("ca: the active X.509 CA ends before a full X509-SVID TTL; SVIDs end with it until a longer CA is prepared",
 			"x509_ca_serial", serialOf(n), "not_after", n.notAfter, "remaining_seconds", int64(remaining.Seconds()),

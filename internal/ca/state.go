@@ -33,6 +33,10 @@ type stateFile struct {
 	X509Next    *x509State `json:"x509_next,omitempty"`
 	JWTCurrent  *jwtState  `json:"jwt_current,omitempty"`
 	JWTNext     *jwtState  `json:"jwt_next,omitempty"`
+	// X509Old and JWTOld are the authorities the last activation replaced,
+	// without a key file: what an operator may taint and revoke.
+	X509Old *x509State `json:"x509_old,omitempty"`
+	JWTOld  *jwtState  `json:"jwt_old,omitempty"`
 }
 
 type x509State struct {
@@ -49,11 +53,14 @@ type jwtState struct {
 	KeyID     string    `json:"kid"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
+	// PublicKey (PKIX DER) is stored for an old key only, which has no
+	// key file.
+	PublicKey []byte `json:"public_key,omitempty"`
 }
 
 type loadedState struct {
-	x509Cur, x509Next *x509Slot
-	jwtCur, jwtNext   *jwtSlot
+	x509Cur, x509Next, x509Old *x509Slot
+	jwtCur, jwtNext, jwtOld    *jwtSlot
 }
 
 // loadState reads the state from Dir; nil, nil if there is none yet.
@@ -86,6 +93,12 @@ func (m *Manager) loadState() (*loadedState, error) {
 		return nil, err
 	}
 	if st.jwtNext, err = m.loadJWT(sf.JWTNext); err != nil {
+		return nil, err
+	}
+	if st.x509Old, err = m.loadOldX509(sf.X509Old); err != nil {
+		return nil, err
+	}
+	if st.jwtOld, err = m.loadOldJWT(sf.JWTOld); err != nil {
 		return nil, err
 	}
 	return &st, nil
@@ -129,6 +142,40 @@ func (m *Manager) loadX509(xs *x509State) (*x509Slot, error) {
 	return s, nil
 }
 
+// loadOldX509 reads an old authority: its certificates only.
+func (m *Manager) loadOldX509(xs *x509State) (*x509Slot, error) {
+	if xs == nil {
+		return nil, nil
+	}
+	if xs.KeyFile != "" {
+		return nil, fmt.Errorf("%w: the old X.509 CA names a key file", ErrBadState)
+	}
+	var minted upstream.MintedCA
+	certs, err := upstream.ParseCertificatesDER(xs.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("%w: old X.509 CA: %v", ErrBadState, err)
+	}
+	minted.Cert = certs[0]
+	if minted.Intermediates, err = upstream.ParseCertificatesDER(xs.Intermediates...); err != nil {
+		return nil, fmt.Errorf("%w: old X.509 CA: %v", ErrBadState, err)
+	}
+	if minted.Roots, err = upstream.ParseCertificatesDER(xs.Roots...); err != nil {
+		return nil, fmt.Errorf("%w: old X.509 CA: %v", ErrBadState, err)
+	}
+	return newX509Slot(nil, &minted), nil
+}
+
+// loadOldJWT reads an old JWT key: its key ID, lifetime and public key.
+func (m *Manager) loadOldJWT(js *jwtState) (*jwtSlot, error) {
+	if js == nil {
+		return nil, nil
+	}
+	if js.KeyID == "" || js.KeyFile != "" {
+		return nil, fmt.Errorf("%w: old JWT key %q has no key ID or names a key file", ErrBadState, js.KeyID)
+	}
+	return &jwtSlot{kid: js.KeyID, notBefore: js.NotBefore, notAfter: js.NotAfter, pkix: js.PublicKey}, nil
+}
+
 func (m *Manager) loadJWT(js *jwtState) (*jwtSlot, error) {
 	if js == nil {
 		return nil, nil
@@ -169,10 +216,14 @@ func (m *Manager) saveState() error {
 		if s == nil {
 			return nil
 		}
-		return &jwtState{KeyFile: s.keyFile, KeyID: s.kid, NotBefore: s.notBefore.UTC(), NotAfter: s.notAfter.UTC()}
+		js := &jwtState{KeyFile: s.keyFile, KeyID: s.kid, NotBefore: s.notBefore.UTC(), NotAfter: s.notAfter.UTC()}
+		if s.key == nil {
+			js.PublicKey = s.pkix
+		}
+		return js
 	}
-	sf.X509Current, sf.X509Next = x(m.x509Cur), x(m.x509Next)
-	sf.JWTCurrent, sf.JWTNext = j(m.jwtCur), j(m.jwtNext)
+	sf.X509Current, sf.X509Next, sf.X509Old = x(m.x509Cur), x(m.x509Next), x(m.x509Old)
+	sf.JWTCurrent, sf.JWTNext, sf.JWTOld = j(m.jwtCur), j(m.jwtNext), j(m.jwtOld)
 	raw, err := json.MarshalIndent(&sf, "", "  ")
 	if err != nil {
 		return fmt.Errorf("ca: encode state: %w", err)

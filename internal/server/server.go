@@ -143,7 +143,11 @@ type Config struct {
 	ParentBundleSyncInterval time.Duration
 
 	Logger *slog.Logger // nil: discard
-	Now    func() time.Time
+	// LogLevel, when set, is the level of Logger's handler: the admin
+	// socket's logger.v1 reads and changes it, and resets it to its value
+	// at New. nil leaves logger.v1 Unimplemented.
+	LogLevel *slog.LevelVar
+	Now      func() time.Time
 }
 
 // X509PoPConfig configures the x509pop node attestor.
@@ -284,6 +288,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.ca, err = ca.New(ca.Config{
 		TrustDomain:        cfg.TrustDomain,
 		Upstream:           source,
+		SignedUpstream:     cfg.Upstream != nil || cfg.Parent != nil,
 		JWTPublisher:       jwtPublisher,
 		ChooseDownstreamCA: downstream.ChooseSigningCA,
 		Bundles:            s.bundles,
@@ -330,6 +335,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		DownstreamPolicy:    downstream.ChildCAPolicy(cfg.TrustDomain, ca.DefaultCATTL, s.ca.CATTL()),
 		Events:              s.events,
 		PruneBundle:         s.ca.PruneBundle,
+		Authorities:         s.ca,
+		LogLevel:            cfg.LogLevel,
 		K8sPSATClusters:     k8sPSATOf(attestors),
 		Now:                 cfg.Now,
 		Logger:              log,
