@@ -23,6 +23,8 @@ func adminCommands() []*cobra.Command {
 		newAgentCommand(),
 		newFederationCommand(),
 		newHealthcheckCommand(),
+		newAuthorityCommand(),
+		newLoggerCommand(),
 	}
 }
 
@@ -122,6 +124,8 @@ var spireNames = map[string]string{
 	"endpointSpiffeID":        "endpoint-spiffe-id",
 	"trustDomainBundlePath":   "trust-domain-bundle-path",
 	"trustDomainBundleFormat": "trust-domain-bundle-format",
+	"authorityID":             "authority-id",
+	"subjectKeyID":            "subject-key-id",
 }
 
 // spireArgs rewrites spire-server style flags ("-socketPath x", "-ttl=60",

@@ -24,6 +24,7 @@ func newAgentRunCommand() *cobra.Command {
 		vars                                                                   topologyVars
 		insecureBootstrap                                                      bool
 		workloads                                                              workloadAttestorFlags
+		sds                                                                    agentSDSFlags
 		syncInterval                                                           time.Duration
 	)
 	cmd := &cobra.Command{
@@ -76,7 +77,13 @@ k8s:node-name, ...; from the kubelet of the agent's node), with
 --workload-attestor docker by their container (docker:label:K:V,
 docker:image_id, docker:env:K=V for the --docker-env-key keys; from the Docker
 Engine API). The selectors are SPIRE's, so entries written for spire-agent
-match here.`,
+match here.
+
+The same socket serves Envoy's Secret Discovery Service (SDS v3) as
+spire-agent does: TLS certificates named by SPIFFE ID and "default", validation
+contexts named by trust domain ID, "ROOTCA" and "ALL" (the --sds-* flags, or
+the agent block's sds { }, rename them; --no-sds turns SDS off). See
+docs/workload.md, "Envoy SDS".`,
 		Example: `  # The agent beside server "us-east", attested to its parent; the join token
   # goes in a file of mode 0600, not on the command line
   (umask 077; arbor token generate --socket-path parent-admin.sock | sed -n 's/^Token: //p' > us-east.token)
@@ -148,6 +155,7 @@ match here.`,
 			if err := attest.apply(cmd.Flags(), &cfg); err != nil {
 				return err
 			}
+			sds.apply(cmd.Flags(), &cfg)
 			if cmd.Flags().Changed("sync-interval") || cfg.SyncInterval == 0 {
 				cfg.SyncInterval = syncInterval
 			}
@@ -200,6 +208,7 @@ match here.`,
 	fs.DurationVar(&syncInterval, "sync-interval", agent.DefaultSyncInterval, "how often to sync entries and bundles (default with a topology: its sync_interval)")
 	fs.StringVar(&healthAddr, "health-listen", "", "address for /live, /ready and /metrics (off when empty)")
 	workloads.register(fs)
+	sds.register(fs)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
