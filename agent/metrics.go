@@ -13,6 +13,7 @@ type metrics struct {
 	connected       prometheus.Gauge
 	agentSVIDExpiry prometheus.Gauge
 	requests        *prometheus.CounterVec
+	sdsResponses    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,7 +32,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "When the agent's own X509-SVID expires (Unix time)."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "arbor_agent_workload_api_requests_total",
 			Help: "Workload API calls by method and gRPC code."}, []string{"method", "code"}),
+		sdsResponses: prometheus.NewCounter(prometheus.CounterOpts{Name: "arbor_agent_sds_responses_total",
+			Help: "Envoy SDS responses sent on streams (a rotation or bundle change sends one per stream it concerns)."}),
 	}
-	reg.MustRegister(m.entries, m.svids, m.minted, m.jwtMinted, m.syncDuration, m.syncFailures, m.connected, m.agentSVIDExpiry, m.requests)
+	reg.MustRegister(m.entries, m.svids, m.minted, m.jwtMinted, m.syncDuration, m.syncFailures, m.connected, m.agentSVIDExpiry, m.requests, m.sdsResponses)
 	return m
 }

@@ -476,7 +476,9 @@ func (h *sdsHandler) StreamSecrets(stream secretv3.SecretDiscoveryService_Stream
 		v, changed := h.a.cache.load()
 		if st.requested && sdsUsable(v, sels, st.version == 0) {
 			if err := h.push(stream, &st, v, sels); err != nil {
-				log.Warn("SDS stream ended", "names", st.names, "err", err)
+				if ctx.Err() == nil {
+					log.Warn("SDS stream ended", "names", st.names, "err", err)
+				}
 				return err
 			}
 		}
@@ -542,6 +544,7 @@ func (h *sdsHandler) push(stream secretv3.SecretDiscoveryService_StreamSecretsSe
 	}
 	st.version++
 	st.nonce, st.sent, st.sentSPIFE, st.force = resp.Nonce, secrets, spiffe, false
+	h.a.metrics.sdsResponses.Inc()
 	return nil
 }
 

@@ -442,7 +442,8 @@ func TestSDSPushesRotationAndBundleChanges(t *testing.T) {
 // nothing (the NACK is logged), a request with a stale nonce is ignored
 // even when it asks for other names, and a request with the last nonce
 // and other names is answered at once. Each check holds because the next
-// response must be the one answering the last valid request.
+// response must be the one answering the last valid request; the agent's
+// arbor_agent_sds_responses_total counts the three sent.
 func TestSDSNoncesAndAcks(t *testing.T) {
 	srv := startServer(t, nil)
 	token := srv.token()
@@ -450,6 +451,7 @@ func TestSDSNoncesAndAcks(t *testing.T) {
 	att := newPIDAttestor()
 	att.set(os.Getpid(), "a")
 	cfg := srv.agentConfig(t, token, att)
+	cfg.HealthAddr = freeAddr(t)
 	runAgent(t, cfg)
 	st := openSDS(t, sdsClient(t, cfg))
 
@@ -477,6 +479,10 @@ func TestSDSNoncesAndAcks(t *testing.T) {
 	if _, names := decodeSecrets(t, r3); !slices.Equal(names, []string{"ROOTCA", "default"}) {
 		t.Fatalf("got %v, want [ROOTCA default]", names)
 	}
+	// Three responses were sent, and counted.
+	poll(t, 10*time.Second, "arbor_agent_sds_responses_total 3", func() error {
+		return metricIs(cfg.HealthAddr, "arbor_agent_sds_responses_total", "3")
+	})
 }
 
 // TestSDSRefusals: a name the workload may not have fails the stream and
