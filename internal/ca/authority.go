@@ -421,6 +421,9 @@ func (m *Manager) revokeX509InBundle(ctx context.Context, skid string) error {
 				if !a.Tainted {
 					return nil, refuse(ErrInvalidArgument, "it is not possible to revoke an untainted root CA")
 				}
+				if m.parentLists(a.Cert, "") {
+					return nil, refuse(ErrFailedPrecondition, "the parent tier's bundle still lists this authority, so the next bundle sync would bring it back: revoke it at the parent")
+				}
 				found = true
 				continue
 			}
@@ -437,6 +440,17 @@ func (m *Manager) revokeX509InBundle(ctx context.Context, skid string) error {
 		return out, nil
 	})
 	return bundleErr(err)
+}
+
+// parentLists reports whether the parent's bundle held the X.509 authority
+// (DER) or the JWT key ID at the last merge.
+func (m *Manager) parentLists(der []byte, kid string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if der != nil {
+		return m.parentX509[string(der)]
+	}
+	return m.parentKIDs[kid]
 }
 
 func bundleErr(err error) error {
@@ -555,6 +569,8 @@ func (m *Manager) RevokeJWTAuthority(ctx context.Context, id string) (*Authority
 			return nil, refuse(ErrInvalidArgument, "invalid authority ID: no JWT authority found with provided authority ID")
 		case !out.JWTAuthorities[i].Tainted:
 			return nil, refuse(ErrInvalidArgument, "it is not possible to revoke an untainted key")
+		case m.parentLists(nil, id):
+			return nil, refuse(ErrFailedPrecondition, "the parent tier's bundle still lists this key, so the next bundle sync would bring it back: revoke it at the parent")
 		}
 		out.JWTAuthorities = slices.Delete(out.JWTAuthorities, i, i+1)
 		out.SequenceNumber++

@@ -309,6 +309,16 @@ func (m *Manager) MergeParentBundle(ctx context.Context, parent *upstream.Bundle
 	if added > 0 || changed > 0 {
 		m.log.Info("ca: merged parent bundle", "authorities_added", added, "authorities_changed", changed)
 	}
+	px, pk := map[string]bool{}, map[string]bool{}
+	for _, a := range parent.X509Authorities {
+		px[string(a.Cert)] = true
+	}
+	for _, k := range parent.JWTKeys {
+		pk[k.KeyID] = true
+	}
+	m.mu.Lock()
+	m.parentX509, m.parentKIDs = px, pk
+	m.mu.Unlock()
 	if len(newlyTainted) > 0 {
 		m.mu.Lock()
 		for _, c := range newlyTainted {

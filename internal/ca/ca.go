@@ -159,6 +159,11 @@ type Manager struct {
 	// tainted that this tier's bundle does not yet: the rotation marks
 	// them once the active CA no longer chains to them (authority.go).
 	parentTainted []*x509.Certificate
+	// parentLists is what the parent's bundle held at the last merge: the
+	// DER of its X.509 authorities and its JWT key IDs. A revoke of one of
+	// them here would be undone by the next merge, so it is refused.
+	parentX509 map[string]bool
+	parentKIDs map[string]bool
 	// wake asks Run for a rotation step before the next tick.
 	wake chan struct{}
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
 
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/ca"
@@ -136,7 +137,19 @@ func TestParentTaintReplacesChildIntermediate(t *testing.T) {
 
 	// A local taint on a tier with an upstream is refused.
 	_, err := localauthorityv1.NewLocalAuthorityClient(child.admin).TaintX509Authority(ctx, &localauthorityv1.TaintX509AuthorityRequest{AuthorityId: ca.SubjectKeyID(childCA1)})
-	child.wantRefusal(t, "local taint on a downstream tier", err, 9 /* FailedPrecondition */, "local authority can't be tainted if there is an upstream authority", child.snapshot().Bundle.SequenceNumber)
+	child.wantRefusal(t, "local taint on a downstream tier", err, codes.FailedPrecondition, "local authority can't be tainted if there is an upstream authority", child.snapshot().Bundle.SequenceNumber)
+
+	// Revokes on the child of what the parent still lists would be undone
+	// by the next bundle sync: refused.
+	cla := localauthorityv1.NewLocalAuthorityClient(child.admin)
+	_, err = cla.RevokeX509UpstreamAuthority(ctx, &localauthorityv1.RevokeX509UpstreamAuthorityRequest{SubjectKeyId: ca.SubjectKeyID(r1)})
+	child.wantRefusal(t, "upstream revoke on the child of a root the parent still lists", err, codes.FailedPrecondition, "revoke it at the parent", child.snapshot().Bundle.SequenceNumber)
+	oldKID := must(cla.GetJWTAuthorityState(ctx, &localauthorityv1.GetJWTAuthorityStateRequest{}))(t).Active.AuthorityId
+	newKID := must(cla.PrepareJWTAuthority(ctx, &localauthorityv1.PrepareJWTAuthorityRequest{}))(t).PreparedAuthority.AuthorityId
+	must(cla.ActivateJWTAuthority(ctx, &localauthorityv1.ActivateJWTAuthorityRequest{AuthorityId: newKID}))(t)
+	must(cla.TaintJWTAuthority(ctx, &localauthorityv1.TaintJWTAuthorityRequest{AuthorityId: oldKID}))(t)
+	_, err = cla.RevokeJWTAuthority(ctx, &localauthorityv1.RevokeJWTAuthorityRequest{AuthorityId: oldKID})
+	child.wantRefusal(t, "JWT revoke on the child of a key the parent lists", err, codes.FailedPrecondition, "revoke it at the parent", child.snapshot().Bundle.SequenceNumber)
 
 	// The co-located agent re-mints the link's SVID, which the old root
 	// signed (here: a new agent of the root and its downstream entry).
