@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,6 +238,13 @@ func fileMode(t *testing.T, path string) os.FileMode {
 func hupCounter(t *testing.T, dir string) (pidFile, countFile string) {
 	t.Helper()
 	countFile = filepath.Join(dir, "hups")
+	// A shell started with SIGHUP ignored cannot trap it (POSIX), and a
+	// child inherits an ignored signal: under nohup the trap below would
+	// silently never run. Handling SIGHUP here makes the child start with
+	// the default disposition (exec resets handled signals).
+	if signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	}
 	cmd := exec.Command("/bin/sh", "-c", `trap 'echo hup >> "$0"' HUP; while :; do sleep 0.05; done`, countFile)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
