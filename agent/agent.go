@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/arborid/arbor/internal/serverconn"
 	"github.com/arborid/arbor/internal/statelock"
 	"github.com/arborid/arbor/internal/unixsock"
 )
@@ -30,6 +32,11 @@ import (
 type Agent struct {
 	cfg Config
 	log *slog.Logger
+
+	// addrs are the tier's servers; tracker says which one answered last.
+	addrs    []string
+	tracker  *serverconn.Tracker
+	serverMu sync.Mutex // orders serverChanged's metric updates
 
 	node      atomic.Pointer[nodeState]
 	rootsView atomic.Pointer[x509bundle.Bundle]
@@ -79,19 +86,55 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	addrs, err := cfg.serverAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a := &Agent{
 		cfg:      cfg,
 		log:      log,
+		addrs:    addrs,
+		tracker:  &serverconn.Tracker{},
 		cache:    newCache(),
 		jwts:     newJWTCache(),
 		registry: reg,
 		metrics:  newMetrics(reg),
 		ready:    make(chan struct{}),
 	}
+	a.tracker.OnChange = a.serverChanged
 	return a, nil
 }
+
+// serverChanged records that calls now reach the server at to (from, ""
+// for the first): a log line when the agent moved, and the metrics.
+func (a *Agent) serverChanged(from, to string) {
+	if from != "" {
+		a.log.Warn("moved to another server of the tier", "from", from, "to", to)
+		a.metrics.serverChanges.Inc()
+	}
+	// Concurrent calls may report in any order: show the tracker's latest.
+	a.serverMu.Lock()
+	defer a.serverMu.Unlock()
+	a.metrics.server.Reset()
+	if cur := a.tracker.Current(); cur != "" {
+		a.metrics.server.WithLabelValues(cur).Set(1)
+	}
+}
+
+// server names the server in use for logs: the last one that answered, or
+// the configured list before any did.
+func (a *Agent) server() string {
+	if cur := a.tracker.Current(); cur != "" {
+		return cur
+	}
+	return strings.Join(a.addrs, ",")
+}
+
+// Server returns the address (ip:port) of the server the agent's latest
+// successful call reached, "" before any.
+func (a *Agent) Server() string { return a.tracker.Current() }
 
 func (a *Agent) now() time.Time { return a.cfg.Now() }
 
@@ -170,7 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-ctx.Done()
 		wl.srv.Stop() // closes the listener, which removes the socket if it is still ours
 	}()
-	a.log.Info("agent started", "spiffe_id", a.SPIFFEID().String(), "server", a.cfg.ServerAddress, "socket", a.cfg.SocketPath)
+	a.log.Info("agent started", "spiffe_id", a.SPIFFEID().String(), "server", a.server(), "socket", a.cfg.SocketPath)
 	return a.loop(ctx)
 }
 
@@ -237,7 +280,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			return nil
 		case err == nil:
 			if !a.connected.Swap(true) {
-				a.log.Info("connected to the server", "server", a.cfg.ServerAddress)
+				a.log.Info("connected to the server", "server", a.server())
 			}
 			a.metrics.connected.Set(1)
 			a.readyOnce.Do(func() { close(a.ready) })
@@ -311,7 +354,7 @@ func (a *Agent) handleReattest(ctx context.Context, err error) error {
 
 func (a *Agent) logDisconnected(err error) {
 	if a.connected.Swap(false) || !a.warnedOnce.Swap(true) {
-		a.log.Warn("server unreachable; serving cached SVIDs and retrying", "server", a.cfg.ServerAddress, "err", err)
+		a.log.Warn("server unreachable; serving cached SVIDs and retrying", "server", a.server(), "err", err)
 	}
 	a.metrics.connected.Set(0)
 }
@@ -397,7 +440,7 @@ func (a *Agent) healthHandler() http.Handler {
 			http.Error(w, "agent stopped", http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, "ok\n")
+		fmt.Fprintf(w, "ok\nserver %s\n", a.server())
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 	return mux

@@ -176,7 +176,7 @@ func (a *Agent) attest(ctx context.Context, roots []*x509.Certificate) (*nodeSta
 	bundle := x509bundle.FromX509Authorities(a.cfg.TrustDomain, roots)
 	insecure := len(roots) == 0 && a.cfg.InsecureBootstrap
 	tc := serverTLS(a.cfg.TrustDomain, func() *x509bundle.Bundle { return bundle }, func() *x509svid.SVID { return nil }, insecure, a.now)
-	cc, err := dialServer(a.cfg.ServerAddress, tc)
+	cc, err := dialServer(a.addrs, a.tracker, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func (a *Agent) streamErr(recv func(any) error, sendErr error) error {
 func (a *Agent) fetchBundleWith(ctx context.Context, svid *x509svid.SVID, roots []*x509.Certificate, insecure bool) ([]*x509.Certificate, error) {
 	bundle := x509bundle.FromX509Authorities(a.cfg.TrustDomain, roots)
 	tc := serverTLS(a.cfg.TrustDomain, func() *x509bundle.Bundle { return bundle }, func() *x509svid.SVID { return svid }, insecure, a.now)
-	cc, err := dialServer(a.cfg.ServerAddress, tc)
+	cc, err := dialServer(a.addrs, a.tracker, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +361,7 @@ func (a *Agent) install(st *nodeState) error {
 func (a *Agent) connect(st *nodeState) error {
 	svid := st.SVID
 	tc := serverTLS(a.cfg.TrustDomain, a.rootsView.Load, func() *x509svid.SVID { return svid }, false, a.now)
-	cc, err := dialServer(a.cfg.ServerAddress, tc)
+	cc, err := dialServer(a.addrs, a.tracker, tc)
 	if err != nil {
 		return err
 	}

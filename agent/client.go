@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/idpolicy"
+	"github.com/arborid/arbor/internal/serverconn"
 )
 
 // Errors the server's answers are classified into (see classify).
@@ -135,10 +136,12 @@ type conn struct {
 	svid *x509svid.SVID
 }
 
-func dialServer(addr string, tc *tls.Config) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+// dialServer connects to the tier's servers (failing over between them,
+// see serverconn) with tc; t learns which server each call reached.
+func dialServer(addrs []string, t *serverconn.Tracker, tc *tls.Config) (*grpc.ClientConn, error) {
+	cc, err := serverconn.Dial(addrs, t, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
-		return nil, fmt.Errorf("agent: connecting to %s: %w", addr, err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return cc, nil
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/defaults"
 	"github.com/arborid/arbor/internal/selector"
+	"github.com/arborid/arbor/internal/serverconn"
 )
 
 // WorkloadAttestor returns the selectors of the process pid that called the
@@ -33,8 +35,16 @@ type X509PoPConfig struct {
 type Config struct {
 	// TrustDomain is the trust domain of the server. Required.
 	TrustDomain spiffeid.TrustDomain
-	// ServerAddress is the server's agent API, host:port. Required.
+	// ServerAddress is the server's agent API, host:port. Several servers
+	// of one tier (replicas sharing a datastore) may be given separated by
+	// commas, "a:8081,b:8081"; one name with several DNS records fails over
+	// between them too. One of ServerAddress and ServerAddresses is required.
 	ServerAddress string
+	// ServerAddresses lists the tier's servers, each host:port, instead of
+	// ServerAddress. The agent stays on one while it answers and moves to
+	// another when it fails, without attesting again (the replicas share
+	// the attested node state).
+	ServerAddresses []string
 
 	// TrustBundle holds the X.509 roots that authenticate the server until
 	// the agent has attested (its bootstrap bundle). One of TrustBundle,
@@ -117,8 +127,10 @@ func (c *Config) validate() error {
 	switch {
 	case c.TrustDomain.IsZero():
 		return errors.New("agent: trust domain is required")
-	case c.ServerAddress == "":
+	case c.ServerAddress == "" && len(c.ServerAddresses) == 0:
 		return errors.New("agent: server address is required")
+	case c.ServerAddress != "" && len(c.ServerAddresses) > 0:
+		return errors.New("agent: give a server address or a list of server addresses, not both")
 	case c.DataDir == "":
 		return errors.New("agent: data directory is required")
 	case c.SocketPath == "":
@@ -132,5 +144,16 @@ func (c *Config) validate() error {
 	case c.X509PoP != nil && (c.X509PoP.CertPath == "" || c.X509PoP.KeyPath == ""):
 		return errors.New("agent: x509pop needs a certificate path and a key path")
 	}
+	if _, err := c.serverAddrs(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	return c.SDS.validate()
+}
+
+// serverAddrs is the list of server addresses the configuration names.
+func (c *Config) serverAddrs() ([]string, error) {
+	if len(c.ServerAddresses) > 0 {
+		return serverconn.Split(strings.Join(c.ServerAddresses, ","))
+	}
+	return serverconn.Split(c.ServerAddress)
 }

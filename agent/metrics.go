@@ -14,6 +14,8 @@ type metrics struct {
 	agentSVIDExpiry prometheus.Gauge
 	requests        *prometheus.CounterVec
 	sdsResponses    prometheus.Counter
+	server          *prometheus.GaugeVec
+	serverChanges   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,7 +36,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Workload API calls by method and gRPC code."}, []string{"method", "code"}),
 		sdsResponses: prometheus.NewCounter(prometheus.CounterOpts{Name: "arbor_agent_sds_responses_total",
 			Help: "Envoy SDS responses sent on streams (a rotation or bundle change sends one per stream it concerns)."}),
+		server: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "arbor_agent_server_info",
+			Help: "1 for the server (ip:port) the agent's latest successful call reached."}, []string{"address"}),
+		serverChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "arbor_agent_server_changes_total",
+			Help: "Times the agent moved to another server of its tier (failovers)."}),
 	}
-	reg.MustRegister(m.entries, m.svids, m.minted, m.jwtMinted, m.syncDuration, m.syncFailures, m.connected, m.agentSVIDExpiry, m.requests, m.sdsResponses)
+	reg.MustRegister(m.entries, m.svids, m.minted, m.jwtMinted, m.syncDuration, m.syncFailures, m.connected, m.agentSVIDExpiry,
+		m.requests, m.sdsResponses, m.server, m.serverChanges)
 	return m
 }

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/idpolicy"
+	"github.com/arborid/arbor/internal/serverconn"
 	"github.com/arborid/arbor/upstream"
 )
 
@@ -61,8 +63,14 @@ type Source interface {
 type Config struct {
 	// TrustDomain of the tree. Required.
 	TrustDomain spiffeid.TrustDomain
-	// ParentAddress is the parent server's API address, host:port. Required.
+	// ParentAddress is the parent server's API address, host:port. Several
+	// servers of the parent tier (replicas) may be given separated by
+	// commas; the link stays on one while it answers and fails over to
+	// another. One of ParentAddress and ParentAddresses is required.
 	ParentAddress string
+	// ParentAddresses lists the parent tier's servers instead of
+	// ParentAddress.
+	ParentAddresses []string
 	// WorkloadAPIAddr is the co-located agent's Workload API, e.g.
 	// "unix:///run/arbor/agent.sock". Used when Source is nil.
 	WorkloadAPIAddr string
@@ -89,6 +97,23 @@ type Upstream struct {
 	connSerial string
 
 	reachable atomic.Bool // the last call to the parent succeeded
+
+	// addrs are the parent tier's servers; tracker says which answered last.
+	addrs   []string
+	tracker *serverconn.Tracker
+}
+
+// Parent returns the address (ip:port) of the parent server the latest
+// successful call reached, "" before any.
+func (u *Upstream) Parent() string { return u.tracker.Current() }
+
+// parent names the parent server for messages: the last one that
+// answered, or the configured list before any did.
+func (u *Upstream) parent() string {
+	if cur := u.tracker.Current(); cur != "" {
+		return cur
+	}
+	return strings.Join(u.addrs, ",")
 }
 
 // Reachable reports whether the last call to the parent succeeded.
@@ -106,8 +131,19 @@ func New(ctx context.Context, cfg Config) (*Upstream, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("downstream: trust domain is required")
 	}
-	if cfg.ParentAddress == "" {
+	if cfg.ParentAddress == "" && len(cfg.ParentAddresses) == 0 {
 		return nil, errors.New("downstream: parent address is required")
+	}
+	if cfg.ParentAddress != "" && len(cfg.ParentAddresses) > 0 {
+		return nil, errors.New("downstream: give a parent address or a list of parent addresses, not both")
+	}
+	list := cfg.ParentAddress
+	if len(cfg.ParentAddresses) > 0 {
+		list = strings.Join(cfg.ParentAddresses, ",")
+	}
+	addrs, err := serverconn.Split(list)
+	if err != nil {
+		return nil, fmt.Errorf("downstream: parent: %w", err)
 	}
 	if cfg.ParentID.IsZero() {
 		cfg.ParentID = idpolicy.ServerID(cfg.TrustDomain)
@@ -119,7 +155,12 @@ func New(ctx context.Context, cfg Config) (*Upstream, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u := &Upstream{cfg: cfg, log: log, source: cfg.Source, closer: func() error { return nil }}
+	u := &Upstream{cfg: cfg, log: log, source: cfg.Source, closer: func() error { return nil }, addrs: addrs}
+	u.tracker = &serverconn.Tracker{OnChange: func(from, to string) {
+		if from != "" {
+			log.Warn("downstream: moved to another server of the parent tier", "from", from, "to", to)
+		}
+	}}
 	if u.source == nil {
 		if cfg.WorkloadAPIAddr == "" {
 			return nil, errors.New("downstream: a Workload API address or a source is required")
@@ -154,9 +195,9 @@ func (u *Upstream) client() (*grpc.ClientConn, error) {
 		return u.conn, nil
 	}
 	tc := tlsconfig.MTLSClientConfig(u.source, u.source, tlsconfig.AuthorizeID(u.cfg.ParentID))
-	conn, err := grpc.NewClient(u.cfg.ParentAddress, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	conn, err := serverconn.Dial(u.addrs, u.tracker, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
-		return nil, fmt.Errorf("downstream: parent %s: %w", u.cfg.ParentAddress, err)
+		return nil, fmt.Errorf("downstream: parent %s: %w", u.parent(), err)
 	}
 	if u.conn != nil {
 		u.conn.Close()
@@ -196,7 +237,7 @@ func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.D
 		Csr: csr, PreferredTtl: int32(ttl / time.Second),
 	})
 	if u.note(err) != nil {
-		return nil, fmt.Errorf("downstream: parent %s refused NewDownstreamX509CA: %w", u.cfg.ParentAddress, err)
+		return nil, fmt.Errorf("downstream: parent %s refused NewDownstreamX509CA: %w", u.parent(), err)
 	}
 	if len(resp.CaCertChain) == 0 {
 		return nil, errors.New("downstream: parent returned an empty CA chain")
@@ -212,7 +253,7 @@ func (u *Upstream) MintX509CA(ctx context.Context, key crypto.Signer, ttl time.D
 	if len(roots) == 0 {
 		return nil, errors.New("downstream: parent returned no X.509 authorities")
 	}
-	u.log.Info("downstream: parent signed intermediate CA", "not_after", chain[0].NotAfter, "parent", u.cfg.ParentAddress)
+	u.log.Info("downstream: parent signed intermediate CA", "not_after", chain[0].NotAfter, "parent", u.parent())
 	return &upstream.MintedCA{Cert: chain[0], Intermediates: chain[1:], Roots: roots}, nil
 }
 
@@ -229,7 +270,7 @@ func (u *Upstream) PublishJWTKey(ctx context.Context, k upstream.JWTKey) ([]upst
 		JwtAuthority: &types.JWTKey{PublicKey: k.PublicKey, KeyId: k.KeyID, ExpiresAt: k.ExpiresAt},
 	})
 	if u.note(err) != nil {
-		return nil, fmt.Errorf("downstream: parent %s refused PublishJWTAuthority: %w", u.cfg.ParentAddress, err)
+		return nil, fmt.Errorf("downstream: parent %s refused PublishJWTAuthority: %w", u.parent(), err)
 	}
 	out := jwtKeysOf(resp.JwtAuthorities)
 	u.log.Info("downstream: published JWT key to parent", "jwt_kid", k.KeyID, "parent_jwt_authorities", len(out))
@@ -246,7 +287,7 @@ func (u *Upstream) FetchBundle(ctx context.Context) (*upstream.Bundle, error) {
 	}
 	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
 	if u.note(err) != nil {
-		return nil, fmt.Errorf("downstream: parent %s GetBundle: %w", u.cfg.ParentAddress, err)
+		return nil, fmt.Errorf("downstream: parent %s GetBundle: %w", u.parent(), err)
 	}
 	out := &upstream.Bundle{JWTKeys: jwtKeysOf(b.JwtAuthorities), X509Authorities: x509AuthoritiesOf(b.X509Authorities)}
 	fed, err := u.federatedBundles(ctx, bundlev1.NewBundleClient(conn))
@@ -257,7 +298,7 @@ func (u *Upstream) FetchBundle(ctx context.Context) (*upstream.Bundle, error) {
 		// A parent that does not hand federated bundles to children (a
 		// SPIRE server): the own bundle is still synced.
 	default:
-		return nil, fmt.Errorf("downstream: parent %s ListFederatedBundles: %w", u.cfg.ParentAddress, u.note(err))
+		return nil, fmt.Errorf("downstream: parent %s ListFederatedBundles: %w", u.parent(), u.note(err))
 	}
 	return out, nil
 }
