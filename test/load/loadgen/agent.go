@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/idpolicy"
+	"github.com/arborid/arbor/internal/serverconn"
 )
 
 // agent is one simulated SPIRE agent: its SVID, its connection and the
@@ -43,8 +45,10 @@ func (s svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
 
 // dialAgent opens the agent's connection: TLS with its SVID, the server
 // verified as spiffe://<td>/spire/server against the bundle. A nil SVID
-// dials without a client certificate (for AttestAgent).
-func dialAgent(addr string, td spiffeid.TrustDomain, bundle *x509bundle.Bundle, svid *x509svid.SVID) (*grpc.ClientConn, error) {
+// dials without a client certificate (for AttestAgent). addrs are the
+// servers of the tier (serverconn: stay on one, move on failure), as an
+// arbor agent dials them.
+func dialAgent(addrs []string, td spiffeid.TrustDomain, bundle *x509bundle.Bundle, svid *x509svid.SVID) (*grpc.ClientConn, error) {
 	serverID := idpolicy.ServerID(td)
 	var tc *tls.Config
 	if svid == nil {
@@ -52,9 +56,9 @@ func dialAgent(addr string, td spiffeid.TrustDomain, bundle *x509bundle.Bundle, 
 	} else {
 		tc = tlsconfig.MTLSClientConfig(svidSource{svid}, bundle, tlsconfig.AuthorizeID(serverID))
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	conn, err := serverconn.Dial(addrs, nil, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
-		return nil, fmt.Errorf("loadgen: dialing %s: %w", addr, err)
+		return nil, fmt.Errorf("loadgen: dialing %s: %w", strings.Join(addrs, ","), err)
 	}
 	return conn, nil
 }

@@ -53,7 +53,9 @@ var ErrConfig = errors.New("loadgen: bad configuration")
 type Config struct {
 	// AdminSocket is the server's admin API Unix socket. Required.
 	AdminSocket string
-	// ServerAddr is the host:port agents dial (TLS). Required.
+	// ServerAddr is the host:port agents dial (TLS), or the comma-separated
+	// host:ports of several servers of one tier (replicas): each agent stays
+	// on one and moves to another when it fails. Required.
 	ServerAddr string
 	// TrustDomain of the server. Required.
 	TrustDomain spiffeid.TrustDomain

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/arborid/arbor/internal/serverconn"
 )
 
 // csrPoolSize is how many distinct CSRs the agents reuse: the server's work
@@ -35,6 +37,7 @@ const csrPoolSize = 64
 // Generator seeds a server and drives simulated agents against it.
 type Generator struct {
 	cfg    Config
+	addrs  []string // cfg.ServerAddr split
 	admin  *grpc.ClientConn
 	bundle *x509bundle.Bundle
 	csrs   [][]byte
@@ -50,11 +53,15 @@ func New(cfg Config) (*Generator, error) {
 	if err != nil {
 		return nil, err
 	}
+	addrs, err := serverconn.Split(c.ServerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	admin, err := grpc.NewClient("unix://"+c.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: admin socket: %w", err)
 	}
-	g := &Generator{cfg: c, admin: admin}
+	g := &Generator{cfg: c, addrs: addrs, admin: admin}
 	for range csrPoolSize {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -296,7 +303,7 @@ func (g *Generator) seed(ctx context.Context, owners []spiffeid.ID) (int, error)
 
 func (g *Generator) attestAll(ctx context.Context, tokens []string, rec *recorder) error {
 	g.agents = make([]*agent, len(tokens))
-	conn, err := dialAgent(g.cfg.ServerAddr, g.cfg.TrustDomain, g.bundle, nil)
+	conn, err := dialAgent(g.addrs, g.cfg.TrustDomain, g.bundle, nil)
 	if err != nil {
 		return err
 	}
@@ -319,7 +326,7 @@ func (g *Generator) attestAll(ctx context.Context, tokens []string, rec *recorde
 				if err != nil {
 					continue
 				}
-				c, err := dialAgent(g.cfg.ServerAddr, g.cfg.TrustDomain, g.bundle, svid)
+				c, err := dialAgent(g.addrs, g.cfg.TrustDomain, g.bundle, svid)
 				if err != nil {
 					errs[i] = err
 					continue

@@ -139,6 +139,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad shape", func(c *loadgen.Config) { c.Shape = "square" }},
 		{"bad parenting", func(c *loadgen.Config) { c.Parenting = "adopted" }},
 		{"negative entries", func(c *loadgen.Config) { c.Entries = -1 }},
+		{"server address without port", func(c *loadgen.Config) { c.ServerAddr = "127.0.0.1" }},
+		{"server listed twice", func(c *loadgen.Config) { c.ServerAddr = "127.0.0.1:1,127.0.0.1:1" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
