@@ -111,8 +111,7 @@ func (s *Service) BatchCreateEntry(ctx context.Context, req *entryv1.BatchCreate
 				r.Entry = entryToProto(out[j], req.OutputMask)
 			}
 		default:
-			s.log.ErrorContext(ctx, "creating entry", "err", err)
-			r.Status = apiStatus(codes.Internal, "failed to create entry")
+			r.Status = statusFromErr(s.statusFor(ctx, "failed to create entry", err))
 		}
 		resp.Results[i] = r
 	}
@@ -241,8 +240,7 @@ func (s *Service) BatchDeleteEntry(ctx context.Context, req *entryv1.BatchDelete
 		case errors.Is(err, datastore.ErrNotFound):
 			r.Status = apiStatus(codes.NotFound, "entry not found")
 		default:
-			s.log.ErrorContext(ctx, "deleting entry", "entry_id", id, "err", err)
-			r.Status = apiStatus(codes.Internal, "failed to delete entry")
+			r.Status = statusFromErr(s.statusFor(ctx, "failed to delete entry "+id, err))
 		}
 		resp.Results = append(resp.Results, r)
 	}

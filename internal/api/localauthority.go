@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/ca"
+	"github.com/arborid/arbor/internal/datastore"
 )
 
 // LocalAuthorities is what the localauthority service needs from the CA
@@ -63,6 +64,8 @@ func (l *localAuthority) fail(ctx context.Context, what string, err error) error
 			code = codes.NotFound
 		case errors.Is(err, ca.ErrNotInitialized):
 			code = codes.Unavailable
+		case errors.Is(err, datastore.ErrUnavailable):
+			return l.s.unavailable(ctx, "failed to "+what, err)
 		}
 		l.s.log.WarnContext(ctx, "local authority: "+what+" refused", "reason", ae.Reason, "code", code.String())
 		return status.Error(code, ae.Reason)

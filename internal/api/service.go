@@ -226,8 +226,12 @@ func (s *Service) now() time.Time {
 }
 
 // internalError logs err with the request's method and returns a status that
-// does not leak it.
+// does not leak it. A datastore outage is not an internal error: it is
+// answered Unavailable (see unavailable).
 func (s *Service) internalError(ctx context.Context, what string, err error) error {
+	if errors.Is(err, datastore.ErrUnavailable) {
+		return s.unavailable(ctx, what, err)
+	}
 	s.log.ErrorContext(ctx, what, "err", err)
 	return status.Errorf(codes.Internal, "%s", what)
 }

@@ -13,9 +13,10 @@ import (
 
 // statusFor turns an error of the CA or the datastore into the gRPC status a
 // caller gets: what the error says about the request (invalid, missing,
-// conflicting, refused) with its message; anything else is logged and
-// becomes Internal with only what, never the cause. An error that already is
-// a status passes through.
+// conflicting, refused) with its message; a datastore that cannot be reached
+// is Unavailable (the caller retries; see unavailable); anything else is
+// logged and becomes Internal with only what, never the cause. An error that
+// already is a status passes through.
 func (s *Service) statusFor(ctx context.Context, what string, err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
@@ -35,4 +36,15 @@ func (s *Service) statusFor(ctx context.Context, what string, err error) error {
 		return status.Errorf(codes.PermissionDenied, "%s: agent is banned", what)
 	}
 	return s.internalError(ctx, what, err)
+}
+
+// unavailable is the status of a call that needed the datastore while it
+// could not be reached: Unavailable, which gRPC clients and agents retry,
+// saying only that, never the driver's message (it names hosts and users);
+// the cause is logged with the request's context. Every path that would
+// answer Internal goes through internalError, which sends a
+// datastore.ErrUnavailable here, so an outage never becomes Internal.
+func (s *Service) unavailable(ctx context.Context, what string, err error) error {
+	s.log.WarnContext(ctx, what+": datastore unavailable", "err", err)
+	return status.Errorf(codes.Unavailable, "%s: datastore unavailable; retry", what)
 }

@@ -34,6 +34,13 @@ var (
 	ErrConflict = errors.New("datastore: conflict")
 	// ErrBanned: the node is banned, and only deleting it lifts the ban.
 	ErrBanned = errors.New("datastore: node is banned")
+	// ErrUnavailable: the database could not be reached or ended the
+	// session (refused or lost connection, server shutting down or starting
+	// up, no answer within the deadline). Nothing is known to have been
+	// written, but a write whose commit was lost may have committed: callers
+	// retry later and a retried create may find its record already there.
+	// The backend's cause is wrapped too, for logs.
+	ErrUnavailable = errors.New("datastore: unavailable")
 )
 
 // Entry is a registration entry. Times are Unix seconds as in the SPIRE API.

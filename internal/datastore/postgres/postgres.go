@@ -7,9 +7,13 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -100,8 +104,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 			h.Write([]byte(key))
 			return `SELECT pg_advisory_xact_lock($1, $2)`, []any{int32(lockClass), int32(h.Sum32())}
 		},
-		ForUpdate: "FOR UPDATE",
-		ReadTx:    &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		ForUpdate:     "FOR UPDATE",
+		ReadTx:        &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		IsUnavailable: isUnavailable,
 	}
 	core, err := sqlstore.New(ctx, d, db, db, sqlstore.Config{Now: o.now})
 	if err != nil {
@@ -109,6 +114,45 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	return &Store{Store: core}, nil
+}
+
+// isUnavailable reports whether err says the database could not be reached
+// or ended the session, rather than refused the statement: a failed dial
+// (refused, unreachable, authentication or TLS failure: pgx's ConnectError,
+// including a dial cut short by the deadline), a network error or end of
+// stream on an open connection, a connection that database/sql found broken,
+// a deadline that passed before the database answered, and the server-sent
+// SQLSTATEs of a server shutting down or starting up (57P01 admin_shutdown,
+// 57P02 crash_shutdown, 57P03 cannot_connect_now), of class 08 (connection
+// exception) and 53300 (too_many_connections). A cancelled context is the
+// caller leaving, not an outage, and is not matched.
+func isUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch code := pgErr.Code; {
+		case code == "57P01", code == "57P02", code == "57P03", code == "53300", strings.HasPrefix(code, "08"):
+			return true
+		}
+		// Any other SQLSTATE is the server refusing the statement, unless
+		// it came while connecting (for example 28P01, a wrong password).
+		var connErr *pgconn.ConnectError
+		return errors.As(err, &connErr)
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connErr),
+		errors.As(err, &netErr),
+		errors.Is(err, driver.ErrBadConn),
+		errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed),
+		errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, context.DeadlineExceeded),
+		pgconn.Timeout(err):
+		return true
+	}
+	return false
 }
 
 func isUniqueViolation(err error) bool {

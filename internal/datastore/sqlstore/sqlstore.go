@@ -44,6 +44,11 @@ type Dialect struct {
 	// ReadTx are the options of the read transactions that give several
 	// queries one snapshot (ListEntries reads entries and selectors).
 	ReadTx *sql.TxOptions
+	// IsUnavailable, when not nil, reports whether err means the database
+	// could not be reached or dropped the session (not that it refused the
+	// statement); such errors are returned wrapping
+	// datastore.ErrUnavailable as well as the cause.
+	IsUnavailable func(error) bool
 }
 
 // Config holds what a backend passes through from its options.
@@ -120,9 +125,15 @@ func (s *Store) q(query string) string {
 }
 
 // errorf wraps err with the dialect's prefix and what failed. Sentinels stay
-// reachable through errors.Is.
+// reachable through errors.Is; a lost or refused connection also matches
+// datastore.ErrUnavailable. Every exported method returns its errors through
+// here, so that is the one place the mapping is made.
 func (s *Store) errorf(err error, format string, args ...any) error {
-	return fmt.Errorf("%s: %s: %w", s.d.Name, fmt.Sprintf(format, args...), err)
+	what := fmt.Sprintf(format, args...)
+	if s.d.IsUnavailable != nil && !errors.Is(err, datastore.ErrUnavailable) && s.d.IsUnavailable(err) {
+		return fmt.Errorf("%s: %s: %w: %w", s.d.Name, what, datastore.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %s: %w", s.d.Name, what, err)
 }
 
 // Lock keys. Every transaction that appends to an event table takes that
