@@ -17,7 +17,7 @@ defaults {
 server "root" {
   listen        = "0.0.0.0:8081"
   address       = "arbor-root.example.org:8081" # load balancer over the replicas
-  health_listen = "0.0.0.0:8080"
+  health_listen = "0.0.0.0:9080"                # replica K: 8080+K and 9079+K
   ca_ttl        = "90d"
   replicas      = 3
 
@@ -41,7 +41,7 @@ server "region" {
   parent        = "root"
   listen        = "0.0.0.0:8081"
   address       = "arbor-region.example.org:8081"
-  health_listen = "0.0.0.0:8080"
+  health_listen = "0.0.0.0:9080"
   ca_ttl        = "14d"
   replicas      = 2
 

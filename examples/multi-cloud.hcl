@@ -50,7 +50,7 @@ defaults {
 server "root" {
   listen        = "0.0.0.0:8081"
   address       = "root.example.org:8081" # a load balancer in front of both replicas
-  health_listen = "0.0.0.0:8080"
+  health_listen = "0.0.0.0:9080"            # replica 2: 8082 and 9081
   ca_ttl        = "180d"
   replicas      = 2
 

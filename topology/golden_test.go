@@ -75,7 +75,7 @@ func TestInvalidFiles(t *testing.T) {
 }
 
 // exampleFiles are the topology files users copy; all must validate clean.
-var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "ha-root.hcl", "federation.hcl",
+var exampleFiles = []string{"quickstart.hcl", "single-server.hcl", "multi-cloud.hcl", "x509pop.hcl", "ha-root.hcl", "replicas.hcl", "federation.hcl",
 	"federation/example-org.hcl", "federation/partner.hcl"}
 
 // exampleWarnings are the warnings an example is allowed: quickstart's

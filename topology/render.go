@@ -88,9 +88,11 @@ func (b *Block) block(typ string, labels ...string) *Block {
 
 func dur(d time.Duration) string { return formatDuration(d) }
 
-// Render resolves the configuration of the server named node.
+// Render resolves the configuration of the server named node: a block
+// (NAME) or one of its replicas (NAME/K, see File.Replica), whose rendering
+// says replica = K and has the replica's own ports and paths.
 func Render(f *File, node string) (*NodeConfig, error) {
-	s, err := f.Server(node)
+	s, err := f.Replica(node)
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +105,11 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		sb.set("parent_address", parent.Address)
 	}
 	sb.set("host", s.Host).
-		set("replicas", s.Replicas).
-		set("listen", s.Listen).
+		set("replicas", s.Replicas)
+	if s.ReplicaNumber > 1 {
+		sb.set("replica", s.ReplicaNumber)
+	}
+	sb.set("listen", s.Listen).
 		set("address", s.Address).
 		set("admin_socket", s.AdminSocket).
 		set("health_listen", s.HealthListen).
@@ -233,7 +238,7 @@ func Render(f *File, node string) (*NodeConfig, error) {
 			fb.set("fetched_by", fetcher.Name)
 		}
 	}
-	return &NodeConfig{Node: s.Name, Source: f.Path, Body: body}, nil
+	return &NodeConfig{Node: s.Node(), Source: f.Path, Body: body}, nil
 }
 
 // SecretNotRendered is what Render writes in place of a secret it leaves

@@ -84,11 +84,11 @@ func plugin(plugins *Block, typ, name string) *Block {
 // the root's upstream), and the agent.conf of the co-located spire-agent
 // when the server has one. Attribute names are SPIREVersion's.
 func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
-	s, err := f.Server(node)
+	s, err := f.Replica(node)
 	if err != nil {
 		return nil, err
 	}
-	cfg := &SPIREConfig{Node: s.Name, Source: f.Path}
+	cfg := &SPIREConfig{Node: s.Node(), Source: f.Path}
 
 	bindHost, bindPort, err := splitAddress(s.Listen)
 	if err != nil {

@@ -244,6 +244,9 @@ type Server struct {
 	// Replicas is the number of processes running this block (HA: they
 	// share a PostgreSQL datastore, each keeps its own CA). Default 1.
 	Replicas int
+	// ReplicaNumber is which of the Replicas processes this is: 0 or 1 for
+	// the block as parsed (replica 1), K for the copy Replica(K) returns.
+	ReplicaNumber int
 	// SPIFFEID is the ID the server holds as a workload of its co-located
 	// agent (the downstream entry its parent registers). Default
 	// spiffe://<trust domain>/arbor/server/<name>.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ func (p *parser) validate(f *File) {
 		p.checkServerInTree(f, s)
 	}
 	p.checkHosts(f)
+	for _, s := range f.Servers {
+		p.checkReplicas(s)
+	}
 	p.checkFederatesWith(f)
 	deepest := -1
 	for _, s := range f.Servers {
@@ -275,10 +279,76 @@ func (p *parser) checkAgentCluster(s, parent *Server, accepted K8sPSAT) {
 		s.Name, parent.Name, na.Cluster, parent.Name, hint, parent.Name, strings.Join(names, ", "), na.Cluster, parent.Name)
 }
 
-// hostItem is one thing that must be unique among the servers of a host.
+// hostItem is one thing that must be unique among the servers of a host
+// (and among the replicas of one block, which run on its host).
 type hostItem struct {
 	what, value, attr string
 	server            *Server
+}
+
+// where is the attribute to point at for the item: the attribute itself
+// for replica 1, the block's replicas attribute for a value derived for
+// replica K.
+func (it hostItem) where() hcl.Range {
+	if it.server.ReplicaNumber > 1 {
+		return it.server.AttrRange("replicas")
+	}
+	if it.attr == "agent" && it.server.Agent != nil {
+		return it.server.Agent.Range
+	}
+	return it.server.AttrRange(it.attr)
+}
+
+// who names the server or replica of the item in a diagnostic.
+func (it hostItem) who() string {
+	if it.server.ReplicaNumber > 1 {
+		return fmt.Sprintf("server %q (replica %d of %q, derived from its replicas)", it.server.Node(), it.server.ReplicaNumber, it.server.Name)
+	}
+	return fmt.Sprintf("server %q", it.server.Name)
+}
+
+// replicasOf is s and, when its replicas attribute is sound, its replicas
+// 2 to N, whose ports and paths derive from s (Server.Replica).
+func (p *parser) replicasOf(s *Server) []*Server {
+	if p.broken(s, "replicas") {
+		return []*Server{s}
+	}
+	return s.ReplicaList()
+}
+
+// checkReplicas reports derived ports beyond 65535 and derived socket
+// paths too long for Unix sockets, at the replicas attribute.
+func (p *parser) checkReplicas(s *Server) {
+	if s.Replicas <= 1 || p.broken(s, "replicas") {
+		return
+	}
+	last := s.Replica(s.Replicas)
+	ports := []struct{ attr, base, derived string }{{"listen", s.Listen, last.Listen}, {"health_listen", s.HealthListen, last.HealthListen}}
+	if s.BundleEndpoint != nil {
+		ports = append(ports, struct{ attr, base, derived string }{"bundle_endpoint listen", s.BundleEndpoint.Listen, last.BundleEndpoint.Listen})
+	}
+	if s.OIDCDiscovery != nil {
+		ports = append(ports, struct{ attr, base, derived string }{"oidc_discovery listen", s.OIDCDiscovery.Listen, last.OIDCDiscovery.Listen})
+	}
+	for _, pt := range ports {
+		_, port, err := net.SplitHostPort(pt.derived)
+		if n, perr := strconv.Atoi(port); err == nil && perr == nil && n > 65535 {
+			p.errorf(s.AttrRange("replicas"), "Replica port out of range",
+				"Replica %d of server %q would listen on %s (%s %s plus %d), beyond port 65535. Lower the block's %s port, or run fewer replicas.",
+				s.Replicas, s.Name, pt.derived, pt.attr, pt.base, s.Replicas-1, pt.attr)
+		}
+	}
+	socks := []struct{ what, path string }{{"admin socket", last.AdminSocket}}
+	if last.Agent != nil {
+		socks = append(socks, struct{ what, path string }{"agent socket", last.Agent.SocketPath})
+	}
+	for _, sk := range socks {
+		if len(sk.path) > maxSocketPath {
+			p.errorf(s.AttrRange("replicas"), "Replica socket path too long",
+				"The %s of replica %s is %s, %d bytes; Unix sockets allow at most %d. Set state_dir (or admin_socket and the agent's socket_path) of server %q to a shorter path.",
+				sk.what, last.Node(), sk.path, len(sk.path), maxSocketPath, s.Name)
+		}
+	}
 }
 
 // checkHosts compares what must differ between servers: their addresses,
@@ -309,7 +379,10 @@ func (p *parser) checkHosts(f *File) {
 		}
 	}
 	for _, host := range sortedKeys(byHost) {
-		servers := byHost[host]
+		var servers []*Server
+		for _, s := range byHost[host] {
+			servers = append(servers, p.replicasOf(s)...)
+		}
 		var listens, paths []hostItem
 		for _, s := range servers {
 			if !p.broken(s, "listen") {
@@ -340,9 +413,13 @@ func (p *parser) checkHosts(f *File) {
 					continue
 				}
 				if listenConflict(a.value, b.value) {
-					p.errorf(a.server.AttrRange(a.attr), "Duplicate listen port",
-						"%s = %q of server %q and %s = %q of server %q (line %d) use the same port on host %q; only one process can listen there. Give one of them another port, or set host if they run on different machines.",
-						a.attr, a.value, a.server.Name, b.attr, b.value, b.server.Name, b.server.Range.Start.Line, host)
+					fix := "Give one of them another port, or set host if they run on different machines."
+					if a.server.ReplicaNumber > 1 || b.server.ReplicaNumber > 1 {
+						fix = "Replica K listens on each port of its block plus K-1: space the blocks' ports (listen, health_listen) at least replicas apart, or set host if they run on different machines."
+					}
+					p.errorf(a.where(), "Duplicate listen port",
+						"%s = %q of %s and %s = %q of %s (line %d) use the same port on host %q; only one process can listen there. %s",
+						a.attr, a.value, a.who(), b.attr, b.value, b.who(), b.server.Range.Start.Line, host, fix)
 					break
 				}
 			}
@@ -352,17 +429,13 @@ func (p *parser) checkHosts(f *File) {
 				if a.value != b.value || a.value == "" {
 					continue
 				}
-				rng := a.server.AttrRange(a.attr)
-				if a.attr == "agent" && a.server.Agent != nil {
-					rng = a.server.Agent.Range
-				}
-				whose := fmt.Sprintf("server %q (line %d)", b.server.Name, b.server.Range.Start.Line)
+				whose := fmt.Sprintf("%s (line %d)", b.who(), b.server.Range.Start.Line)
 				if a.server == b.server {
 					whose = "its own " + b.what
 				}
-				p.errorf(rng, "Duplicate path on one host",
-					"The %s of server %q is %s, which is also the %s of %s, on host %q. Give each its own path (state_dir sets them all for a server).",
-					a.what, a.server.Name, a.value, b.what, whose, host)
+				p.errorf(a.where(), "Duplicate path on one host",
+					"The %s of %s is %s, which is also the %s of %s, on host %q. Give each its own path (state_dir sets them all for a server).",
+					a.what, a.who(), a.value, b.what, whose, host)
 				break
 			}
 		}

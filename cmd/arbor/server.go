@@ -7,6 +7,7 @@ import (
 
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/internal/tier"
+	"github.com/arborid/arbor/topology"
 )
 
 func newServerCommand() *cobra.Command {
@@ -24,10 +25,18 @@ It stops gracefully on SIGINT or SIGTERM.
 One server at a time runs on a state directory: it holds a lock file in it
 (arbor.lock, with its PID) until it exits, and a second one is refused at
 once with the first one's PID. Its admin socket is never taken from another
-process; a stale one, left by a server that died, is replaced.`,
+process; a stale one, left by a server that died, is replaced.
+
+A block with replicas = N runs as N processes: --node NAME (or NAME/1) is
+replica 1, with the block's ports and paths; --node NAME/K (K from 2 to N)
+is replica K, with every port of the block plus K-1 and its state in
+<state_dir>/replica-K (its admin socket, its CA keys, its co-located
+agent's files). The replicas share the block's PostgreSQL datastore, so
+replicas 2 to N need datastore "postgres"; each keeps its own CA.`,
 		Example: `  arbor server --topology examples/single-server.hcl --node root
   arbor server --topology prod.hcl --node us-east --log-format json
-  arbor server --topology prod.hcl --node us-east --var region=us-east-1`,
+  arbor server --topology prod.hcl --node us-east --var region=us-east-1
+  arbor server --topology examples/replicas.hcl --node root/2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			file, err := parseTopology(topoPath, "--topology", vars)
@@ -38,7 +47,9 @@ process; a stale one, left by a server that died, is replaced.`,
 			if err != nil {
 				return err
 			}
-			warnOldState(cmd.ErrOrStderr(), file, node)
+			if name, k, _ := topology.SplitNode(node); k == 1 {
+				warnOldState(cmd.ErrOrStderr(), file, name)
+			}
 			if logLevel == "" {
 				logLevel = t.LogLevel
 			}
@@ -68,7 +79,7 @@ process; a stale one, left by a server that died, is replaced.`,
 		},
 	}
 	cmd.Flags().StringVar(&topoPath, "topology", "", "topology file (HCL)")
-	cmd.Flags().StringVar(&node, "node", "", "name of the server block to run")
+	cmd.Flags().StringVar(&node, "node", "", "server block to run: NAME, or NAME/K for replica K of a block with replicas")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: the topology's, else info)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "", "text or json (default: the topology's, else text)")
 	addVarFlag(cmd, &vars)

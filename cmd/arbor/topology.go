@@ -167,7 +167,7 @@ outside the files (bootstrap bundle, registration entries).`,
 			return cfg.WriteHCL(cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&node, "node", "", "name of the server block to render")
+	cmd.Flags().StringVar(&node, "node", "", "server block to render: NAME, or NAME/K for replica K of a block with replicas")
 	cmd.Flags().StringVar(&format, "format", "hcl", "hcl, json or spire")
 	cmd.Flags().StringVar(&outDir, "out", "", "with --format spire: write server.conf (and agent.conf) into this directory")
 	cmd.MarkFlagRequired("node")

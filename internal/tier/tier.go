@@ -76,11 +76,18 @@ type Upstream struct {
 	AWSPCA *awspca.Config
 }
 
-// ServerConfig translates the server block named node of f.
+// ServerConfig translates the server block named node of f: NAME for the
+// block (its replica 1), NAME/K for its replica K with the ports and paths
+// topology.Server.Replica derives. A replica K ≥ 2 needs a PostgreSQL
+// datastore: on SQLite it would be a second tier with its own database.
 func ServerConfig(f *topology.File, node string) (Server, error) {
-	s, err := f.Server(node)
+	s, err := f.Replica(node)
 	if err != nil {
 		return Server{}, err
+	}
+	if s.ReplicaNumber > 1 && s.Datastore.Kind != topology.DatastorePostgres {
+		return Server{}, fmt.Errorf("tier: server %q: replica %s needs a PostgreSQL datastore shared by every replica, but the block's datastore is %s; "+
+			"set datastore \"postgres\" { dsn = ... } in server %[1]q", s.Name, s.Node(), s.Datastore.Kind)
 	}
 	keyType, err := ca.ParseKeyType(string(s.KeyType))
 	if err != nil {
@@ -91,7 +98,7 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 		return Server{}, fmt.Errorf("tier: server %q: jwt_key_type: %w", s.Name, err)
 	}
 	cfg := server.Config{
-		Name:           s.Name,
+		Name:           s.Node(),
 		TrustDomain:    f.TrustDomain,
 		ListenAddr:     s.Listen,
 		AdminSocket:    s.AdminSocket,
@@ -242,7 +249,7 @@ func upstreamOf(f *topology.File, s *topology.Server) (Upstream, error) {
 // bundle, a join token not written in the file, workload attestors and the
 // logger are the caller's: they belong to one start of one process.
 func AgentConfig(f *topology.File, node string) (agent.Config, error) {
-	s, err := f.Server(node)
+	s, err := f.Replica(node)
 	if err != nil {
 		return agent.Config{}, err
 	}

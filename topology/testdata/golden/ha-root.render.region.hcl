@@ -11,7 +11,7 @@ server "region" {
   listen         = "0.0.0.0:8081"
   address        = "arbor-region.example.org:8081"
   admin_socket   = "../examples/.arbor/ha-root/region/admin.sock"
-  health_listen  = "0.0.0.0:8080"
+  health_listen  = "0.0.0.0:9080"
   state_dir      = "../examples/.arbor/ha-root/region"
   spiffe_id      = "spiffe://example.org/arbor/server/region"
   ca_ttl         = "14d"

@@ -9,7 +9,7 @@ server "root" {
   listen         = "0.0.0.0:8081"
   address        = "arbor-root.example.org:8081"
   admin_socket   = "../examples/.arbor/ha-root/root/admin.sock"
-  health_listen  = "0.0.0.0:8080"
+  health_listen  = "0.0.0.0:9080"
   state_dir      = "../examples/.arbor/ha-root/root"
   spiffe_id      = "spiffe://example.org/arbor/server/root"
   ca_ttl         = "90d"

@@ -9,7 +9,7 @@ server "root" {
   listen         = "0.0.0.0:8081"
   address        = "root.example.org:8081"
   admin_socket   = "../examples/.arbor/multi-cloud/root/admin.sock"
-  health_listen  = "0.0.0.0:8080"
+  health_listen  = "0.0.0.0:9080"
   state_dir      = "../examples/.arbor/multi-cloud/root"
   spiffe_id      = "spiffe://example.org/arbor/server/root"
   ca_ttl         = "180d"
