@@ -364,6 +364,17 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 			if node.CertSerial != serial {
 				return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %s presented SVID serial %s, which is not its current one", c.ID, serial)
 			}
+		case errors.Is(err, datastore.ErrUnavailable):
+			// The datastore is down: serve the call from memory without
+			// promoting. This is safe: the new serial is in the index only
+			// because a committed RenewNode put it there (this server's
+			// write or one the poller read), the index says the node is
+			// not banned, and no ban can commit while the database is
+			// down, on any server, so none is being undone; until the
+			// promotion both serials are accepted, exactly as between a
+			// renewal and its first use. The first call after recovery
+			// promotes (or finds the ban or eviction and is refused).
+			s.log.DebugContext(ctx, "renewed agent SVID used while the datastore is unavailable; promotion deferred", "spiffe_id", c.ID.String(), "err", err)
 		default:
 			s.log.ErrorContext(ctx, "promoting renewed agent SVID", "spiffe_id", c.ID.String(), "err", err)
 			return status.Error(codes.Internal, "failed to record the agent's renewed SVID")

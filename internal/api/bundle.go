@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
@@ -149,7 +150,18 @@ func (s *Service) ListFederatedBundles(ctx context.Context, req *bundlev1.ListFe
 		return nil, status.Errorf(codes.InvalidArgument, "page_size: %d is negative", req.PageSize)
 	}
 	bs, err := s.bundles.ListBundles(ctx)
-	if err != nil {
+	switch {
+	case err == nil:
+		s.fed.putList(bs)
+	case errors.Is(err, datastore.ErrUnavailable):
+		// A downstream tier reads these on its parent every few seconds:
+		// answer from the last list read while the datastore is away.
+		var ok bool
+		if bs, ok = s.fed.list(); !ok {
+			return nil, s.statusFor(ctx, "failed to list bundles", err)
+		}
+		s.storeDown(err)
+	default:
 		return nil, s.statusFor(ctx, "failed to list bundles", err)
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].TrustDomain.Name() < bs[j].TrustDomain.Name() })
@@ -175,13 +187,82 @@ func (s *Service) GetFederatedBundle(ctx context.Context, req *bundlev1.GetFeder
 		return nil, err
 	}
 	b, err := s.bundles.FetchBundle(ctx, td)
-	if errors.Is(err, datastore.ErrNotFound) {
+	switch {
+	case err == nil:
+		s.fed.put(td, b)
+	case errors.Is(err, datastore.ErrNotFound):
+		s.fed.put(td, nil)
 		return nil, status.Errorf(codes.NotFound, "bundle for %q not found", td)
-	}
-	if err != nil {
+	case errors.Is(err, datastore.ErrUnavailable):
+		// Agents read every federated bundle at each sync: while the
+		// datastore is away they get the copy last read here.
+		last, ok := s.fed.get(td)
+		if !ok {
+			return nil, s.statusFor(ctx, "failed to fetch bundle", err)
+		}
+		s.storeDown(err)
+		b = last
+	default:
 		return nil, s.statusFor(ctx, "failed to fetch bundle", err)
 	}
 	return bundleToProto(b, req.OutputMask), nil
+}
+
+// lastKnownBundles keeps the federated bundles as last read from the
+// datastore, to answer agents and child tiers from while it cannot be
+// reached. Federated bundles have no event log, so it is never read while
+// the datastore answers: it is a fallback, stale by at most the outage.
+type lastKnownBundles struct {
+	mu     sync.Mutex
+	byTD   map[spiffeid.TrustDomain]*datastore.Bundle
+	all    []*datastore.Bundle
+	listed bool
+}
+
+// put records td's bundle as read; nil records that it does not exist.
+func (l *lastKnownBundles) put(td spiffeid.TrustDomain, b *datastore.Bundle) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b == nil {
+		delete(l.byTD, td)
+		return
+	}
+	if l.byTD == nil {
+		l.byTD = make(map[spiffeid.TrustDomain]*datastore.Bundle)
+	}
+	l.byTD[td] = b
+}
+
+// forget drops td's bundle (deleted here) from the single reads and the list.
+func (l *lastKnownBundles) forget(td spiffeid.TrustDomain) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.byTD, td)
+	l.all = slices.DeleteFunc(slices.Clone(l.all), func(b *datastore.Bundle) bool { return b.TrustDomain == td })
+}
+
+func (l *lastKnownBundles) get(td spiffeid.TrustDomain) (*datastore.Bundle, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.byTD[td]
+	return b, ok
+}
+
+// putList records a full listing (it replaces what single reads recorded).
+func (l *lastKnownBundles) putList(bs []*datastore.Bundle) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all, l.listed = slices.Clone(bs), true
+	l.byTD = make(map[spiffeid.TrustDomain]*datastore.Bundle, len(bs))
+	for _, b := range bs {
+		l.byTD[b.TrustDomain] = b
+	}
+}
+
+func (l *lastKnownBundles) list() ([]*datastore.Bundle, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all), l.listed
 }
 
 type bundleWrite int
@@ -354,6 +435,7 @@ func (s *Service) deleteFederated(ctx context.Context, name string, mode bundlev
 		}
 		return s.statusFor(ctx, "failed to delete bundle", err)
 	}
+	s.fed.forget(td)
 	s.log.InfoContext(ctx, "federated bundle deleted", "trust_domain", td.Name(), "mode", mode.String())
 	return nil
 }

@@ -210,29 +210,101 @@ func (s *Service) PollEvents(ctx context.Context) error {
 	return nil
 }
 
-// RunEventPoller calls PollEvents every interval until ctx ends, logging
-// failures once per change of state.
+// pollTimeout bounds one poll, so that a database that stops answering
+// (rather than refusing) cannot stall the poller past the next ticks: the
+// poll fails, is retried, and the cursor keeps what was applied.
+func pollTimeout(every time.Duration) time.Duration { return max(10*time.Second, 10*every) }
+
+// RunEventPoller calls PollEvents every interval until ctx ends. A failed
+// poll changes nothing it has not applied (the cursors stay at the last
+// applied events), so the next tick retries from there and, once the
+// datastore answers again, reads every event written meanwhile by the other
+// servers — events commit in ID order (the store's event locks), so no event
+// can appear later below a cursor. Failures are logged once per outage,
+// through the datastore health (DatastoreHealth), not once per tick.
 func (s *Service) RunEventPoller(ctx context.Context, every time.Duration) {
 	s.own.enable()
 	t := time.NewTicker(every)
 	defer t.Stop()
-	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		pctx, cancel := context.WithTimeout(ctx, pollTimeout(every))
 		s.pollMu.Lock()
-		err := s.PollEvents(ctx)
+		err := s.PollEvents(pctx)
 		s.pollMu.Unlock()
+		cancel()
 		switch {
-		case err != nil && !failing && ctx.Err() == nil:
-			s.log.Warn("datastore event polling failing; serving from memory", "err", err)
-			failing = true
-		case err == nil && failing:
-			s.log.Info("datastore event polling recovered")
-			failing = false
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			s.storeDown(err)
+		default:
+			s.storeUp()
 		}
 	}
+}
+
+// DatastoreHealth is what a server knows of its datastore's reachability.
+type DatastoreHealth struct {
+	// Up is false from a failed poll (or a call that found the datastore
+	// unavailable) until the next successful poll.
+	Up bool
+	// Since is when the current state began (zero: up since start).
+	Since time.Time
+	// Err is the failure that began the outage (nil when up); it is for
+	// logs and local health output, never for remote callers.
+	Err error
+}
+
+// storeHealth tracks the datastore's reachability, logging each change.
+type storeHealth struct {
+	mu    sync.Mutex
+	state DatastoreHealth
+	init  bool
+}
+
+// DatastoreHealth reports whether the datastore answered at the last poll.
+// While it is down the server keeps serving agents from memory (syncs,
+// X509-SVIDs and JWT-SVIDs for the entries it holds, bundles) and answers
+// writes Unavailable.
+func (s *Service) DatastoreHealth() DatastoreHealth {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	if !s.health.init {
+		return DatastoreHealth{Up: true}
+	}
+	return s.health.state
+}
+
+// storeDown records that the datastore failed (a poll, or a call that got
+// datastore.ErrUnavailable), logging the start of an outage once.
+func (s *Service) storeDown(err error) {
+	h := &s.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.init && !h.state.Up {
+		return
+	}
+	h.init = true
+	h.state = DatastoreHealth{Up: false, Since: s.now(), Err: err}
+	s.metrics.datastoreUp.Set(0)
+	s.log.Warn("datastore unavailable; serving agents from memory and refusing writes until it returns", "err", err)
+}
+
+// storeUp records a successful poll, logging the end of an outage.
+func (s *Service) storeUp() {
+	h := &s.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.init || h.state.Up {
+		return
+	}
+	down := s.now().Sub(h.state.Since)
+	h.state = DatastoreHealth{Up: true, Since: s.now()}
+	s.metrics.datastoreUp.Set(1)
+	s.log.Info("datastore available again; caught up on the other servers' changes", "outage", down.Round(time.Millisecond))
 }

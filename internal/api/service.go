@@ -129,6 +129,8 @@ type Service struct {
 	raw      datastore.Store // the store as given (s.store records own writes)
 
 	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
+	health  storeHealth
+	fed     lastKnownBundles
 
 	launchLevel slog.Level // Config.LogLevel's value at New (logger.v1)
 }
@@ -267,6 +269,8 @@ type metrics struct {
 	svids   *prometheus.CounterVec
 	// attestations counts AttestAgent by type and outcome.
 	attestations *prometheus.CounterVec
+	// datastoreUp is 1 while the datastore answers, 0 during an outage.
+	datastoreUp prometheus.Gauge
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -287,9 +291,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "arbor_node_attestations_total",
 			Help: "Node attestations by attestation type (other: a type this server does not accept) and outcome (attested, reattested, invalid, denied, error).",
 		}, []string{"type", "outcome"}),
+		datastoreUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arbor_server_datastore_up",
+			Help: "1 while the datastore answers, 0 while it cannot be reached (agents are then served from memory and writes refused).",
+		}),
 	}
+	m.datastoreUp.Set(1)
 	if r != nil {
-		r.MustRegister(m.calls, m.entries, m.agents, m.svids, m.attestations)
+		r.MustRegister(m.calls, m.entries, m.agents, m.svids, m.attestations, m.datastoreUp)
 	}
 	return m
 }

@@ -45,6 +45,7 @@ func (s *Service) statusFor(ctx context.Context, what string, err error) error {
 // answer Internal goes through internalError, which sends a
 // datastore.ErrUnavailable here, so an outage never becomes Internal.
 func (s *Service) unavailable(ctx context.Context, what string, err error) error {
-	s.log.WarnContext(ctx, what+": datastore unavailable", "err", err)
+	s.storeDown(err)
+	s.log.DebugContext(ctx, what+": datastore unavailable", "err", err)
 	return status.Errorf(codes.Unavailable, "%s: datastore unavailable; retry", what)
 }

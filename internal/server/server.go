@@ -685,6 +685,14 @@ func (s *Server) Run(ctx context.Context) error {
 				return
 			}
 			fmt.Fprintln(w, "ready")
+			// A datastore outage leaves the server ready: it serves agents
+			// from memory (syncs, SVIDs, bundles), which is what a load
+			// balancer routes to it for; taking every replica out of
+			// rotation would stop issuance too. Writes are answered
+			// Unavailable; this line and arbor_server_datastore_up say so.
+			if h := s.api.DatastoreHealth(); !h.Up {
+				fmt.Fprintf(w, "datastore: unavailable since %s; serving agents from memory, refusing writes\n", h.Since.UTC().Format(time.RFC3339))
+			}
 		})
 		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -895,13 +903,23 @@ func (s *Server) runParentBundleSync(ctx context.Context, every time.Duration) {
 func (s *Server) refreshBundle(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.bundles.Refresh(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("refreshing bundle from datastore", "err", err)
+			// Logged once per failing stretch: during a datastore outage the
+			// event poller reports the outage, and this keeps the bundle it
+			// holds.
+			err := s.bundles.Refresh(ctx)
+			switch {
+			case err != nil && !failing && ctx.Err() == nil:
+				s.log.Warn("refreshing bundle from datastore failing; keeping the one held", "err", err)
+				failing = true
+			case err == nil && failing:
+				s.log.Info("refreshing bundle from datastore recovered")
+				failing = false
 			}
 		}
 	}
