@@ -53,7 +53,7 @@ func TestServesAgentsThroughDatastoreOutage(t *testing.T) {
 	agent := a.newAgent()
 	banned := a.newAgent()
 	entryFor := func(name string) *types.Entry {
-		return &types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/outage/" + name), Selectors: []*types.Selector{sel("unix", "uid:" + name)}}
+		return &types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/outage/" + name), Selectors: []*types.Selector{sel("unix", "uid:"+name)}}
 	}
 	synced := func(h *harness, s *x509svid.SVID) ([]string, error) {
 		resp, err := entryv1.NewEntryClient(h.dial(s)).GetAuthorizedEntries(ctxT(t), &entryv1.GetAuthorizedEntriesRequest{})

@@ -141,4 +141,3 @@ func TestStoppedDatabaseIsUnavailable(t *testing.T) {
 		t.Fatalf("CreateEntries() after the outage: %v", errs[0])
 	}
 }
-
