@@ -335,14 +335,32 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 	if !isAgentPath(c.ID) {
 		return status.Errorf(codes.PermissionDenied, "caller %s is not an agent", c.ID)
 	}
+	serial := c.Cert.SerialNumber.String()
 	node, ok := s.nodes.get(c.ID)
-	if !ok {
-		return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %s is not attested", c.ID)
+	if !ok || (serial != node.CertSerial && serial != node.NewCertSerial) {
+		// Unknown here, or a serial this index has not seen: another
+		// server of the tier may have attested or renewed the agent since
+		// the event poller last ran (an agent behind a load balancer moves
+		// between replicas from one call to the next). Read the node as the
+		// datastore holds it before refusing: it is the committed state,
+		// so this can only add what another server wrote, never undo a ban
+		// or an eviction. A datastore that cannot answer gets Unavailable,
+		// which agents retry: a PermissionDenied would make spire-agent
+		// drop its SVID and re-attest.
+		if err := s.reloadNode(ctx, c.ID); err != nil {
+			if errors.Is(err, datastore.ErrUnavailable) {
+				return status.Error(codes.Unavailable, "cannot check the agent: datastore unavailable; retry")
+			}
+			s.log.ErrorContext(ctx, "reading an agent unknown to this server", "spiffe_id", c.ID.String(), "err", err)
+			return status.Error(codes.Internal, "failed to read the agent's attested node")
+		}
+		if node, ok = s.nodes.get(c.ID); !ok {
+			return agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %s is not attested", c.ID)
+		}
 	}
 	if node.Banned() {
 		return agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %s is banned", c.ID)
 	}
-	serial := c.Cert.SerialNumber.String()
 	switch serial {
 	case node.CertSerial:
 	case node.NewCertSerial:
