@@ -337,6 +337,10 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 	}
 	serial := c.Cert.SerialNumber.String()
 	node, ok := s.nodes.get(c.ID)
+	if ok && node.Banned() {
+		// A ban this server knows of is refused without asking anyone.
+		return agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %s is banned", c.ID)
+	}
 	if !ok || (serial != node.CertSerial && serial != node.NewCertSerial) {
 		// Unknown here, or a serial this index has not seen: another
 		// server of the tier may have attested or renewed the agent since
