@@ -330,11 +330,8 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 			s.Listen = v
 		}
 	}
-	s.Address = s.Listen
 	if attr, ok := a["address"]; ok {
-		if v, ok := p.hostPort(attr); ok {
-			s.Address = v
-		}
+		s.Addresses, _ = p.addresses(attr)
 	}
 	s.HealthListen = DefaultHealthListen
 	if attr, ok := a["health_listen"]; ok {
@@ -386,12 +383,6 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 	if attr, ok := a["jwt_issuer"]; ok {
 		s.JWTIssuer, _ = p.str(attr)
 	}
-	s.Host = defaultHost(s.Address)
-	if attr, ok := a["host"]; ok {
-		if v, ok := p.nonEmptyStr(attr); ok {
-			s.Host = v
-		}
-	}
 	s.Replicas = DefaultReplicas
 	if attr, ok := a["replicas"]; ok {
 		if n, ok := p.integer(attr); ok {
@@ -401,6 +392,20 @@ func (p *parser) server(b *hcl.Block, d *defaultsBlock) *Server {
 			} else {
 				s.Replicas = n
 			}
+		}
+	}
+	if len(s.Addresses) == 0 {
+		// No address (or one with an error): agents and children reach
+		// the tier at its replicas' listen addresses.
+		for k := 1; k <= s.Replicas; k++ {
+			s.Addresses = append(s.Addresses, shiftPort(s.Listen, k-1))
+		}
+	}
+	s.Address = s.Addresses[0]
+	s.Host = defaultHost(s.Address)
+	if attr, ok := a["host"]; ok {
+		if v, ok := p.nonEmptyStr(attr); ok {
+			s.Host = v
 		}
 	}
 	if !p.td.IsZero() {
@@ -744,6 +749,90 @@ func (p *parser) strList(attr *hcl.Attribute) ([]string, bool) {
 			return nil, false
 		}
 		out = append(out, e.AsString())
+	}
+	return out, true
+}
+
+// addresses evaluates a server's address: one host:port (a load balancer,
+// or a DNS name with several records) or a list of them (several servers
+// of the tier). An element's error is reported at the element when the
+// list is written out, at the attribute when it comes from an expression.
+func (p *parser) addresses(attr *hcl.Attribute) ([]string, bool) {
+	type elem struct {
+		v   cty.Value
+		rng hcl.Range
+	}
+	var elems []elem
+	if exprs, diags := hcl.ExprList(attr.Expr); !diags.HasErrors() {
+		for _, e := range exprs {
+			v, diags := e.Value(p.ctx)
+			p.diags = append(p.diags, diags...)
+			if diags.HasErrors() || !v.IsWhollyKnown() {
+				return nil, false
+			}
+			elems = append(elems, elem{v, e.Range()})
+		}
+	} else {
+		v, diags := attr.Expr.Value(p.ctx)
+		p.diags = append(p.diags, diags...)
+		if diags.HasErrors() || !v.IsWhollyKnown() {
+			return nil, false
+		}
+		switch {
+		case v.IsNull():
+			p.errorf(attr.Expr.Range(), "Missing value", "address must be a host:port string or a list of them, not null. Set a value or remove the attribute.")
+			return nil, false
+		case v.Type() == cty.String:
+			s, ok := p.hostPort(attr)
+			if !ok {
+				return nil, false
+			}
+			return []string{s}, true
+		case v.Type().IsListType() || v.Type().IsTupleType() || v.Type().IsSetType():
+			for _, e := range v.AsValueSlice() {
+				elems = append(elems, elem{e, attr.Expr.Range()})
+			}
+		default:
+			p.errorf(attr.Expr.Range(), "Wrong value type",
+				"address must be a host:port string or a list of them; got %s. Write address = \"host:port\" or address = [\"host1:port\", \"host2:port\"].", v.Type().FriendlyName())
+			return nil, false
+		}
+	}
+	if len(elems) == 0 {
+		p.errorf(attr.Expr.Range(), "Empty address list",
+			"address lists no server. Write one host:port, or a list of them: address = [\"10.0.0.1:8081\", \"10.0.0.2:8081\"]; remove the attribute to use the listen address.")
+		return nil, false
+	}
+	var out []string
+	ok := true
+	for i, e := range elems {
+		if e.v.IsNull() || e.v.Type() != cty.String {
+			what := "null"
+			if !e.v.IsNull() {
+				what = e.v.Type().FriendlyName()
+			}
+			p.errorf(e.rng, "Wrong value type",
+				"address[%d] must be a host:port string; got %s. Write each server of the tier as \"host:port\".", i, what)
+			ok = false
+			continue
+		}
+		a := e.v.AsString()
+		if err := checkHostPort(a); err != nil {
+			p.errorf(e.rng, "Invalid address",
+				"address[%d] = %q is not a host:port address: %v. Write it as host:port, for example \"127.0.0.1:8081\" or \"[::1]:8081\".", i, a, err)
+			ok = false
+			continue
+		}
+		if j := slices.Index(out, a); j >= 0 {
+			p.errorf(e.rng, "Duplicate address",
+				"address[%d] = %q is also address[%d]; list each server of the tier once.", i, a, j)
+			ok = false
+			continue
+		}
+		out = append(out, a)
+	}
+	if !ok {
+		return nil, false
 	}
 	return out, true
 }

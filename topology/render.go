@@ -102,7 +102,7 @@ func Render(f *File, node string) (*NodeConfig, error) {
 	sb := body.block("server", s.Name)
 	sb.setIf("parent", s.Parent)
 	if parent := f.server(s.Parent); parent != nil {
-		sb.set("parent_address", parent.Address)
+		sb.set("parent_address", addressValue(parent))
 	}
 	sb.set("host", s.Host).
 		set("replicas", s.Replicas)
@@ -110,7 +110,7 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		sb.set("replica", s.ReplicaNumber)
 	}
 	sb.set("listen", s.Listen).
-		set("address", s.Address).
+		set("address", addressValue(s)).
 		set("admin_socket", s.AdminSocket).
 		set("health_listen", s.HealthListen).
 		set("state_dir", s.StateDir).
@@ -154,7 +154,7 @@ func Render(f *File, node string) (*NodeConfig, error) {
 	if ag := s.Agent; ag != nil {
 		ab := body.block("agent")
 		if parent := f.server(s.Parent); parent != nil {
-			ab.set("server_address", parent.Address)
+			ab.set("server_address", addressValue(parent))
 		} else if s.Upstream != nil && s.Upstream.SPIRE != nil {
 			ab.set("server_address", s.Upstream.SPIRE.ServerAddress)
 		}
@@ -239,6 +239,15 @@ func Render(f *File, node string) (*NodeConfig, error) {
 		}
 	}
 	return &NodeConfig{Node: s.Node(), Source: f.Path, Body: body}, nil
+}
+
+// addressValue is how Render writes the addresses of s's tier: a string
+// for one, a list for several (as the topology file may write them).
+func addressValue(s *Server) any {
+	if len(s.Addresses) > 1 {
+		return s.Addresses
+	}
+	return s.Address
 }
 
 // SecretNotRendered is what Render writes in place of a secret it leaves

@@ -98,10 +98,10 @@ func (s *Server) ReplicaList() []*Server {
 //     unchanged; a path set outside it gets -k before its extension (an
 //     admin_socket of /run/arbor/root.sock becomes /run/arbor/root-2.sock),
 //     a directory gets /replica-k;
-//   - its address, when the block sets none, is its own listen address.
 //
-// Everything else (the datastore DSN, TTLs, attestors, entries, SPIFFE ID)
-// is the block's: the replicas are one tier.
+// Everything else (the addresses agents and children reach the tier at,
+// the datastore DSN, TTLs, attestors, entries, SPIFFE ID) is the block's:
+// the replicas are one tier.
 func (s *Server) Replica(k int) *Server {
 	if k <= 1 {
 		return s
@@ -112,9 +112,6 @@ func (s *Server) Replica(k int) *Server {
 	dir := filepath.Join(s.StateDir, ReplicaDirPrefix+strconv.Itoa(k))
 	path := func(p string, isDir bool) string { return replicaPath(s.StateDir, dir, p, k, isDir) }
 	r.Listen = shiftPort(s.Listen, shift)
-	if _, set := s.attrs["address"]; !set {
-		r.Address = r.Listen
-	}
 	if s.HealthListen != "" {
 		r.HealthListen = shiftPort(s.HealthListen, shift)
 	}

@@ -65,7 +65,9 @@ func TestReplicaDerivesPortsAndPaths(t *testing.T) {
 	for _, c := range []struct{ what, got, want string }{
 		{"root/3 node", r3.Node(), "root/3"},
 		{"root/3 listen", r3.Listen, "127.0.0.1:8083"},
-		{"root/3 address", r3.Address, "127.0.0.1:8083"},
+		{"root/3 address", r3.Address, "127.0.0.1:8081"},
+		{"root/3 addresses", strings.Join(r3.Addresses, ","), "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083"},
+		{"region/2 addresses", strings.Join(g2.Addresses, ","), "127.0.0.1:8091,127.0.0.1:8092"},
 		{"root/3 health_listen", r3.HealthListen, "127.0.0.1:9083"},
 		{"root/3 bundle_endpoint", r3.BundleEndpoint.Listen, "127.0.0.1:8445"},
 		{"root/3 state_dir", r3.StateDir, "/etc/arbor/.arbor/topology/root/replica-3"},

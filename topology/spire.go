@@ -199,13 +199,19 @@ func RenderSPIRE(f *File, node string) (*SPIREConfig, error) {
 			set("server_address", host).
 			set("server_port", port).
 			set("workload_api_socket", s.Agent.SocketPath)
+		if n := oneAddressNote("UpstreamAuthority \"spire\"", parent); n != "" {
+			cfg.ServerNotes = append(cfg.ServerNotes, n)
+		}
 		cfg.ServerNotes = append(cfg.ServerNotes,
 			fmt.Sprintf("gets its CA from %s (%s) through the co-located agent of agent.conf, with the X509-SVID of this downstream entry at %s:", parent.Name, parent.Address, parent.Name),
 			"  "+entryCreateCommand(s.SPIFFEID.String(), s.Agent.SPIFFEID.String(), serverSelectors(s.Agent), true))
 	case s.Upstream != nil:
 		renderSPIREUpstream(plugins, s)
 	}
-	if r := s.Replicas; r > 1 {
+	if r := s.Replicas; r > 1 && len(s.Addresses) > 1 {
+		cfg.ServerNotes = append(cfg.ServerNotes, fmt.Sprintf("run %d spire-server processes with this file (one per machine: they share bind_port), behind one TCP load balancer, since spire-agent dials one server address (arbor agents take the list %s); they share the datastore, each keeps its own CA",
+			r, strings.Join(s.Addresses, ", ")))
+	} else if r > 1 {
 		cfg.ServerNotes = append(cfg.ServerNotes, fmt.Sprintf("run %d spire-server processes with this file, behind %s; they share the datastore, each keeps its own CA", r, s.Address))
 	}
 
@@ -500,6 +506,9 @@ func renderSPIREAgent(cfg *SPIREConfig, f *File, s *Server) error {
 	to, addr := s.Parent, ""
 	if parent := f.server(s.Parent); parent != nil {
 		addr = parent.Address
+		if n := oneAddressNote("spire-agent", parent); n != "" {
+			cfg.AgentNotes = append(cfg.AgentNotes, n)
+		}
 	} else if s.Upstream != nil && s.Upstream.SPIRE != nil {
 		to, addr = "the upstream SPIRE server", s.Upstream.SPIRE.ServerAddress
 	}
@@ -657,4 +666,15 @@ func dockerSocketURL(path string) string {
 		return ""
 	}
 	return "unix://" + path
+}
+
+// oneAddressNote says, when the tier of parent has several addresses, that
+// what (spire-agent, SPIRE's UpstreamAuthority "spire") dials one and was
+// given the first; "" when the tier has one address.
+func oneAddressNote(what string, parent *Server) string {
+	if len(parent.Addresses) <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("%s takes one server address; %s is reached at %s, so this file names the first: put a TCP load balancer (or one DNS name with a record per server) in front of them and write its address instead",
+		what, parent.Name, strings.Join(parent.Addresses, ", "))
 }

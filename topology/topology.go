@@ -202,7 +202,13 @@ type Server struct {
 	// Listen is the TCP address of the agent/server gRPC API (TLS).
 	// Default DefaultListen.
 	Listen string
-	// Address is how agents and child servers reach Listen. Default Listen.
+	// Addresses are how agents and child servers reach the tier: written
+	// as address = "host:port" (one load balancer, or a DNS name with
+	// several records) or address = ["host:port", ...] (several servers
+	// of the tier, tried in turn). Default the listen address of every
+	// replica (Listen alone when replicas = 1).
+	Addresses []string
+	// Address is Addresses[0], for callers that dial one address.
 	Address string
 	// AdminSocket is the Unix socket of the admin API. Default
 	// StateDir/admin.sock.

@@ -107,6 +107,7 @@ server "us-east" {
 			{
 				Name:         "root",
 				Listen:       "0.0.0.0:8081",
+				Addresses:    []string{"root.example.org:8081"},
 				Address:      "root.example.org:8081",
 				AdminSocket:  "/run/arbor/root.sock",
 				HealthListen: "",
@@ -137,6 +138,7 @@ server "us-east" {
 				Name:          "us-east",
 				Parent:        "root",
 				Listen:        DefaultListen,
+				Addresses:     []string{DefaultListen},
 				Address:       DefaultListen,
 				AdminSocket:   "/etc/arbor/.arbor/topology/us-east/admin.sock",
 				HealthListen:  DefaultHealthListen,
@@ -192,6 +194,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 	want := &Server{
 		Name:          "root",
 		Listen:        "127.0.0.1:8081",
+		Addresses:     []string{"127.0.0.1:8081"},
 		Address:       "127.0.0.1:8081",
 		AdminSocket:   "topo/.arbor/quick/root/admin.sock",
 		HealthListen:  "127.0.0.1:8080",

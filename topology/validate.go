@@ -360,7 +360,9 @@ func (p *parser) checkHosts(f *File) {
 	for _, s := range f.Servers {
 		addressBroken := p.broken(s, "address") || (s.attrs["address"] == hcl.Range{} && p.broken(s, "listen"))
 		if !addressBroken {
-			addrs = append(addrs, hostItem{"address", s.Address, "address", s})
+			for _, a := range s.Addresses {
+				addrs = append(addrs, hostItem{"address", a, "address", s})
+			}
 		}
 		if !p.broken(s, "host") && (s.attrs["host"] != hcl.Range{} || !addressBroken) {
 			byHost[s.Host] = append(byHost[s.Host], s)
@@ -370,7 +372,7 @@ func (p *parser) checkHosts(f *File) {
 		for _, b := range addrs[:i] {
 			_, aSet := a.server.attrs["address"]
 			_, bSet := b.server.attrs["address"]
-			if a.value == b.value && (aSet || bSet) {
+			if a.value == b.value && a.server != b.server && (aSet || bSet) {
 				p.errorf(a.server.AttrRange("address"), "Duplicate address",
 					"Servers %q and %q (line %d) are both reached at %s, so agents and children of one would reach the other. Give each server its own address.",
 					a.server.Name, b.server.Name, b.server.Range.Start.Line, a.value)

@@ -63,6 +63,13 @@ when it attests and removes it once the token is spent. --join-token TOKEN
 works too, but puts the token on the command line, where every local user can
 read it (ps, /proc).
 
+--server-address takes one host:port (a server, a load balancer, a DNS name
+with several records) or a comma list of the tier's servers, e.g.
+--server-address 10.0.0.5:8081,10.0.0.6:8081: the agent stays on one while it
+answers and moves to the next on failure, without attesting again (the
+servers of a tier share their attested agents). With --topology the list is
+the server block's address (every replica's listen address by default).
+
 One agent at a time runs on a data directory (it holds a lock file in it,
 arbor.lock) and on a socket: a second one is refused at once with the first
 one's PID. A socket file nothing answers on, left by an agent that died, is
@@ -100,6 +107,11 @@ docs/workload.md, "Envoy SDS".`,
 
   arbor agent run --server-address 10.0.0.5:8081 --trust-domain example.org \
       --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem
+
+  # Three servers of one tier (replicas on one PostgreSQL): the agent stays on
+  # one while it answers and moves to the next without attesting again
+  arbor agent run --server-address 10.0.0.5:8081,10.0.0.6:8081,10.0.0.7:8081 \
+      --trust-domain example.org --trust-bundle bundle.pem --join-token-file node.token
 
   # On an EC2 instance: its instance identity document
   arbor agent run --server-address spire.internal:8081 --trust-domain example.org \
@@ -149,7 +161,13 @@ docs/workload.md, "Envoy SDS".`,
 					*dst = v
 				}
 			}
-			set("server-address", &cfg.ServerAddress, serverAddr)
+			// --server-address replaces the topology's addresses (one or a
+			// comma list: the agent splits it).
+			if cmd.Flags().Changed("server-address") {
+				cfg.ServerAddress, cfg.ServerAddresses = serverAddr, nil
+			} else if cfg.ServerAddress == "" && len(cfg.ServerAddresses) == 0 {
+				cfg.ServerAddress = serverAddr
+			}
 			set("data-dir", &cfg.DataDir, dataDir)
 			set("socket-path", &cfg.SocketPath, socketPath)
 			if err := attest.apply(cmd.Flags(), &cfg); err != nil {
@@ -197,7 +215,7 @@ docs/workload.md, "Envoy SDS".`,
 	fs.StringVar(&node, "node", "", "run the co-located agent of this server block (its agent { } block)")
 	fs.StringVar(&attach, "attach", "", "run an agent for workloads of this server block")
 	addVarFlag(cmd, &vars)
-	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port (default: from the topology)")
+	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port, or a comma list of the tier's servers tried in turn (default: from the topology)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "trust domain (default: the topology's)")
 	fs.StringVar(&bundlePath, "trust-bundle", "", "PEM file of the server's X.509 roots for the first attestation")
 	fs.StringVar(&bundleURL, "trust-bundle-url", "", "HTTPS URL serving the bootstrap bundle as PEM")

@@ -190,7 +190,7 @@ server "eks" {
 				t.Fatal("AgentConfig set no node attestor")
 			}
 			// The file's address of root is its listen address, :0 here.
-			acfg.ServerAddress = root.AgentAddr().String()
+			acfg.ServerAddress, acfg.ServerAddresses = root.AgentAddr().String(), nil
 			acfg.TrustBundle = bundle
 			acfg.DataDir = filepath.Join(dir, c.node+"-data")
 			acfg.SocketPath = filepath.Join(dir, c.node+".sock")
@@ -231,7 +231,7 @@ server "eks" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replay.ServerAddress, replay.TrustBundle = root.AgentAddr().String(), bundle
+	replay.ServerAddress, replay.ServerAddresses, replay.TrustBundle = root.AgentAddr().String(), nil, bundle
 	replay.DataDir, replay.SocketPath = filepath.Join(dir, "replay-data"), filepath.Join(dir, "replay.sock")
 	if _, err := runAgent(t, replay); err == nil || !strings.Contains(err.Error(), "already been used") {
 		t.Errorf("a second agent with the same instance identity document: %v, want refused as already used", err)

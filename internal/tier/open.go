@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/arborid/arbor/downstream"
 	"github.com/arborid/arbor/internal/nodeattest"
@@ -46,7 +47,11 @@ func (s Server) Open(ctx context.Context, log *slog.Logger) (server.Config, io.C
 		c.Logger = log
 		up, err := downstream.New(ctx, c)
 		if err != nil {
-			return server.Config{}, nil, fmt.Errorf("tier: server %q: parent %s: %w", cfg.Name, c.ParentAddress, err)
+			parents := c.ParentAddress
+			if len(c.ParentAddresses) > 0 {
+				parents = strings.Join(c.ParentAddresses, ",")
+			}
+			return server.Config{}, nil, fmt.Errorf("tier: server %q: parent %s: %w", cfg.Name, parents, err)
 		}
 		cfg.Parent, closer = up, up
 	case u.Disk != nil:

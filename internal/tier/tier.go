@@ -15,6 +15,7 @@ package tier
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/agent/workloadattestor/docker"
@@ -186,12 +187,12 @@ func ServerConfig(f *topology.File, node string) (Server, error) {
 
 // upstreamOf is where s's CA comes from.
 func upstreamOf(f *topology.File, s *topology.Server) (Upstream, error) {
-	nest := func(addr, socket string) (Upstream, error) {
+	nest := func(addrs []string, socket string) (Upstream, error) {
 		abs, err := filepath.Abs(socket)
 		if err != nil {
 			return Upstream{}, fmt.Errorf("tier: server %q: agent socket: %w", s.Name, err)
 		}
-		return Upstream{Parent: &downstream.Config{TrustDomain: f.TrustDomain, ParentAddress: addr, WorkloadAPIAddr: "unix://" + abs}}, nil
+		return Upstream{Parent: &downstream.Config{TrustDomain: f.TrustDomain, ParentAddresses: addrs, WorkloadAPIAddr: "unix://" + abs}}, nil
 	}
 	u := s.Upstream
 	switch {
@@ -203,11 +204,11 @@ func upstreamOf(f *topology.File, s *topology.Server) (Upstream, error) {
 		if s.Agent == nil {
 			return Upstream{}, fmt.Errorf("tier: server %q has a parent but no agent block", s.Name)
 		}
-		return nest(parent.Address, s.Agent.SocketPath)
+		return nest(slices.Clone(parent.Addresses), s.Agent.SocketPath)
 	case u == nil:
 		return Upstream{}, nil
 	case u.SPIRE != nil:
-		return nest(u.SPIRE.ServerAddress, u.SPIRE.WorkloadAPISocket)
+		return nest([]string{u.SPIRE.ServerAddress}, u.SPIRE.WorkloadAPISocket)
 	case u.Disk != nil:
 		return Upstream{Disk: &disk.Config{
 			TrustDomain: f.TrustDomain, CertFile: u.Disk.CertFilePath, KeyFile: u.Disk.KeyFilePath,
@@ -258,25 +259,25 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 		return agent.Config{}, fmt.Errorf("tier: server %q has no co-located agent (no parent, no upstream \"spire\"); "+
 			"to run an agent for workloads of %[1]q, attach one to it", s.Name)
 	}
-	var addr string
+	var addrs []string
 	switch {
 	case s.Parent != "":
 		parent, err := f.Server(s.Parent)
 		if err != nil {
 			return agent.Config{}, err
 		}
-		addr = parent.Address
+		addrs = slices.Clone(parent.Addresses)
 	case s.Upstream != nil && s.Upstream.SPIRE != nil:
-		addr = s.Upstream.SPIRE.ServerAddress
+		addrs = []string{s.Upstream.SPIRE.ServerAddress}
 	default:
 		return agent.Config{}, fmt.Errorf("tier: server %q has an agent block but nothing to attest to", s.Name)
 	}
 	cfg := agent.Config{
-		TrustDomain:   f.TrustDomain,
-		ServerAddress: addr,
-		DataDir:       ag.DataDir,
-		SocketPath:    ag.SocketPath,
-		SyncInterval:  ag.SyncInterval,
+		TrustDomain:     f.TrustDomain,
+		ServerAddresses: addrs,
+		DataDir:         ag.DataDir,
+		SocketPath:      ag.SocketPath,
+		SyncInterval:    ag.SyncInterval,
 		SDS: agent.SDSConfig{
 			Disabled:                    ag.SDS.Disabled,
 			DefaultSVIDName:             ag.SDS.DefaultSVIDName,
@@ -305,8 +306,9 @@ func AgentConfig(f *topology.File, node string) (agent.Config, error) {
 }
 
 // WorkloadAgentConfig is an agent attached to the server block named node,
-// for workloads of that tier: it connects to the server's address and syncs
-// as the defaults block says. Its data directory defaults to
+// for workloads of that tier: it connects to the tier's addresses (every
+// replica, or the load balancer in front of them) and syncs as the
+// defaults block says. Its data directory defaults to
 // .arbor/<file-stem>/agent-NAME next to the file (topology.StateRoot); its
 // socket and attestation are the caller's.
 func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
@@ -315,10 +317,10 @@ func WorkloadAgentConfig(f *topology.File, node string) (agent.Config, error) {
 		return agent.Config{}, err
 	}
 	cfg := agent.Config{
-		TrustDomain:   f.TrustDomain,
-		ServerAddress: s.Address,
-		DataDir:       filepath.Join(topology.StateRoot(f.Path), "agent-"+s.Name),
-		SyncInterval:  f.Defaults.SyncInterval,
+		TrustDomain:     f.TrustDomain,
+		ServerAddresses: slices.Clone(s.Addresses),
+		DataDir:         filepath.Join(topology.StateRoot(f.Path), "agent-"+s.Name),
+		SyncInterval:    f.Defaults.SyncInterval,
 	}
 	if cfg.SyncInterval == 0 {
 		cfg.SyncInterval = topology.DefaultSyncInterval

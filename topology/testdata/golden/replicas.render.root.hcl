@@ -7,7 +7,7 @@ server "root" {
   host           = "local"
   replicas       = 3
   listen         = "127.0.0.1:8081"
-  address        = "127.0.0.1:8081"
+  address        = ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]
   admin_socket   = "../examples/.arbor/replicas/root/admin.sock"
   health_listen  = "127.0.0.1:9081"
   state_dir      = "../examples/.arbor/replicas/root"
