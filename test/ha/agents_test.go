@@ -109,13 +109,14 @@ type workloadWatch struct {
 	mu       sync.Mutex
 	fetches  int
 	failures []string
+	serials  map[spiffeid.ID]map[string]bool // every SVID serial seen per ID
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
 
 func watchWorkloads(sockets map[string][]spiffeid.ID, period time.Duration) *workloadWatch {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &workloadWatch{stop: cancel}
+	w := &workloadWatch{stop: cancel, serials: map[spiffeid.ID]map[string]bool{}}
 	for sock, want := range sockets {
 		w.wg.Go(func() {
 			tick := time.NewTicker(period)
@@ -141,6 +142,7 @@ func (w *workloadWatch) fetchOnce(ctx context.Context, sock string, want []spiff
 		return // the watch stopped
 	}
 	var problems []string
+	seen := map[spiffeid.ID]string{}
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("%s: fetch: %v", sock, err))
 	} else {
@@ -152,6 +154,7 @@ func (w *workloadWatch) fetchOnce(ctx context.Context, sock string, want []spiff
 				continue
 			}
 			s := x.SVIDs[i]
+			seen[id] = s.Certificates[0].SerialNumber.String()
 			if _, _, err := x509svid.Verify(s.Certificates, x.Bundles); err != nil {
 				problems = append(problems, fmt.Sprintf("%s: SVID %s does not verify: %v", sock, id, err))
 			}
@@ -163,7 +166,20 @@ func (w *workloadWatch) fetchOnce(ctx context.Context, sock string, want []spiff
 	w.mu.Lock()
 	w.fetches++
 	w.failures = append(w.failures, problems...)
+	for id, serial := range seen {
+		if w.serials[id] == nil {
+			w.serials[id] = map[string]bool{}
+		}
+		w.serials[id][serial] = true
+	}
 	w.mu.Unlock()
+}
+
+// distinctSVIDs is how many different X509-SVIDs (by serial) id had.
+func (w *workloadWatch) distinctSVIDs(id spiffeid.ID) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.serials[id])
 }
 
 // finish stops the watch and returns the fetch count and the failures.

@@ -176,6 +176,12 @@ func TestKillLoop(t *testing.T) {
 	}
 	for _, ag := range agents {
 		ag.checkNoReattestation(t)
+		for _, id := range ag.workloads {
+			// 30s SVIDs renew at half-life: a minute sees several.
+			if n := workloads.distinctSVIDs(id); n < 2 {
+				t.Errorf("%s: %d distinct X509-SVIDs during the loop; it was never renewed", id, n)
+			}
+		}
 	}
 	for _, name := range []string{loadgen.RPCSync, loadgen.RPCX509} {
 		s := res.rep.RPCs[name]
