@@ -271,6 +271,19 @@ type storeHealth struct {
 // While it is down the server keeps serving agents from memory (syncs,
 // X509-SVIDs and JWT-SVIDs for the entries it holds, bundles) and answers
 // writes Unavailable.
+//
+// What that means for bans and evictions (the security choice): no ban can
+// commit while the database is down, on any server, so nothing served from
+// memory undoes one, and a ban committed here is in this server's index at
+// once. A ban committed on another server reaches this one at its next poll,
+// within one poll interval while the database answers; the one case that
+// takes longer is a ban committed on another server in the last poll
+// interval before the outage began, which takes effect here at the first
+// poll after the database returns. That agent cannot renew its agent SVID
+// meanwhile (RenewAgent needs a write), so the outage can extend what it is
+// served by at most the remaining lifetime of the agent SVID it holds. The
+// alternative, refusing every agent once a poll fails, would turn a
+// database outage into an outage of all issuance.
 func (s *Service) DatastoreHealth() DatastoreHealth {
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
