@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +36,7 @@ type Postgres struct {
 
 	mu      sync.Mutex
 	running bool
+	paused  []int // PIDs stopped by Pause, continued by Resume
 }
 
 // postgresBinDir finds the directory of PostgreSQL's server binaries: the
@@ -179,12 +182,84 @@ func (p *Postgres) Kill(t testing.TB) {
 	}
 }
 
+// Pause freezes every process of the cluster (SIGSTOP): connections and
+// new dials are accepted by the kernel but nothing answers, as with a
+// database host that hangs or a network that drops packets, so clients wait
+// for their deadlines. Resume continues them; the cleanup does too.
+func (p *Postgres) Pause(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.running || p.paused != nil {
+		t.Fatal("testkit.Postgres.Pause: the cluster is not running, or already paused")
+	}
+	pidFile, err := os.ReadFile(filepath.Join(p.data, "postmaster.pid"))
+	if err != nil {
+		t.Fatalf("testkit.Postgres.Pause: %v", err)
+	}
+	first, _, _ := strings.Cut(string(pidFile), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		t.Fatalf("testkit.Postgres.Pause: postmaster.pid: %v", err)
+	}
+	// The postmaster first, so it forks no new backend, then its children.
+	pids := append([]int{postmaster}, childrenOf(postmaster)...)
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+			t.Fatalf("testkit.Postgres.Pause: SIGSTOP %d: %v", pid, err)
+		}
+	}
+	p.paused = pids
+}
+
+// Resume continues the processes Pause froze.
+func (p *Postgres) Resume(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resumeLocked()
+}
+
+func (p *Postgres) resumeLocked() {
+	for i := len(p.paused) - 1; i >= 0; i-- {
+		syscall.Kill(p.paused[i], syscall.SIGCONT)
+	}
+	p.paused = nil
+}
+
+// childrenOf lists the processes whose parent is pid (from /proc).
+func childrenOf(pid int) []int {
+	var out []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		child, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command name: state, ppid, ...
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
 func (p *Postgres) stop(t testing.TB, mode string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.running {
 		return nil
 	}
+	p.resumeLocked()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if out, err := p.run(ctx, "pg_ctl", "-D", p.data, "-m", mode, "-w", "-t", "50", "stop"); err != nil {

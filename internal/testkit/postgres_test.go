@@ -10,7 +10,8 @@ import (
 
 // TestPrivatePostgresStopStart runs a private cluster, writes a row, stops the
 // cluster (connections are refused while it is down), starts it again and
-// reads the row back on the same DSN.
+// reads the row back on the same DSN; pauses it (a query waits for its
+// deadline) and resumes it; kills it and starts it again.
 func TestPrivatePostgresStopStart(t *testing.T) {
 	pg := StartPostgres(t)
 	ctx := Context(t, 2*time.Minute)
@@ -46,6 +47,22 @@ func TestPrivatePostgresStopStart(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != "before the outage" {
 		t.Fatalf("row after restart = %q, %v; want %q", v, err, "before the outage")
 	}
+
+	// Paused, the cluster accepts nothing in time: a query waits for its
+	// deadline. Resumed, the same connection answers.
+	pg.Pause(t)
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	err = c.QueryRow(qctx, "SELECT v FROM kept").Scan(&v)
+	cancel()
+	if err == nil {
+		t.Fatal("query on a paused cluster answered")
+	}
+	pg.Resume(t)
+	c3, err := pgx.Connect(ctx, pg.DSN())
+	if err != nil {
+		t.Fatalf("connect after Resume: %v", err)
+	}
+	c3.Close(ctx)
 
 	pg.Kill(t)
 	pg.Start(t)
