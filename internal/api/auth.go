@@ -322,6 +322,10 @@ func (s *Service) isDownstream(c Caller) bool {
 	return false
 }
 
+// promoteTimeout bounds the write that promotes a renewed agent SVID at its
+// first use; past it the call is served as during an outage.
+const promoteTimeout = 2 * time.Second
+
 // checkAgent requires an attested, unbanned agent presenting a current SVID
 // serial; it promotes a renewed serial on its first use (so the old SVID stops
 // working once the new one has been seen).
@@ -369,10 +373,19 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 	case node.CertSerial:
 	case node.NewCertSerial:
 		// First use of a renewed SVID: it becomes the current one, if it
-		// still is the node's new serial (a ban since then wins).
-		promoted, err := s.writeNode(ctx, c.ID, func() (*datastore.Node, error) {
-			return s.store.ActivateNodeSerial(ctx, c.ID, serial)
+		// still is the node's new serial (a ban since then wins). During a
+		// known datastore outage the promotion is not even tried (see the
+		// ErrUnavailable case below), and it is bounded by promoteTimeout,
+		// so a database that stops answering delays this call by that
+		// much at most, not by the caller's whole deadline.
+		if !s.DatastoreHealth().Up {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, promoteTimeout)
+		promoted, err := s.writeNode(pctx, c.ID, func() (*datastore.Node, error) {
+			return s.store.ActivateNodeSerial(pctx, c.ID, serial)
 		})
+		cancel()
 		switch {
 		case err == nil:
 			node = promoted
@@ -396,6 +409,7 @@ func (s *Service) checkAgent(ctx context.Context, c *Caller) error {
 			// promotion both serials are accepted, exactly as between a
 			// renewal and its first use. The first call after recovery
 			// promotes (or finds the ban or eviction and is refused).
+			s.storeDown(err)
 			s.log.DebugContext(ctx, "renewed agent SVID used while the datastore is unavailable; promotion deferred", "spiffe_id", c.ID.String(), "err", err)
 		default:
 			s.log.ErrorContext(ctx, "promoting renewed agent SVID", "spiffe_id", c.ID.String(), "err", err)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -284,4 +285,76 @@ func datastoreUp(t *testing.T, h *harness) float64 {
 		}
 	}
 	return -1
+}
+
+// TestDatastoreHangIsBoundedByTheCallersDeadline freezes PostgreSQL (it
+// accepts connections but answers nothing, like a hung host) under a
+// server: a write returns by the caller's deadline, agents keep syncing and
+// minting from memory, the first use of a renewed agent SVID is served after
+// the bounded promotion attempt, and once the database answers again writes
+// succeed without a restart.
+func TestDatastoreHangIsBoundedByTheCallersDeadline(t *testing.T) {
+	pg := testkit.StartPostgres(t)
+	h := startServer(t, func(c *server.Config) {
+		c.Datastore, c.PostgresDSN, c.PollInterval = "postgres", pg.DSN(), 100*time.Millisecond
+	})
+	agent := h.newAgent()
+	entry := func(name string) *types.Entry {
+		return &types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/hang/" + name), Selectors: []*types.Selector{sel("unix", "uid:"+name)}}
+	}
+	pre := h.createEntry(entry("pre"))
+	key := newKey(t)
+	renewResp := must(agentv1.NewAgentClient(h.dial(agent)).RenewAgent(ctxT(t), &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: csrFor(t, key)}}))(t)
+	renewed := svidFrom(t, renewResp.Svid, key)
+
+	pg.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			pg.Resume(t)
+		}
+	}()
+
+	deadline := 2 * time.Second
+	wctx, cancel := context.WithTimeout(ctxT(t), deadline)
+	start := time.Now()
+	res, err := entryv1.NewEntryClient(h.admin).BatchCreateEntry(wctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{entry("during")}})
+	cancel()
+	took := time.Since(start)
+	switch {
+	case err != nil && (status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Unavailable):
+	case err == nil && codes.Code(res.Results[0].Status.Code) == codes.Unavailable:
+	default:
+		t.Errorf("BatchCreateEntry with the database hung = %v, %v; want DeadlineExceeded or Unavailable", res, err)
+	}
+	t.Logf("BatchCreateEntry with the database hung and a %v deadline returned after %v: %v", deadline, took.Round(time.Millisecond), err)
+
+	start = time.Now()
+	for i := range 20 {
+		s := agent
+		if i == 0 {
+			s = renewed // first use: the promotion write is tried, bounded, then deferred
+		}
+		resp, err := entryv1.NewEntryClient(h.dial(s)).GetAuthorizedEntries(ctxT(t), &entryv1.GetAuthorizedEntriesRequest{})
+		if err != nil || len(resp.Entries) != 1 || resp.Entries[0].Id != pre {
+			t.Fatalf("sync %d with the database hung = %v, %v; want entry %s", i, resp, err, pre)
+		}
+		if _, err := h.workloadSVID(s, pre); err != nil {
+			t.Fatalf("X509-SVID %d with the database hung: %v", i, err)
+		}
+	}
+	t.Logf("20 syncs and X509-SVIDs with the database hung took %v (the first with a renewed agent SVID)", time.Since(start).Round(time.Millisecond))
+
+	pg.Resume(t)
+	resumed = true
+	testkit.Poll(t, 30*time.Second, "entry create once the database answers again", func() error {
+		res, err := entryv1.NewEntryClient(h.admin).BatchCreateEntry(ctxT(t), &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{entry("after")}})
+		if err != nil {
+			return err
+		}
+		if st := res.Results[0].Status; st.Code != 0 {
+			return fmt.Errorf("status %v %q", codes.Code(st.Code), st.Message)
+		}
+		return nil
+	})
 }
