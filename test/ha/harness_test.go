@@ -95,14 +95,15 @@ var td = spiffeid.RequireTrustDomainFromString(trustDomain)
 type tier struct {
 	t        testing.TB
 	dir      string
+	topology string
 	dsn      string
 	replicas []*replica
 }
 
-// replica is one server process of the tier.
+// replica is one server process of the tier: arbor server --node root/K.
 type replica struct {
 	k         int
-	topology  string
+	node      string
 	port      int
 	adminSock string
 	runs      int
@@ -111,27 +112,24 @@ type replica struct {
 
 func (r *replica) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
-// newTier writes, for each of n replicas of server "root" on dsn, the
-// topology a machine of its own would have: the same block with its own
-// listen address, state directory and admin socket. extra is added to the
-// block. It starts nothing.
+// newTier writes a topology whose server block "root" has n replicas on
+// dsn (extra is added to the block). Replica K listens on the block's port
+// plus K-1, keeps its state in <state_dir>/replica-K and its admin socket
+// beside the block's with -K before the extension, as arbor server --node
+// root/K derives them. It starts nothing.
 func newTier(t testing.TB, n int, dsn string, extra string) *tier {
 	t.Helper()
 	requireArbor(t)
 	dir := t.TempDir()
 	sockDir := testkit.ShortDir(t)
-	tr := &tier{t: t, dir: dir, dsn: dsn}
-	for k := 1; k <= n; k++ {
-		p, err := benchproc.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &replica{k: k, port: p, adminSock: filepath.Join(sockDir, fmt.Sprintf("admin-%d.sock", k)),
-			topology: filepath.Join(dir, fmt.Sprintf("replica-%d.hcl", k))}
-		hcl := fmt.Sprintf(`trust_domain = %q
+	base := freePortRun(t, n)
+	tr := &tier{t: t, dir: dir, topology: filepath.Join(dir, "topology.hcl"), dsn: dsn}
+	adminSock := filepath.Join(sockDir, "admin.sock")
+	hcl := fmt.Sprintf(`trust_domain = %q
 
 server "root" {
-  listen         = %q
+  replicas       = %d
+  listen         = "127.0.0.1:%d"
   state_dir      = %q
   admin_socket   = %q
   health_listen  = "off"
@@ -148,9 +146,15 @@ server "root" {
     default_ttl = "10m"
   }
 }
-`, trustDomain, r.addr(), filepath.Join(dir, fmt.Sprintf("state-%d", k)), r.adminSock, extra)
-		if err := os.WriteFile(r.topology, []byte(hcl), 0o600); err != nil {
-			t.Fatal(err)
+`, trustDomain, n, base, filepath.Join(dir, "state"), adminSock, extra)
+	if err := os.WriteFile(tr.topology, []byte(hcl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for k := 1; k <= n; k++ {
+		r := &replica{k: k, node: "root", port: base + k - 1, adminSock: adminSock}
+		if k > 1 {
+			r.node = fmt.Sprintf("root/%d", k)
+			r.adminSock = filepath.Join(sockDir, fmt.Sprintf("admin-%d.sock", k))
 		}
 		tr.replicas = append(tr.replicas, r)
 	}
@@ -162,6 +166,34 @@ server "root" {
 		}
 	})
 	return tr
+}
+
+// freePortRun finds n consecutive free loopback ports.
+func freePortRun(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		p, err := benchproc.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p+n >= 65536 {
+			continue
+		}
+		free := true
+		for i := 1; i < n && free; i++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+i)))
+			if err != nil {
+				free = false
+				continue
+			}
+			l.Close()
+		}
+		if free {
+			return p
+		}
+	}
+	t.Fatalf("no %d consecutive free loopback ports", n)
+	return 0
 }
 
 // addrs is every replica's agent address, comma-separated.
@@ -182,7 +214,7 @@ func (tr *tier) start(k int) {
 	logPath := filepath.Join(tr.dir, fmt.Sprintf("replica-%d-run-%d.log", k, r.runs))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	p, err := benchproc.Start(ctx, arborBin, []string{"server", "--topology", r.topology, "--node", "root"},
+	p, err := benchproc.Start(ctx, arborBin, []string{"server", "--topology", tr.topology, "--node", r.node},
 		[]string{"ARBOR_HA_DSN=" + tr.dsn}, logPath, r.adminSock, r.addr(), 60*time.Second)
 	if err != nil {
 		t.Fatalf("replica %d: %v\n%s", k, err, tail(logPath, 40))
