@@ -105,9 +105,20 @@ func TestServesAgentsThroughDatastoreOutage(t *testing.T) {
 		}
 		return err
 	}
+	// A child tier lists them on its parent (admin here, same handler).
+	listed := func(h *harness) error {
+		resp, err := bundlev1.NewBundleClient(h.admin).ListFederatedBundles(ctxT(t), &bundlev1.ListFederatedBundlesRequest{})
+		if err == nil && (len(resp.Bundles) != 1 || resp.Bundles[0].TrustDomain != "partner.test") {
+			err = fmt.Errorf("listed %d bundles, want partner.test alone", len(resp.Bundles))
+		}
+		return err
+	}
 	for _, h := range replicas {
 		if err := federated(h); err != nil {
 			t.Fatalf("GetFederatedBundle before the outage: %v", err)
+		}
+		if err := listed(h); err != nil {
+			t.Fatalf("ListFederatedBundles before the outage: %v", err)
 		}
 	}
 	last := a.createEntry(entryFor("last")) // just before the outage; B may not have it yet
@@ -181,6 +192,9 @@ func TestServesAgentsThroughDatastoreOutage(t *testing.T) {
 			}
 			if err := federated(h); err != nil {
 				fail("%s: GetFederatedBundle during the outage: %v", name, err)
+			}
+			if err := listed(h); err != nil {
+				fail("%s: ListFederatedBundles during the outage: %v", name, err)
 			}
 		}
 	}
