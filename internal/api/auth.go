@@ -200,9 +200,29 @@ func (localAuthInfo) AuthType() string { return "arbor-local" }
 // callers on it are administrators (the socket's file mode is the control).
 func LocalCredentials() credentials.TransportCredentials { return localCreds{} }
 
+// notServed lists the methods of SPIRE's API that arbor registers (they
+// come with the services it implements) but does not implement: WIT-SVIDs
+// and their authorities. They have no rule, so no handler ever runs; every
+// caller gets Unimplemented, which says "not here" (spire-server's CLI
+// prints it as such) where PermissionDenied would send an operator looking
+// for a credentials problem.
+var notServed = map[string]bool{
+	"/spire.api.server.bundle.v1.Bundle/PublishWITAuthority":                  true,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateWITAuthority": true,
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetWITAuthorityState": true,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareWITAuthority":  true,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeWITAuthority":   true,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintWITAuthority":    true,
+	"/spire.api.server.svid.v1.SVID/BatchNewWITSVID":                          true,
+	"/spire.api.server.svid.v1.SVID/MintWITSVID":                              true,
+}
+
 // authorize establishes the caller and applies the method's rule.
 func (s *Service) authorize(ctx context.Context, method string) (context.Context, error) {
 	rule, ok := rules[method]
+	if !ok && notServed[method] {
+		return nil, status.Errorf(codes.Unimplemented, "%s: arbor does not issue WIT-SVIDs", method)
+	}
 	if !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "method %s is not authorized for any caller", method)
 	}

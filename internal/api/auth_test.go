@@ -27,8 +27,9 @@ func TestEveryRPCHasOneRule(t *testing.T) {
 		}
 	}
 	sort.Strings(missing)
-	// Methods SPIRE defines that arbor does not implement yet are denied to
-	// everyone by having no rule; list them so that adding one is deliberate.
+	// Methods SPIRE defines that arbor does not implement have no rule and
+	// answer Unimplemented (notServed); list them so that adding one is
+	// deliberate.
 	wantMissing := []string{
 		"/spire.api.server.bundle.v1.Bundle/PublishWITAuthority",
 		"/spire.api.server.localauthority.v1.LocalAuthority/ActivateWITAuthority",
@@ -38,6 +39,17 @@ func TestEveryRPCHasOneRule(t *testing.T) {
 		"/spire.api.server.localauthority.v1.LocalAuthority/TaintWITAuthority",
 		"/spire.api.server.svid.v1.SVID/BatchNewWITSVID",
 		"/spire.api.server.svid.v1.SVID/MintWITSVID",
+	}
+	if len(notServed) != len(wantMissing) {
+		t.Errorf("notServed has %d methods, want the %d without a rule", len(notServed), len(wantMissing))
+	}
+	for _, m := range wantMissing {
+		if !notServed[m] {
+			t.Errorf("%s has no rule and is not in notServed", m)
+		}
+		if _, ok := rules[m]; ok {
+			t.Errorf("%s is in notServed and has a rule", m)
+		}
 	}
 	if len(missing) != len(wantMissing) {
 		t.Fatalf("methods without a rule = %v, want %v", missing, wantMissing)

@@ -16,6 +16,7 @@ import (
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
@@ -115,6 +116,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 			case !allowed && code != codes.PermissionDenied && code != codes.Unauthenticated:
 				t.Errorf("rule %s: caller %s got %v (%v), want PermissionDenied or Unauthenticated", r.rule, c.name, code, err)
 			}
+		}
+	}
+	// What arbor does not implement (WIT-SVIDs) says so to every caller.
+	for _, c := range callers {
+		_, err := localauthorityv1.NewLocalAuthorityClient(c.conn).GetWITAuthorityState(ctxT(t), &localauthorityv1.GetWITAuthorityStateRequest{})
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("GetWITAuthorityState as %s: %v, want Unimplemented", c.name, err)
+		}
+		_, err = svidv1.NewSVIDClient(c.conn).BatchNewWITSVID(ctxT(t), &svidv1.BatchNewWITSVIDRequest{})
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("BatchNewWITSVID as %s: %v, want Unimplemented", c.name, err)
 		}
 	}
 }
