@@ -17,7 +17,9 @@ func newLogsCommand() *cobra.Command {
 FILE, merged in time order, each line prefixed by its tier and process:
 NODE/server, NODE/agent (the co-located agent attested to NODE's parent),
 NODE/workload-agent and NODE/demo. With NODE names, only the logs of those
-servers and of the processes beside them.
+servers and of the processes beside them. Replica K of a block with
+replicas is NAME/K (its logs are in state_dir/replica-K/logs); NAME is
+replica 1.
 
 arbor up keeps each process's log in the logs directory of its server's
 state_dir and rotates it at 4 MiB (the older part in NAME.log.1, read
@@ -55,7 +57,8 @@ func completeNodes(_ *cobra.Command, args []string, _ string) ([]string, cobra.S
 }
 
 // nodeNames are the server names the topology files declare (TD/NAME when
-// several files declare one), nil when one does not parse.
+// several files declare one), each replica K ≥ 2 as NAME/K, nil when one
+// does not parse.
 func nodeNames(paths []string) []string {
 	files, err := parseTopologies(paths)
 	if err != nil {
@@ -70,10 +73,12 @@ func nodeNames(paths []string) []string {
 	var out []string
 	for _, f := range files {
 		for _, s := range f.Walk() {
-			if count[s.Name] > 1 {
-				out = append(out, f.TrustDomain.Name()+"/"+s.Name)
-			} else {
-				out = append(out, s.Name)
+			for _, r := range s.ReplicaList() {
+				if count[s.Name] > 1 {
+					out = append(out, f.TrustDomain.Name()+"/"+r.Node())
+				} else {
+					out = append(out, r.Node())
+				}
 			}
 		}
 	}

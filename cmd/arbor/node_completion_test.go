@@ -20,6 +20,7 @@ func TestNodeNamesComplete(t *testing.T) {
 		{[]string{"logs", quick, "leaf-a", ""}, []string{"root", "regional", "leaf-a", "leaf-b"}},
 		{[]string{"up", quick, "--stop", ""}, []string{"root", "regional", "leaf-a", "leaf-b"}},
 		{[]string{"up", org, partner, "--start", ""}, []string{"example.org/root", "regional", "example.org/leaf", "partner.example/root", "partner.example/leaf"}},
+		{[]string{"up", "../../examples/replicas.hcl", "--stop", ""}, []string{"root", "root/2", "root/3"}},
 		{[]string{"logs", "no-such-file.hcl", ""}, nil},
 	}
 	for _, tt := range tests {

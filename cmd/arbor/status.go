@@ -24,7 +24,9 @@ expires (not-after), its remaining outage budget (how long it keeps issuing
 if its parent went down now, until its CA's not-after; and, from the
 topology's lifetimes as arbor topology plan computes it, the same at worst),
 whether it reaches its parent, the age of the bundle of each trust domain it
-federates with, and its demo workload's checks.
+federates with, and its demo workload's checks. Each replica of a block
+with replicas is its own line, NAME/K (its own CA, agents counted from the
+shared datastore).
 
 Each server is asked directly, on its admin socket and its health_listen
 (/metrics; without one, CA expiry, parent reachability and bundle ages are

@@ -31,6 +31,15 @@ also gets a workload agent and a demo workload that keeps an mTLS connection
 to the demo workload of the next leaf and validates a JWT-SVID from the
 previous one.
 
+A server block with replicas = N runs as N server processes, named NAME,
+NAME/2, ..., NAME/N in the progress lines, arbor status and arbor logs, each
+with its own CA, state directory (state_dir/replica-K) and logs; replica 1
+starts first (it creates the datastore's schema), then the others. Replicas
+share one PostgreSQL database: a block with replicas on SQLite is refused
+(set datastore "postgres" { dsn = env("ARBOR_POSTGRES_DSN") }). Every replica
+of a downstream tier runs its own co-located agent, attested to the parent.
+arbor up --stop NAME/K stops one replica; the others keep serving.
+
 Several files, one trust domain each, run side by side: every file's root
 first, then, for each federation block naming the trust domain of another
 file, the server that fetches it (the root, or fetched_by) is given that
@@ -57,6 +66,11 @@ from the state directories (no new attestation, same CAs).`,
   # From another terminal: the live tree, and its logs as they are written
   arbor status examples/quickstart.hcl
   arbor logs --follow examples/quickstart.hcl leaf-a
+
+  # Three replicas of a root on one PostgreSQL; stop and start one of them
+  ARBOR_POSTGRES_DSN=postgres://arbor@127.0.0.1:5432/arbor arbor up examples/replicas.hcl
+  arbor up --stop root/2 examples/replicas.hcl
+  arbor up --start root/2 examples/replicas.hcl
 
   # Two trust domains federated over their bundle endpoints; NAME is
   # TD/NAME when both files declare a server of that name
@@ -103,8 +117,8 @@ from the state directories (no new attestation, same CAs).`,
 	addVarFlag(cmd, &vars)
 	cmd.Flags().DurationVar(&status, "status-every", 30*time.Second, "interval of the status lines")
 	cmd.Flags().BoolVar(&noDemo, "no-demo", false, "do not start workload agents and demo workloads")
-	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of the files to stop the server NAME (TD/NAME when several files declare NAME)")
-	cmd.Flags().StringVar(&startTier, "start", "", "ask the running arbor up of the files to start the server NAME again")
+	cmd.Flags().StringVar(&stopTier, "stop", "", "ask the running arbor up of the files to stop the server NAME, or NAME/K for replica K (TD/NAME when several files declare NAME)")
+	cmd.Flags().StringVar(&startTier, "start", "", "ask the running arbor up of the files to start the server NAME (or NAME/K) again")
 	// NAME completes to the servers of the files already on the line.
 	for _, flag := range []string{"stop", "start"} {
 		cmd.RegisterFlagCompletionFunc(flag, func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {

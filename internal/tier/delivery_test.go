@@ -19,9 +19,10 @@ var consumedElsewhere = map[string]string{
 	// Placement: validation refuses two servers of one host sharing a port
 	// or a path, and render/terraform place the block on a machine.
 	"host": "validation and placement",
-	// How many processes run the block (HA behind a shared PostgreSQL);
-	// each replica runs the same configuration. arbor up runs one.
-	"replicas": "placement (terraform, render)",
+	// How many processes run the block (HA behind a shared PostgreSQL):
+	// arbor up starts one per replica (NAME/K), each with the ports and
+	// paths topology.Server.Replica derives (replica_test.go).
+	"replicas": "placement (arbor up, terraform, render)",
 	// Accepted for SPIRE configurations, true only: arbor has no other
 	// container locator.
 	"agent.workload_attestor.k8s.use_new_container_locator":    "validation (only true is accepted)",

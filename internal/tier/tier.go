@@ -342,7 +342,7 @@ type WorkloadAttestors struct {
 // block of the server block named node. A server without an agent block
 // gets unix with its defaults.
 func WorkloadAttestorsOf(f *topology.File, node string) (WorkloadAttestors, error) {
-	s, err := f.Server(node)
+	s, err := f.Replica(node)
 	if err != nil {
 		return WorkloadAttestors{}, err
 	}

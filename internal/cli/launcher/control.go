@@ -140,6 +140,12 @@ func (l *launcher) stopTier(f *topology.File, name string) error {
 	if t == nil {
 		return fmt.Errorf("no tier %q", name)
 	}
+	// The replicas of a block run beside each other: stopping one leaves
+	// the tier served by the others.
+	also := ""
+	if t.srv.Replicas > 1 {
+		also = fmt.Sprintf("; the other %d replica(s) of %s keep serving", t.srv.Replicas-1, t.srv.Name)
+	}
 	l.mu.Lock()
 	p := t.server
 	t.server = nil
@@ -148,7 +154,7 @@ func (l *launcher) stopTier(f *topology.File, name string) error {
 		return fmt.Errorf("tier %q is already down", t.label)
 	}
 	p.stop()
-	fmt.Fprintf(l.opts.Out, "  %s: stopped on request; its children and agents keep running from what they hold\n", t.label)
+	fmt.Fprintf(l.opts.Out, "  %s: stopped on request; its children and agents keep running from what they hold%s\n", t.label, also)
 	return nil
 }
 
@@ -181,7 +187,7 @@ func Control(ctx context.Context, files []*topology.File, action, name string) (
 	if err != nil {
 		return "", err
 	}
-	tier := s.Name
+	tier := s.Node()
 	path, err := ControlSocket(f)
 	if err != nil {
 		return "", err

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -42,12 +43,16 @@ func checkFiles(files []*topology.File) error {
 		return ""
 	}
 	for _, f := range files {
+		var servers []*topology.Server
 		for _, s := range f.Servers {
+			servers = append(servers, s.ReplicaList()...)
+		}
+		for _, s := range servers {
 			for _, at := range [][2]string{{"state_dir", s.StateDir}, {"admin_socket", s.AdminSocket}} {
 				attr, p := at[0], at[1]
 				if prev, ok := paths[p]; ok && prev.f != f {
 					return fmt.Errorf("launcher: server %q of %s and server %q of %s share %s %s; set another %s in one of them",
-						prev.s.Name, prev.f.Path, s.Name, f.Path, attr, p, attr)
+						prev.s.Node(), prev.f.Path, s.Node(), f.Path, attr, p, attr)
 				}
 				paths[p] = use{f, s, attr}
 			}
@@ -65,11 +70,27 @@ func checkFiles(files []*topology.File) error {
 				for _, prev := range addrs {
 					if prev.f != f && sameListener(addrOf(prev), addrOf(u)) {
 						return fmt.Errorf("launcher: server %q of %s (%s) and server %q of %s (%s) both listen on %s; change one of them",
-							prev.s.Name, prev.f.Path, prev.attr, s.Name, f.Path, u.attr, addrOf(u))
+							prev.s.Node(), prev.f.Path, prev.attr, s.Node(), f.Path, u.attr, addrOf(u))
 					}
 				}
 			}
 			addrs = append(addrs, here...)
+		}
+	}
+	return nil
+}
+
+// checkReplicas refuses, in one line, a server block with replicas that
+// arbor up cannot run: its replicas must share one PostgreSQL database
+// (on SQLite each would be a tier of its own, unknown to the others).
+func checkReplicas(files []*topology.File) error {
+	for _, f := range files {
+		for _, s := range f.Servers {
+			if s.Replicas > 1 && s.Datastore.Kind != topology.DatastorePostgres {
+				return fmt.Errorf("launcher: server %q of %s has replicas = %d on %s, but replicas need one PostgreSQL database they share: "+
+					"set datastore \"postgres\" { dsn = env(\"ARBOR_POSTGRES_DSN\") } in server %[1]q and export ARBOR_POSTGRES_DSN, or remove replicas",
+					s.Name, f.Path, s.Replicas, s.Datastore.Kind)
+			}
 		}
 	}
 	return nil
@@ -93,31 +114,49 @@ func sameListener(a, b string) bool {
 
 // resolveTier finds the server a --stop/--start NAME means among the files:
 // "TD/NAME" names the server NAME of trust domain TD, a plain NAME the one
-// server of that name when only one file declares it.
+// server of that name when only one file declares it; NAME may be NAME/K,
+// replica K of the block (topology.File.Replica).
 func resolveTier(files []*topology.File, name string) (*topology.File, *topology.Server, error) {
-	if td, server, ok := strings.Cut(name, "/"); ok {
-		var tds []string
-		for _, f := range files {
-			if f.TrustDomain.Name() == td {
-				s, err := f.Server(server)
-				if err != nil {
-					return nil, nil, fmt.Errorf("no server %q in trust domain %s (%s)", server, td, f.Path)
-				}
-				return f, s, nil
+	var tds []string
+	for _, f := range files {
+		td := f.TrustDomain.Name()
+		tds = append(tds, td)
+		if node, ok := strings.CutPrefix(name, td+"/"); ok {
+			s, err := f.Replica(node)
+			switch {
+			case errors.Is(err, topology.ErrUnknownReplica):
+				return nil, nil, fmt.Errorf("trust domain %s (%s): %v", td, f.Path, err)
+			case err != nil:
+				block, _, _ := strings.Cut(node, "/")
+				return nil, nil, fmt.Errorf("no server %q in trust domain %s (%s)", block, td, f.Path)
 			}
-			tds = append(tds, f.TrustDomain.Name())
+			return f, s, nil
 		}
-		return nil, nil, fmt.Errorf("no trust domain %q among the files (%s)", td, strings.Join(tds, ", "))
 	}
 	var found []*topology.File
 	var match *topology.Server
+	var replicaErr error
 	for _, f := range files {
-		if s, err := f.Server(name); err == nil {
+		s, err := f.Replica(name)
+		switch {
+		case err == nil:
 			found, match = append(found, f), s
+		case errors.Is(err, topology.ErrUnknownReplica):
+			// The block exists, the replica does not (else the name may be
+			// TD/NAME of a trust domain not among the files).
+			if block, _, _ := strings.Cut(name, "/"); slices.ContainsFunc(f.Servers, func(s *topology.Server) bool { return s.Name == block }) {
+				replicaErr = err
+			}
 		}
 	}
 	switch len(found) {
 	case 0:
+		if replicaErr != nil {
+			return nil, nil, replicaErr
+		}
+		if td, _, ok := strings.Cut(name, "/"); ok && len(files) > 1 {
+			return nil, nil, fmt.Errorf("no trust domain %q among the files (%s)", td, strings.Join(tds, ", "))
+		}
 		if len(files) == 1 {
 			return nil, nil, fmt.Errorf("no server %q in %s", name, files[0].Path)
 		}

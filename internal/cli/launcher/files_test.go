@@ -47,6 +47,14 @@ func TestResolveTier(t *testing.T) {
 	org := tree(t, "/up/org/org.hcl", "example.org", 9001, "root=", "regional=root", "leaf=regional")
 	partner := tree(t, "/up/partner/partner.hcl", "partner.example", 9101, "root=", "leaf=root")
 	both := []*topology.File{org, partner}
+	ha := parse(t, "/up/ha/ha.hcl", `trust_domain = "example.org"
+server "root" {
+  listen        = "127.0.0.1:9001"
+  health_listen = "off"
+  replicas      = 3
+  datastore "postgres" { dsn = "postgres://db/arbor" }
+}
+`)
 	tests := []struct {
 		files    []*topology.File
 		name     string
@@ -65,6 +73,12 @@ func TestResolveTier(t *testing.T) {
 		{both, "other.example/leaf", nil, `no trust domain "other.example" among the files (example.org, partner.example)`},
 		{both, "nope", nil, `no server "nope" in any of the files`},
 		{[]*topology.File{org}, "nope", nil, `no server "nope" in /up/org/org.hcl`},
+		{[]*topology.File{ha}, "root/2", ha, ""},
+		{[]*topology.File{ha}, "root/1", ha, ""},
+		{[]*topology.File{ha, partner}, "example.org/root/3", ha, ""},
+		{[]*topology.File{ha}, "root/4", nil, `server "root" has 3 replicas, named root (replica 1) to root/3`},
+		{[]*topology.File{ha, partner}, "example.org/root/4", nil, `trust domain example.org (/up/ha/ha.hcl): topology: unknown replica "root/4"`},
+		{[]*topology.File{org}, "leaf/2", nil, `server "leaf" runs one process (replicas = 1)`},
 	}
 	for _, tt := range tests {
 		f, s, err := resolveTier(tt.files, tt.name)
@@ -75,10 +89,18 @@ func TestResolveTier(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("resolveTier(%q) = %v", tt.name, err)
-		case f != tt.wantFile || s.Name != tt.name[strings.LastIndex(tt.name, "/")+1:]:
+		case f != tt.wantFile || s.Node() != topology.NodeName(wantNode(tt.name, f)):
 			t.Errorf("resolveTier(%q) = server %q of %s, want it of %s", tt.name, s.Name, f.Path, tt.wantFile.Path)
 		}
 	}
+}
+
+// wantNode is the block and replica a --stop NAME of f names: NAME, TD/NAME,
+// NAME/K or TD/NAME/K.
+func wantNode(name string, f *topology.File) (string, int) {
+	node := strings.TrimPrefix(name, f.TrustDomain.Name()+"/")
+	block, k, _ := topology.SplitNode(node)
+	return block, k
 }
 
 func TestCheckFiles(t *testing.T) {
@@ -113,6 +135,13 @@ server "root" {
     listen = "127.0.0.1:9001"
   }
 }`), `(bundle_endpoint listen) both listen on 127.0.0.1:9001`},
+		{"a replica's derived port taken", parse(t, "/up/partner/partner.hcl", `trust_domain = "partner.example"
+server "root" {
+  listen        = "127.0.0.1:9000"
+  health_listen = "off"
+  replicas      = 3
+  datastore "postgres" { dsn = "postgres://db/p" }
+}`), `launcher: server "root" of /up/org/org.hcl (listen) and server "root/2" of /up/partner/partner.hcl (listen) both listen on 127.0.0.1:9001`},
 		{"the same port on another address", parse(t, "/up/partner/partner.hcl", `trust_domain = "partner.example"
 server "root" {
   listen        = "127.0.0.2:9001"

@@ -120,6 +120,9 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 	if err := checkFiles(files); err != nil {
 		return err
 	}
+	if err := checkReplicas(files); err != nil {
+		return err
+	}
 	unlock, err := lockFiles(files)
 	if err != nil {
 		return err
@@ -178,7 +181,7 @@ func Up(ctx context.Context, files []*topology.File, opts Options) (err error) {
 			return fmt.Errorf("launcher: the topology %s declares no servers", f.Path)
 		}
 		for _, s := range servers {
-			l.width = max(l.width, len(l.label(f, s.Name)))
+			l.width = max(l.width, len(l.label(f, topology.NodeName(s.Name, s.Replicas))))
 		}
 		fmt.Fprintf(opts.Out, "arbor up: trust domain %s, %d server(s) from %s\n", f.TrustDomain, len(servers), f.Path)
 	}
@@ -357,25 +360,42 @@ func (l *launcher) waitFor(ctx context.Context, p *proc, what string, cond func(
 	}
 }
 
-// tierOf is the running tier of server name of f, or nil.
-func (l *launcher) tierOf(f *topology.File, name string) *liveTier {
+// tierOf is the running server of node of f (NAME, the block's replica 1,
+// or NAME/K), or nil.
+func (l *launcher) tierOf(f *topology.File, node string) *liveTier {
+	if name, k, err := topology.SplitNode(node); err == nil {
+		node = topology.NodeName(name, k) // NAME/1 is NAME
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, t := range l.tiers {
-		if t.f == f && t.srv.Name == name {
+		if t.f == f && t.srv.Node() == node {
 			return t
 		}
 	}
 	return nil
 }
 
-// startTier starts one server, and first its co-located agent when it has a
-// parent (with the downstream entry and join token applied at the parent).
+// startTier starts every replica of server block s, replica 1 first (it
+// creates the datastore's schema, and holds the tier's entries), each one
+// serving before the next starts.
 func (l *launcher) startTier(ctx context.Context, f *topology.File, s *topology.Server) error {
-	label := l.label(f, s.Name)
-	if s.Replicas > 1 {
-		fmt.Fprintf(l.opts.Out, "  note: %s declares %d replicas; arbor up runs one\n", label, s.Replicas)
+	for _, r := range s.ReplicaList() {
+		if err := l.startReplica(ctx, f, r); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// startReplica starts one server process (a block's replica), and first
+// its co-located agent when it has a parent (with the downstream entry and
+// join token applied at the parent): every replica of a downstream tier
+// has its own agent, attested to the parent with its own token under the
+// block's agent alias, so that each gets the tier's downstream SVID and
+// asks the parent for its own intermediate CA.
+func (l *launcher) startReplica(ctx context.Context, f *topology.File, s *topology.Server) error {
+	label := l.label(f, s.Node())
 	if s.Parent != "" {
 		parent := l.tierOf(f, s.Parent)
 		if parent == nil {
@@ -383,6 +403,9 @@ func (l *launcher) startTier(ctx context.Context, f *topology.File, s *topology.
 		}
 		l.progress("%s: registering with %s and starting its co-located agent", label, s.Parent)
 		if err := l.applyAt(ctx, parent); err != nil {
+			return err
+		}
+		if err := l.waitEntryAtReplicas(ctx, f, s); err != nil {
 			return err
 		}
 		a, err := l.colocatedAgent(f, s)
@@ -406,20 +429,25 @@ func (l *launcher) startTier(ctx context.Context, f *topology.File, s *topology.
 	if err := l.startServer(ctx, t); err != nil {
 		return err
 	}
-	// The server's own entry blocks.
-	if len(s.Entries) > 0 {
+	// The server's own entry blocks, once per tier: its replicas share
+	// the datastore.
+	if len(s.Entries) > 0 && s.ReplicaNumber <= 1 {
 		if err := l.applyAt(ctx, t); err != nil {
 			return err
 		}
 	}
-	l.progress("%s: serving on %s", label, s.Address)
+	if s.Replicas > 1 {
+		l.progress("%s: serving on %s (replica %d of %d)", label, s.Listen, max(s.ReplicaNumber, 1), s.Replicas)
+	} else {
+		l.progress("%s: serving on %s", label, s.Address)
+	}
 	return nil
 }
 
 // startServer starts t's server process and waits until it serves.
 func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 	s := t.srv
-	p, err := l.start("server "+t.label, l.logPath(s, "server"), append([]string{"server"}, l.topologyArgs(t.f.Path, "--node", s.Name)...)...)
+	p, err := l.start("server "+t.label, l.logPath(s, "server"), append([]string{"server"}, l.topologyArgs(t.f.Path, "--node", s.Node())...)...)
 	if err != nil {
 		return err
 	}
@@ -434,6 +462,37 @@ func (l *launcher) startServer(ctx context.Context, t *liveTier) error {
 		defer cancel()
 		return t.admin.Serving(cctx)
 	})
+}
+
+// waitEntryAtReplicas waits until every running replica of s's parent
+// knows s's downstream entry: it was written through replica 1, and the
+// others pick it up from the shared datastore at their next poll (a
+// second). Until then a replica would refuse s's call for its CA, and s,
+// which tries the parent's addresses in turn, might reach it first.
+func (l *launcher) waitEntryAtReplicas(ctx context.Context, f *topology.File, s *topology.Server) error {
+	l.mu.Lock()
+	var replicas []*liveTier
+	for _, t := range l.tiers {
+		if t.f == f && t.srv.Name == s.Parent && t.srv.ReplicaNumber > 1 && t.server != nil {
+			replicas = append(replicas, t)
+		}
+	}
+	l.mu.Unlock()
+	for _, t := range replicas {
+		err := l.waitFor(ctx, t.server, "waiting for it to know the downstream entry of "+s.Name, func() error {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			es, err := t.admin.ListEntries(cctx, admin.EntryFilter{SPIFFEID: s.SPIFFEID.String(), Downstream: true})
+			if err == nil && len(es) == 0 {
+				err = fmt.Errorf("no downstream entry %s yet", s.SPIFFEID)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // applyAt reconciles the entries the topology wants on t's server.
@@ -461,15 +520,16 @@ type agentStart struct {
 	logTo   *topology.Server // whose logs directory gets its log
 }
 
-// colocatedAgent is the agent beside server s, attested to its parent, as
-// s's agent block says: the process gets --topology/--node and reads the
-// block itself.
+// colocatedAgent is the agent beside server s (a block's replica), attested
+// to its parent, as s's agent block says: the process gets
+// --topology/--node and reads the block itself. Its log is NAME-agent.log
+// among the replica's logs.
 func (l *launcher) colocatedAgent(f *topology.File, s *topology.Server) (agentStart, error) {
-	cfg, err := tier.AgentConfig(f, s.Name)
+	cfg, err := tier.AgentConfig(f, s.Node())
 	if err != nil {
 		return agentStart{}, err
 	}
-	return agentStart{name: s.Name + "-agent", proc: "agent " + l.label(f, s.Name) + "-agent", args: l.topologyArgs(f.Path, "--node", s.Name),
+	return agentStart{name: s.Name + "-agent", proc: "agent " + l.label(f, s.Node()) + "-agent", args: l.topologyArgs(f.Path, "--node", s.Node()),
 		cfg: cfg, aliasID: s.Agent.SPIFFEID, logTo: s}, nil
 }
 
@@ -562,11 +622,13 @@ func writeBundle(ctx context.Context, c *admin.Client, path string) error {
 	return os.WriteFile(path, out, 0o600)
 }
 
-// leaves are the servers without children, of every file.
+// leaves are the servers without children, of every file: replica 1 of
+// each such block (a demo workload per tier; its workload agent is given
+// every replica's address).
 func (l *launcher) leaves() []*liveTier {
 	var out []*liveTier
 	for _, t := range l.tiers {
-		if len(t.f.Children(t.srv.Name)) == 0 {
+		if len(t.f.Children(t.srv.Name)) == 0 && t.srv.ReplicaNumber <= 1 {
 			out = append(out, t)
 		}
 	}
@@ -690,7 +752,12 @@ func (l *launcher) printTree() {
 			if depth > 0 {
 				role = "child of " + t.srv.Parent
 			}
-			fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Name, role, t.srv.Address, t.srv.AdminSocket)
+			addr := t.srv.Address
+			if t.srv.Replicas > 1 {
+				role += fmt.Sprintf(", replica %d of %d", max(t.srv.ReplicaNumber, 1), t.srv.Replicas)
+				addr = t.srv.Listen
+			}
+			fmt.Fprintf(l.opts.Out, "%s%s  (%s)  %s  admin %s\n", strings.Repeat("  ", depth+1), t.srv.Node(), role, addr, t.srv.AdminSocket)
 		}
 		for _, fed := range f.Federations {
 			more := ""

@@ -120,14 +120,16 @@ type logLine struct {
 func Logs(ctx context.Context, f *topology.File, nodes []string, opts LogsOptions) error {
 	var servers []*topology.Server
 	for _, name := range nodes {
-		s, err := f.Server(name)
+		s, err := f.Replica(name)
 		if err != nil {
 			return err
 		}
 		servers = append(servers, s)
 	}
 	if len(nodes) == 0 {
-		servers = f.Walk()
+		for _, s := range f.Walk() {
+			servers = append(servers, s.ReplicaList()...)
+		}
 	}
 	width := 0
 	known := map[string]*logSource{}
@@ -140,7 +142,7 @@ func Logs(ctx context.Context, f *topology.File, nodes []string, opts LogsOption
 				if known[p] != nil {
 					continue
 				}
-				src := &logSource{prefix: s.Name + "/" + processName(s, filepath.Base(p)), path: p}
+				src := &logSource{prefix: s.Node() + "/" + processName(s, filepath.Base(p)), path: p}
 				known[p] = src
 				sources = append(sources, src)
 				found = append(found, src)

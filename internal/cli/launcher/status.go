@@ -163,7 +163,7 @@ func (l *launcher) state(f *topology.File) upState {
 		if t.f != f {
 			continue
 		}
-		ut := upTier{Name: t.srv.Name, Down: t.server == nil}
+		ut := upTier{Name: t.srv.Node(), Down: t.server == nil}
 		if t.server != nil {
 			ut.PID = t.server.cmd.Process.Pid
 		}
@@ -217,16 +217,18 @@ func Status(ctx context.Context, f *topology.File) (*TreeStatus, error) {
 		ts.UpPID, ts.Ready = up.PID, up.Ready
 	}
 	plan := topology.NewPlan(f)
-	for i, s := range f.Walk() {
-		var ut *upTier
-		if up != nil {
-			for j := range up.Tiers {
-				if up.Tiers[j].Name == s.Name {
-					ut = &up.Tiers[j]
+	for i, block := range f.Walk() {
+		for _, s := range block.ReplicaList() {
+			var ut *upTier
+			if up != nil {
+				for j := range up.Tiers {
+					if up.Tiers[j].Name == s.Node() {
+						ut = &up.Tiers[j]
+					}
 				}
 			}
+			ts.Tiers = append(ts.Tiers, tierStatus(ctx, f, s, plan.Tiers[i], ut))
 		}
-		ts.Tiers = append(ts.Tiers, tierStatus(ctx, f, s, plan.Tiers[i], ut))
 	}
 	return ts, nil
 }
@@ -261,7 +263,7 @@ func askState(ctx context.Context, f *topology.File) (*upState, error) {
 
 // tierStatus asks server s directly: its admin socket, then its /metrics.
 func tierStatus(ctx context.Context, f *topology.File, s *topology.Server, plan topology.TierPlan, ut *upTier) TierStatus {
-	ts := TierStatus{Name: s.Name, Parent: s.Parent, Depth: plan.Depth, AdminSocket: s.AdminSocket, HealthListen: s.HealthListen,
+	ts := TierStatus{Name: s.Node(), Parent: s.Parent, Depth: plan.Depth, AdminSocket: s.AdminSocket, HealthListen: s.HealthListen,
 		PlanOutageBudgetSeconds: int64(plan.IssuingBudget / time.Second), AgentBudgetSeconds: int64(plan.AgentBudget / time.Second)}
 	if ut != nil {
 		ts.PID, ts.Demo = ut.PID, ut.Demo
