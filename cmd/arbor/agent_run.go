@@ -65,8 +65,9 @@ read it (ps, /proc).
 
 --server-address takes one host:port (a server, a load balancer, a DNS name
 with several records) or a comma list of the tier's servers, e.g.
---server-address 10.0.0.5:8081,10.0.0.6:8081: the agent stays on one while it
-answers and moves to the next on failure, without attesting again (the
+--server-address 10.0.0.5:8081,10.0.0.6:8081: the agent picks one at random,
+stays on it while it answers and moves to another on failure, without
+attesting again (the
 servers of a tier share their attested agents). With --topology the list is
 the server block's address (every replica's listen address by default).
 
@@ -109,7 +110,7 @@ docs/workload.md, "Envoy SDS".`,
       --trust-bundle bundle.pem --x509pop-cert node.pem --x509pop-key node-key.pem
 
   # Three servers of one tier (replicas on one PostgreSQL): the agent stays on
-  # one while it answers and moves to the next without attesting again
+  # one while it answers and moves to another without attesting again
   arbor agent run --server-address 10.0.0.5:8081,10.0.0.6:8081,10.0.0.7:8081 \
       --trust-domain example.org --trust-bundle bundle.pem --join-token-file node.token
 
@@ -215,7 +216,7 @@ docs/workload.md, "Envoy SDS".`,
 	fs.StringVar(&node, "node", "", "run the co-located agent of this server block (its agent { } block)")
 	fs.StringVar(&attach, "attach", "", "run an agent for workloads of this server block")
 	addVarFlag(cmd, &vars)
-	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port, or a comma list of the tier's servers tried in turn (default: from the topology)")
+	fs.StringVar(&serverAddr, "server-address", "", "server agent API host:port, or a comma list of the tier's servers (default: from the topology)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "trust domain (default: the topology's)")
 	fs.StringVar(&bundlePath, "trust-bundle", "", "PEM file of the server's X.509 roots for the first attestation")
 	fs.StringVar(&bundleURL, "trust-bundle-url", "", "HTTPS URL serving the bootstrap bundle as PEM")
