@@ -268,7 +268,10 @@ func TestAuthorizeMatrix(t *testing.T) {
 			}
 		}
 	}
-	if _, err := ts.authorize(asLocal(ctx), "/spire.api.server.svid.v1.SVID/MintWITSVID"); statusCode(err) != "PermissionDenied" {
+	if _, err := ts.authorize(asLocal(ctx), "/spire.api.server.svid.v1.SVID/MintWITSVID"); statusCode(err) != "Unimplemented" {
+		t.Errorf("a WIT method (no rule, not served), from the admin socket: %v, want Unimplemented", err)
+	}
+	if _, err := ts.authorize(asLocal(ctx), "/spire.api.server.svid.v1.SVID/NoSuchMethod"); statusCode(err) != "PermissionDenied" {
 		t.Errorf("a method without a rule, from the admin socket: %v, want PermissionDenied", err)
 	}
 }
