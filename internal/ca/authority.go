@@ -435,6 +435,11 @@ func (m *Manager) revokeX509InBundle(ctx context.Context, skid string) error {
 		if len(kept) == 0 {
 			return nil, refuse(ErrFailedPrecondition, "it is the bundle's last X.509 authority")
 		}
+		for _, a := range out.X509Authorities {
+			if c, err := x509.ParseCertificate(a.Cert); err == nil && SubjectKeyID(c) == skid && !out.Revoked(a.Cert) {
+				out.RevokedX509 = append(out.RevokedX509, a.Cert)
+			}
+		}
 		out.X509Authorities = kept
 		out.SequenceNumber++
 		return out, nil
@@ -631,8 +636,10 @@ func (t taintSet) chains(s *x509Slot) bool {
 	return false
 }
 
-// taintedIn returns the X.509 authorities tainted in the bundle, and those
-// a parent marked tainted that this tier has not marked yet.
+// taintedIn returns the X.509 authorities tainted in the bundle or revoked
+// from it (a replica that had not seen the taint before the revoke must
+// still replace a CA chaining to one), and those a parent marked tainted
+// that this tier has not marked yet.
 func (m *Manager) taintedIn(ctx context.Context) taintSet {
 	var t taintSet
 	if b, err := m.cfg.Bundles.FetchBundle(ctx, m.cfg.TrustDomain); err == nil {
@@ -641,6 +648,11 @@ func (m *Manager) taintedIn(ctx context.Context) taintSet {
 				continue
 			}
 			if c, err := x509.ParseCertificate(a.Cert); err == nil {
+				t.certs = append(t.certs, c)
+			}
+		}
+		for _, der := range b.RevokedX509 {
+			if c, err := x509.ParseCertificate(der); err == nil {
 				t.certs = append(t.certs, c)
 			}
 		}

@@ -100,7 +100,7 @@ func (m *Manager) reconcile(ctx context.Context, cutoff time.Time, x *x509Slot, 
 	return ch, nil
 }
 
-type bundleChanges struct{ x509Added, jwtAdded, x509Pruned, jwtPruned int }
+type bundleChanges struct{ x509Added, jwtAdded, x509Pruned, jwtPruned, revokedPruned int }
 
 func (c bundleChanges) changed() bool { return c != bundleChanges{} }
 
@@ -166,6 +166,18 @@ func reconcileBundle(b *datastore.Bundle, td spiffeid.TrustDomain, roots, anchor
 		keptJWT = append(keptJWT, a)
 	}
 	out.JWTAuthorities = keptJWT
+	// A tombstone goes when its certificate has expired: nothing can bring
+	// back an expired authority (it is pruned on sight).
+	var keptRevoked [][]byte
+	for _, der := range out.RevokedX509 {
+		if !expiredX509(der, cutoff) {
+			keptRevoked = append(keptRevoked, der)
+		}
+	}
+	if len(keptRevoked) < len(out.RevokedX509) {
+		ch.revokedPruned = len(out.RevokedX509) - len(keptRevoked)
+		out.RevokedX509 = keptRevoked
+	}
 
 	if !ch.changed() {
 		return b, ch

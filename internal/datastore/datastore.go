@@ -113,6 +113,12 @@ type Bundle struct {
 	JWTAuthorities  []JWTAuthority
 	RefreshHint     int64 // seconds
 	SequenceNumber  uint64
+	// RevokedX509 holds the certificates (DER) of the X.509 authorities
+	// revoked from this bundle, until they expire: a tombstone, so that no
+	// server of the tier puts one back (a replica whose CA still chains to
+	// a revoked upstream root re-publishes its anchors). It is not part of
+	// the bundle served to anyone.
+	RevokedX509 [][]byte
 }
 
 // Clone returns a copy of b whose authority lists can change without
@@ -121,15 +127,22 @@ func (b *Bundle) Clone() *Bundle {
 	c := *b
 	c.X509Authorities = slices.Clone(b.X509Authorities)
 	c.JWTAuthorities = slices.Clone(b.JWTAuthorities)
+	c.RevokedX509 = slices.Clone(b.RevokedX509)
 	return &c
 }
 
-// AddX509Authority appends a unless b holds its certificate already, and
-// reports whether it did. It is the one rule by which authorities are merged
-// into a bundle (appended by an admin, published by a child, synced from a
-// parent, reconciled by the CA).
+// Revoked reports whether the X.509 authority certificate der was revoked
+// from b.
+func (b *Bundle) Revoked(der []byte) bool {
+	return slices.ContainsFunc(b.RevokedX509, func(r []byte) bool { return bytes.Equal(r, der) })
+}
+
+// AddX509Authority appends a unless b holds its certificate already or it
+// was revoked from b, and reports whether it did. It is the one rule by
+// which authorities are merged into a bundle (appended by an admin,
+// published by a child, synced from a parent, reconciled by the CA).
 func (b *Bundle) AddX509Authority(a X509Authority) bool {
-	if slices.ContainsFunc(b.X509Authorities, func(have X509Authority) bool { return bytes.Equal(have.Cert, a.Cert) }) {
+	if b.Revoked(a.Cert) || slices.ContainsFunc(b.X509Authorities, func(have X509Authority) bool { return bytes.Equal(have.Cert, a.Cert) }) {
 		return false
 	}
 	b.X509Authorities = append(b.X509Authorities, a)

@@ -20,6 +20,7 @@ type bundleRecord struct {
 	JWTAuthorities  []jwtRecord  `json:"jwt_authorities,omitempty"`
 	RefreshHint     int64        `json:"refresh_hint,omitempty"`
 	SequenceNumber  uint64       `json:"sequence_number,omitempty"`
+	RevokedX509     [][]byte     `json:"revoked_x509,omitempty"`
 }
 
 type x509Record struct {
@@ -35,7 +36,7 @@ type jwtRecord struct {
 }
 
 func encodeBundle(b *datastore.Bundle) (string, error) {
-	r := bundleRecord{RefreshHint: b.RefreshHint, SequenceNumber: b.SequenceNumber}
+	r := bundleRecord{RefreshHint: b.RefreshHint, SequenceNumber: b.SequenceNumber, RevokedX509: b.RevokedX509}
 	for _, a := range b.X509Authorities {
 		r.X509Authorities = append(r.X509Authorities, x509Record{Cert: a.Cert, Tainted: a.Tainted})
 	}
@@ -54,7 +55,7 @@ func decodeBundle(td spiffeid.TrustDomain, data string) (*datastore.Bundle, erro
 	if err := json.Unmarshal([]byte(data), &r); err != nil {
 		return nil, fmt.Errorf("decode bundle: %w", err)
 	}
-	b := &datastore.Bundle{TrustDomain: td, RefreshHint: r.RefreshHint, SequenceNumber: r.SequenceNumber}
+	b := &datastore.Bundle{TrustDomain: td, RefreshHint: r.RefreshHint, SequenceNumber: r.SequenceNumber, RevokedX509: r.RevokedX509}
 	for _, a := range r.X509Authorities {
 		b.X509Authorities = append(b.X509Authorities, datastore.X509Authority{Cert: a.Cert, Tainted: a.Tainted})
 	}
