@@ -53,6 +53,12 @@ func (o *ownWrites) take(key string) bool {
 	return true
 }
 
+func (o *ownWrites) enabled() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.on
+}
+
 func (o *ownWrites) enable() {
 	o.mu.Lock()
 	o.on, o.n = true, make(map[string]int)
@@ -234,6 +240,7 @@ func (s *Service) RunEventPoller(ctx context.Context, every time.Duration) {
 		}
 		pctx, cancel := context.WithTimeout(ctx, pollTimeout(every))
 		s.pollMu.Lock()
+		s.lastPollStart = time.Now()
 		err := s.PollEvents(pctx)
 		s.pollMu.Unlock()
 		cancel()
@@ -320,4 +327,31 @@ func (s *Service) storeUp() {
 	h.state = DatastoreHealth{Up: true, Since: s.now()}
 	s.metrics.datastoreUp.Set(1)
 	s.log.Info("datastore available again; caught up on the other servers' changes", "outage", down.Round(time.Millisecond))
+}
+
+// catchUp applies now the events other servers wrote since the last poll,
+// for a call about to be refused for want of an entry this server may not
+// have read yet: a child tier's downstream entry or an admin entry created
+// on another replica within the last poll interval (the child's first
+// NewDownstreamX509CA would be refused and the child would exit). It
+// reports whether a poll that started after this call did succeed.
+// Concurrent callers share one poll (a poll that began after a caller
+// arrived has read everything committed before it); a server not sharing
+// its datastore has nothing to catch up with.
+func (s *Service) catchUp(ctx context.Context) bool {
+	if !s.own.enabled() {
+		return false
+	}
+	arrived := time.Now()
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.lastPollStart.After(arrived) {
+		return s.lastPollOK
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s.lastPollStart = time.Now()
+	err := s.PollEvents(pctx)
+	s.lastPollOK = err == nil
+	return s.lastPollOK
 }

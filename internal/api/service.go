@@ -123,10 +123,14 @@ type Service struct {
 	metrics   *metrics
 
 	verified verifyCache
-	pollMu   sync.Mutex // guards cursor
+	pollMu   sync.Mutex // guards cursor, lastPollStart and lastPollOK
 	cursor   eventCursor
-	own      *ownWrites
-	raw      datastore.Store // the store as given (s.store records own writes)
+	// lastPollStart is when the latest poll began, lastPollOK whether the
+	// latest poll of a catch-up succeeded (see catchUp).
+	lastPollStart time.Time
+	lastPollOK    bool
+	own           *ownWrites
+	raw           datastore.Store // the store as given (s.store records own writes)
 
 	writeMu sync.Mutex // serializes entry writes so duplicate checks and the index agree
 	health  storeHealth

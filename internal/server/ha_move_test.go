@@ -7,6 +7,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -62,5 +63,38 @@ func TestAgentMovesBeforeThePoll(t *testing.T) {
 	must(agentv1.NewAgentClient(a.admin).BanAgent(ctxT(t), &agentv1.BanAgentRequest{Id: protoID(other.ID.Path())}))(t)
 	if err := sync(b, other); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("agent banned on A before B knew it, call on B: %v, want PermissionDenied", err)
+	}
+}
+
+// TestDownstreamAndAdminMoveBeforeThePoll: a child tier's downstream entry
+// and an admin entry are created on replica A; their SVIDs' first calls
+// land on replica B, whose event poller has not run since. B catches up
+// before refusing: the child gets its intermediate and the admin its
+// answer, and a plain workload is still refused.
+func TestDownstreamAndAdminMoveBeforeThePoll(t *testing.T) {
+	dsn := postgresDSN(t)
+	pg := func(c *server.Config) {
+		c.Datastore, c.PostgresDSN, c.PollInterval = "postgres", dsn, time.Hour
+	}
+	a := startServer(t, pg)
+	b := startServer(t, pg)
+	a.bundle, b.bundle = b.snapshotBundle(), b.snapshotBundle()
+
+	agent := a.newAgent()
+	downID := a.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/regional/eu"), Selectors: []*types.Selector{sel("unix", "uid:3")}, Downstream: true})
+	adminID := a.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/ops/admin"), Selectors: []*types.Selector{sel("unix", "uid:2")}, Admin: true})
+	wlID := a.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID("/workload"), Selectors: []*types.Selector{sel("unix", "uid:1")}})
+	downSVID := must(a.workloadSVID(agent, downID))(t)
+	adminSVID := must(a.workloadSVID(agent, adminID))(t)
+	workload := must(a.workloadSVID(agent, wlID))(t)
+
+	if _, err := svidv1.NewSVIDClient(b.dial(downSVID)).NewDownstreamX509CA(ctxT(t), &svidv1.NewDownstreamX509CARequest{Csr: csrFor(t, newKey(t))}); err != nil {
+		t.Errorf("child tier registered on A, first NewDownstreamX509CA on B: %v", err)
+	}
+	if _, err := entryv1.NewEntryClient(b.dial(adminSVID)).CountEntries(ctxT(t), &entryv1.CountEntriesRequest{}); err != nil {
+		t.Errorf("admin registered on A, first call on B: %v", err)
+	}
+	if _, err := entryv1.NewEntryClient(b.dial(workload)).CountEntries(ctxT(t), &entryv1.CountEntriesRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("plain workload calling an admin method on B: %v, want PermissionDenied", err)
 	}
 }
