@@ -121,6 +121,7 @@ func TestServesAgentsThroughDatastoreOutage(t *testing.T) {
 			t.Fatalf("ListFederatedBundles before the outage: %v", err)
 		}
 	}
+	unusedToken := b.token(600)
 	last := a.createEntry(entryFor("last")) // just before the outage; B may not have it yet
 	for _, h := range replicas {
 		if up := datastoreUp(t, h); up != 1 {
@@ -152,6 +153,9 @@ func TestServesAgentsThroughDatastoreOutage(t *testing.T) {
 		}
 		if err != nil && strings.Contains(status.Convert(err).Message(), "127.0.0.1") {
 			t.Errorf("%s: RenewAgent's status %q leaks the datastore's address", name, status.Convert(err).Message())
+		}
+		if _, err := h.attest(unusedToken); status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: AttestAgent during the outage: %v, want Unavailable", name, err)
 		}
 		waitFor(t, name+" reporting the datastore down", func() bool { return datastoreUp(t, h) == 0 })
 		ready := httpGet(t, h, "/ready")
@@ -239,10 +243,18 @@ func TestServesAgentsThroughDatastoreOutage(t *testing.T) {
 	if ca.Count != int32(len(all)) || cb.Count != int32(len(all)) {
 		t.Errorf("entry counts after the outage: A %d, B %d, want %d on both", ca.Count, cb.Count, len(all))
 	}
+	// The join token refused during the outage was not consumed.
+	if _, err := a.attest(unusedToken); err != nil {
+		t.Fatalf("attest after the outage with the token refused during it: %v", err)
+	}
+	waitFor(t, "replica B knowing the agent attested on A after the outage", func() bool {
+		n, err := agentv1.NewAgentClient(b.admin).CountAgents(ctxT(t), &agentv1.CountAgentsRequest{})
+		return err == nil && n.Count == 3
+	})
 	na := must(agentv1.NewAgentClient(a.admin).CountAgents(ctxT(t), &agentv1.CountAgentsRequest{}))(t)
 	nb := must(agentv1.NewAgentClient(b.admin).CountAgents(ctxT(t), &agentv1.CountAgentsRequest{}))(t)
-	if na.Count != 2 || nb.Count != 2 {
-		t.Errorf("agent counts after the outage: A %d, B %d, want 2 on both", na.Count, nb.Count)
+	if na.Count != 3 || nb.Count != 3 {
+		t.Errorf("agent counts after the outage: A %d, B %d, want 3 on both", na.Count, nb.Count)
 	}
 
 	// The renewed SVID's promotion, deferred during the outage, happens at
