@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/arborid/arbor/internal/testkit"
+	"github.com/arborid/arbor/test/load/loadgen"
 )
 
 // arborAgent is a real `arbor agent run` process attested with a join
@@ -57,6 +58,50 @@ func startArborAgent(t *testing.T, tr *tier, i int, bundlePath string, svidTTL t
 		"--data-dir", filepath.Join(dir, "data"), "--socket-path", ag.socket,
 		"--health-listen", ag.healthAddr, "--sync-interval", "1s", "--log-level", "debug")
 	return ag
+}
+
+// simulatedAgents seeds and attests 50 load generator agents of 10 entries
+// each on tr, dialing addrs (one replica's address or the list). It is
+// closed at the test's end.
+func (tr *tier) simulatedAgents(ctx context.Context, addrs string) *loadgen.Generator {
+	t := tr.t
+	t.Helper()
+	gen, err := loadgen.New(loadgen.Config{
+		AdminSocket: tr.replicas[0].adminSock, ServerAddr: addrs, TrustDomain: td,
+		Agents: 50, Entries: 500, EntriesPerAgent: 10, OtherParents: 1,
+		RPCTimeout: 20 * time.Second, WarmupTimeout: 2 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	if setup, err := gen.Setup(ctx); err != nil || setup.Errors != 0 {
+		t.Fatalf("loadgen setup against %s: %v (%+v)", addrs, err, setup)
+	}
+	return gen
+}
+
+// startFleet runs three arbor agents given every replica's address, with
+// two workload entries each (X509-SVID TTL workloadTTL), and waits until
+// each serves its workloads' SVIDs. It returns the agents and, per Workload
+// API socket, the IDs its workloads must get.
+func (tr *tier) startFleet(t *testing.T) ([]*arborAgent, map[string][]spiffeid.ID) {
+	t.Helper()
+	bundlePath := filepath.Join(t.TempDir(), "bundle.pem")
+	if err := os.WriteFile(bundlePath, tr.bundlePEM(1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var agents []*arborAgent
+	sockets := map[string][]spiffeid.ID{}
+	for i := range 3 {
+		ag := startArborAgent(t, tr, i, bundlePath, workloadTTL)
+		agents = append(agents, ag)
+		sockets[ag.socket] = ag.workloads
+	}
+	for _, ag := range agents {
+		ag.waitWorkloads(t)
+	}
+	return agents, sockets
 }
 
 // waitWorkloads waits until the agent serves an X509-SVID for each of its

@@ -22,24 +22,9 @@ func TestIssuanceOneVsThreeReplicas(t *testing.T) {
 	tr := newTier(t, 3, testkit.PostgresDSN(t), "")
 	tr.startAll()
 
-	newGen := func(addrs string) *loadgen.Generator {
-		gen, err := loadgen.New(loadgen.Config{
-			AdminSocket: tr.replicas[0].adminSock, ServerAddr: addrs, TrustDomain: td,
-			Agents: 50, Entries: 500, EntriesPerAgent: 10, OtherParents: 1,
-			RPCTimeout: 20 * time.Second, WarmupTimeout: 2 * time.Minute,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { gen.Close() })
-		if setup, err := gen.Setup(ctx); err != nil || setup.Errors != 0 {
-			t.Fatalf("loadgen setup against %s: %v (%+v)", addrs, err, setup)
-		}
-		return gen
-	}
 	gens := map[string]*loadgen.Generator{
-		"one replica":    newGen(tr.replicas[0].addr()),
-		"three replicas": newGen(tr.addrs()),
+		"one replica":    tr.simulatedAgents(ctx, tr.replicas[0].addr()),
+		"three replicas": tr.simulatedAgents(ctx, tr.addrs()),
 	}
 	rate := map[string][]float64{}
 	for round := range 2 {

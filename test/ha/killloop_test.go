@@ -2,13 +2,10 @@ package ha
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 
 	"github.com/arborid/arbor/internal/testkit"
@@ -39,37 +36,8 @@ func TestKillLoop(t *testing.T) {
 	tr := newTier(t, 3, testkit.PostgresDSN(t), "")
 	tr.startAll()
 
-	gen, err := loadgen.New(loadgen.Config{
-		AdminSocket: tr.replicas[0].adminSock, ServerAddr: tr.addrs(), TrustDomain: td,
-		Agents: 50, Entries: 500, EntriesPerAgent: 10, OtherParents: 1,
-		RPCTimeout: 20 * time.Second, WarmupTimeout: 2 * time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
-	setup, err := gen.Setup(ctx)
-	if err != nil {
-		t.Fatalf("loadgen setup: %v", err)
-	}
-	if setup.Errors != 0 {
-		t.Fatalf("loadgen setup: %d errors", setup.Errors)
-	}
-
-	bundlePath := filepath.Join(t.TempDir(), "bundle.pem")
-	if err := os.WriteFile(bundlePath, tr.bundlePEM(1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var agents []*arborAgent
-	sockets := map[string][]spiffeid.ID{}
-	for i := range 3 {
-		ag := startArborAgent(t, tr, i, bundlePath, workloadTTL)
-		agents = append(agents, ag)
-		sockets[ag.socket] = ag.workloads
-	}
-	for _, ag := range agents {
-		ag.waitWorkloads(t)
-	}
+	gen := tr.simulatedAgents(ctx, tr.addrs())
+	agents, sockets := tr.startFleet(t)
 
 	type counts struct{ entries, agents int32 }
 	countAll := func() []counts {

@@ -3,8 +3,6 @@ package ha
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -34,32 +32,8 @@ func TestPostgresOutage(t *testing.T) {
 	tr := newTier(t, 3, pg.DSN(), "")
 	tr.startAll()
 
-	gen, err := loadgen.New(loadgen.Config{
-		AdminSocket: tr.replicas[0].adminSock, ServerAddr: tr.addrs(), TrustDomain: td,
-		Agents: 50, Entries: 500, EntriesPerAgent: 10, OtherParents: 1,
-		RPCTimeout: 20 * time.Second, WarmupTimeout: 2 * time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
-	if setup, err := gen.Setup(ctx); err != nil || setup.Errors != 0 {
-		t.Fatalf("loadgen setup: %v (%v errors)", err, setup)
-	}
-	bundlePath := filepath.Join(t.TempDir(), "bundle.pem")
-	if err := os.WriteFile(bundlePath, tr.bundlePEM(1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var agents []*arborAgent
-	sockets := map[string][]spiffeid.ID{}
-	for i := range 3 {
-		ag := startArborAgent(t, tr, i, bundlePath, workloadTTL)
-		agents = append(agents, ag)
-		sockets[ag.socket] = ag.workloads
-	}
-	for _, ag := range agents {
-		ag.waitWorkloads(t)
-	}
+	gen := tr.simulatedAgents(ctx, tr.addrs())
+	agents, sockets := tr.startFleet(t)
 
 	// One write acknowledged before the outage.
 	written := []string{tr.writeEntry(t, 1, "/acked/before")}
