@@ -19,10 +19,6 @@ var consumedElsewhere = map[string]string{
 	// Placement: validation refuses two servers of one host sharing a port
 	// or a path, and render/terraform place the block on a machine.
 	"host": "validation and placement",
-	// How many processes run the block (HA behind a shared PostgreSQL):
-	// arbor up starts one per replica (NAME/K), each with the ports and
-	// paths topology.Server.Replica derives (replica_test.go).
-	"replicas": "placement (arbor up, terraform, render)",
 	// Accepted for SPIRE configurations, true only: arbor has no other
 	// container locator.
 	"agent.workload_attestor.k8s.use_new_container_locator":    "validation (only true is accepted)",
@@ -124,6 +120,13 @@ func deliveryCases() []deliveryCase {
 		root("bundle_endpoint.cert_file", webEndpoint("w.pem", "w-key.pem"), webEndpoint("x.pem", "w-key.pem")),
 		root("bundle_endpoint.key_file", webEndpoint("w.pem", "w-key.pem"), webEndpoint("w.pem", "x-key.pem")),
 		root("address", ``, `address = "t.example:8081"`),
+		// The list's every element reaches the dialers, not only the first.
+		root("address (list)", `address = ["t.example:8081"]`, `address = ["t.example:8081", "t2.example:8081"]`),
+		// How many processes run the block (arbor up starts one per replica,
+		// NAME/K, with the ports and paths topology.Server.Replica derives):
+		// without an address, the tier's agents dial every replica.
+		root("replicas", `health_listen = "off"`+"\n"+`datastore "postgres" { dsn = "postgres://db.example/arbor" }`,
+			`health_listen = "off"`+"\n"+`replicas = 2`+"\n"+`datastore "postgres" { dsn = "postgres://db.example/arbor" }`),
 		root("admin_socket", ``, `admin_socket = "/tmp/t-admin.sock"`),
 		root("health_listen", ``, `health_listen = "127.0.0.1:9002"`),
 		root("state_dir", ``, `state_dir = "elsewhere"`),
@@ -401,6 +404,15 @@ func TestEveryAttributeReachesAProcess(t *testing.T) {
 			changed := runtimeOf(t, parseCase(t, dir, c.root, c.changed))
 			if reflect.DeepEqual(base, changed) {
 				t.Errorf("changing %s changes no process's settings: it is parsed but not delivered", attr)
+			}
+		})
+	}
+	// Forms of an attribute beyond the one its name covers.
+	for _, attr := range []string{"address (list)"} {
+		c := cases[attr]
+		t.Run(attr, func(t *testing.T) {
+			if reflect.DeepEqual(runtimeOf(t, parseCase(t, dir, c.root, c.base)), runtimeOf(t, parseCase(t, dir, c.root, c.changed))) {
+				t.Errorf("changing %s changes no process's settings", attr)
 			}
 		})
 	}
