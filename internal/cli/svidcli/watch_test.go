@@ -294,7 +294,9 @@ func TestWatchOnceFailures(t *testing.T) {
 	dir := t.TempDir()
 	other := spiffeid.RequireFromString("spiffe://example.org/other")
 	run := func(addr string, targets ...Target) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Once waits for the whole bound; 2s was too short for the first
+		// answer on a loaded CI machine (a fetch still in flight at the end).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return Watch(ctx, WatchConfig{Addr: addr, Once: true, Targets: targets, RetryBase: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond})
 	}
