@@ -48,16 +48,21 @@ func TestKillLoop(t *testing.T) {
 		}
 		return out
 	}
-	before := countAll()
-	for k, c := range before {
-		if c != before[0] {
-			t.Fatalf("before the loop replica %d counts %+v, replica 1 %+v", k+1, c, before[0])
+	// Every replica holds what was written through any of them once it has
+	// polled (about a second): 50 simulated agents' 500 entries, 3 agents'
+	// 2 workload entries each.
+	want := counts{506, 53}
+	sameEverywhere := func(want counts) func() error {
+		return func() error {
+			for k, c := range countAll() {
+				if c != want {
+					return fmt.Errorf("replica %d counts %+v, want %+v", k+1, c, want)
+				}
+			}
+			return nil
 		}
 	}
-	// 50 simulated agents' 500 entries, 3 agents' 2 workload entries each.
-	if before[0].entries != 506 || before[0].agents != 53 {
-		t.Fatalf("before the loop: %d entries and %d agents, want 506 and 53", before[0].entries, before[0].agents)
-	}
+	testkit.Poll(t, 30*time.Second, "every replica counting the same entries and agents before the loop", sameEverywhere(want))
 
 	workloads := watchWorkloads(sockets, 200*time.Millisecond)
 	servers := watchServers(agents)
@@ -165,10 +170,7 @@ func TestKillLoop(t *testing.T) {
 			}
 		}
 	}
-	after := countAll()
-	for k, c := range after {
-		if c != before[0] {
-			t.Errorf("after the loop replica %d counts %+v, before %+v", k+1, c, before[0])
-		}
+	if err := testkit.PollErr(30*time.Second, "every replica's counts after the loop", sameEverywhere(want)); err != nil {
+		t.Errorf("after the loop: %v", err)
 	}
 }

@@ -37,7 +37,17 @@ func TestPostgresOutage(t *testing.T) {
 
 	// One write acknowledged before the outage.
 	written := []string{tr.writeEntry(t, 1, "/acked/before")}
-	entriesBefore, agentsBefore := tr.counts(1)
+	// Counted once every replica has polled what the others wrote.
+	var entriesBefore, agentsBefore int32
+	testkit.Poll(t, 30*time.Second, "every replica counting the same entries and agents", func() error {
+		entriesBefore, agentsBefore = tr.counts(1)
+		for k := 2; k <= len(tr.replicas); k++ {
+			if e, a := tr.counts(k); e != entriesBefore || a != agentsBefore || e != 507 || a != 53 {
+				return fmt.Errorf("replica %d: %d entries and %d agents, replica 1 %d and %d (want 507 and 53)", k, e, a, entriesBefore, agentsBefore)
+			}
+		}
+		return nil
+	})
 
 	workloads := watchWorkloads(sockets, 200*time.Millisecond)
 	type loadResult struct {
