@@ -7,7 +7,9 @@ import (
 
 // resources lists every resource type the provider serves.
 func resources() []func() resource.Resource {
-	return []func() resource.Resource{}
+	return []func() resource.Resource{
+		newEntryResource,
+	}
 }
 
 // dataSources lists the data sources that read a server (the topology ones

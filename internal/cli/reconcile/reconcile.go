@@ -7,6 +7,7 @@ package reconcile
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -50,7 +51,7 @@ func DesiredEntries(f *topology.File, s *topology.Server, uid int) ([]Desired, e
 		if len(sels) == 0 {
 			sels = []string{fmt.Sprintf("unix:uid:%d", uid)}
 		}
-		e, err := entry(f.TrustDomain, c.SPIFFEID, parentID, sels)
+		e, err := NewEntry(f.TrustDomain, c.SPIFFEID, parentID, sels)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: downstream entry for %q: %w", c.Name, err)
 		}
@@ -58,7 +59,7 @@ func DesiredEntries(f *topology.File, s *topology.Server, uid int) ([]Desired, e
 		out = append(out, Desired{Why: fmt.Sprintf("server %q (downstream of %q)", c.Name, s.Name), Entry: e})
 	}
 	for _, b := range s.Entries {
-		e, err := entry(f.TrustDomain, b.SPIFFEID, b.ParentID, b.Selectors)
+		e, err := NewEntry(f.TrustDomain, b.SPIFFEID, b.ParentID, b.Selectors)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: entry %q of server %q: %w", b.Name, s.Name, err)
 		}
@@ -91,22 +92,33 @@ func agentIdentity(f *topology.File, p, c *topology.Server) (spiffeid.ID, error)
 		if na, ok := p.NodeAttestor(topology.NodeAttestorX509PoP); ok {
 			tmplText = na.X509PoP.AgentPathTemplate
 		}
-		if tmplText == "" {
-			tmplText = x509pop.DefaultAgentPathTemplate
-		}
-		tmpl, err := x509pop.NewPathTemplate(tmplText)
+		id, err := X509PoPAgentID(f.TrustDomain, tmplText, certs[0])
 		if err != nil {
 			return spiffeid.ID{}, fmt.Errorf("reconcile: server %q's x509pop agent_path_template: %w", p.Name, err)
 		}
-		return tmpl.AgentID(f.TrustDomain, certs[0], nil)
+		return id, nil
 	}
 	return spiffeid.ID{}, fmt.Errorf("reconcile: server %q's agent attests with %q, which apply does not know", c.Name, c.Agent.NodeAttestor.Kind)
 }
 
-// entry builds the entry for id under parent, refusing what SPIRE's server
+// X509PoPAgentID is the SPIFFE ID a parent whose x509pop attestor has the
+// agent path template tmplText (empty: x509pop.DefaultAgentPathTemplate)
+// gives the agent presenting leaf.
+func X509PoPAgentID(td spiffeid.TrustDomain, tmplText string, leaf *x509.Certificate) (spiffeid.ID, error) {
+	if tmplText == "" {
+		tmplText = x509pop.DefaultAgentPathTemplate
+	}
+	tmpl, err := x509pop.NewPathTemplate(tmplText)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	return tmpl.AgentID(td, leaf, nil)
+}
+
+// NewEntry builds the entry for id under parent, refusing what SPIRE's server
 // API would (idpolicy): a topology parsed by topology.Parse never holds such
-// IDs, but a File built in code may.
-func entry(td spiffeid.TrustDomain, id, parent spiffeid.ID, sels []string) (*types.Entry, error) {
+// IDs, but a File built in code (or a Terraform configuration) may.
+func NewEntry(td spiffeid.TrustDomain, id, parent spiffeid.ID, sels []string) (*types.Entry, error) {
 	if err := idpolicy.ParentID(td, parent); err != nil {
 		return nil, fmt.Errorf("parent ID: %w", err)
 	}
