@@ -112,7 +112,9 @@ func checkFormat(format string) error {
 
 func (d *tierConfigDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {
 	var m tierConfigModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	for name, v := range map[string]any{"path": &m.Path, "vars": &m.Vars, "node": &m.Node, "format": &m.Format} {
+		resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root(name), v)...)
+	}
 	if resp.Diagnostics.HasError() {
 		return
 	}

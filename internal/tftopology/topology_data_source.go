@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/arborid/arbor/topology"
@@ -164,7 +165,8 @@ func (d *topologyDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 
 func (d *topologyDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {
 	var m topologyModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("path"), &m.Path)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("vars"), &m.Vars)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
