@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	tfpath "github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/arborid/arbor/topology"
@@ -56,7 +57,7 @@ type loaded struct {
 func load(path string, vars map[string]string, diags *diag.Diagnostics) *loaded {
 	src, err := os.ReadFile(path)
 	if err != nil {
-		diags.AddError("cannot read topology file "+path, fmt.Sprintf("%v. A relative path is relative to the "+
+		diags.AddAttributeError(tfpath.Root("path"), "cannot read topology file "+path, fmt.Sprintf("%v. A relative path is relative to the "+
 			"directory tofu runs in (the root module's); write \"${path.module}/FILE\" for a file beside the module.", err))
 		return nil
 	}
@@ -79,10 +80,11 @@ func addDiagnostics(diags *diag.Diagnostics, hdiags hcl.Diagnostics, src []byte,
 			summary = fmt.Sprintf("%s:%d:%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, d.Summary)
 		}
 		detail := strings.TrimRight(topology.FormatDiagnostics(hcl.Diagnostics{d}, files), "\n")
+		// On the path attribute, so that tofu shows the line naming the file.
 		if d.Severity == hcl.DiagError {
-			diags.AddError(summary, detail)
+			diags.AddAttributeError(tfpath.Root("path"), summary, detail)
 		} else {
-			diags.AddWarning(summary, detail)
+			diags.AddAttributeWarning(tfpath.Root("path"), summary, detail)
 		}
 	}
 }
@@ -112,7 +114,7 @@ func varsOf(ctx context.Context, m types.Map, diags *diag.Diagnostics) map[strin
 	out := make(map[string]string, len(vals))
 	for name, v := range vals {
 		if v.IsNull() {
-			diags.AddError("invalid vars", fmt.Sprintf("vars[%q] is null: give the variable a value or leave it out", name))
+			diags.AddAttributeError(tfpath.Root("vars").AtMapKey(name), "invalid vars", fmt.Sprintf("vars[%q] is null: give the variable a value or leave it out", name))
 			continue
 		}
 		out[name] = v.ValueString()

@@ -2,6 +2,7 @@ package tftopology
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,13 @@ func checkRenderTier(t *testing.T, f *topology.File, s *topology.Server, node st
 					t.Errorf("renderTier(%q, %s): the agent block of agent_config is not in the render:\n%s", node, format, block)
 				}
 				agent.WriteString(got.AgentConfig)
+			}
+		}
+		if format == formatJSON {
+			for what, text := range map[string]string{"server_config": got.ServerConfig, "agent_config": got.AgentConfig} {
+				if text != "" && !json.Valid([]byte(text)) {
+					t.Errorf("renderTier(%q, json).%s is not JSON:\n%s", node, what, text)
+				}
 			}
 		}
 		if got.ServerConfig != server.String() {

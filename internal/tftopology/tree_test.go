@@ -9,7 +9,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/arborid/arbor/topology"
 )
@@ -298,5 +300,50 @@ func TestLoadReportsWarnings(t *testing.T) {
 	}
 	if diags.WarningsCount() != len(want) || diags.ErrorsCount() != 0 {
 		t.Errorf("load(%s): %d warnings and %d errors, want %d warnings", path, diags.WarningsCount(), diags.ErrorsCount(), len(want))
+	}
+}
+
+func TestLoadUndeclaredVar(t *testing.T) {
+	path := filepath.Join(repoRoot(t), "examples/quickstart.hcl")
+	vars := map[string]string{"nope": "1"}
+	_, want := topology.ParseFileWith(path, topology.Options{Vars: vars, CheckFiles: true})
+	if !want.HasErrors() {
+		t.Fatal("an undeclared variable is no error for the topology package")
+	}
+	var diags diag.Diagnostics
+	if l := load(path, vars, &diags); l != nil || diags.ErrorsCount() != len(want.Errs()) {
+		t.Fatalf("load(quickstart, nope=1) = %v with %d errors, want nil and %d", l, diags.ErrorsCount(), len(want.Errs()))
+	}
+	if !strings.Contains(diags.Errors()[0].Detail(), `"nope"`) {
+		t.Errorf("the error does not name the variable: %s", diags.Errors()[0].Detail())
+	}
+}
+
+func TestVarsOf(t *testing.T) {
+	ctx := t.Context()
+	var diags diag.Diagnostics
+	got := varsOf(ctx, types.MapValueMust(types.StringType, map[string]attr.Value{
+		"region_ca_ttl": types.StringValue("20d"),
+	}), &diags)
+	if diags.HasError() || !cmp.Equal(got, map[string]string{"region_ca_ttl": "20d"}) {
+		t.Errorf("varsOf({region_ca_ttl = 20d}) = %v, %v", got, diags)
+	}
+	if got := varsOf(ctx, types.MapNull(types.StringType), &diags); got != nil || diags.HasError() {
+		t.Errorf("varsOf(null) = %v, %v, want nil", got, diags)
+	}
+	varsOf(ctx, types.MapValueMust(types.StringType, map[string]attr.Value{"x": types.StringNull()}), &diags)
+	if diags.ErrorsCount() != 1 || !strings.Contains(diags.Errors()[0].Detail(), `vars["x"] is null`) {
+		t.Errorf("varsOf({x = null}) diagnostics = %v, want one naming x", diags)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	var diags diag.Diagnostics
+	path := filepath.Join(t.TempDir(), "nope.hcl")
+	if l := load(path, nil, &diags); l != nil || diags.ErrorsCount() != 1 {
+		t.Fatalf("load(missing) = %v, %v", l, diags)
+	}
+	if d := diags.Errors()[0]; !strings.Contains(d.Summary(), path) || strings.Contains(d.Summary(), "\n") {
+		t.Errorf("load(missing) summary = %q, want one line naming %s", d.Summary(), path)
 	}
 }
