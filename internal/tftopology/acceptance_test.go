@@ -144,40 +144,44 @@ func textRegexp(text string) *regexp.Regexp {
 	return regexp.MustCompile(strings.Join(words, `[\s│]+`))
 }
 
-func TestAccTopologyTree(t *testing.T) {
-	bound(t, 3*time.Minute)
-	quickstart := filepath.Join(repoRoot(t), "examples/quickstart.hcl")
-	f, hdiags := parse(t, quickstart, nil)
-	src, err := os.ReadFile(quickstart)
+func parseOnly(t *testing.T, path string) *topology.File {
+	f, _ := parse(t, path, nil)
+	return f
+}
+
+// treeChecks checks every attribute of data source ds, which read path
+// with vars, against what the topology package computes for that file.
+func treeChecks(t *testing.T, ds, path string, vars map[string]string) []tfresource.TestCheckFunc {
+	t.Helper()
+	f, hdiags := parse(t, path, vars)
+	src, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := topology.NewPlan(f)
-	const q = "data.arbor_topology.q"
 	checks := []tfresource.TestCheckFunc{
-		tfresource.TestCheckResourceAttr(q, "trust_domain", f.TrustDomain.Name()),
-		tfresource.TestCheckResourceAttr(q, "root", f.Root().Name),
-		tfresource.TestCheckResourceAttr(q, "content", string(src)),
-		tfresource.TestCheckResourceAttr(q, "servers.%", strconv.Itoa(len(f.Servers))),
+		tfresource.TestCheckResourceAttr(ds, "trust_domain", f.TrustDomain.Name()),
+		tfresource.TestCheckResourceAttr(ds, "root", f.Root().Name),
+		tfresource.TestCheckResourceAttr(ds, "content", string(src)),
+		tfresource.TestCheckResourceAttr(ds, "servers.%", strconv.Itoa(len(f.Servers))),
+		tfresource.TestCheckResourceAttr(ds, "warnings.#", strconv.Itoa(len(hdiags))),
 	}
-	var warnings []string
-	for _, d := range hdiags {
-		warnings = append(warnings, strings.TrimRight(topology.FormatDiagnostics(hcl.Diagnostics{d}, nil), "\n"))
+	for i, d := range hdiags {
+		w := strings.TrimRight(topology.FormatDiagnostics(hcl.Diagnostics{d}, nil), "\n")
+		checks = append(checks, tfresource.TestCheckResourceAttr(ds, fmt.Sprintf("warnings.%d", i), w))
 	}
-	if len(warnings) == 0 {
-		t.Fatal("quickstart.hcl has no warnings; the test needs a file with some")
+	list := func(prefix string, items []string) {
+		checks = append(checks, tfresource.TestCheckResourceAttr(ds, prefix+".#", strconv.Itoa(len(items))))
+		for i, it := range items {
+			checks = append(checks, tfresource.TestCheckResourceAttr(ds, fmt.Sprintf("%s.%d", prefix, i), it))
+		}
 	}
-	checks = append(checks, tfresource.TestCheckResourceAttr(q, "warnings.#", strconv.Itoa(len(warnings))))
-	for i, w := range warnings {
-		checks = append(checks, tfresource.TestCheckResourceAttr(q, fmt.Sprintf("warnings.%d", i), w))
-	}
-	for _, tier := range plan.Tiers {
+	for _, tier := range topology.NewPlan(f).Tiers {
 		s, err := f.Server(tier.Server)
 		if err != nil {
 			t.Fatal(err)
 		}
 		at := func(attr, want string) tfresource.TestCheckFunc {
-			return tfresource.TestCheckResourceAttr(q, "servers."+s.Name+"."+attr, want)
+			return tfresource.TestCheckResourceAttr(ds, "servers."+s.Name+"."+attr, want)
 		}
 		budget := ""
 		if tier.IssuingBudget > 0 {
@@ -200,41 +204,88 @@ func TestAccTopologyTree(t *testing.T) {
 			at("replicas", strconv.Itoa(s.Replicas)),
 			at("entries.#", strconv.Itoa(len(s.Entries))),
 		)
-		children := f.Children(s.Name)
-		checks = append(checks, at("children.#", strconv.Itoa(len(children))))
-		for i, c := range children {
-			checks = append(checks, at(fmt.Sprintf("children.%d", i), c.Name))
+		var children []string
+		for _, c := range f.Children(s.Name) {
+			children = append(children, c.Name)
 		}
+		list("servers."+s.Name+".children", children)
 		if ag := s.Agent; ag != nil {
+			cert := ""
+			if ag.NodeAttestor.Kind == topology.NodeAttestorX509PoP {
+				cert = ag.NodeAttestor.CertificatePath
+			}
 			checks = append(checks,
 				at("agent.spiffe_id", ag.SPIFFEID.String()),
 				at("agent.node_attestor", ag.NodeAttestor.Kind),
-				at("agent.x509pop_certificate_path", ""),
+				at("agent.x509pop_certificate_path", cert),
 				at("agent.socket_path", ag.SocketPath),
 				at("agent.data_dir", ag.DataDir),
-				at("agent.server_selectors.#", strconv.Itoa(len(ag.ServerSelectors))),
 			)
+			list("servers."+s.Name+".agent.server_selectors", ag.ServerSelectors)
 		} else {
-			checks = append(checks, tfresource.TestCheckNoResourceAttr(q, "servers."+s.Name+".agent.spiffe_id"))
+			checks = append(checks, tfresource.TestCheckNoResourceAttr(ds, "servers."+s.Name+".agent.spiffe_id"))
 		}
+		for i, e := range s.Entries {
+			p := fmt.Sprintf("entries.%d.", i)
+			ttl := func(own, server time.Duration) string {
+				if own == 0 {
+					own = server
+				}
+				return topology.FormatDuration(own)
+			}
+			checks = append(checks,
+				at(p+"name", e.Name),
+				at(p+"spiffe_id", e.SPIFFEID.String()),
+				at(p+"parent_id", e.ParentID.String()),
+				at(p+"x509_svid_ttl", ttl(e.X509SVIDTTL, s.X509SVIDTTL)),
+				at(p+"jwt_svid_ttl", ttl(e.JWTSVIDTTL, s.JWTSVIDTTL)),
+				at(p+"admin", strconv.FormatBool(e.Admin)),
+				at(p+"downstream", strconv.FormatBool(e.Downstream)),
+				at(p+"hint", e.Hint),
+			)
+			list("servers."+s.Name+"."+p+"selectors", e.Selectors)
+			list("servers."+s.Name+"."+p+"dns_names", e.DNSNames)
+			list("servers."+s.Name+"."+p+"federates_with", e.FederatesWith)
+		}
+	}
+	return checks
+}
+
+func TestAccTopologyTree(t *testing.T) {
+	bound(t, 3*time.Minute)
+	quickstart := filepath.Join(repoRoot(t), "examples/quickstart.hcl")
+	if _, hdiags := parse(t, quickstart, nil); len(hdiags) == 0 {
+		t.Fatal("quickstart.hcl has no warnings; the test needs a file with some")
 	}
 
 	// multi-cloud.hcl's region_ca_ttl sets the CA TTL of its regional
 	// tiers: a different value reaches ca_ttl and outage_budget.
 	multiCloud := filepath.Join(repoRoot(t), "examples/multi-cloud.hcl")
+	vars := map[string]string{"region_ca_ttl": "20d"}
 	before, _ := parse(t, multiCloud, nil)
-	after, _ := parse(t, multiCloud, map[string]string{"region_ca_ttl": "20d"})
-	var varChecks []tfresource.TestCheckFunc
+	after, _ := parse(t, multiCloud, vars)
+	varChecks := treeChecks(t, "data.arbor_topology.m", multiCloud, vars)
+	changed := 0
 	for i, s := range after.Servers {
 		if s.CATTL == before.Servers[i].CATTL {
 			continue
 		}
+		changed++
 		varChecks = append(varChecks,
-			tfresource.TestCheckResourceAttr("data.arbor_topology.m", "servers."+s.Name+".ca_ttl", topology.FormatDuration(s.CATTL)),
-			tfresource.TestCheckResourceAttr("data.arbor_topology.m", "servers."+s.Name+".outage_budget", topology.FormatDuration(s.CATTL/2)))
+			tfresource.TestCheckResourceAttr("data.arbor_topology.m", "servers."+s.Name+".ca_ttl", "20d"),
+			tfresource.TestCheckResourceAttr("data.arbor_topology.m", "servers."+s.Name+".outage_budget", "10d"))
 	}
-	if len(varChecks) == 0 {
+	if changed == 0 {
 		t.Fatal("region_ca_ttl = 20d changes no server of multi-cloud.hcl")
+	}
+
+	haRoot := filepath.Join(repoRoot(t), "examples/ha-root.hcl")
+	x509pop := false
+	for _, s := range servers(parseOnly(t, haRoot)) {
+		x509pop = x509pop || (s.Agent != nil && s.Agent.NodeAttestor == topology.NodeAttestorX509PoP && s.Agent.X509PoPCertificatePath != "")
+	}
+	if !x509pop {
+		t.Fatal("ha-root.hcl has no x509pop agent; the test needs one")
 	}
 
 	tfresource.ParallelTest(t, tfresource.TestCase{
@@ -245,7 +296,7 @@ func TestAccTopologyTree(t *testing.T) {
   path = %q
 }
 `, quickstart)),
-				Check: tfresource.ComposeAggregateTestCheckFunc(checks...),
+				Check: tfresource.ComposeAggregateTestCheckFunc(treeChecks(t, "data.arbor_topology.q", quickstart, nil)...),
 			},
 			{
 				Config: config(fmt.Sprintf(`data "arbor_topology" "m" {
@@ -254,6 +305,14 @@ func TestAccTopologyTree(t *testing.T) {
 }
 `, multiCloud)),
 				Check: tfresource.ComposeAggregateTestCheckFunc(varChecks...),
+			},
+			{
+				// Replicas and a co-located agent attesting with x509pop.
+				Config: config(fmt.Sprintf(`data "arbor_topology" "ha" {
+  path = %q
+}
+`, haRoot)),
+				Check: tfresource.ComposeAggregateTestCheckFunc(treeChecks(t, "data.arbor_topology.ha", haRoot, nil)...),
 			},
 		},
 	})
