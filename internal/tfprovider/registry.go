@@ -9,11 +9,16 @@ import (
 func resources() []func() resource.Resource {
 	return []func() resource.Resource{
 		newEntryResource,
+		newJoinTokenResource,
+		newDownstreamResource,
+		newFederationResource,
 	}
 }
 
 // dataSources lists the data sources that read a server (the topology ones
 // are internal/tftopology's).
 func dataSources() []func() datasource.DataSource {
-	return []func() datasource.DataSource{}
+	return []func() datasource.DataSource{
+		newBundleDataSource,
+	}
 }
