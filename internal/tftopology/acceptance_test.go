@@ -333,6 +333,10 @@ func TestAccTopologyInvalid(t *testing.T) {
 		"../../topology/testdata/invalid/child-ca-ttl.hcl",
 		filepath.Join(repoRoot(t), "topology/testdata/invalid/unknown-attribute.hcl"),
 		filepath.Join(repoRoot(t), "topology/testdata/invalid/svid-ttl.hcl"),
+		// A co-located agent whose parent does not accept its attestor.
+		filepath.Join(repoRoot(t), "topology/testdata/invalid/agent-attestor-not-accepted.hcl"),
+		// One error diagnostic per problem.
+		filepath.Join(repoRoot(t), "topology/testdata/invalid/several-at-once.hcl"),
 	}
 	var steps []tfresource.TestStep
 	for _, path := range files {
@@ -351,7 +355,12 @@ func TestAccTopologyInvalid(t *testing.T) {
 			hd := d.(*hcl.Diagnostic)
 			want = append(want, topology.FormatDiagnostics(hcl.Diagnostics{hd}, map[string]*hcl.File{path: {Bytes: src}}))
 		}
-		re := textRegexp(strings.Join(want, "\n"))
+		// Each error in order; tofu prints its own lines between them.
+		var parts []string
+		for _, w := range want {
+			parts = append(parts, textRegexp(w).String())
+		}
+		re := regexp.MustCompile(strings.Join(parts, `[\s\S]*`))
 		steps = append(steps, tfresource.TestStep{
 			Config: config(fmt.Sprintf(`data "arbor_topology" "bad" {
   path = %q
