@@ -9,12 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/arborid/arbor/internal/cli/admin"
@@ -162,3 +166,21 @@ func (s *testServer) metric(t *testing.T, prefix string) string {
 }
 
 func ctxT(t *testing.T) context.Context { return testkit.Context(t, 30*time.Second) }
+
+func tfjsonpathOf(name string) tfjsonpath.Path { return tfjsonpath.New(name) }
+
+func knownString(s string) knownvalue.Check { return knownvalue.StringExact(s) }
+
+func uid() int { return os.Getuid() }
+
+func regexpOf(s string) *regexp.Regexp { return regexp.MustCompile(s) }
+
+// equals checks an attribute against *want, read when the check runs.
+func equals(want *string) resource.CheckResourceAttrWithFunc {
+	return func(got string) error {
+		if got != *want {
+			return fmt.Errorf("got %q, want %q", got, *want)
+		}
+		return nil
+	}
+}
