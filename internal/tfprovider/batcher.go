@@ -14,11 +14,14 @@ import (
 // provider. Entry creates and deletes arriving together are gathered into
 // one BatchCreateEntry or BatchDeleteEntry call: a thousand arbor_entry
 // resources cost a hundred calls, not a thousand.
+//
+// tofu's calls arrive a few milliseconds apart, so a batch is sent when no
+// request has joined it for batchQuiet, or batchMaxWait after its first
+// request, or at once when it holds batchMax requests.
 const (
-	// batchWindow is how long the first request of a batch waits for others.
-	batchWindow = 5 * time.Millisecond
-	// batchMax sends a batch at once when it has this many requests.
-	batchMax = 100
+	batchQuiet   = 10 * time.Millisecond
+	batchMaxWait = 50 * time.Millisecond
+	batchMax     = 100
 )
 
 // batcher gathers requests of type Req into calls of call, which answers
@@ -29,6 +32,7 @@ type batcher[Req, Res any] struct {
 	mu      sync.Mutex
 	pending []*waiter[Req, Res]
 	timer   *time.Timer
+	first   time.Time // when the first pending request arrived
 }
 
 type waiter[Req, Res any] struct {
@@ -52,9 +56,15 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		b.mu.Unlock()
 		go b.send(batch)
 	case len(b.pending) == 1:
-		b.timer = time.AfterFunc(batchWindow, b.flush)
+		b.first = time.Now()
+		b.timer = time.AfterFunc(batchQuiet, b.flush)
 		b.mu.Unlock()
 	default:
+		// Wait batchQuiet more, up to batchMaxWait after the first.
+		wait := min(batchQuiet, batchMaxWait-time.Since(b.first))
+		if b.timer.Stop() {
+			b.timer.Reset(max(wait, 0))
+		}
 		b.mu.Unlock()
 	}
 	select {
