@@ -19,22 +19,13 @@ module "region" {
   arbor_binary   = var.arbor_binary
   run_as_uid     = var.run_as_uid
   join_token_ttl = var.join_token_ttl
-}
 
-data "arbor_topology" "this" {
-  path = var.topology_path
-  vars = var.vars
-
-  lifecycle {
-    postcondition {
-      condition     = alltrue([for l in(var.leaves == null ? [] : var.leaves) : try(self.servers[l].parent, "") == var.node])
-      error_message = "leaves ${join(", ", [for l in(var.leaves == null ? [] : var.leaves) : "\"${l}\"" if try(self.servers[l].parent, "") != var.node])} of region \"${var.node}\" are not server blocks of ${var.topology_path} whose parent is \"${var.node}\""
-    }
-  }
+  # The plan fails when a leaf given is not a child of the region.
+  expect_children = var.leaves
 }
 
 locals {
-  leaves = var.leaves == null ? try(data.arbor_topology.this.servers[var.node].children, []) : var.leaves
+  leaves = var.leaves == null ? module.region.children : var.leaves
 }
 
 # Each leaf is a tier registered at the region's server (provider arbor as
@@ -52,6 +43,7 @@ module "leaf" {
   topology_path  = var.topology_path
   vars           = var.vars
   node           = each.key
+  expect_parent  = var.node
   register       = true
   serving        = false
   install_dir    = "${var.leaf_install_dir}/${each.key}"
@@ -72,12 +64,12 @@ locals {
       labels      = { "app.kubernetes.io/name" = "arbor", "app.kubernetes.io/instance" = leaf, "app.kubernetes.io/component" = "leaf-tier" }
       port        = tonumber(regex("[0-9]+$", m.listen))
       state_dir   = m.state_dir
-      socket_dir  = dirname(data.arbor_topology.this.servers[leaf].agent.socket_path)
+      socket_dir  = dirname(m.agent_socket_path)
       join_token  = m.join_token != null
       server_args = concat(["server", "--topology", "${local.k8s_dir}/topology.hcl", "--node", leaf], local.var_args)
       agent_args = concat(
         ["agent", "run", "--topology", "${local.k8s_dir}/topology.hcl", "--node", leaf, "--trust-bundle", "${local.k8s_dir}/bundle.pem"],
-        try(data.arbor_topology.this.servers[leaf].agent.node_attestor, "") == "join_token" ? ["--join-token-file", "${local.k8s_dir}/join-token"] : [],
+        m.bootstrap == "join_token" ? ["--join-token-file", "${local.k8s_dir}/join-token"] : [],
         local.var_args,
       )
     }
@@ -94,7 +86,7 @@ locals {
         apiVersion = "v1"
         kind       = "ConfigMap"
         metadata   = { name = "${local.k8s[leaf].name}-topology", namespace = var.namespace, labels = local.k8s[leaf].labels }
-        data       = { "topology.hcl" = data.arbor_topology.this.content }
+        data       = { "topology.hcl" = m.topology_content }
       },
       {
         apiVersion = "v1"

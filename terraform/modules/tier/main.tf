@@ -26,7 +26,11 @@ locals {
   # apply` does with its own uid).
   selectors = length(try(local.agent.server_selectors, [])) > 0 ? local.agent.server_selectors : ["unix:uid:${var.run_as_uid}"]
 
-  entries = try([for e in local.server.entries : e], [])
+  entries  = try([for e in local.server.entries : e], [])
+  children = try([for c in local.server.children : c], [])
+  unexpected_children = var.expect_children == null ? [] : [
+    for c in var.expect_children : c if !contains(local.children, c)
+  ]
 
   # Warnings about this tier (they name it in quotes); the root, which has
   # the whole tree below it, reports every warning of the file.
@@ -53,6 +57,14 @@ data "arbor_tier_config" "hcl" {
       condition     = local.exists
       error_message = "node \"${var.node}\" is not a server block of ${var.topology_path} (its servers: ${join(", ", sort(keys(data.arbor_topology.this.servers)))})"
     }
+    precondition {
+      condition     = !local.exists || var.expect_parent == null || local.parent == var.expect_parent
+      error_message = "server \"${var.node}\" of ${var.topology_path} has parent \"${local.parent}\", not \"${coalesce(var.expect_parent, "-")}\""
+    }
+    precondition {
+      condition     = !local.exists || length(local.unexpected_children) == 0
+      error_message = "${join(", ", [for c in local.unexpected_children : "\"${c}\""])} ${length(local.unexpected_children) == 1 ? "is not a child" : "are not children"} of server \"${var.node}\" in ${var.topology_path} (its children: ${join(", ", local.children)})"
+    }
   }
 }
 
@@ -61,15 +73,8 @@ data "arbor_tier_config" "hcl" {
 data "arbor_tier_config" "spire" {
   path   = var.topology_path
   vars   = var.vars
-  node   = var.node
+  node   = data.arbor_tier_config.hcl.node # read after the precondition above
   format = "spire"
-
-  lifecycle {
-    precondition {
-      condition     = local.exists
-      error_message = "node \"${var.node}\" is not a server block of ${var.topology_path} (its servers: ${join(", ", sort(keys(data.arbor_topology.this.servers)))})"
-    }
-  }
 }
 
 # The tier's registration at its parent: one downstream entry (spiffe_id =
@@ -79,7 +84,7 @@ resource "arbor_downstream" "this" {
   provider = arbor.parent
   count    = var.register ? 1 : 0
 
-  spiffe_id = try(local.server.spiffe_id, null)
+  spiffe_id = data.arbor_tier_config.hcl.spiffe_id
   # join_token: the token's alias; x509pop: computed by the provider from the
   # agent's certificate, as the parent will name the agent.
   agent_id            = local.bootstrap == "join_token" ? local.agent.spiffe_id : null
@@ -89,21 +94,19 @@ resource "arbor_downstream" "this" {
   join_token_ttl      = local.bootstrap == "join_token" ? var.join_token_ttl : null
 
   lifecycle {
-    precondition {
-      condition     = local.exists
-      error_message = "node \"${var.node}\" is not a server block of ${var.topology_path} (its servers: ${join(", ", sort(keys(data.arbor_topology.this.servers)))})"
-    }
+    # One failure at a time: the node exists (data.arbor_tier_config.hcl
+    # says so otherwise), then each condition given the one before.
     precondition {
       condition     = local.parent != ""
       error_message = "server \"${var.node}\" is the root of ${var.topology_path}: it has no parent to register at; set register = false"
     }
     precondition {
-      condition     = local.agent != null
+      condition     = local.parent == "" || local.agent != null
       error_message = "server \"${var.node}\" has no agent block: a registered tier needs the co-located agent that attests to its parent \"${local.parent}\""
     }
     precondition {
-      condition     = contains(["join_token", "x509pop"], local.bootstrap)
-      error_message = "server \"${var.node}\"'s agent attests with \"${local.bootstrap}\": arbor_downstream registers join_token and x509pop agents only"
+      condition     = local.agent == null || contains(["join_token", "x509pop"], local.bootstrap)
+      error_message = "server \"${var.node}\"'s agent attests with \"${local.bootstrap}\": arbor_downstream registers join_token and x509pop agents only (register it with arbor_downstream and arbor_entry directly)"
     }
   }
 }

@@ -100,3 +100,23 @@ output "cloud_init" {
   value       = local.cloud_init
   sensitive   = true
 }
+
+output "children" {
+  description = "Names of the tier's child tiers in the topology file, in file order."
+  value       = local.children
+}
+
+output "bootstrap" {
+  description = "How the tier's co-located agent attests to the parent: \"join_token\", \"x509pop\", another attestor's name, or \"\" without an agent."
+  value       = local.bootstrap
+}
+
+output "agent_socket_path" {
+  description = "The co-located agent's Workload API socket, which the tier's server dials (\"\" without an agent)."
+  value       = data.arbor_tier_config.hcl.agent_socket_path
+}
+
+output "topology_content" {
+  description = "The topology file's text (what files holds at INSTALL_DIR/topology.hcl)."
+  value       = data.arbor_topology.this.content
+}

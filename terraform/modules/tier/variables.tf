@@ -54,3 +54,15 @@ variable "join_token_ttl" {
   type        = string
   default     = "1h"
 }
+
+variable "expect_parent" {
+  description = "When set, the plan fails unless node's parent in the topology file is this server (the region module sets it for its leaves); null: any parent."
+  type        = string
+  default     = null
+}
+
+variable "expect_children" {
+  description = "When set, the plan fails unless each of these is a child of node in the topology file (the region module sets it to its leaves); null: no check."
+  type        = list(string)
+  default     = null
+}
