@@ -21,6 +21,7 @@ resource "arbor_entry" "web" {
   parent_id     = "spiffe://example.org/node/a"
   selectors     = ["unix:uid:1000", "unix:gid:50"]
   x509_svid_ttl = %q
+  jwt_svid_ttl  = "1d"
   dns_names     = ["web.example.org"]
   hint          = "web"
   expires_at    = "2040-01-02T03:04:05Z"
@@ -61,7 +62,7 @@ func TestEntryLifecycle(t *testing.T) {
 					func(st *terraform.State) error {
 						first = s.entryOf(t, st, "arbor_entry.web")
 						id = first.Id
-						if first.X509SvidTtl != 3600 || first.Hint != "web" || len(first.Selectors) != 2 ||
+						if first.X509SvidTtl != 3600 || first.JwtSvidTtl != 86400 || first.Hint != "web" || len(first.Selectors) != 2 ||
 							first.ExpiresAt == 0 || len(first.DnsNames) != 1 {
 							return fmt.Errorf("server holds %v, want the configured entry", first)
 						}
@@ -191,4 +192,36 @@ func TestEntryPlanTimeValidation(t *testing.T) {
 	if es, err := s.admin.ListEntries(ctxT(t), admin.EntryFilter{}); err != nil || len(es) != 0 {
 		t.Errorf("after refused plans the server holds %d entries (%v), want 0", len(es), err)
 	}
+}
+
+// Creating an entry the server already holds (same SPIFFE ID, parent and
+// selectors, made by hand) adopts it: same ID, updated to the
+// configuration, no error.
+func TestEntryAdoptsExisting(t *testing.T) {
+	s := startServer(t)
+	had, err := s.admin.CreateEntry(ctxT(t), &types.Entry{
+		SpiffeId:  &types.SPIFFEID{TrustDomain: "example.org", Path: "/web"},
+		ParentId:  &types.SPIFFEID{TrustDomain: "example.org", Path: "/node/a"},
+		Selectors: []*types.Selector{{Type: "unix", Value: "uid:1000"}, {Type: "unix", Value: "gid:50"}},
+		Hint:      "by hand",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{{
+			Config: s.config(fmt.Sprintf(entryConfig, "1h")),
+			Check: func(st *terraform.State) error {
+				e := s.entryOf(t, st, "arbor_entry.web")
+				if e.Id != had.Id {
+					return fmt.Errorf("entry ID %s, want the existing entry's %s", e.Id, had.Id)
+				}
+				if e.Hint != "web" || e.X509SvidTtl != 3600 {
+					return fmt.Errorf("adopted entry %v was not updated to the configuration", e)
+				}
+				return nil
+			},
+		}},
+	})
 }

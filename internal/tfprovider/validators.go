@@ -257,10 +257,14 @@ func parseSeconds(s string, min time.Duration) (int32, error) {
 	return int32(d / time.Second), nil
 }
 
-// formatSeconds spells n seconds the shortest Go way ("1h", "1h30m",
-// "90s" is "1m30s"): what a duration imported or changed on the server is
-// shown as.
+// formatSeconds spells n seconds shortly: whole days as "7d", else the
+// Go way without zero units ("1h", "1h30m", "1m30s"). It is what a
+// duration imported or changed on the server is shown as.
 func formatSeconds(n int32) string {
+	const day = 24 * 60 * 60
+	if n > 0 && n%day == 0 {
+		return fmt.Sprintf("%dd", n/day)
+	}
 	s := (time.Duration(n) * time.Second).String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")
