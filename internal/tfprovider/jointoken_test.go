@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
@@ -15,6 +16,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/arborid/arbor/internal/testkit"
 )
 
 // attest runs join-token attestation over the admin socket (AttestAgent is
@@ -125,6 +128,51 @@ func TestJoinTokenUsedIsReplaced(t *testing.T) {
 					return nil
 				},
 				ExpectNonEmptyPlan: true, // the new token was used by the check above
+			},
+		},
+	})
+}
+
+// An expired token is dropped at refresh, and the next apply makes a new one.
+func TestJoinTokenExpiredIsReplaced(t *testing.T) {
+	s := startServer(t)
+	// Long enough for the plans right after each apply to find it unexpired.
+	config := s.config(`resource "arbor_join_token" "t" { ttl = "5s" }`)
+	var token, expires string
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{
+			{
+				Config: config,
+				Check: func(st *terraform.State) error {
+					token, _ = stateAttr(st, "arbor_join_token.t", "token")
+					expires, _ = stateAttr(st, "arbor_join_token.t", "expires_at")
+					return nil
+				},
+			},
+			{
+				PreConfig: func() {
+					exp, err := time.Parse(time.RFC3339, expires)
+					if err != nil {
+						t.Fatalf("expires_at %q: %v", expires, err)
+					}
+					testkit.Poll(t, 10*time.Second, "the token's expiry", func() error {
+						if time.Now().Before(exp) {
+							return fmt.Errorf("not expired until %v", exp)
+						}
+						return nil
+					})
+				},
+				Config: config,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("arbor_join_token.t", plancheck.ResourceActionCreate),
+				}},
+				Check: func(st *terraform.State) error {
+					if next, _ := stateAttr(st, "arbor_join_token.t", "token"); next == "" || next == token {
+						return fmt.Errorf("token after expiry = %q, want a new one (was %q)", next, token)
+					}
+					return nil
+				},
 			},
 		},
 	})
