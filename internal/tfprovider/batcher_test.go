@@ -1,6 +1,7 @@
 package tfprovider
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -169,4 +170,56 @@ resource "arbor_entry" "w" {
 			return nil
 		},
 	})
+}
+
+// The batcher's rule with a call that only counts: requests made together
+// share one call and each gets its own answer; more than batchMax at once
+// take more than one.
+func TestBatcherGroupsRequests(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	b := &batcher[int, int]{call: func(_ context.Context, reqs []int) ([]int, error) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		out := make([]int, len(reqs))
+		for i, r := range reqs {
+			out[i] = r * 2
+		}
+		return out, nil
+	}}
+	run := func(n int) {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := b.do(ctxT(t), i)
+				if err != nil || got != 2*i {
+					t.Errorf("do(%d) = %d, %v; want %d", i, got, err, 2*i)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	run(30)
+	mu.Lock()
+	if len(sizes) > 3 {
+		t.Errorf("30 requests at once made %d calls %v, want at most 3", len(sizes), sizes)
+	}
+	sizes = nil
+	mu.Unlock()
+	run(batchMax + 1)
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, n := range sizes {
+		if n > batchMax {
+			t.Errorf("a call carried %d requests, more than batchMax %d", n, batchMax)
+		}
+		total += n
+	}
+	if len(sizes) < 2 || total != batchMax+1 {
+		t.Errorf("%d requests made calls of %v, want at least two adding up to %d", batchMax+1, sizes, batchMax+1)
+	}
 }
