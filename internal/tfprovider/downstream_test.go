@@ -137,6 +137,33 @@ resource "arbor_downstream" "child2" {
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}},
 				Check:            resource.TestCheckResourceAttrWith("arbor_downstream.child", "bootstrap_bundle", equals(&bundleAtCreate)),
 			},
+			{
+				// The downstream entry deleted behind tofu's back is
+				// registered again, with the parent's roots of now.
+				PreConfig: func() {
+					es, err := s.admin.ListEntries(ctxT(t), admin.EntryFilter{SPIFFEID: "spiffe://example.org/arbor/server/child2"})
+					if err != nil || len(es) != 1 {
+						t.Fatalf("child2's entry = %v, %v", es, err)
+					}
+					if _, err := s.deleteEntries(t, es[0].Id); err != nil {
+						t.Fatal(err)
+					}
+				},
+				Config: config,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("arbor_downstream.child2", plancheck.ResourceActionCreate),
+					plancheck.ExpectResourceAction("arbor_downstream.child", plancheck.ResourceActionNoop),
+				}},
+				Check: func(st *terraform.State) error {
+					if e := s.entryOf(t, st, "arbor_downstream.child2"); !e.Downstream || idString(e.ParentId) != wantX509PoPAgent {
+						return fmt.Errorf("child2 registered again as %v", e)
+					}
+					if got, _ := stateAttr(st, "arbor_downstream.child2", "bootstrap_bundle"); got != s.bundlePEM(t) || got == bundleAtCreate {
+						return fmt.Errorf("child2's new bootstrap_bundle is not the rotated bundle")
+					}
+					return nil
+				},
+			},
 		},
 		CheckDestroy: func(*terraform.State) error {
 			es, err := s.admin.ListEntries(ctxT(t), admin.EntryFilter{})

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 
 	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/server"
@@ -183,4 +184,19 @@ func equals(want *string) resource.CheckResourceAttrWithFunc {
 		}
 		return nil
 	}
+}
+
+// deleteEntries deletes entries through the admin API, behind tofu's back.
+func (s *testServer) deleteEntries(t *testing.T, ids ...string) (int, error) {
+	t.Helper()
+	resp, err := entryv1.NewEntryClient(s.admin.Conn()).BatchDeleteEntry(ctxT(t), &entryv1.BatchDeleteEntryRequest{Ids: ids})
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range resp.Results {
+		if r.Status.GetCode() != 0 {
+			return 0, fmt.Errorf("deleting %s: %s", r.Id, r.Status.GetMessage())
+		}
+	}
+	return len(resp.Results), nil
 }
