@@ -26,6 +26,7 @@ import (
 
 	"github.com/arborid/arbor/internal/cli/admin"
 	"github.com/arborid/arbor/internal/tftopology"
+	"github.com/arborid/arbor/topology"
 )
 
 // Address is the provider's source address in a required_providers block.
@@ -137,7 +138,7 @@ func (m providerModel) options() (serverOptions, error) {
 		o.socket = os.Getenv(admin.SocketEnv)
 	}
 	if t := m.Timeout.ValueString(); t != "" {
-		d, err := time.ParseDuration(t)
+		d, err := topology.ParseDuration(t)
 		if err != nil || d <= 0 {
 			return o, fmt.Errorf("timeout %q is not a positive duration such as \"30s\"", t)
 		}

@@ -2,6 +2,7 @@ package tfprovider
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/types"
 )
@@ -49,5 +50,20 @@ func TestParseSecondsRefusals(t *testing.T) {
 	}
 	if _, err := parseSeconds("0s", 1); err == nil {
 		t.Errorf("parseSeconds(\"0s\", 1ns) accepted a duration shorter than the minimum")
+	}
+}
+
+// The provider's timeout reads durations as every other attribute does.
+func TestProviderTimeout(t *testing.T) {
+	for in, want := range map[string]time.Duration{"30s": 30 * time.Second, "2m": 2 * time.Minute, "1d": 24 * time.Hour} {
+		o, err := providerModel{Timeout: types.StringValue(in)}.options()
+		if err != nil || o.timeout != want {
+			t.Errorf("timeout %q = %v, %v; want %v", in, o.timeout, err, want)
+		}
+	}
+	for _, in := range []string{"0s", "soon", "-1s"} {
+		if _, err := (providerModel{Timeout: types.StringValue(in)}).options(); err == nil {
+			t.Errorf("timeout %q accepted", in)
+		}
 	}
 }
