@@ -152,18 +152,43 @@ func TestProductionCodeImportsNoTesting(t *testing.T) {
 
 // TestServerCoreImportsNoCLI: the command line's clients (internal/cli/...:
 // the admin client, reconcile, the launcher, the demo, the workload-side
-// commands) sit apart from the server every tier runs; nothing but cmd/ and
-// other CLI packages imports them.
+// commands) sit apart from the server every tier runs; nothing but cmd/,
+// other CLI packages and the other admin client, the Terraform provider
+// (isAdminClient), imports them.
 func TestServerCoreImportsNoCLI(t *testing.T) {
 	cli := module + "/internal/cli/"
 	for _, p := range list(t, false, "./...") {
 		if strings.HasPrefix(p.ImportPath, cli) || strings.HasPrefix(p.ImportPath, module+"/cmd/") ||
-			strings.HasPrefix(p.ImportPath, module+"/test/") || isTestKit(p.ImportPath) {
+			strings.HasPrefix(p.ImportPath, module+"/test/") || isTestKit(p.ImportPath) || isAdminClient(p.ImportPath) {
 			continue
 		}
 		for _, imp := range p.Imports {
 			if strings.HasPrefix(imp, cli) {
-				t.Errorf("%s imports %s; only cmd/ and internal/cli/ use the command line's clients", p.ImportPath, imp)
+				t.Errorf("%s imports %s; only cmd/, internal/cli/ and the Terraform provider use the command line's clients", p.ImportPath, imp)
+			}
+		}
+	}
+}
+
+// isAdminClient tells the Terraform provider's packages: like the command
+// line, a client of a server's admin API.
+func isAdminClient(path string) bool {
+	return path == module+"/internal/tfprovider" || path == module+"/internal/tftopology" ||
+		strings.HasPrefix(path, module+"/terraform/")
+}
+
+// TestTerraformFrameworkStaysInTheProvider: the Terraform plugin framework
+// (and the go-plugin, msgpack and gRPC plugin stack under it) is linked
+// only into the provider's packages, never into the arbor binary.
+func TestTerraformFrameworkStaysInTheProvider(t *testing.T) {
+	for _, p := range list(t, false, "./...") {
+		if isAdminClient(p.ImportPath) {
+			continue
+		}
+		for _, imp := range p.Deps {
+			if strings.HasPrefix(imp, "github.com/hashicorp/terraform-plugin-") {
+				t.Errorf("%s depends on %s; only internal/tfprovider, internal/tftopology and terraform/ may", p.ImportPath, imp)
+				break
 			}
 		}
 	}
