@@ -20,6 +20,10 @@ import (
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
 	"github.com/arborid/arbor/internal/cli/admin"
@@ -36,6 +40,8 @@ type tierOutputs struct {
 	Files         map[string]string `json:"files"`
 	ServerCommand []string          `json:"server_command"`
 	AgentCommand  []string          `json:"agent_command"`
+	// KubernetesManifests is a leaf's (region module) YAML documents.
+	KubernetesManifests string `json:"kubernetes_manifests"`
 }
 
 // regionOutputs is the region module's outputs: the region's own tier
@@ -222,6 +228,7 @@ func TestExampleTreeLifecycle(t *testing.T) {
 	if n := downstreamEntries(t, ctx, raAdmin, "leaf-a1"); n != 1 {
 		t.Fatalf("region-a holds %d downstream entries for leaf-a1, want 1", n)
 	}
+	checkManifests(t, leaf.KubernetesManifests, "leaf-a1")
 	leafAdmin := bootTier(t, logDir, "leaf-a1", *leaf)
 
 	// A workload under leaf-a1 gets an SVID whose chain reaches the root.
@@ -471,4 +478,56 @@ func workloadSVID(t *testing.T, ctx context.Context, leaf *admin.Client, addr st
 		t.Fatalf("the workload's X509-SVID does not verify against the root's bundle: %v", err)
 	}
 	return svid
+}
+
+// checkManifests decodes a leaf's Kubernetes manifests with client-go's
+// scheme (what kubectl apply would accept) and checks that they run the
+// leaf's server and co-located agent from the topology in the ConfigMap.
+func checkManifests(t *testing.T, yamlDocs, leaf string) {
+	t.Helper()
+	kinds := map[string]int{}
+	var sts *appsv1.StatefulSet
+	var cm *corev1.ConfigMap
+	for i, doc := range strings.Split(yamlDocs, "\n---") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("%s's kubernetes_manifests document %d does not decode as a Kubernetes object: %v\n%s", leaf, i, err, doc)
+		}
+		kinds[gvk.Kind]++
+		switch o := obj.(type) {
+		case *appsv1.StatefulSet:
+			sts = o
+		case *corev1.ConfigMap:
+			cm = o
+		}
+	}
+	for _, k := range []string{"Namespace", "ConfigMap", "Secret", "StatefulSet", "Service"} {
+		if kinds[k] == 0 {
+			t.Errorf("%s's kubernetes_manifests have no %s (kinds: %v)", leaf, k, kinds)
+		}
+	}
+	if sts == nil || cm == nil {
+		t.FailNow()
+	}
+	topoInCM := false
+	for _, v := range cm.Data {
+		if strings.Contains(v, `server "`+leaf+`"`) {
+			topoInCM = true
+		}
+	}
+	if !topoInCM {
+		t.Errorf("%s's ConfigMap does not hold the topology file with its server block", leaf)
+	}
+	var server, agent bool
+	for _, c := range sts.Spec.Template.Spec.Containers {
+		argv := strings.Join(append(append([]string{}, c.Command...), c.Args...), " ")
+		server = server || strings.Contains(argv, "server --topology") && strings.Contains(argv, "--node "+leaf)
+		agent = agent || strings.Contains(argv, "agent run --topology") && strings.Contains(argv, "--node "+leaf)
+	}
+	if !server || !agent {
+		t.Errorf("%s's StatefulSet does not run both `arbor server --node %s` and `arbor agent run --node %s`: %+v", leaf, leaf, leaf, sts.Spec.Template.Spec.Containers)
+	}
 }
