@@ -123,16 +123,13 @@ type entryBatchers struct {
 	delete *batcher[string, *entryv1.BatchDeleteEntryResponse_Result]
 }
 
-// batchers holds each configured provider's batchers. A map beside Server
-// rather than a field of it keeps the provider's connection type about
-// reaching the server; an entry lives as long as the provider process.
-var batchers sync.Map // *Server -> *entryBatchers
-
 // entries returns s's batchers, made on first use.
 func (s *Server) entries() *entryBatchers {
-	if b, ok := batchers.Load(s); ok {
-		return b.(*entryBatchers)
-	}
+	s.batchOnce.Do(func() { s.batchers = s.newEntryBatchers() })
+	return s.batchers
+}
+
+func (s *Server) newEntryBatchers() *entryBatchers {
 	b := &entryBatchers{
 		create: &batcher[*types.Entry, *entryv1.BatchCreateEntryResponse_Result]{
 			call: func(ctx context.Context, es []*types.Entry) ([]*entryv1.BatchCreateEntryResponse_Result, error) {
@@ -165,6 +162,5 @@ func (s *Server) entries() *entryBatchers {
 			},
 		},
 	}
-	actual, _ := batchers.LoadOrStore(s, b)
-	return actual.(*entryBatchers)
+	return b
 }

@@ -162,6 +162,11 @@ type Server struct {
 	once   sync.Once
 	client *admin.Client
 	err    error
+
+	// batchers gather the entry creates and deletes of every resource of
+	// this provider configuration into batch calls (batcher.go).
+	batchOnce sync.Once
+	batchers  *entryBatchers
 }
 
 // Client returns the admin client, dialing on first use. Its error is one
