@@ -115,15 +115,21 @@ func Open(path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: admin socket %s: %v", ErrUnreachable, path, err)
 	}
+	return newClient(path, conn), nil
+}
+
+// newClient is the client of one connection to endpoint (an admin socket
+// path or a TCP address).
+func newClient(endpoint string, conn *grpc.ClientConn) *Client {
 	return &Client{
-		socket: path,
+		socket: endpoint,
 		conn:   conn,
 		entry:  entryv1.NewEntryClient(conn),
 		agent:  agentv1.NewAgentClient(conn),
 		bundle: bundlev1.NewBundleClient(conn),
 		td:     trustdomainv1.NewTrustDomainClient(conn),
 		health: healthpb.NewHealthClient(conn),
-	}, nil
+	}
 }
 
 // Close closes the connection.

@@ -11,13 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
-	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
-	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
-	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // TLSOptions name what DialTLS needs to reach a server's admin API over TCP:
@@ -76,15 +71,7 @@ func DialTLS(o TLSOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, o.Address, err)
 	}
-	return &Client{
-		socket: o.Address,
-		conn:   conn,
-		entry:  entryv1.NewEntryClient(conn),
-		agent:  agentv1.NewAgentClient(conn),
-		bundle: bundlev1.NewBundleClient(conn),
-		td:     trustdomainv1.NewTrustDomainClient(conn),
-		health: healthpb.NewHealthClient(conn),
-	}, nil
+	return newClient(o.Address, conn), nil
 }
 
 // Conn is the client's gRPC connection, for callers that speak the server
