@@ -7,8 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
@@ -108,5 +110,28 @@ data "arbor_bundle" "own" {}
 				),
 			},
 		},
+	})
+}
+
+// A server address nothing listens on fails the first call in one line
+// naming that address (not an "admin socket").
+func TestProviderOverTCPUnreachable(t *testing.T) {
+	s := startServer(t)
+	cert, key, bundle := s.adminFiles(t, spiffeid.RequireFromString("spiffe://example.org/ops/admin"))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := providerBlock(fmt.Sprintf("address = %q\n  cert_file = %q\n  key_file = %q\n  bundle_file = %q", addr, cert, key, bundle)) + `
+data "arbor_bundle" "own" {}
+`
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{{
+			Config:      cfg,
+			ExpectError: regexpOf(`(?m)^Error: bundle show: cannot reach the server on server address ` + regexp.QuoteMeta(addr) + ` \(.+\)\n`),
+		}},
 	})
 }

@@ -73,6 +73,7 @@ type Client struct {
 	Timeout time.Duration
 
 	socket string
+	tcp    bool // socket is a TCP address (DialTLS)
 	conn   *grpc.ClientConn
 	entry  entryv1.EntryClient
 	agent  agentv1.AgentClient
@@ -116,6 +117,14 @@ func Open(path string) (*Client, error) {
 		return nil, fmt.Errorf("%w: admin socket %s: %v", ErrUnreachable, path, err)
 	}
 	return newClient(path, conn), nil
+}
+
+// where names the endpoint in messages.
+func (c *Client) where() string {
+	if c.tcp {
+		return "server address " + c.socket
+	}
+	return "admin socket " + c.socket
 }
 
 // newClient is the client of one connection to endpoint (an admin socket
@@ -166,9 +175,9 @@ func (c *Client) rpcError(op string, err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Errorf("%s: %w on admin socket %s (%s)", op, ErrUnreachable, c.socket, lastCause(st.Message()))
+		return fmt.Errorf("%s: %w on %s (%s)", op, ErrUnreachable, c.where(), lastCause(st.Message()))
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("%s: the server did not answer in time on admin socket %s", op, c.socket)
+		return fmt.Errorf("%s: the server did not answer in time on %s", op, c.where())
 	case codes.Canceled:
 		return fmt.Errorf("%s: canceled", op)
 	case codes.Unimplemented:

@@ -71,7 +71,9 @@ func DialTLS(o TLSOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, o.Address, err)
 	}
-	return newClient(o.Address, conn), nil
+	c := newClient(o.Address, conn)
+	c.tcp = true
+	return c, nil
 }
 
 // Conn is the client's gRPC connection, for callers that speak the server
