@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
@@ -40,6 +41,7 @@ type tierOutputs struct {
 	Files         map[string]string `json:"files"`
 	ServerCommand []string          `json:"server_command"`
 	AgentCommand  []string          `json:"agent_command"`
+	CloudInit     string            `json:"cloud_init"`
 	// KubernetesManifests is a leaf's (region module) YAML documents.
 	KubernetesManifests string `json:"kubernetes_manifests"`
 }
@@ -172,10 +174,114 @@ func bootTier(t *testing.T, logDir, name string, o tierOutputs) *admin.Client {
 	return waitServing(t, o.AdminSocket, 120*time.Second, ag, srv)
 }
 
+// bootFromCloudInit starts a tier from its cloud_init output as a VM's
+// cloud-init and systemd would: it writes the write_files entries (with
+// their permissions), creates the directories runcmd installs, and runs the
+// ExecStart of each systemd unit the document writes, in the order runcmd
+// enables them (agent, then server). The units' commands must be the
+// module's agent_command and server_command.
+func bootFromCloudInit(t *testing.T, logDir, name string, o tierOutputs) *admin.Client {
+	t.Helper()
+	body, ok := strings.CutPrefix(o.CloudInit, "#cloud-config\n")
+	if !ok {
+		t.Fatalf("%s: cloud_init does not start with #cloud-config: %.200q", name, o.CloudInit)
+	}
+	var doc struct {
+		WriteFiles []struct {
+			Path        string `json:"path"`
+			Content     string `json:"content"`
+			Permissions string `json:"permissions"`
+		} `json:"write_files"`
+		RunCmd [][]string `json:"runcmd"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(body), &doc); err != nil {
+		t.Fatalf("%s: cloud_init is not the YAML cloud-init reads: %v", name, err)
+	}
+	units := map[string][]string{}
+	written := map[string]bool{}
+	for _, f := range doc.WriteFiles {
+		if dir, unit := filepath.Split(f.Path); dir == "/etc/systemd/system/" {
+			units[unit] = execStart(t, name, unit, f.Content)
+			continue
+		}
+		mode, err := strconv.ParseUint(f.Permissions, 8, 32)
+		if err != nil {
+			t.Fatalf("%s: write_files %s has permissions %q", name, f.Path, f.Permissions)
+		}
+		writeFiles(t, map[string]string{f.Path: f.Content})
+		if err := os.Chmod(f.Path, os.FileMode(mode)); err != nil {
+			t.Fatal(err)
+		}
+		written[f.Path] = true
+		if want, ok := o.Files[f.Path]; !ok || want != f.Content {
+			t.Errorf("%s: cloud_init writes %s, which the files output has not (or otherwise)", name, f.Path)
+		}
+		if strings.HasSuffix(f.Path, "join-token") && mode != 0o600 {
+			t.Errorf("%s: cloud_init writes the join token with mode %s, want 0600", name, f.Permissions)
+		}
+	}
+	for p := range o.Files {
+		if !written[p] {
+			t.Errorf("%s: cloud_init does not write %s of the files output", name, p)
+		}
+	}
+	var procs []*proc
+	for _, cmd := range doc.RunCmd {
+		switch {
+		case len(cmd) >= 2 && cmd[0] == "install" && cmd[1] == "-d":
+			if err := os.MkdirAll(cmd[len(cmd)-1], 0o700); err != nil {
+				t.Fatal(err)
+			}
+		case len(cmd) == 4 && cmd[0] == "systemctl" && cmd[1] == "enable" && cmd[2] == "--now":
+			argv, ok := units[cmd[3]]
+			if !ok {
+				t.Fatalf("%s: runcmd enables %s, which cloud_init does not write", name, cmd[3])
+			}
+			procs = append(procs, start(t, logDir, name+"-"+strings.TrimSuffix(cmd[3], ".service"), argv))
+		}
+	}
+	if len(procs) != 2 {
+		t.Fatalf("%s: cloud_init starts %d units, want the agent and the server: %v", name, len(procs), doc.RunCmd)
+	}
+	if got := procs[0].cmd.Args; strings.Join(got, " ") != strings.Join(o.AgentCommand, " ") {
+		t.Errorf("%s: cloud_init's first unit runs %q, want agent_command %q", name, got, o.AgentCommand)
+	}
+	if got := procs[1].cmd.Args; strings.Join(got, " ") != strings.Join(o.ServerCommand, " ") {
+		t.Errorf("%s: cloud_init's second unit runs %q, want server_command %q", name, got, o.ServerCommand)
+	}
+	return waitServing(t, o.AdminSocket, 120*time.Second, procs...)
+}
+
+// execStart is the argv of a systemd unit's ExecStart line, whose
+// arguments are double-quoted with C escapes (JSON strings are a subset)
+// and % and $ doubled.
+func execStart(t *testing.T, name, unit, content string) []string {
+	t.Helper()
+	for _, line := range strings.Split(content, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "ExecStart=")
+		if !ok {
+			continue
+		}
+		var argv []string
+		dec := json.NewDecoder(strings.NewReader(rest))
+		for dec.More() {
+			var a string
+			if err := dec.Decode(&a); err != nil {
+				t.Fatalf("%s: %s's ExecStart %q is not a list of quoted arguments: %v", name, unit, rest, err)
+			}
+			argv = append(argv, strings.NewReplacer("%%", "%", "$$", "$").Replace(a))
+		}
+		return argv
+	}
+	t.Fatalf("%s: unit %s has no ExecStart", name, unit)
+	return nil
+}
+
 // TestExampleTreeLifecycle applies terraform/examples/tree against a running
 // root: the regions are registered at the root, started from the module
-// outputs, their leaves registered once they serve, and leaf-a1 started the
-// same way gets its intermediate from region-a; a workload under leaf-a1
+// outputs (region-a from its cloud_init document, region-b from its files
+// and commands), their leaves registered once they serve, and leaf-a1
+// started from its cloud_init gets its intermediate from region-a; a workload under leaf-a1
 // gets an X509-SVID that verifies against the root's bundle. Plans after
 // that (and after a forced CA rotation of the root) show no changes, an
 // entry made by hand is imported with no diff, an entry deleted behind
@@ -214,7 +320,7 @@ func TestExampleTreeLifecycle(t *testing.T) {
 	}
 
 	regionA, regionB := e.outputs()
-	raAdmin := bootTier(t, logDir, "region-a", regionA.tier())
+	raAdmin := bootFromCloudInit(t, logDir, "region-a", regionA.tier())
 	bootTier(t, logDir, "region-b", regionB.tier())
 
 	// Second step: the regions serve, so their leaves are registered and
@@ -229,7 +335,7 @@ func TestExampleTreeLifecycle(t *testing.T) {
 		t.Fatalf("region-a holds %d downstream entries for leaf-a1, want 1", n)
 	}
 	checkManifests(t, leaf.KubernetesManifests, "leaf-a1")
-	leafAdmin := bootTier(t, logDir, "leaf-a1", *leaf)
+	leafAdmin := bootFromCloudInit(t, logDir, "leaf-a1", *leaf)
 
 	// A workload under leaf-a1 gets an SVID whose chain reaches the root.
 	rootBundle := x509Bundle(t, ctx, root)
