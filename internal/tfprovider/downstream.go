@@ -76,7 +76,8 @@ func (r *downstreamResource) Schema(_ context.Context, _ resource.SchemaRequest,
 		Description: "Registers a child tier under this server, as `arbor topology apply` does: a downstream entry " +
 			"for the child server's SPIFFE ID under its co-located agent, and (bootstrap = \"join_token\") a join " +
 			"token for that agent. Deleting it deletes the downstream entry, so the child can no longer renew its " +
-			"intermediate CA; it evicts no agent. A used or expired join token is not a change: the agent has " +
+			"intermediate CA, and, for a join_token agent, deletes its alias entry and evicts the agent that attested " +
+			"with the token (its token is spent: it cannot come back). A used or expired join token is not a change: the agent has " +
 			"attested, and attesting again is its own business.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
@@ -337,5 +338,15 @@ func (r *downstreamResource) Delete(ctx context.Context, req resource.DeleteRequ
 	}
 	if err := r.srv.deleteEntry(ctx, m.ID.ValueString()); err != nil {
 		addError(&resp.Diagnostics, err)
+		return
+	}
+	// A join-token agent keeps no identity here: its alias entry goes and
+	// the agent is evicted (it cannot re-attest, its token is spent). An
+	// x509pop agent can always re-attest with its certificate; what it held
+	// was the downstream entry, gone above.
+	if m.Bootstrap.ValueString() != bootstrapX509PoP && m.JoinToken.ValueString() != "" {
+		if err := r.srv.retireJoinTokenAgent(ctx, m.AgentID.ValueString(), m.JoinToken.ValueString()); err != nil {
+			addError(&resp.Diagnostics, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
@@ -173,6 +174,20 @@ resource "arbor_downstream" "child2" {
 			for _, e := range es {
 				if e.Downstream {
 					return fmt.Errorf("downstream entry %s left after destroy", idString(e.SpiffeId))
+				}
+				// The join-token agent's alias entry goes with it.
+				if strings.HasPrefix(e.ParentId.Path, "/spire/agent/join_token/") {
+					return fmt.Errorf("alias entry %s of a join-token agent left after destroy", idString(e.SpiffeId))
+				}
+			}
+			// And the agent that attested with the token is evicted.
+			agents, err := s.admin.ListAgents(ctxT(t), admin.AgentFilter{})
+			if err != nil {
+				return err
+			}
+			for _, a := range agents {
+				if strings.HasPrefix(a.Id.Path, "/spire/agent/join_token/") {
+					return fmt.Errorf("join-token agent %s still attested after destroy", idString(a.Id))
 				}
 			}
 			return nil

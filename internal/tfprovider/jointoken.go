@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	apitypes "github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -191,4 +192,40 @@ func (r *joinTokenResource) Update(ctx context.Context, req resource.UpdateReque
 // Delete removes the token from state only: a used token is gone already,
 // and SPIRE's API has no call to delete an unused one (it expires by ttl).
 func (r *joinTokenResource) Delete(context.Context, resource.DeleteRequest, *resource.DeleteResponse) {
+}
+
+// retireJoinTokenAgent undoes what a join token with an alias gave a
+// child tier's agent here: the alias entry (alias under the token's agent
+// ID) is deleted and the agent that attested with the token is evicted, so
+// a destroyed tier keeps no identity at its parent. Neither being there
+// already is not an error.
+func (s *Server) retireJoinTokenAgent(ctx context.Context, alias, token string) error {
+	id, err := spiffeid.FromString(alias)
+	if err != nil {
+		return fmt.Errorf("join token alias %q: %v", alias, err)
+	}
+	agentID := &apitypes.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: "/spire/agent/join_token/" + token}
+	c, err := s.Client()
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.Timeout())
+	defer cancel()
+	list, err := entryv1.NewEntryClient(c.Conn()).ListEntries(lctx, &entryv1.ListEntriesRequest{Filter: &entryv1.ListEntriesRequest_Filter{
+		BySpiffeId: &apitypes.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()},
+		ByParentId: agentID,
+	}})
+	if err != nil {
+		return c.Error("entry show", err)
+	}
+	for _, e := range list.Entries {
+		if err := s.deleteEntry(ctx, e.Id); err != nil {
+			return err
+		}
+	}
+	_, err = agentv1.NewAgentClient(c.Conn()).DeleteAgent(lctx, &agentv1.DeleteAgentRequest{Id: agentID})
+	if err != nil && status.Code(err) != codes.NotFound {
+		return c.Error("agent evict", err)
+	}
+	return nil
 }

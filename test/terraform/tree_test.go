@@ -423,6 +423,16 @@ func TestExampleTreeLifecycle(t *testing.T) {
 	if got := entriesFor(t, ctx, root, "spiffe://example.org/by-hand"); got != 0 {
 		t.Errorf("after destroy the imported entry is still there")
 	}
+	// Nothing of the tree stays at the root or region-a: no entry (entry
+	// blocks, downstream and join-token alias entries), no agent.
+	for name, c := range map[string]*admin.Client{"the root": root, "region-a": raAdmin} {
+		if es, err := c.ListEntries(ctx, admin.EntryFilter{}); err != nil || len(es) != 0 {
+			t.Errorf("after destroy %s holds %d entries (%v): %v", name, len(es), err, es)
+		}
+		if ags, err := c.ListAgents(ctx, admin.AgentFilter{}); err != nil || len(ags) != 0 {
+			t.Errorf("after destroy %s still has %d attested agents (%v)", name, len(ags), err)
+		}
+	}
 	err = testkit.PollErr(90*time.Second, "leaf-a1 refused a new intermediate", func() error {
 		la := localauthorityv1.NewLocalAuthorityClient(leafAdmin.Conn())
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
