@@ -93,28 +93,7 @@ func startTree(t *testing.T) *tree {
 		JoinToken: jt.Value, SyncInterval: 200 * time.Millisecond,
 		WorkloadAttestors: []agent.WorkloadAttestor{att},
 	}
-	ag, err := agent.New(cfg)
-	if err != nil {
-		t.Fatalf("agent.New: %v", err)
-	}
-	actx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(actx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("agent did not stop within 30s")
-		}
-	})
-	select {
-	case <-ag.Ready():
-	case err := <-done:
-		t.Fatalf("agent stopped before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent not ready within 30s")
-	}
+	testkit.StartAgent(t, cfg, 30*time.Second)
 	return &tree{t: t, srv: srv, agentID: spiffeid.RequireFromPath(td, "/spire/agent/join_token/"+jt.Value), socket: cfg.SocketPath}
 }
 

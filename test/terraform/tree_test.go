@@ -546,33 +546,12 @@ func workloadSVID(t *testing.T, ctx context.Context, leaf *admin.Client, addr st
 		t.Fatal(err)
 	}
 	dir := testkit.ShortDir(t)
-	ag, err := agent.New(agent.Config{
+	testkit.StartAgent(t, agent.Config{
 		TrustDomain: td, ServerAddress: addr, TrustBundle: bundle.X509Authorities(),
 		DataDir: filepath.Join(dir, "agent"), SocketPath: filepath.Join(dir, "api.sock"),
 		JoinToken: token, SyncInterval: 500 * time.Millisecond,
 		WorkloadAttestors: []agent.WorkloadAttestor{att},
-	})
-	if err != nil {
-		t.Fatalf("agent.New: %v", err)
-	}
-	actx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(actx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("workload agent did not stop within 30s")
-		}
-	})
-	select {
-	case <-ag.Ready():
-	case err := <-done:
-		t.Fatalf("workload agent stopped before it was ready: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("workload agent not ready within 60s")
-	}
+	}, 60*time.Second)
 	var svid *x509svid.SVID
 	err = testkit.PollErr(60*time.Second, "the workload's X509-SVID", func() error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
