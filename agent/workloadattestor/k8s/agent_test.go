@@ -83,33 +83,12 @@ func TestAgentContainersOfOnePod(t *testing.T) {
 	kubelet := newFakeKubelet(t, webPod())
 	cfg := kubelet.config(t)
 	att := newAttestor(t, cfg)
-	ag, err := agent.New(agent.Config{
+	testkit.StartAgent(t, agent.Config{
 		TrustDomain: td, ServerAddress: srv.AgentAddr().String(), TrustBundle: roots,
 		DataDir: filepath.Join(dir, "data"), SocketPath: filepath.Join(dir, "api.sock"),
 		JoinToken: jt.Value, SyncInterval: 200 * time.Millisecond,
 		WorkloadAttestors: []agent.WorkloadAttestor{att},
-	})
-	if err != nil {
-		t.Fatalf("agent.New: %v", err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("agent did not stop within 30s")
-		}
-	})
-	select {
-	case <-ag.Ready():
-	case err := <-done:
-		t.Fatalf("agent stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent not ready after 30s")
-	}
+	}, 30*time.Second)
 
 	pid := os.Getpid()
 	addr := workloadapi.WithAddr("unix://" + filepath.Join(dir, "api.sock"))
