@@ -95,6 +95,7 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"EntryCRUD", testEntryCRUD},
 		{"EntryDuplicates", testEntryDuplicates},
 		{"CreateEntriesPartialFailure", testCreateEntriesPartialFailure},
+		{"CreateEntriesLargeBatch", testCreateEntriesLargeBatch},
 		{"UpdateEntryDuplicate", testUpdateEntryDuplicate},
 		{"EntryEvents", testEntryEvents},
 		{"ListEntriesJoinsSelectors", testListEntriesJoinsSelectors},
@@ -369,6 +370,69 @@ func testCreateEntriesPartialFailure(t *testing.T, s datastore.Store) {
 	want := []string{"/existing", "/w0", "/w1", "/w3", "/w6"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ListEntries() SPIFFE IDs (-want +got):\n%s", diff)
+	}
+}
+
+// testCreateEntriesLargeBatch creates more entries in one call than one
+// multi-row INSERT holds, with zero, one and several selectors and every
+// optional field, and reads them all back as created, with one event each
+// in the batch's order.
+func testCreateEntriesLargeBatch(t *testing.T, s datastore.Store) {
+	ctx := testContext(t)
+	const n = 1234
+	batch := make([]*datastore.Entry, n)
+	for i := range batch {
+		e := &datastore.Entry{SPIFFEID: id(fmt.Sprintf("/w/%d", i)), ParentID: id(fmt.Sprintf("/node/%d", i%7))}
+		switch i % 3 {
+		case 1:
+			e.Selectors = sels(fmt.Sprintf("unix:uid:%d", i))
+		case 2:
+			e.Selectors = sels("k8s:ns:default", fmt.Sprintf("k8s:sa:%d", i), "k8s:pod-label:app:x")
+			e.DNSNames = []string{fmt.Sprintf("w%d.example.org", i)}
+			e.FederatesWith = []spiffeid.TrustDomain{spiffeid.RequireTrustDomainFromString("other.org")}
+			e.X509SVIDTTL, e.JWTSVIDTTL, e.Hint, e.ExpiresAt, e.Admin = 60, 30, "h", 4102444800, true
+		}
+		batch[i] = e
+	}
+	before, err := s.EntryEventsSince(ctx, 0)
+	if err != nil {
+		t.Fatalf("EntryEventsSince() error = %v", err)
+	}
+	out, errs := s.CreateEntries(ctx, batch)
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("CreateEntries() error = %v", err)
+	}
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries() error = %v", err)
+	}
+	if len(list) != n {
+		t.Fatalf("ListEntries() = %d entries, want %d", len(list), n)
+	}
+	stored := make(map[string]*datastore.Entry, n)
+	for _, e := range list {
+		stored[e.ID] = e
+	}
+	for i, e := range out {
+		if diff := cmp.Diff(e, stored[e.ID], cmpOpts...); diff != "" {
+			t.Fatalf("entry %d as stored differs from as returned (-returned +stored):\n%s", i, diff)
+		}
+		if e.SPIFFEID != batch[i].SPIFFEID || len(e.Selectors) != len(batch[i].Selectors) {
+			t.Fatalf("out[%d] = %+v, want the entry for %s", i, e, batch[i].SPIFFEID)
+		}
+	}
+	events, err := s.EntryEventsSince(ctx, 0)
+	if err != nil {
+		t.Fatalf("EntryEventsSince() error = %v", err)
+	}
+	events = events[len(before):]
+	if len(events) != n {
+		t.Fatalf("%d events for %d created entries", len(events), n)
+	}
+	for i, ev := range events {
+		if ev.Key != out[i].ID {
+			t.Fatalf("event %d is for %q, want %q (the batch's order)", i, ev.Key, out[i].ID)
+		}
 	}
 }
 

@@ -48,9 +48,13 @@ func dedupeKey(e *datastore.Entry) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// CreateEntries implements datastore.EntryStore. Each entry is inserted under
-// its own savepoint inside one transaction, so a duplicate rolls back only
-// itself. Selectors come back sorted and without repeats.
+// CreateEntries implements datastore.EntryStore. The whole batch is first
+// inserted with a few multi-row INSERTs in one transaction (entries, their
+// selectors, their events: a handful of statements however many entries);
+// only when that hits a unique constraint (a duplicate, in the batch or
+// already stored) is it rolled back and redone entry by entry, each under
+// its own savepoint, so a duplicate rolls back only itself. Selectors come
+// back sorted and without repeats.
 func (s *Store) CreateEntries(ctx context.Context, entries []*datastore.Entry) ([]*datastore.Entry, []error) {
 	out := make([]*datastore.Entry, len(entries))
 	errs := make([]error, len(entries))
@@ -58,18 +62,43 @@ func (s *Store) CreateEntries(ctx context.Context, entries []*datastore.Entry) (
 		return out, errs
 	}
 	now := s.now().Unix()
+	prepared := make([]*datastore.Entry, len(entries))
+	var batch []*datastore.Entry
+	for i, e := range entries {
+		if e == nil {
+			errs[i] = fmt.Errorf("%s: create entry: nil entry", s.d.Name)
+			continue
+		}
+		ne := cloneEntry(e)
+		if ne.ID == "" {
+			ne.ID = uuid.NewString()
+		}
+		ne.CreatedAt = now
+		ne.RevisionNumber = 0
+		prepared[i] = ne
+		batch = append(batch, ne)
+	}
 	err := s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
-		for i, e := range entries {
-			if e == nil {
-				errs[i] = fmt.Errorf("%s: create entry: nil entry", s.d.Name)
+		return s.insertEntries(ctx, tx, batch, now)
+	})
+	switch {
+	case err == nil:
+		for i, ne := range prepared {
+			out[i] = ne
+		}
+		return out, errs
+	case !s.d.IsUniqueViolation(err):
+		err = s.errorf(err, "create entries")
+		for i := range entries {
+			out[i], errs[i] = nil, err
+		}
+		return out, errs
+	}
+	err = s.write(ctx, []string{lockEntryEvents}, func(tx *sql.Tx) error {
+		for i, ne := range prepared {
+			if ne == nil {
 				continue
 			}
-			ne := cloneEntry(e)
-			if ne.ID == "" {
-				ne.ID = uuid.NewString()
-			}
-			ne.CreatedAt = now
-			ne.RevisionNumber = 0
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT create_entry`); err != nil {
 				return fmt.Errorf("savepoint: %w", err)
 			}
@@ -120,6 +149,74 @@ func (s *Store) findDuplicate(ctx context.Context, tx *sql.Tx, e *datastore.Entr
 		return nil, err
 	}
 	return s.fetchEntry(ctx, tx, id)
+}
+
+// insertEntries inserts entries (each prepared as for insertEntry), their
+// selectors and one event each with multi-row INSERTs of at most
+// maxRowsPerInsert rows. Events are appended in the order of entries.
+func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, entries []*datastore.Entry, now int64) error {
+	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO entries (` + entryColumns + `, dedupe_key) VALUES `)
+		args := make([]any, 0, 17*len(chunk))
+		for i, e := range chunk {
+			dns, fed, err := encodeEntryLists(e)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, e.ID, e.SPIFFEID.String(), e.ParentID.String(), e.X509SVIDTTL, e.JWTSVIDTTL, e.Admin,
+				e.Downstream, e.StoreSVID, e.Hint, dns, fed, e.RevisionNumber, e.CreatedAt, e.ExpiresAt,
+				e.JWTSVIDIncludeJTI, e.DisableX509SVIDPrefetch, dedupeKey(e))
+		}
+		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+			return fmt.Errorf("insert entries: %w", err)
+		}
+	}
+	type ownedSelector struct {
+		owner string
+		sel   selector.Selector
+	}
+	var sels []ownedSelector
+	for _, e := range entries {
+		for _, sel := range e.Selectors {
+			sels = append(sels, ownedSelector{e.ID, sel})
+		}
+	}
+	for chunk := range slices.Chunk(sels, maxRowsPerInsert) {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO entry_selectors (entry_id, type, value) VALUES `)
+		args := make([]any, 0, 3*len(chunk))
+		for i, o := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?)")
+			args = append(args, o.owner, o.sel.Type, o.sel.Value)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+			return fmt.Errorf("insert selectors: %w", err)
+		}
+	}
+	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO entry_events (entry_id, created_at) VALUES `)
+		args := make([]any, 0, 2*len(chunk))
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, e.ID, now)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) insertEntry(ctx context.Context, tx *sql.Tx, e *datastore.Entry, now int64) error {
