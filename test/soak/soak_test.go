@@ -190,6 +190,25 @@ func TestSoak(t *testing.T) {
 	if err := testkit.PollErr(10*time.Second, "the same agents everywhere", func() error { return tr.sameAgents(ctx, agentsBefore) }); err != nil {
 		t.Errorf("at the end: %v", err)
 	}
+	// Every start of every agent resumed with its stored SVID: none
+	// attested again (which a spent join token would refuse anyway).
+	for _, m := range targets {
+		if m.isServer() {
+			continue
+		}
+		resumed, err := m.countLines("using stored agent SVID")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resumed != m.runs {
+			t.Errorf("%s: %d of its %d starts resumed with its stored agent SVID", m.name, resumed, m.runs)
+		}
+		for _, s := range []string{`msg="node attested"`, "attesting again", "agent re-attested"} {
+			if n, _ := m.countLines(s); n > 0 {
+				t.Errorf("%s: %d log lines %q: it attested again", m.name, n, s)
+			}
+		}
+	}
 	checker.stop()
 	checks, failures, distinct := checker.result()
 

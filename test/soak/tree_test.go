@@ -411,6 +411,21 @@ func (tr *tree) bootstrap(ctx context.Context) {
 	t.Logf("arbor up: every agent attested %.1fs after start", time.Since(began).Seconds())
 }
 
+// countLines is how many lines of m's log contain s.
+func (m *member) countLines(s string) (int, error) {
+	data, err := os.ReadFile(m.log)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for line := range strings.Lines(string(data)) {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // tail is the last n lines of a file.
 func tail(path string, n int) string {
 	data, err := os.ReadFile(path)
