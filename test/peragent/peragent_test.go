@@ -113,103 +113,10 @@ func TestOneAgentManyEntries(t *testing.T) {
 	})
 
 	t.Run("spire-agent", func(t *testing.T) {
-		sdir := testkit.ShortDir(t)
-		bundlePath := filepath.Join(sdir, "bootstrap.pem")
-		if err := os.WriteFile(bundlePath, bundlePEM, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		socket := filepath.Join(sdir, "api.sock")
-		adminSocket := filepath.Join(testkit.ShortDir(t), "admin.sock")
-		prom := freeAddr(t)
-		promHost, promPort, _ := strings.Cut(prom, ":")
-		host, port, _ := strings.Cut(srv.AgentAddr().String(), ":")
-		// x509_svid_cache_max_size above N: by default spire-agent keeps
-		// 1000 X509-SVIDs and mints the others when a workload asks.
-		conf := fmt.Sprintf(`agent {
-  data_dir                 = %q
-  log_level                = "INFO"
-  server_address           = %q
-  server_port              = %q
-  socket_path              = %q
-  admin_socket_path        = %q
-  trust_bundle_path        = %q
-  trust_domain             = %q
-  join_token               = %q
-  x509_svid_cache_max_size = %d
-}
-
-plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
-  KeyManager "memory" {
-    plugin_data {}
-  }
-  WorkloadAttestor "unix" {
-    plugin_data {}
-  }
-}
-
-telemetry {
-  Prometheus {
-    host = %q
-    port = %s
-  }
-}
-`, filepath.Join(sdir, "data"), host, port, socket, adminSocket, bundlePath, td.Name(), joinToken(t, srv.Admin, alias), want+1000, promHost, promPort)
-		confPath := filepath.Join(sdir, "agent.conf")
-		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		logPath := filepath.Join(sdir, "spire-agent.log")
-		start := time.Now()
-		p := startProcess(t, "spire-agent "+spireVersion, logPath, filepath.Join(spireBin, "spire-agent"), "run", "-config", confPath)
-		conn, err := grpc.NewClient("unix://"+adminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		debug := debugv1.NewDebugClient(conn)
-		var cached int32
-		testkit.Poll(t, wait, "spire-agent caching an X509-SVID for every entry", func() error {
-			if p.exited() {
-				t.Fatalf("spire-agent exited: %v", p.err)
-			}
-			info, err := debug.GetInfo(testkit.Context(t, 10*time.Second), &debugv1.GetInfoRequest{})
-			if err != nil {
-				return err
-			}
-			if cached = info.CachedX509SvidsCount; int(cached) < want {
-				return fmt.Errorf("%d X509-SVIDs cached, want %d", cached, want)
-			}
-			return nil
-		})
-		spireTook = time.Since(start)
-		if int(cached) != want {
-			t.Errorf("spire-agent caches %d X509-SVIDs, want %d", cached, want)
-		}
-		m, err := scrape("http://" + prom + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries := metric(m, "spire_agent_sync_entries_total")
-		records := metric(m, "spire_agent_lru_cache_record_map_size")
-		if entries != float64(want) {
-			t.Errorf("spire-agent: spire_agent_sync_entries_total = %v, want %d (metrics: %s)", entries, want, names(m, "entr", "lru"))
-		}
-		if records != float64(want) {
-			t.Errorf("spire-agent: spire_agent_lru_cache_record_map_size = %v, want %d", records, want)
-		}
-		checkWorkload(t, "spire-agent", socket, n, bundle)
-		if c := countIn(logPath, "larger than max"); c != 0 {
-			t.Errorf("spire-agent logged %d messages over gRPC's size limit", c)
-		}
-		var rss, cpu float64
-		if s, err := loadgen.ReadProc(p.cmd.Process.Pid); err == nil {
-			rss, cpu = float64(s.RSSBytes)/(1<<20), s.CPUSeconds
-		}
-		t.Logf("spire-agent %s: %v entries synced, %d X509-SVIDs cached %v after start; %d \"Creating X509-SVID\" log lines; RSS %.0f MiB, CPU %.1f s",
-			spireVersion, entries, cached, spireTook.Round(time.Millisecond), countIn(logPath, "Creating X509-SVID"), rss, cpu)
+		r := runSpireAgent(t, srv.AgentAddr().String(), bundlePEM, joinToken(t, srv.Admin, alias), want, wait)
+		checkWorkload(t, "spire-agent", r.socket, n, bundle)
+		spireTook = r.took
+		t.Logf("spire-agent %s against arbor: %s", spireVersion, r)
 	})
 	if arborTook > 0 && spireTook > 0 {
 		t.Logf("one agent, %d entries: arbor agent %v, spire-agent %s %v to a full cache (ratio arbor/spire %.2f)",
@@ -241,4 +148,120 @@ func names(m map[string]float64, subs ...string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
+}
+
+// spireAgentRun is what runSpireAgent measured.
+type spireAgentRun struct {
+	socket   string        // its Workload API
+	took     time.Duration // start to an X509-SVID cached for every entry
+	entries  float64       // spire_agent_sync_entries_total
+	cached   int32         // X509-SVIDs cached (debug API)
+	rss, cpu float64       // MiB, seconds
+	created  int           // "Creating X509-SVID" log lines
+}
+
+func (r *spireAgentRun) String() string {
+	return fmt.Sprintf("%v entries synced, %d X509-SVIDs cached %v after start; %d \"Creating X509-SVID\" log lines; RSS %.0f MiB, CPU %.1f s",
+		r.entries, r.cached, r.took.Round(time.Millisecond), r.created, r.rss, r.cpu)
+}
+
+// runSpireAgent runs a spire-agent of spireVersion against the server at
+// addr (bootstrapped with bundlePEM, attested with token) until it has
+// synced want entries and caches an X509-SVID for each, within wait, and
+// fails the test otherwise.
+func runSpireAgent(t *testing.T, addr string, bundlePEM []byte, token string, want int, wait time.Duration) *spireAgentRun {
+	t.Helper()
+	sdir := testkit.ShortDir(t)
+	bundlePath := filepath.Join(sdir, "bootstrap.pem")
+	if err := os.WriteFile(bundlePath, bundlePEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &spireAgentRun{socket: filepath.Join(sdir, "api.sock")}
+	adminSocket := filepath.Join(testkit.ShortDir(t), "admin.sock")
+	prom := freeAddr(t)
+	promHost, promPort, _ := strings.Cut(prom, ":")
+	host, port, _ := strings.Cut(addr, ":")
+	// x509_svid_cache_max_size above N: by default spire-agent keeps 1000
+	// X509-SVIDs and mints the others when a workload asks.
+	conf := fmt.Sprintf(`agent {
+  data_dir                 = %q
+  log_level                = "INFO"
+  server_address           = %q
+  server_port              = %q
+  socket_path              = %q
+  admin_socket_path        = %q
+  trust_bundle_path        = %q
+  trust_domain             = %q
+  join_token               = %q
+  x509_svid_cache_max_size = %d
+}
+
+plugins {
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {}
+  }
+}
+
+telemetry {
+  Prometheus {
+    host = %q
+    port = %s
+  }
+}
+`, filepath.Join(sdir, "data"), host, port, r.socket, adminSocket, bundlePath, td.Name(), token, want+1000, promHost, promPort)
+	confPath := filepath.Join(sdir, "agent.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(sdir, "spire-agent.log")
+	start := time.Now()
+	p := startProcess(t, "spire-agent "+spireVersion, logPath, filepath.Join(spireBin, "spire-agent"), "run", "-config", confPath)
+	conn, err := grpc.NewClient("unix://"+adminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	debug := debugv1.NewDebugClient(conn)
+	testkit.Poll(t, wait, "spire-agent caching an X509-SVID for every entry", func() error {
+		if p.exited() {
+			t.Fatalf("spire-agent exited: %v", p.err)
+		}
+		info, err := debug.GetInfo(testkit.Context(t, 10*time.Second), &debugv1.GetInfoRequest{})
+		if err != nil {
+			return err
+		}
+		if r.cached = info.CachedX509SvidsCount; int(r.cached) < want {
+			return fmt.Errorf("%d X509-SVIDs cached, want %d", r.cached, want)
+		}
+		return nil
+	})
+	r.took = time.Since(start)
+	if int(r.cached) != want {
+		t.Errorf("spire-agent caches %d X509-SVIDs, want %d", r.cached, want)
+	}
+	m, err := scrape("http://" + prom + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.entries = metric(m, "spire_agent_sync_entries_total")
+	if r.entries != float64(want) {
+		t.Errorf("spire-agent: spire_agent_sync_entries_total = %v, want %d (metrics: %s)", r.entries, want, names(m, "entr", "lru"))
+	}
+	if records := metric(m, "spire_agent_lru_cache_record_map_size"); records != float64(want) {
+		t.Errorf("spire-agent: spire_agent_lru_cache_record_map_size = %v, want %d", records, want)
+	}
+	if c := countIn(logPath, "larger than max"); c != 0 {
+		t.Errorf("spire-agent logged %d messages over gRPC's size limit", c)
+	}
+	r.created = countIn(logPath, "Creating X509-SVID")
+	if s, err := loadgen.ReadProc(p.cmd.Process.Pid); err == nil {
+		r.rss, r.cpu = float64(s.RSSBytes)/(1<<20), s.CPUSeconds
+	}
+	return r
 }
