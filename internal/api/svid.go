@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arborid/arbor/internal/ca"
-	"github.com/arborid/arbor/internal/datastore"
 )
 
 // maxBatch bounds one BatchNewX509SVID request.
@@ -34,14 +33,13 @@ func (s *Service) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNewX509
 	if len(req.Params) > maxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "too many params: %d (at most %d per call)", len(req.Params), maxBatch)
 	}
-	authorized := s.authorizedEntries(CallerFrom(ctx).ID)
-	byID := make(map[string]*datastore.Entry, len(authorized))
-	for _, e := range authorized {
-		byID[e.ID] = e
-	}
+	// Each requested entry is checked on its own: listing the agent's
+	// authorized entries would cost its whole set per batch.
+	authz := newAuthorizer(s.entries, CallerFrom(ctx).ID)
+	now := s.now().Unix()
 	results := make([]*svidv1.BatchNewX509SVIDResponse_Result, len(req.Params))
 	sign := func(i int) {
-		results[i] = s.newX509SVID(ctx, req.Params[i], byID)
+		results[i] = s.newX509SVID(ctx, req.Params[i], authz, now)
 	}
 	// Signing dominates; spread a batch over the cores.
 	workers := min(runtime.GOMAXPROCS(0), len(req.Params))
@@ -68,14 +66,14 @@ func (s *Service) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNewX509
 	return &svidv1.BatchNewX509SVIDResponse{Results: results}, nil
 }
 
-func (s *Service) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, byID map[string]*datastore.Entry) *svidv1.BatchNewX509SVIDResponse_Result {
+func (s *Service) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, authz *authorizer, now int64) *svidv1.BatchNewX509SVIDResponse_Result {
 	fail := func(code codes.Code, msg string) *svidv1.BatchNewX509SVIDResponse_Result {
 		return &svidv1.BatchNewX509SVIDResponse_Result{Status: apiStatus(code, msg)}
 	}
 	if p == nil || p.EntryId == "" {
 		return fail(codes.InvalidArgument, "missing entry ID")
 	}
-	e, ok := byID[p.EntryId]
+	e, ok := authz.entry(p.EntryId, now)
 	if !ok {
 		return fail(codes.NotFound, "entry not found or not authorized")
 	}
@@ -117,14 +115,8 @@ func (s *Service) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequest)
 	if err := validateAudience(req.Audience); err != nil {
 		return nil, err
 	}
-	var entry *datastore.Entry
-	for _, e := range s.authorizedEntries(CallerFrom(ctx).ID) {
-		if e.ID == req.EntryId {
-			entry = e
-			break
-		}
-	}
-	if entry == nil {
+	entry, ok := newAuthorizer(s.entries, CallerFrom(ctx).ID).entry(req.EntryId, s.now().Unix())
+	if !ok {
 		return nil, status.Errorf(codes.NotFound, "entry %q not found or not authorized", req.EntryId)
 	}
 	svid, err := s.signJWT(ctx, entry.SPIFFEID, req.Audience, time.Duration(entry.JWTSVIDTTL)*time.Second, entry.Hint)
