@@ -267,7 +267,7 @@ func (u *Upstream) PublishJWTKey(ctx context.Context, k upstream.JWTKey) ([]upst
 		return nil, u.note(err)
 	}
 	resp, err := bundlev1.NewBundleClient(conn).PublishJWTAuthority(ctx, &bundlev1.PublishJWTAuthorityRequest{
-		JwtAuthority: &types.JWTKey{PublicKey: k.PublicKey, KeyId: k.KeyID, ExpiresAt: k.ExpiresAt},
+		JwtAuthority: &types.JWTKey{PublicKey: k.PublicKey, KeyId: k.KeyID, ExpiresAt: k.ExpiresAt, Tainted: k.Tainted},
 	})
 	if u.note(err) != nil {
 		return nil, fmt.Errorf("downstream: parent %s refused PublishJWTAuthority: %w", u.parent(), err)

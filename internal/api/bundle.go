@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -36,14 +37,26 @@ func (s *Service) CountBundles(ctx context.Context, _ *bundlev1.CountBundlesRequ
 }
 
 // mergeAuthorities adds x509 and jwt authorities to b, skipping ones present.
-// It reports whether anything was added.
-func mergeAuthorities(b *datastore.Bundle, x5 []datastore.X509Authority, jwts []datastore.JWTAuthority) bool {
+// With taints, a tainted JWT key is never added: it marks the key b holds
+// with the same key ID and public key tainted (a revoked key stays gone).
+// It reports whether b changed.
+func mergeAuthorities(b *datastore.Bundle, x5 []datastore.X509Authority, jwts []datastore.JWTAuthority, taints bool) bool {
 	changed := false
 	for _, a := range x5 {
 		changed = b.AddX509Authority(a) || changed
 	}
 	for _, k := range jwts {
-		changed = b.AddJWTAuthority(k) || changed
+		if !taints || !k.Tainted {
+			changed = b.AddJWTAuthority(k) || changed
+			continue
+		}
+		i := slices.IndexFunc(b.JWTAuthorities, func(h datastore.JWTAuthority) bool {
+			return h.KeyID == k.KeyID && bytes.Equal(h.PublicKey, k.PublicKey)
+		})
+		if i >= 0 && !b.JWTAuthorities[i].Tainted {
+			b.JWTAuthorities[i].Tainted = true
+			changed = true
+		}
 	}
 	return changed
 }
@@ -69,7 +82,7 @@ func (s *Service) AppendBundle(ctx context.Context, req *bundlev1.AppendBundleRe
 		}
 		jwts = append(jwts, k)
 	}
-	b, err := s.appendOwn(ctx, x5, jwts, "failed to append bundle")
+	b, err := s.appendOwn(ctx, x5, jwts, false, "failed to append bundle")
 	if err != nil {
 		return nil, err
 	}
@@ -81,13 +94,13 @@ var errNoBundle = errors.New("no bundle")
 
 // appendOwn adds authorities missing from the own bundle, bumping its
 // sequence number when anything was added; errors are gRPC statuses.
-func (s *Service) appendOwn(ctx context.Context, x5 []datastore.X509Authority, jwts []datastore.JWTAuthority, what string) (*datastore.Bundle, error) {
+func (s *Service) appendOwn(ctx context.Context, x5 []datastore.X509Authority, jwts []datastore.JWTAuthority, taints bool, what string) (*datastore.Bundle, error) {
 	b, err := s.bundles.UpdateBundle(ctx, s.td, func(cur *datastore.Bundle) (*datastore.Bundle, error) {
 		if cur == nil {
 			return nil, errNoBundle
 		}
 		next := cur.Clone()
-		if !mergeAuthorities(next, x5, jwts) {
+		if !mergeAuthorities(next, x5, jwts, taints) {
 			return cur, nil
 		}
 		next.SequenceNumber++
@@ -103,7 +116,10 @@ func (s *Service) appendOwn(ctx context.Context, x5 []datastore.X509Authority, j
 }
 
 // PublishJWTAuthority adds a downstream server's JWT signing key to the own
-// bundle and returns every JWT authority of it.
+// bundle and returns every JWT authority of it. A key published tainted (a
+// downstream tier retiring its old key) is marked tainted here too, and
+// forwarded so to this server's parent: so the tier at the top holds it
+// tainted and can revoke it for the whole tree.
 func (s *Service) PublishJWTAuthority(ctx context.Context, req *bundlev1.PublishJWTAuthorityRequest) (*bundlev1.PublishJWTAuthorityResponse, error) {
 	k, err := jwtKeyFromProto(req.JwtAuthority)
 	if err != nil {
@@ -121,7 +137,7 @@ func (s *Service) PublishJWTAuthority(ctx context.Context, req *bundlev1.Publish
 		}
 		keys = append(keys, parentKeys...)
 	}
-	b, err := s.appendOwn(ctx, nil, keys, "failed to publish JWT authority")
+	b, err := s.appendOwn(ctx, nil, keys, true, "failed to publish JWT authority")
 	if err != nil {
 		return nil, err
 	}

@@ -508,7 +508,8 @@ func (m *Manager) ActivateJWTAuthority(ctx context.Context, id string) (*Authori
 	return n.state(), m.saveAndPublish(ctx, now)
 }
 
-// TaintJWTAuthority marks the old JWT key tainted in the bundle: agents
+// TaintJWTAuthority marks the old JWT key tainted in the bundle — on a
+// downstream tier first at its parent, and so up to the root — so agents
 // drop the JWT-SVIDs it signed.
 func (m *Manager) TaintJWTAuthority(ctx context.Context, id string) (*AuthorityState, error) {
 	if err := m.lockInitialized(); err != nil {
@@ -524,6 +525,18 @@ func (m *Manager) TaintJWTAuthority(ctx context.Context, id string) (*AuthorityS
 		return nil, refuse(ErrInvalidArgument, "only Old local authorities can be tainted")
 	case m.jwtOld == nil || id != m.jwtOld.kid:
 		return nil, refuse(ErrInvalidArgument, "unexpected authority ID")
+	}
+	// A downstream tier's keys are in every tier's bundle through its
+	// parent, which can revoke them for the whole tree only once it holds
+	// them tainted: the parent first (it forwards the taint to its own), so
+	// a parent that cannot be reached leaves the key untainted everywhere.
+	if p := m.cfg.JWTPublisher; p != nil {
+		k := m.jwtOld.authority()
+		k.Tainted = true
+		if _, err := p.PublishJWTKey(ctx, jwtKeyOf(k)); err != nil {
+			m.log.Warn("ca: tainting the JWT key at the parent failed", "jwt_kid", id, "err", err)
+			return nil, refuse(ErrFailedPrecondition, "the parent tier could not be told of the taint (unreachable?): nothing was tainted; retry")
+		}
 	}
 	_, err := m.cfg.Bundles.UpdateBundle(ctx, m.cfg.TrustDomain, func(b *datastore.Bundle) (*datastore.Bundle, error) {
 		if b == nil {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"crypto/x509"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -150,6 +151,28 @@ func TestParentTaintReplacesChildIntermediate(t *testing.T) {
 	must(cla.TaintJWTAuthority(ctx, &localauthorityv1.TaintJWTAuthorityRequest{AuthorityId: oldKID}))(t)
 	_, err = cla.RevokeJWTAuthority(ctx, &localauthorityv1.RevokeJWTAuthorityRequest{AuthorityId: oldKID})
 	child.wantRefusal(t, "JWT revoke on the child of a key the parent lists", err, codes.FailedPrecondition, "revoke it at the parent", child.snapshot().Bundle.SequenceNumber)
+	// The child's taint reached the root, which holds the key tainted and
+	// so can revoke it; the child then can too, once its parent no longer
+	// lists it, and the key is gone from both.
+	rootHolds := func(kid string) (held, tainted bool) {
+		for _, k := range root.srv.Bundles().Own().JWTAuthorities {
+			if k.KeyID == kid {
+				return true, k.Tainted
+			}
+		}
+		return false, false
+	}
+	if held, tainted := rootHolds(oldKID); !held || !tainted {
+		t.Fatalf("after the child's taint the root holds its old JWT key %s: held %v, tainted %v; want held tainted", oldKID, held, tainted)
+	}
+	must(rla.RevokeJWTAuthority(ctx, &localauthorityv1.RevokeJWTAuthorityRequest{AuthorityId: oldKID}))(t)
+	waitFor(t, "the child's revoke of its old JWT key, once the root revoked it", func() bool {
+		_, err := cla.RevokeJWTAuthority(ctx, &localauthorityv1.RevokeJWTAuthorityRequest{AuthorityId: oldKID})
+		return err == nil
+	})
+	if held, _ := rootHolds(oldKID); held || slices.Contains(ownKIDs(child), oldKID) {
+		t.Fatalf("the revoked JWT key %s is still held: root %v, child %v", oldKID, held, slices.Contains(ownKIDs(child), oldKID))
+	}
 
 	// The co-located agent re-mints the link's SVID, which the old root
 	// signed (here: a new agent of the root and its downstream entry).
