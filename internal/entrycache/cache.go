@@ -35,6 +35,7 @@ package entrycache
 import (
 	"slices"
 	"sync"
+	"unsafe"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -118,19 +119,23 @@ func (c *Cache) Reset(entries []*datastore.Entry, nodes []*datastore.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.clearLocked(len(entries), len(nodes))
+	all := make([]*datastore.Entry, 0, len(entries))
+	dups := false
 	for _, e := range entries {
 		if e == nil {
 			continue
 		}
 		if old, ok := c.byID[e.ID]; ok {
 			c.unindexLocked(old)
+			dups = true
 		}
-		c.indexLocked(e)
+		all = append(all, c.indexLocked(e))
 	}
-	all := make([]*datastore.Entry, 0, len(c.byID))
-	for _, s := range c.byID {
-		all = append(all, s.e)
+	if dups {
+		// Keep only the version of each ID that was indexed last.
+		all = slices.DeleteFunc(all, func(x *datastore.Entry) bool { return c.byID[x.ID].e != x })
 	}
+	// The datastore lists entries by ID, so build's sort has little to do.
 	c.order.build(all)
 	for _, n := range nodes {
 		if n == nil {
@@ -348,9 +353,10 @@ func (c *Cache) indexLocked(e *datastore.Entry) *datastore.Entry {
 	if g == nil {
 		g = &group{id: e.ParentID}
 		c.byParent[e.ParentID] = g
-	} else {
-		// Entries loaded from a store carry their own copy of the parent
-		// ID's bytes; keep one per parent.
+	} else if unsafe.StringData(e.ParentID.String()) != unsafe.StringData(g.id.String()) {
+		// Entries loaded from a store may carry their own copy of the
+		// parent ID's bytes; keep one per parent. (The SQL stores already
+		// share them, so a start-up load copies nothing here.)
 		cp := *e
 		cp.ParentID = g.id
 		e = &cp
