@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.EntriesPerAgent, "entries-per-agent", 10, "entries each agent (or alias group) is authorized for")
 	fs.IntVar(&cfg.OtherParents, "other-parents", 1000, "never-connecting parents the remaining entries are spread over")
 	fs.IntVar(&cfg.SeedConcurrency, "seed-concurrency", 2, "BatchCreateEntry calls in flight while seeding")
+	fs.IntVar(&cfg.SetupConcurrency, "setup-concurrency", 8, "join tokens, attestations and warm-up syncs in flight during setup")
 	fs.IntVar(&cfg.AgentsPerAlias, "agents-per-alias", 10, "agents sharing one node alias (--parenting alias)")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "local server pid whose RSS and CPU are read from /proc")
 	fs.DurationVar(&cfg.WarmupTimeout, "warmup-timeout", 2*time.Minute, "how long agents may wait to see their entries after seeding")
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&load.X509, "x509", true, "request an X509-SVID for each entry every iteration")
 	fs.IntVar(&load.X509Batch, "x509-batch", 50, "SVIDs per BatchNewX509SVID call")
 	fs.IntVar(&load.JWT, "jwt", 1, "JWT-SVIDs per iteration")
+	fs.IntVar(&load.Workers, "workers", 256, "iterations in flight with --interval: one dispatcher staggers the agents over the interval")
+	fs.BoolVar(&load.PerAgentGoroutines, "per-agent-goroutines", false, "one goroutine and timer per agent instead of the dispatcher and workers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

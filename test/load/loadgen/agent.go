@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -37,28 +38,60 @@ type agent struct {
 	// revisions is the agent's entry cache: entry ID to revision number.
 	revisions map[string]int64
 	ids       []string // sorted keys of revisions
+	// busy is set while an iteration runs (the scheduler skips a due
+	// iteration of a busy agent rather than overlap two).
+	busy atomic.Bool
+	// syncs counts the successful syncs of the current load; seen is how
+	// many entries the last one returned.
+	syncs, seen int
 }
 
-type svidSource struct{ s *x509svid.SVID }
+// dialer holds what every agent connection shares: the server addresses,
+// one TLS client configuration verifying the server against the bundle
+// (cloned per agent, which only adds its own certificate) and the gRPC
+// options. A fleet of 10k connections pays for the verification setup once
+// and keeps small per-connection buffers.
+type dialer struct {
+	addrs []string
+	base  *tls.Config
+	opts  []grpc.DialOption
+}
 
-func (s svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
+// connBuffer is each agent connection's read buffer: agent calls carry
+// small messages, and gRPC's 32 KiB default would make a 10k fleet hold
+// hundreds of MiB of buffers; the write buffer is shared (taken from a pool
+// for a write, released after the flush).
+const connBuffer = 4 << 10
 
-// dialAgent opens the agent's connection: TLS with its SVID, the server
-// verified as spiffe://<td>/spire/server against the bundle. A nil SVID
-// dials without a client certificate (for AttestAgent). addrs are the
-// servers of the tier (serverconn: stay on one, move on failure), as an
-// arbor agent dials them.
-func dialAgent(addrs []string, td spiffeid.TrustDomain, bundle *x509bundle.Bundle, svid *x509svid.SVID) (*grpc.ClientConn, error) {
-	serverID := idpolicy.ServerID(td)
-	var tc *tls.Config
-	if svid == nil {
-		tc = tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(serverID))
-	} else {
-		tc = tlsconfig.MTLSClientConfig(svidSource{svid}, bundle, tlsconfig.AuthorizeID(serverID))
+func newDialer(addrs []string, td spiffeid.TrustDomain, bundle *x509bundle.Bundle) *dialer {
+	return &dialer{
+		addrs: addrs,
+		base:  tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(idpolicy.ServerID(td))),
+		opts: []grpc.DialOption{
+			grpc.WithReadBufferSize(connBuffer),
+			grpc.WithSharedWriteBuffer(true),
+		},
 	}
-	conn, err := serverconn.Dial(addrs, nil, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+}
+
+// dial opens one agent's connection: TLS with its SVID (none for
+// AttestAgent), the server verified as spiffe://<td>/spire/server. The
+// addresses are the servers of the tier (serverconn: stay on one, move on
+// failure), as an arbor agent dials them.
+func (d *dialer) dial(svid *x509svid.SVID) (*grpc.ClientConn, error) {
+	tc := d.base
+	if svid != nil {
+		tc = d.base.Clone()
+		chain := make([][]byte, len(svid.Certificates))
+		for i, c := range svid.Certificates {
+			chain[i] = c.Raw
+		}
+		tc.Certificates = []tls.Certificate{{Certificate: chain, PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}}
+	}
+	opts := append(slices.Clip(d.opts), grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	conn, err := serverconn.Dial(d.addrs, nil, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("loadgen: dialing %s: %w", strings.Join(addrs, ","), err)
+		return nil, fmt.Errorf("loadgen: dialing %s: %w", strings.Join(d.addrs, ","), err)
 	}
 	return conn, nil
 }
@@ -211,6 +244,10 @@ func (a *agent) iteration(ctx context.Context, g *Generator, load *Load, rec *re
 	if load.Sync || len(a.ids) == 0 {
 		call(RPCSync, func(ctx context.Context) (int, []codes.Code, error) {
 			n, err := a.sync(ctx)
+			if err == nil {
+				a.syncs++
+				a.seen = n
+			}
 			return n, nil, err
 		})
 	}

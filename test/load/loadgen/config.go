@@ -83,6 +83,9 @@ type Config struct {
 	// SeedConcurrency is how many BatchCreateEntry calls are in flight;
 	// zero means 2.
 	SeedConcurrency int
+	// SetupConcurrency is how many join tokens, attestations and warm-up
+	// syncs are in flight during Setup; zero means 8.
+	SetupConcurrency int
 
 	// ServerPID, when non-zero, is a local process whose RSS and CPU time are
 	// read from /proc.
@@ -120,6 +123,13 @@ type Load struct {
 	X509Batch int
 	// JWT is how many JWT-SVIDs (NewJWTSVID) each iteration requests.
 	JWT int
+	// Workers bounds the iterations in flight when Interval is set: one
+	// dispatcher staggers the agents over the interval and hands them to
+	// this many goroutines; zero means 256.
+	Workers int
+	// PerAgentGoroutines runs one goroutine with its own timer per agent
+	// instead (always so when Interval is zero: back to back).
+	PerAgentGoroutines bool
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -144,6 +154,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.SeedConcurrency <= 0 {
 		out.SeedConcurrency = 2
+	}
+	if out.SetupConcurrency <= 0 {
+		out.SetupConcurrency = 8
 	}
 	if out.ProgressEvery <= 0 {
 		out.ProgressEvery = 2 * time.Second

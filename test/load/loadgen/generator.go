@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,7 @@ type Generator struct {
 	addrs  []string // cfg.ServerAddr split
 	admin  *grpc.ClientConn
 	bundle *x509bundle.Bundle
+	dialer *dialer
 	csrs   [][]byte
 	agents []*agent
 	setup  bool
@@ -197,20 +200,60 @@ func protoID(id spiffeid.ID) *types.SPIFFEID {
 func (g *Generator) createTokens(ctx context.Context) ([]string, error) {
 	client := agentv1.NewAgentClient(g.admin)
 	tokens := make([]string, g.cfg.Agents)
-	for i := range tokens {
+	err := g.parallel(ctx, "tokens", len(tokens), func(i int) error {
 		req := &agentv1.CreateJoinTokenRequest{Ttl: 3600}
 		if g.cfg.Parenting == ParentAlias {
 			req.AgentId = protoID(aliasID(g.cfg.TrustDomain, i/g.cfg.AgentsPerAlias))
 		}
 		cctx, cancel := g.rpcCtx(ctx)
+		defer cancel()
 		jt, err := client.CreateJoinToken(cctx, req)
-		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("loadgen: CreateJoinToken: %w", err)
+			return fmt.Errorf("loadgen: CreateJoinToken: %w", err)
 		}
 		tokens[i] = jt.Value
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return tokens, nil
+}
+
+// parallel runs f for 0..n-1 on SetupConcurrency goroutines, printing
+// progress as "phase done/n", and stops handing out work after the first
+// error, which it returns with the count of the others.
+func (g *Generator) parallel(ctx context.Context, phase string, n int, f func(i int) error) error {
+	var done, failed atomic.Int64
+	var first atomic.Value
+	prog := g.progress(phase, func() string { return fmt.Sprintf("%d/%d", done.Load(), n) })
+	defer prog()
+	idx := make(chan int)
+	var wg sync.WaitGroup
+	for range min(g.cfg.SetupConcurrency, max(n, 1)) {
+		wg.Go(func() {
+			for i := range idx {
+				if err := f(i); err != nil {
+					if failed.Add(1) == 1 {
+						first.Store(err)
+					}
+				}
+				done.Add(1)
+			}
+		})
+	}
+	for i := 0; i < n && failed.Load() == 0 && ctx.Err() == nil; i++ {
+		idx <- i
+	}
+	close(idx)
+	wg.Wait()
+	if err, ok := first.Load().(error); ok {
+		if k := failed.Load(); k > 1 {
+			return fmt.Errorf("%w (and %d more failures)", err, k-1)
+		}
+		return err
+	}
+	return ctx.Err()
 }
 
 // selectors returns entry i's selectors in the configured shape.
@@ -303,44 +346,32 @@ func (g *Generator) seed(ctx context.Context, owners []spiffeid.ID) (int, error)
 
 func (g *Generator) attestAll(ctx context.Context, tokens []string, rec *recorder) error {
 	g.agents = make([]*agent, len(tokens))
-	conn, err := dialAgent(g.addrs, g.cfg.TrustDomain, g.bundle, nil)
+	g.dialer = newDialer(g.addrs, g.cfg.TrustDomain, g.bundle)
+	conn, err := g.dialer.dial(nil)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	client := agentv1.NewAgentClient(conn)
-	idx := make(chan int)
-	errs := make([]error, len(tokens))
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for i := range idx {
-				start := time.Now()
-				svid, err := g.attest(ctx, client, tokens[i])
-				var failed []codes.Code
-				if err != nil {
-					failed = append(failed, status.Code(err))
-					errs[i] = fmt.Errorf("loadgen: attesting agent %d: %w", i, err)
-				}
-				rec.observe(RPCAttest, time.Since(start), 1, failed...)
-				if err != nil {
-					continue
-				}
-				c, err := dialAgent(g.addrs, g.cfg.TrustDomain, g.bundle, svid)
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				g.agents[i] = &agent{svid: svid, conn: c, entries: entryv1.NewEntryClient(c), svids: svidv1.NewSVIDClient(c)}
-			}
-		})
-	}
-	for i := range tokens {
-		idx <- i
-	}
-	close(idx)
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = g.parallel(ctx, "attest", len(tokens), func(i int) error {
+		start := time.Now()
+		svid, err := g.attest(ctx, client, tokens[i])
+		var failed []codes.Code
+		if err != nil {
+			failed = append(failed, status.Code(err))
+		}
+		rec.observe(RPCAttest, time.Since(start), 1, failed...)
+		if err != nil {
+			return fmt.Errorf("loadgen: attesting agent %d: %w", i, err)
+		}
+		c, err := g.dialer.dial(svid)
+		if err != nil {
+			return err
+		}
+		g.agents[i] = &agent{svid: svid, conn: c, entries: entryv1.NewEntryClient(c), svids: svidv1.NewSVIDClient(c)}
+		return nil
+	})
+	if err != nil {
 		for _, a := range g.agents {
 			if a != nil {
 				a.conn.Close()
@@ -403,17 +434,18 @@ func (g *Generator) attest(ctx context.Context, client agentv1.AgentClient, toke
 
 // warmup polls each agent's sync until it sees its entries: servers that
 // reload an entry cache periodically (spire-server every 5s) serve new
-// entries late.
+// entries late. The first sync also opens the agent's TLS connection.
 func (g *Generator) warmup(ctx context.Context) error {
 	want := g.cfg.perGroup()
 	deadline := time.Now().Add(g.cfg.WarmupTimeout)
-	for i, a := range g.agents {
+	return g.parallel(ctx, "warm-up", len(g.agents), func(i int) error {
+		a := g.agents[i]
 		for {
 			cctx, cancel := g.rpcCtx(ctx)
 			n, err := a.sync(cctx)
 			cancel()
 			if err == nil && n >= want {
-				break
+				return nil
 			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("loadgen: agent %d sees %d entries after %v, want %d (last error: %v)", i, n, g.cfg.WarmupTimeout, want, err)
@@ -424,8 +456,7 @@ func (g *Generator) warmup(ctx context.Context) error {
 			case <-time.After(250 * time.Millisecond):
 			}
 		}
-	}
-	return nil
+	})
 }
 
 // progress prints a line every ProgressEvery until the returned func is called.
@@ -477,6 +508,7 @@ func (g *Generator) Run(ctx context.Context, load Load) (*Report, error) {
 	}
 	agents := g.agents[:n]
 	rec := newRecorder()
+	var peakGoroutines atomic.Int64
 	server := watchProc(g.cfg.ServerPID, 250*time.Millisecond)
 	client := watchProc(os.Getpid(), time.Second)
 	prog := g.progress(load.Name, func() string {
@@ -485,39 +517,54 @@ func (g *Generator) Run(ctx context.Context, load Load) (*Report, error) {
 		for _, e := range errs {
 			total += e
 		}
-		return fmt.Sprintf("agents=%d syncs=%d x509=%d jwt=%d errors=%d", n, calls[RPCSync], items[RPCX509], calls[RPCJWT], total)
+		gr := int64(runtime.NumGoroutine())
+		if gr > peakGoroutines.Load() {
+			peakGoroutines.Store(gr)
+		}
+		return fmt.Sprintf("agents=%d syncs=%d x509=%d jwt=%d errors=%d goroutines=%d", n, calls[RPCSync], items[RPCX509], calls[RPCJWT], total, gr)
 	})
+	for _, a := range agents {
+		a.syncs, a.seen = 0, 0
+	}
 	start := time.Now()
 	var deadline time.Time
 	if load.Duration > 0 {
 		deadline = start.Add(load.Duration)
 	}
+	lag := &lagStats{}
 	var wg sync.WaitGroup
-	for i, a := range agents {
-		wg.Go(func() {
-			// Agents start spread over one interval, as a fleet does.
-			first := start
-			if load.Interval > 0 {
-				first = start.Add(load.Interval * time.Duration(i) / time.Duration(n))
-			}
-			for iter := 0; load.Iterations == 0 || iter < load.Iterations; iter++ {
-				at := first.Add(load.Interval * time.Duration(iter))
-				if !deadline.IsZero() && (!at.Before(deadline) || !time.Now().Before(deadline)) {
-					return
+	if load.Interval > 0 && !load.PerAgentGoroutines {
+		g.schedule(ctx, &wg, agents, &load, rec, lag, start, deadline)
+	} else {
+		for i, a := range agents {
+			wg.Go(func() {
+				// Agents start spread over one interval, as a fleet does.
+				first := start
+				if load.Interval > 0 {
+					first = start.Add(load.Interval * time.Duration(i) / time.Duration(n))
 				}
-				if wait := time.Until(at); wait > 0 {
-					select {
-					case <-ctx.Done():
+				for iter := 0; load.Iterations == 0 || iter < load.Iterations; iter++ {
+					at := first.Add(load.Interval * time.Duration(iter))
+					if !deadline.IsZero() && (!at.Before(deadline) || !time.Now().Before(deadline)) {
 						return
-					case <-time.After(wait):
 					}
+					if wait := time.Until(at); wait > 0 {
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(wait):
+						}
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					if load.Interval > 0 {
+						lag.observe(time.Since(at))
+					}
+					a.iteration(ctx, g, &load, rec, iter)
 				}
-				if ctx.Err() != nil {
-					return
-				}
-				a.iteration(ctx, g, &load, rec, iter)
-			}
-		})
+			})
+		}
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -530,6 +577,19 @@ func (g *Generator) Run(ctx context.Context, load Load) (*Report, error) {
 	rep := &Report{
 		Name: load.Name, Agents: n, Entries: g.seeded, Seconds: elapsed.Seconds(), Interval: load.Interval.Seconds(),
 		RPCs: rec.summary(elapsed), Server: server.finish(), Client: client.finish(),
+		Goroutines: peakGoroutines.Load(), MinSyncsPerAgent: -1,
+	}
+	rep.StartLagP99MS, rep.StartLagMaxMS, rep.Skipped = lag.summary()
+	if load.Sync {
+		want := g.cfg.perGroup()
+		for _, a := range agents {
+			if a.seen >= want && a.syncs > 0 {
+				rep.AgentsSynced++
+			}
+			if rep.MinSyncsPerAgent < 0 || a.syncs < rep.MinSyncsPerAgent {
+				rep.MinSyncsPerAgent = a.syncs
+			}
+		}
 	}
 	for _, s := range rep.RPCs {
 		for _, c := range s.Errors {
@@ -543,4 +603,108 @@ func (g *Generator) Run(ctx context.Context, load Load) (*Report, error) {
 		rep.ServerCPUPerSyncMS = rep.Server.CPUSeconds * 1000 / float64(s.Calls)
 	}
 	return rep, nil
+}
+
+// schedule runs the agents' iterations from one dispatcher and a bounded
+// pool of workers instead of a goroutine (and a timer) per agent: agent i
+// is due at start + Interval·i/n + Interval·k, the dispatcher walks that
+// fixed order, sleeps until the next due time and hands the agent to a
+// free worker. An agent whose previous iteration still runs is skipped
+// for that slot (counted), never run twice at once. When every worker is
+// busy the dispatcher waits, and the lateness shows in the start lag.
+func (g *Generator) schedule(ctx context.Context, wg *sync.WaitGroup, agents []*agent, load *Load, rec *recorder, lag *lagStats, start, deadline time.Time) {
+	type job struct {
+		a    *agent
+		iter int
+		at   time.Time
+	}
+	workers := load.Workers
+	if workers <= 0 {
+		workers = defaultWorkers
+	}
+	jobs := make(chan job)
+	for range min(workers, len(agents)) {
+		wg.Go(func() {
+			for j := range jobs {
+				lag.observe(time.Since(j.at))
+				j.a.iteration(ctx, g, load, rec, j.iter)
+				j.a.busy.Store(false)
+			}
+		})
+	}
+	wg.Go(func() {
+		defer close(jobs)
+		n := time.Duration(len(agents))
+		timer := time.NewTimer(0)
+		defer timer.Stop()
+		<-timer.C
+		for iter := 0; load.Iterations == 0 || iter < load.Iterations; iter++ {
+			for i, a := range agents {
+				at := start.Add(load.Interval*time.Duration(iter) + load.Interval*time.Duration(i)/n)
+				if !deadline.IsZero() && !at.Before(deadline) {
+					return
+				}
+				// Sleeping for less than a timer's resolution costs more
+				// than it shifts; those agents go now.
+				if wait := time.Until(at); wait > 200*time.Microsecond {
+					timer.Reset(wait)
+					select {
+					case <-ctx.Done():
+						return
+					case <-timer.C:
+					}
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				if !a.busy.CompareAndSwap(false, true) {
+					lag.skip()
+					continue
+				}
+				select {
+				case jobs <- job{a: a, iter: iter, at: at}:
+				case <-ctx.Done():
+					a.busy.Store(false)
+					return
+				}
+			}
+		}
+	})
+}
+
+// defaultWorkers bounds the iterations in flight under the scheduler: far
+// more than a server answering in milliseconds needs for 10k agents every
+// few seconds, and a few MiB of goroutine stacks.
+const defaultWorkers = 256
+
+// lagStats records how late each iteration started against its schedule
+// (the generator's own delay, excluded from RPC latencies) and how many
+// were skipped because the agent was still busy.
+type lagStats struct {
+	mu      sync.Mutex
+	lags    []time.Duration
+	skipped int
+}
+
+func (l *lagStats) observe(d time.Duration) {
+	l.mu.Lock()
+	l.lags = append(l.lags, max(d, 0))
+	l.mu.Unlock()
+}
+
+func (l *lagStats) skip() {
+	l.mu.Lock()
+	l.skipped++
+	l.mu.Unlock()
+}
+
+func (l *lagStats) summary() (p99, maxMS float64, skipped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lags := slices.Clone(l.lags)
+	slices.Sort(lags)
+	if len(lags) > 0 {
+		p99, maxMS = ms(Percentile(lags, 0.99)), ms(lags[len(lags)-1])
+	}
+	return p99, maxMS, l.skipped
 }

@@ -159,6 +159,22 @@ type Report struct {
 	// ServerCPUPerSyncMS is server CPU milliseconds per sync call (only
 	// meaningful for sync-only loads).
 	ServerCPUPerSyncMS float64 `json:"server_cpu_ms_per_sync,omitempty"`
+	// StartLagP99MS and StartLagMaxMS say how late iterations started
+	// against their schedule: the generator's own delay (not in the RPC
+	// latencies); large values mean it could not keep up.
+	StartLagP99MS float64 `json:"start_lag_p99_ms"`
+	StartLagMaxMS float64 `json:"start_lag_max_ms"`
+	// Skipped counts due iterations not run because the agent's previous
+	// one was still running.
+	Skipped int `json:"skipped_iterations"`
+	// AgentsSynced counts the agents whose last sync of a syncing load
+	// succeeded with all their entries; MinSyncsPerAgent is the fewest
+	// successful syncs of one agent (-1 when the load does not sync).
+	AgentsSynced     int `json:"agents_synced"`
+	MinSyncsPerAgent int `json:"min_syncs_per_agent"`
+	// Goroutines is the load generator's peak goroutine count seen by the
+	// progress lines (zero without progress).
+	Goroutines int64 `json:"generator_goroutines,omitempty"`
 }
 
 // SetupReport is the result of Setup.
@@ -204,8 +220,17 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("\n")
 	}
 	if p := r.Client; p != nil {
-		fmt.Fprintf(&b, "  load generator: CPU %.2fs\n", p.CPUSeconds)
+		fmt.Fprintf(&b, "  load generator: CPU %.2fs, RSS %.1f MiB (peak %.1f MiB)", p.CPUSeconds, mib(p.RSSEndBytes), mib(p.RSSPeakBytes))
+		if r.Goroutines > 0 {
+			fmt.Fprintf(&b, ", %d goroutines", r.Goroutines)
+		}
+		b.WriteString("\n")
 	}
+	fmt.Fprintf(&b, "  start lag p99 %.2f ms, max %.2f ms, %d iterations skipped (agent busy)", r.StartLagP99MS, r.StartLagMaxMS, r.Skipped)
+	if r.MinSyncsPerAgent >= 0 {
+		fmt.Fprintf(&b, "; %d/%d agents synced all their entries, at least %d syncs each", r.AgentsSynced, r.Agents, r.MinSyncsPerAgent)
+	}
+	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }
