@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -137,5 +138,51 @@ func TestMerge(t *testing.T) {
 	// Medians of (600, 1000) and (300, 500): 800 and 400, ratio 2.
 	if want := "| X509-SVID issuance vs spire | sqlite | 1k | 800.0 (600.0–1000)/s | 400.0 (300.0–500.0)/s | 2.00× | ≥ 2× | yes |"; !strings.Contains(md, want) {
 		t.Errorf("merged report lacks %q:\n%s", want, md)
+	}
+}
+
+// TestServerGCFromTrace reads gctrace lines as arbor and spire-server print
+// them, between other log lines.
+func TestServerGCFromTrace(t *testing.T) {
+	log := strings.Join([]string{
+		`time=2026-12-04T18:55:00Z level=WARN msg="something"`,
+		`gc 48 @27.750s 2%: 5.0+359+0.005 ms clock, 10+0.093/43/336+0.011 ms cpu, 101->116->69 MB, 117 MB goal, 0 MB stacks, 1 MB globals, 2 P`,
+		`gc 49 @28.390s 2%: 2.3+42+0.5 ms clock, 4.7+0.67/17/35+0.011 ms cpu, 120->121->56 MB, 141 MB goal, 0 MB stacks, 1 MB globals, 2 P`,
+		`gc 50 @28.711s 3%: 0.1+1+0.1 ms clock, 0.2+0/1/0+0.2 ms cpu, 4->4->0 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P (forced)`,
+		`not a gc line`,
+	}, "\n")
+	g := &PhaseGC{}
+	addServerGC(g, strings.NewReader(log))
+	want := PhaseGC{ServerCycles: 3, ServerSTWMS: 5.005 + 2.8 + 0.2, ServerMaxSTWMS: 5, ServerMarkMS: 402, ServerHeapMB: 0}
+	if g.ServerCycles != want.ServerCycles || !near(g.ServerSTWMS, want.ServerSTWMS) || g.ServerMaxSTWMS != want.ServerMaxSTWMS ||
+		!near(g.ServerMarkMS, want.ServerMarkMS) || g.ServerHeapMB != want.ServerHeapMB {
+		t.Errorf("addServerGC = %+v, want %+v", *g, want)
+	}
+}
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+// TestWatchGC counts a collection of this process and one the server logs
+// while the phase runs, and none written before it began.
+func TestWatchGC(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.log")
+	before := "gc 1 @0.1s 0%: 1+1+1 ms clock, 1+0/1/0+1 ms cpu, 4->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n"
+	if err := os.WriteFile(path, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := watchGC(path)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("gc 2 @1.0s 0%: 0.5+7+0.25 ms clock, 1+0/1/0+1 ms cpu, 8->9->3 MB, 9 MB goal, 0 MB stacks, 0 MB globals, 2 P\n")
+	f.Close()
+	runtime.GC()
+	g := w.done()
+	if g.ServerCycles != 1 || g.ServerMarkMS != 7 || g.ServerSTWMS != 0.75 || g.ServerHeapMB != 3 {
+		t.Errorf("server GC = %+v, want 1 cycle, mark 7 ms, STW 0.75 ms, heap 3 MB", *g)
+	}
+	if g.ClientCycles < 1 || g.ClientPauseMS <= 0 {
+		t.Errorf("client GC = %d cycles, %v ms paused; want at least the forced one", g.ClientCycles, g.ClientPauseMS)
 	}
 }

@@ -174,7 +174,10 @@ type Sample struct {
 	Raw *loadgen.Raw `json:"raw_signing,omitempty"`
 	// Curve maps an agent count to that phase's report.
 	Curve map[int]*loadgen.Report `json:"curve,omitempty"`
-	Error string                  `json:"error,omitempty"`
+	// GC is what garbage collection did in each phase, in the server and
+	// in the load generator.
+	GC    map[string]*PhaseGC `json:"gc,omitempty"`
+	Error string              `json:"error,omitempty"`
 }
 
 // Results is everything one comparison measured.
@@ -368,6 +371,10 @@ func (s *Sample) oneLine() string {
 		if st := p.RPCs[loadgen.RPCSync]; st != nil {
 			parts = append(parts, fmt.Sprintf("sync p99 %.2fms cpu/sync %.3fms", st.P99MS, p.ServerCPUPerSyncMS))
 		}
+		if g := s.GC["sync"]; g != nil {
+			parts = append(parts, fmt.Sprintf("sync GCs server %d (stw %.1fms, mark %.0fms) loadgen %d (pause %.1fms)",
+				g.ServerCycles, g.ServerSTWMS, g.ServerMarkMS, g.ClientCycles, g.ClientPauseMS))
+		}
 	}
 	if p := s.Phases["x509"]; p != nil {
 		parts = append(parts, fmt.Sprintf("x509 %.0f/s", p.X509PerSecond))
@@ -439,11 +446,16 @@ func measureInto(ctx context.Context, o *options, spec serverSpec, s *Sample, cu
 			}
 			s.Raw = &raw
 		}
+		gcw := watchGC(srv.Log)
 		rep, err := gen.Run(ctx, load)
 		if err != nil {
 			return err
 		}
 		s.Phases[load.Name] = rep
+		if s.GC == nil {
+			s.GC = map[string]*PhaseGC{}
+		}
+		s.GC[load.Name] = gcw.done()
 	}
 	if curve {
 		s.Curve = map[int]*loadgen.Report{}

@@ -61,6 +61,11 @@ var metrics = []metric{
 		p := s.Phases["sync"]
 		return p.ServerCPUPerSyncMS, p != nil && p.ServerCPUPerSyncMS > 0
 	}},
+	{"sync_server_gc", "server GC cycles during the sync phase", false, syncGC(func(g *PhaseGC) float64 { return float64(g.ServerCycles) })},
+	{"sync_server_gc_stw_ms", "server GC stop-the-world ms during the sync phase", false, syncGC(func(g *PhaseGC) float64 { return g.ServerSTWMS })},
+	{"sync_server_gc_mark_ms", "server GC mark ms (wall) during the sync phase", false, syncGC(func(g *PhaseGC) float64 { return g.ServerMarkMS })},
+	{"sync_client_gc", "load generator GC cycles during the sync phase", false, syncGC(func(g *PhaseGC) float64 { return float64(g.ClientCycles) })},
+	{"sync_client_gc_pause_ms", "load generator GC pause ms during the sync phase", false, syncGC(func(g *PhaseGC) float64 { return g.ClientPauseMS })},
 	{"jwt_per_s", "JWT-SVIDs/s", true, rpcStat("jwt", loadgen.RPCJWT, func(r *loadgen.RPCStats) float64 { return r.ItemsPerS })},
 	{"jwt_p99_ms", "NewJWTSVID p99 ms", false, rpcStat("jwt", loadgen.RPCJWT, func(r *loadgen.RPCStats) float64 { return r.P99MS })},
 	{"rss_seeded_mib", "server RSS with the entries loaded, MiB", false, func(s *Sample) (float64, bool) {
@@ -91,6 +96,17 @@ var metrics = []metric{
 		}
 		return float64(n), true
 	}},
+}
+
+// syncGC reads one garbage-collection figure of the sync phase.
+func syncGC(f func(*PhaseGC) float64) func(*Sample) (float64, bool) {
+	return func(s *Sample) (float64, bool) {
+		g := s.GC["sync"]
+		if g == nil {
+			return 0, false
+		}
+		return f(g), true
+	}
 }
 
 // stat is the median and spread of one metric over runs.

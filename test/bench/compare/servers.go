@@ -177,7 +177,7 @@ plugins {
 	default:
 		return fail(fmt.Errorf("unknown server kind %q", spec.kind))
 	}
-	p, err := benchproc.Start(ctx, bin, args, nil, filepath.Join(spec.logDir, spec.name+".log"), adminSock, addr, 90*time.Second, cleanup...)
+	p, err := benchproc.Start(ctx, bin, args, []string{gcTraceEnv}, filepath.Join(spec.logDir, spec.name+".log"), adminSock, addr, 90*time.Second, cleanup...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", spec.kind, err)
 	}
