@@ -57,6 +57,7 @@ type figures struct {
 	entries                int
 	loadPerSecond          float64
 	rssEmpty, rssLoaded    int64
+	rssSettled             int64
 	rssRestarted           int64
 	readyEmpty, readyAfter time.Duration
 	syncBase, syncTotal    *loadgen.Report
@@ -99,6 +100,9 @@ func runScale(t *testing.T, datastore string, n int) {
 	if got := countEntries(ctx, t, entries); got != n {
 		t.Fatalf("CountEntries = %d after loading, want %d", got, n)
 	}
+	// Right after the load the heap still holds the load's garbage, which
+	// the Go runtime returns to the OS over the next seconds.
+	f.rssSettled = srv.settledRSS(time.Minute)
 
 	updated, deleted := writeHistory(ctx, t, entries, n/50, n/200)
 	want := n - len(deleted)
@@ -118,8 +122,9 @@ func runScale(t *testing.T, datastore string, n int) {
 		t.Errorf("sync after restart: %+v, want 20 calls", st)
 	}
 
-	t.Logf("%d entries: loaded (beyond the first %d) at %.0f entries/s; RSS empty %.1f MiB, loaded %.1f MiB (%.0f B/entry), after the restart %.1f MiB (%.0f B/entry)",
+	t.Logf("%d entries: loaded (beyond the first %d) at %.0f entries/s; RSS empty %.1f MiB, loaded %.1f MiB (%.0f B/entry), settled %.1f MiB (%.0f B/entry), after the restart %.1f MiB (%.0f B/entry)",
 		n, f.base, f.loadPerSecond, mib(f.rssEmpty), mib(f.rssLoaded), float64(f.rssLoaded-f.rssEmpty)/float64(n),
+		mib(f.rssSettled), float64(f.rssSettled-f.rssEmpty)/float64(n),
 		mib(f.rssRestarted), float64(f.rssRestarted-f.rssEmpty)/float64(n))
 	t.Logf("start-up to ready: empty %v, with %d entries and %d+ events of history after SIGKILL %v",
 		f.readyEmpty.Round(time.Millisecond), want, n+len(updated)+len(deleted), f.readyAfter.Round(time.Millisecond))

@@ -164,6 +164,23 @@ func (s *serverProc) rss(settle time.Duration) int64 {
 	return p.RSSBytes
 }
 
+// settledRSS polls the server's RSS every second until it has not fallen
+// for five polls in a row, or until limit, and returns the last reading.
+func (s *serverProc) settledRSS(limit time.Duration) int64 {
+	s.t.Helper()
+	last, still := s.rss(0), 0
+	for deadline := time.Now().Add(limit); still < 5 && time.Now().Before(deadline); {
+		cur := s.rss(time.Second)
+		if cur < last-last/200 {
+			still = 0
+		} else {
+			still++
+		}
+		last = cur
+	}
+	return last
+}
+
 func envInt(t *testing.T, name string, def int) int {
 	v := os.Getenv(name)
 	if v == "" {
