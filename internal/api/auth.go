@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"runtime"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,7 +21,6 @@ import (
 
 	"github.com/arborid/arbor/internal/datastore"
 	"github.com/arborid/arbor/internal/idpolicy"
-	"github.com/arborid/arbor/internal/trustbundle"
 )
 
 // Rule is the single authorization rule of an RPC (docs/security.md).
@@ -136,18 +137,30 @@ var rules = map[string]Rule{
 
 // verifyCache remembers chains that verified against a given bundle, so a
 // long-lived agent connection pays for chain verification once, not per call.
+//
+// An entry lives as long as its leaf certificate: the key holds the leaf
+// weakly and a cleanup removes the entry once the leaf (parsed once per TLS
+// connection, so in practice the connection) is collected. The cache thus
+// holds one entry per live connection, however many there are; a fixed size
+// with a reset when full made every call verify again once more agents were
+// connected than the size (8192 then), as a fleet calling in turn evicted
+// the others before their next call.
 type verifyCache struct {
 	mu sync.Mutex
 	ok map[verifyKey]struct{}
 }
 
 type verifyKey struct {
-	leaf   *x509.Certificate
+	leaf   weak.Pointer[x509.Certificate]
 	bundle *x509bundle.Bundle
 }
 
-func (v *verifyCache) check(certs []*x509.Certificate, bundles *trustbundle.Cache, now time.Time) error {
-	key := verifyKey{leaf: certs[0], bundle: bundles.X509Bundle()}
+// maxVerified bounds the cache against leaves kept alive by something
+// other than connections; above any fleet one server serves.
+const maxVerified = 1 << 20
+
+func (v *verifyCache) check(certs []*x509.Certificate, bundle *x509bundle.Bundle, now time.Time) error {
+	key := verifyKey{leaf: weak.Make(certs[0]), bundle: bundle}
 	v.mu.Lock()
 	_, hit := v.ok[key]
 	v.mu.Unlock()
@@ -158,12 +171,29 @@ func (v *verifyCache) check(certs []*x509.Certificate, bundles *trustbundle.Cach
 		return err
 	}
 	v.mu.Lock()
-	if v.ok == nil || len(v.ok) >= 8192 {
+	if v.ok == nil || len(v.ok) >= maxVerified {
 		v.ok = make(map[verifyKey]struct{})
 	}
+	_, again := v.ok[key] // a concurrent call on the same connection
 	v.ok[key] = struct{}{}
 	v.mu.Unlock()
+	if !again {
+		runtime.AddCleanup(certs[0], v.forget, key)
+	}
 	return nil
+}
+
+func (v *verifyCache) forget(key verifyKey) {
+	v.mu.Lock()
+	delete(v.ok, key)
+	v.mu.Unlock()
+}
+
+// size is the number of remembered chains (for tests).
+func (v *verifyCache) size() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.ok)
 }
 
 // Caller is who made a request, as established by the authorization interceptor.
@@ -317,7 +347,7 @@ func (s *Service) identify(ctx context.Context) (Caller, error) {
 		if id.TrustDomain() != s.td {
 			return Caller{}, status.Errorf(codes.PermissionDenied, "caller %s is not in trust domain %q", id, s.td)
 		}
-		if err := s.verified.check(certs, s.bundles, now); err != nil {
+		if err := s.verified.check(certs, s.bundles.X509Bundle(), now); err != nil {
 			return Caller{}, status.Errorf(codes.Unauthenticated, "caller's X509-SVID does not verify against the trust bundle: %v", err)
 		}
 		return Caller{ID: id, Cert: leaf}, nil
