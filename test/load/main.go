@@ -19,6 +19,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -46,6 +49,19 @@ type output struct {
 	Load  *loadgen.Report      `json:"load"`
 }
 
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // errFailures is returned when the run saw errors, so scripts can tell.
 var errFailures = errors.New("the server answered some calls with errors")
 
@@ -60,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		parent   = fs.String("parenting", "direct", "direct: entries parented to agent IDs; alias: to node aliases shared by --agents-per-alias agents")
 		format   = fs.String("output", "text", "text or json")
 		progress = fs.Duration("progress", 2*time.Second, "progress line interval on stderr (0: none)")
+		cpuProf  = fs.String("cpuprofile", "", "write the load generator's CPU profile of the load phase to this file")
+		heapProf = fs.String("memprofile", "", "write the load generator's heap profile after the load phase to this file")
+		gogc     = fs.Int("gogc", 0, "the load generator's GOGC (0: the environment's): a larger value spends less of the shared CPU on its own garbage collection")
 	)
 	fs.StringVar(&cfg.AdminSocket, "admin-socket", "", "server admin API Unix socket (required)")
 	fs.StringVar(&cfg.ServerAddr, "server-addr", "127.0.0.1:8081", "server agent API address (TLS)")
@@ -95,6 +114,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *progress > 0 {
 		cfg.Progress, cfg.ProgressEvery = stderr, *progress
 	}
+	if *gogc != 0 {
+		debug.SetGCPercent(*gogc)
+	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("--output %q: want text or json", *format)
 	}
@@ -110,9 +132,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *format == "text" {
 		setup.WriteText(stdout)
 	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	rep, err := gen.Run(ctx, load)
+	if *cpuProf != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return err
+	}
+	if *heapProf != "" {
+		if err := writeHeapProfile(*heapProf); err != nil {
+			return err
+		}
 	}
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)

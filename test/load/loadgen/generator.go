@@ -526,6 +526,7 @@ func (g *Generator) Run(ctx context.Context, load Load) (*Report, error) {
 	for _, a := range agents {
 		a.syncs, a.seen = 0, 0
 	}
+	machineBefore, machineErr := MachineBusySeconds()
 	start := time.Now()
 	var deadline time.Time
 	if load.Duration > 0 {
@@ -580,6 +581,17 @@ func (g *Generator) Run(ctx context.Context, load Load) (*Report, error) {
 		Goroutines: peakGoroutines.Load(), MinSyncsPerAgent: -1,
 	}
 	rep.StartLagP99MS, rep.StartLagMaxMS, rep.Skipped = lag.summary()
+	if after, err := MachineBusySeconds(); err == nil && machineErr == nil {
+		rep.MachineCPUSeconds = after - machineBefore
+		rep.OtherCPUSeconds = rep.MachineCPUSeconds
+		if rep.Client != nil {
+			rep.OtherCPUSeconds -= rep.Client.CPUSeconds
+		}
+		if rep.Server != nil && rep.Server.PID != os.Getpid() {
+			rep.OtherCPUSeconds -= rep.Server.CPUSeconds
+		}
+		rep.OtherCPUSeconds = max(rep.OtherCPUSeconds, 0)
+	}
 	if load.Sync {
 		want := g.cfg.perGroup()
 		for _, a := range agents {

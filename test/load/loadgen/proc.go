@@ -138,3 +138,30 @@ func (w *procWatch) finish() *ProcStats {
 	return &ProcStats{PID: w.pid, RSSStartBytes: w.start.RSSBytes, RSSEndBytes: w.last.RSSBytes,
 		RSSPeakBytes: w.peak, CPUSeconds: w.last.CPUSeconds - w.start.CPUSeconds}
 }
+
+// MachineBusySeconds reads the CPU seconds all processors of the machine
+// have spent busy (user, nice, system, irq, softirq, steal) since boot, from
+// the first line of /proc/stat.
+func MachineBusySeconds() (float64, error) {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("loadgen: reading /proc/stat: %w", err)
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, fmt.Errorf("loadgen: malformed /proc/stat line %q", line)
+	}
+	var busy int64
+	for i, f := range fields[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("loadgen: parsing /proc/stat: %w", err)
+		}
+		busy += v
+	}
+	return float64(busy) / clockTicks, nil
+}

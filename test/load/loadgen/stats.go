@@ -172,6 +172,12 @@ type Report struct {
 	// successful syncs of one agent (-1 when the load does not sync).
 	AgentsSynced     int `json:"agents_synced"`
 	MinSyncsPerAgent int `json:"min_syncs_per_agent"`
+	// MachineCPUSeconds is the busy CPU time of the whole machine during
+	// the phase; OtherCPUSeconds what is left of it after the server and
+	// the load generator: other processes sharing the cores, which delay
+	// both and so show in the latencies.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
+	OtherCPUSeconds   float64 `json:"other_processes_cpu_seconds,omitempty"`
 	// Goroutines is the load generator's peak goroutine count seen by the
 	// progress lines (zero without progress).
 	Goroutines int64 `json:"generator_goroutines,omitempty"`
@@ -225,6 +231,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, ", %d goroutines", r.Goroutines)
 		}
 		b.WriteString("\n")
+	}
+	if r.MachineCPUSeconds > 0 && r.Seconds > 0 {
+		fmt.Fprintf(&b, "  machine: %.2f cores busy on average, %.2f of them other processes\n", r.MachineCPUSeconds/r.Seconds, r.OtherCPUSeconds/r.Seconds)
 	}
 	fmt.Fprintf(&b, "  start lag p99 %.2f ms, max %.2f ms, %d iterations skipped (agent busy)", r.StartLagP99MS, r.StartLagMaxMS, r.Skipped)
 	if r.MinSyncsPerAgent >= 0 {
