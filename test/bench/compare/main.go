@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ type options struct {
 	timeout      time.Duration
 	quiet        bool
 	seedConc     int
+	loadgenGOGC  int
 	from         []string
 }
 
@@ -116,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Hour, "bound on the whole comparison")
 	fs.IntVar(&o.seedConc, "seed-concurrency", 4, "BatchCreateEntry calls in flight while seeding (setup only, not measured)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
+	fs.IntVar(&o.loadgenGOGC, "loadgen-gogc", 100, "GOGC of this process, which runs the load generator (not of the servers): its collections pause the agents it times")
 	from := fs.String("from", "", "comma-separated results.json files of earlier runs: merge them into one report in --out instead of measuring")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -229,8 +232,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	debug.SetGCPercent(o.loadgenGOGC)
 	res := &Results{Started: time.Now(), CPUs: runtime.NumCPU(), Options: map[string]any{
-		"servers": o.servers, "backends": o.backends, "entries": o.entries, "runs": o.runs, "agents": o.agents,
+		"loadgen_gogc": o.loadgenGOGC,
+		"servers":      o.servers, "backends": o.backends, "entries": o.entries, "runs": o.runs, "agents": o.agents,
 		"entries_per_agent": o.perAgent, "agent_curve": o.curve, "shape": o.shape, "sync_interval": o.syncInterval.String(),
 		"phase": o.phase.String(), "curve_phase": o.curvePhase.String(), "arbor_commit": gitCommit(ctx, repo),
 	}}
