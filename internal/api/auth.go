@@ -147,7 +147,7 @@ var rules = map[string]Rule{
 // the others before their next call.
 type verifyCache struct {
 	mu sync.Mutex
-	ok map[verifyKey]struct{}
+	ok map[verifyKey]spiffeid.ID
 }
 
 type verifyKey struct {
@@ -159,23 +159,29 @@ type verifyKey struct {
 // other than connections; above any fleet one server serves.
 const maxVerified = 1 << 20
 
-func (v *verifyCache) check(certs []*x509.Certificate, bundle *x509bundle.Bundle, now time.Time) error {
-	key := verifyKey{leaf: weak.Make(certs[0]), bundle: bundle}
+// lookup returns the SPIFFE ID of a leaf whose chain verified against
+// bundle, if it did: parsing the ID from the certificate's URI on every
+// call was a measurable part of a sync.
+func (v *verifyCache) lookup(leaf *x509.Certificate, bundle *x509bundle.Bundle) (spiffeid.ID, bool) {
 	v.mu.Lock()
-	_, hit := v.ok[key]
-	v.mu.Unlock()
-	if hit {
-		return nil // validity period is rechecked by the caller on every call
-	}
-	if _, _, err := x509svid.Verify(certs, key.bundle, x509svid.WithTime(now)); err != nil {
+	defer v.mu.Unlock()
+	id, ok := v.ok[verifyKey{leaf: weak.Make(leaf), bundle: bundle}]
+	return id, ok
+}
+
+// verify checks the chain against bundle and remembers it, with the leaf's
+// ID, when it verifies.
+func (v *verifyCache) verify(certs []*x509.Certificate, bundle *x509bundle.Bundle, id spiffeid.ID, now time.Time) error {
+	if _, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(now)); err != nil {
 		return err
 	}
+	key := verifyKey{leaf: weak.Make(certs[0]), bundle: bundle}
 	v.mu.Lock()
 	if v.ok == nil || len(v.ok) >= maxVerified {
-		v.ok = make(map[verifyKey]struct{})
+		v.ok = make(map[verifyKey]spiffeid.ID)
 	}
 	_, again := v.ok[key] // a concurrent call on the same connection
-	v.ok[key] = struct{}{}
+	v.ok[key] = id
 	v.mu.Unlock()
 	if !again {
 		runtime.AddCleanup(certs[0], v.forget, key)
@@ -333,9 +339,13 @@ func (s *Service) identify(ctx context.Context) (Caller, error) {
 		}
 		leaf := certs[0]
 		now := s.now()
-		id, err := x509svid.IDFromCert(leaf)
-		if err != nil {
-			return Caller{}, status.Errorf(codes.Unauthenticated, "caller's certificate is not an X509-SVID: %v", err)
+		bundle := s.bundles.X509Bundle()
+		id, verified := s.verified.lookup(leaf, bundle)
+		if !verified {
+			var err error
+			if id, err = x509svid.IDFromCert(leaf); err != nil {
+				return Caller{}, status.Errorf(codes.Unauthenticated, "caller's certificate is not an X509-SVID: %v", err)
+			}
 		}
 		if now.After(leaf.NotAfter) {
 			if isAgentPath(id) {
@@ -347,7 +357,10 @@ func (s *Service) identify(ctx context.Context) (Caller, error) {
 		if id.TrustDomain() != s.td {
 			return Caller{}, status.Errorf(codes.PermissionDenied, "caller %s is not in trust domain %q", id, s.td)
 		}
-		if err := s.verified.check(certs, s.bundles.X509Bundle(), now); err != nil {
+		if verified {
+			return Caller{ID: id, Cert: leaf}, nil
+		}
+		if err := s.verified.verify(certs, bundle, id, now); err != nil {
 			return Caller{}, status.Errorf(codes.Unauthenticated, "caller's X509-SVID does not verify against the trust bundle: %v", err)
 		}
 		return Caller{ID: id, Cert: leaf}, nil
