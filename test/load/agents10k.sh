@@ -29,6 +29,9 @@ mkdir -p "$out"
 read -r -a load <<<"${LOAD:-go run ./test/load}"
 read -r -a profserver <<<"${PROFSERVER:-go run ./test/load/profserver}"
 common=(--entries-per-agent 10 --interval 5s --x509=false --jwt 0 --progress 10s --gogc 400 --setup-concurrency 8)
+# $EXTRA adds load flags (--per-agent-goroutines: the generator's other mode).
+read -r -a extra <<<"${EXTRA:-}"
+common+=("${extra[@]}")
 
 # measure NAME KIND AGENTS PORT: one server, one load, its reports.
 measure() {
