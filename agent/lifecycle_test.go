@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,6 +36,7 @@ import (
 	"github.com/arborid/arbor/agent"
 	"github.com/arborid/arbor/internal/nodeattest/x509pop/x509poptest"
 	"github.com/arborid/arbor/internal/server"
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 // x509Watcher records every X509 context a stream receives.
@@ -181,12 +181,7 @@ func TestServerOutageAndRecovery(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	mustOK(t, err, "free port")
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return freeport.Addr(t) }
 
 // metricIs checks one unlabelled metric's value on /metrics.
 func metricIs(addr, name, want string) error {

@@ -71,6 +71,7 @@ func list(t *testing.T, deps bool, patterns ...string) []pkg {
 // testing and start whole servers); a new one is added here on purpose.
 var testKits = []string{
 	"internal/testkit",
+	"internal/testkit/freeport",
 	"internal/datastore/datastoretest",
 	"internal/nodeattest/x509pop/x509poptest",
 	"upstream/internal/fakes",

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/internal/testkit"
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -252,12 +252,7 @@ func (h *harness) workloadSVID(agent *x509svid.SVID, entryID string) (*x509svid.
 }
 
 // freePort returns a loopback address nobody listens on right now.
-func freePort(t *testing.T) string {
-	l := must(net.Listen("tcp", "127.0.0.1:0"))(t)
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+func freePort(t *testing.T) string { return freeport.Addr(t) }
 
 // snapshotBundle returns the server's current X.509 bundle.
 func (h *harness) snapshotBundle() *x509bundle.Bundle {

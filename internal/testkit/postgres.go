@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 // Postgres is a PostgreSQL cluster of its own, run for one test so that the
@@ -283,14 +284,7 @@ func (p *Postgres) run(ctx context.Context, name string, args ...string) ([]byte
 	return cmd.CombinedOutput()
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return freeport.Port() }
 
 func tail(b []byte, n int) string {
 	if len(b) > n {

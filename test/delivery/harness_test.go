@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +32,7 @@ import (
 	"github.com/arborid/arbor/agent/workloadattestor/unix"
 	"github.com/arborid/arbor/internal/server"
 	"github.com/arborid/arbor/internal/testkit"
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -221,15 +221,7 @@ func waitFiles(t *testing.T, timeout time.Duration, paths ...string) {
 	})
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return freeport.Must(t) }
 
 // lockedBuffer is a bytes.Buffer safe for a process's two output pipes.
 type lockedBuffer struct {

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +27,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 // Timeouts. Every wait in these tests is a poll bounded by one of them.
@@ -59,28 +60,9 @@ func poll(t testing.TB, timeout time.Duration, what string, try func() error) {
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	// The kernel may hand a just-closed port out again: never return one
-	// twice in this test binary.
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("picking a free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := portsHandedOut.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-	t.Fatal("no fresh free port after 100 tries")
-	return 0
-}
-
-// portsHandedOut are the ports freePort returned.
-var portsHandedOut sync.Map
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on (see
+// freeport: below the ephemeral range, never twice).
+func freePort(t testing.TB) int { return freeport.Must(t) }
 
 // shortTempDir is a temporary directory with a short path, for Unix sockets
 // (108-byte limit), removed at cleanup.

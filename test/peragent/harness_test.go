@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/arborid/arbor/internal/testkit"
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 // entriesEnv sets N, the entries authorized for the one agent; CI runs
@@ -258,15 +258,7 @@ func checkWorkload(t *testing.T, what, socket string, n int, bundle *x509bundle.
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return freeport.Addr(t) }
 
 // scrape reads a Prometheus text endpoint into sample name (with labels)
 // to value.

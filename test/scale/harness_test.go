@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/arborid/arbor/internal/testkit"
+	"github.com/arborid/arbor/internal/testkit/freeport"
 	"github.com/arborid/arbor/test/load/loadgen"
 )
 
@@ -54,15 +55,7 @@ type serverProc struct {
 	starts     int
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return freeport.Must(t) }
 
 // newServer writes the topology of a single root server whose datastore is
 // the given block (`datastore "sqlite" {}` or a postgres one).

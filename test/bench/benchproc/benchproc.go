@@ -20,6 +20,8 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/arborid/arbor/internal/testkit/freeport"
 )
 
 // Process is a running server.
@@ -66,15 +68,10 @@ func Start(ctx context.Context, bin string, args, env []string, logPath, adminSo
 	return p, nil
 }
 
-// FreePort returns a loopback TCP port nothing listens on now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a loopback TCP port nothing listens on now, below the
+// kernel's ephemeral range (see freeport), so a process restarted on it
+// finds it free.
+func FreePort() (int, error) { return freeport.Port() }
 
 // WaitReady polls until the admin socket serves a bundle with an X.509
 // authority and the agent port accepts connections.
