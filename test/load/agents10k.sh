@@ -14,10 +14,10 @@
 # $PROFSERVER (default: go run ./test/load/profserver) and $SPIRE_BIN
 # (default: the cached spire v1.15.3 bin) say what to run; $ONLY picks
 # steps (spire-10k is one more), $DIV divides every agent count (a quick
-# check of the script) and $DURATION replaces the 60s. Run it under the
-# shared measurement lock from the repository root:
+# check of the script) and $DURATION replaces the 60s. Run it from the
+# repository root on an otherwise idle machine:
 #
-#   flock /tmp/arbor-measure.lock test/load/agents10k.sh /tmp/agents10k
+#   test/load/agents10k.sh /tmp/agents10k
 set -euo pipefail
 
 out=${1:?usage: agents10k.sh OUT}
