@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/arborid/arbor/internal/cli/admin"
+	"github.com/arborid/arbor/internal/testkit/freeport"
 	"github.com/arborid/arbor/test/bench/benchproc"
 )
 
@@ -128,19 +128,10 @@ func writeTopology(t *testing.T, dir string, sz size) *tree {
 			add(sz.leafName(r, l), sz.regionName(r), 2)
 		}
 	}
-	// Hold every picked port's listener until all are picked, so no two
-	// servers get the same one.
-	var held []net.Listener
+	// Below the ephemeral range, so a server restarted on its port finds
+	// it free; never two servers on one (see freeport).
 	for _, n := range tr.nodes {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, lis)
-		n.addr = lis.Addr().String()
-	}
-	for _, l := range held {
-		l.Close()
+		n.addr = freeport.Addr(t)
 	}
 	var b strings.Builder
 	b.WriteString("trust_domain = \"tree.test\"\n\n")
