@@ -86,9 +86,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	// NORMAL in WAL mode survives a process crash; only an OS crash or power
 	// loss can lose the last transactions.
 	w.Add("_pragma", "synchronous(NORMAL)")
-	w.Add("_pragma", "cache_size(-65536)")
+	// An 8 MiB page cache for the writer (SQLite's default is 2 MiB): it
+	// keeps the B-tree pages a batch of inserts touches. 64 MiB and a
+	// larger WAL before each checkpoint loaded 100k entries only 10-20%
+	// faster for 93 MiB more RSS at 100k entries.
+	w.Add("_pragma", "cache_size(-8192)")
 	w.Add("_pragma", "temp_store(2)")
-	w.Add("_pragma", "wal_autocheckpoint(8192)")
 	w["_pragma"] = append(w["_pragma"], pragmas["_pragma"]...)
 	// A write transaction takes the write lock at BEGIN, so it never fails
 	// midway on a lock upgrade and read-modify-writes are exclusive.
