@@ -27,16 +27,7 @@ func TestFleetSyncs(t *testing.T) {
 	const perAgent = 5
 	cfg := startArbor(t)
 	cfg.Agents, cfg.Entries, cfg.EntriesPerAgent, cfg.OtherParents = agents, agents*perAgent*2, perAgent, 100
-	gen, err := loadgen.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
-	ctx := testCtx(t)
-	setup, err := gen.Setup(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen, setup, ctx := setUp(t, cfg)
 	if setup.Errors != 0 || len(gen.Agents()) != agents {
 		t.Fatalf("Setup: %d errors, %d agents; want 0, %d", setup.Errors, len(gen.Agents()), agents)
 	}

@@ -34,6 +34,24 @@ func testCtx(t *testing.T) context.Context {
 	return testkit.Context(t, 60*time.Second)
 }
 
+// setUp builds a generator for cfg, closed at the test's end, and runs its
+// Setup (failing t on an error); it returns the generator, the setup report
+// and the test's context.
+func setUp(t *testing.T, cfg loadgen.Config) (*loadgen.Generator, *loadgen.SetupReport, context.Context) {
+	t.Helper()
+	gen, err := loadgen.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	ctx := testCtx(t)
+	setup, err := gen.Setup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gen, setup, ctx
+}
+
 // TestLoadAgainstArbor runs every RPC of the agent loop against arbor in
 // several entry layouts and wants every call answered without an error.
 func TestLoadAgainstArbor(t *testing.T) {
@@ -57,16 +75,7 @@ func TestLoadAgainstArbor(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := startArbor(t)
 			tc.mutate(&cfg)
-			gen, err := loadgen.New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gen.Close()
-			ctx := testCtx(t)
-			setup, err := gen.Setup(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			gen, setup, ctx := setUp(t, cfg)
 			if setup.Entries != tc.wantTotal || setup.Errors != 0 || len(gen.Agents()) != cfg.Agents {
 				t.Errorf("Setup: %d entries, %d errors, %d agents; want %d, 0, %d", setup.Entries, setup.Errors, len(gen.Agents()), tc.wantTotal, cfg.Agents)
 			}
@@ -105,15 +114,7 @@ func TestLoadAgainstArbor(t *testing.T) {
 func TestRunBoundedByDuration(t *testing.T) {
 	cfg := startArbor(t)
 	cfg.Agents, cfg.Entries = 2, 20
-	gen, err := loadgen.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
-	ctx := testCtx(t)
-	if _, err := gen.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	gen, _, ctx := setUp(t, cfg)
 	rep, err := gen.Run(ctx, loadgen.Load{Name: "sync", Agents: 1, Interval: 100 * time.Millisecond, Duration: time.Second, Sync: true})
 	if err != nil {
 		t.Fatal(err)
