@@ -161,6 +161,10 @@ func (m *member) ready(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: /ready answered %s", m.name, resp.Status)
 	}
+	if m.exited() {
+		// Whoever answered, it was not this process.
+		return fmt.Errorf("%s exited", m.name)
+	}
 	if m.admin != nil {
 		return m.admin.Serving(ctx)
 	}
