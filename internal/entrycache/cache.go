@@ -57,14 +57,20 @@ type Cache struct {
 	serverID spiffeid.ID
 
 	mu sync.RWMutex
-	// byID holds every entry with its positions in the byParent and
-	// bySPIFFEID groups, so that removal is O(1) however large a group is.
+	// byID holds every entry with its positions in its byParent group and
+	// its sameSPIFFEID group, so that removal is O(1) however large a group
+	// is.
 	byID map[string]slot
 	// byParent groups entries by ParentID. The group remembers its key so
 	// that later entries of the same parent can share the key's bytes.
 	byParent map[spiffeid.ID]*group
-	// bySPIFFEID groups entries by SPIFFE ID (most groups hold one entry).
-	bySPIFFEID map[spiffeid.ID][]*datastore.Entry
+	// bySPIFFEID holds the entry of each SPIFFE ID that one entry has (most
+	// have one), keyed by the ID's string; sameSPIFFEID the entries of each
+	// SPIFFE ID that two or more have. An ID is in one of the two maps.
+	// (One map of slices would cost a slice header in every slot and an
+	// allocation per entry.)
+	bySPIFFEID   map[string]*datastore.Entry
+	sameSPIFFEID map[string][]*datastore.Entry
 	// aliases files each node-alias entry with at least one selector under
 	// exactly one of its selectors (the least crowded one when it was
 	// filed). An agent finds the aliases that may apply to it by looking up
@@ -106,7 +112,8 @@ func (c *Cache) ServerID() spiffeid.ID { return c.serverID }
 func (c *Cache) clearLocked(entries, nodes int) {
 	c.byID = make(map[string]slot, entries)
 	c.byParent = make(map[spiffeid.ID]*group)
-	c.bySPIFFEID = make(map[spiffeid.ID][]*datastore.Entry, entries)
+	c.bySPIFFEID = make(map[string]*datastore.Entry, entries)
+	c.sameSPIFFEID = make(map[string][]*datastore.Entry)
 	c.aliases = make(map[selector.Selector][]*datastore.Entry)
 	c.nodes = make(map[spiffeid.ID][]selector.Selector, nodes)
 	c.order = ordered{}
@@ -221,7 +228,19 @@ func (c *Cache) DeleteNode(agentID spiffeid.ID) {
 func (c *Cache) EntriesBySPIFFEID(id spiffeid.ID) []*datastore.Entry {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return slices.Clone(c.bySPIFFEID[id])
+	if e := c.bySPIFFEID[id.String()]; e != nil {
+		return []*datastore.Entry{e}
+	}
+	return slices.Clone(c.sameSPIFFEID[id.String()])
+}
+
+// withSPIFFEIDLocked returns the entries whose SPIFFE ID is id, in a slice
+// the caller must not keep or modify.
+func (c *Cache) withSPIFFEIDLocked(id spiffeid.ID) []*datastore.Entry {
+	if e := c.bySPIFFEID[id.String()]; e != nil {
+		return []*datastore.Entry{e}
+	}
+	return c.sameSPIFFEID[id.String()]
 }
 
 // EntriesByParentID returns the entries whose ParentID is id (its direct
@@ -245,7 +264,7 @@ func (c *Cache) FindDuplicate(e *datastore.Entry) (*datastore.Entry, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	// Scan the smaller of the two groups that a duplicate must be in.
-	cands := c.bySPIFFEID[e.SPIFFEID]
+	cands := c.withSPIFFEIDLocked(e.SPIFFEID)
 	if g := c.byParent[e.ParentID]; g == nil {
 		return nil, false
 	} else if len(g.entries) < len(cands) {
@@ -364,9 +383,22 @@ func (c *Cache) indexLocked(e *datastore.Entry) *datastore.Entry {
 	s := slot{e: e, parentPos: int32(len(g.entries))}
 	g.entries = append(g.entries, e)
 
-	same := c.bySPIFFEID[e.SPIFFEID]
-	s.spiffeIPos = int32(len(same))
-	c.bySPIFFEID[e.SPIFFEID] = append(same, e)
+	key := e.SPIFFEID.String()
+	if first := c.bySPIFFEID[key]; first != nil {
+		// The second entry of this SPIFFE ID: the pair moves to
+		// sameSPIFFEID.
+		delete(c.bySPIFFEID, key)
+		c.sameSPIFFEID[key] = []*datastore.Entry{first, e}
+		fs := c.byID[first.ID]
+		fs.spiffeIPos = 0
+		c.byID[first.ID] = fs
+		s.spiffeIPos = 1
+	} else if same, ok := c.sameSPIFFEID[key]; ok {
+		s.spiffeIPos = int32(len(same))
+		c.sameSPIFFEID[key] = append(same, e)
+	} else {
+		c.bySPIFFEID[key] = e
+	}
 
 	c.byID[e.ID] = s
 	if c.isAlias(e) && len(e.Selectors) > 0 {
@@ -395,16 +427,25 @@ func (c *Cache) unindexLocked(s slot) {
 		delete(c.byParent, e.ParentID)
 	}
 
-	same := c.bySPIFFEID[e.SPIFFEID]
-	if moved := swapRemove(&same, int(s.spiffeIPos)); moved != nil {
-		ms := c.byID[moved.ID]
-		ms.spiffeIPos = s.spiffeIPos
-		c.byID[moved.ID] = ms
-	}
-	if len(same) == 0 {
-		delete(c.bySPIFFEID, e.SPIFFEID)
-	} else {
-		c.bySPIFFEID[e.SPIFFEID] = same
+	key := e.SPIFFEID.String()
+	if c.bySPIFFEID[key] == e {
+		delete(c.bySPIFFEID, key)
+	} else if same := c.sameSPIFFEID[key]; len(same) > 0 {
+		if moved := swapRemove(&same, int(s.spiffeIPos)); moved != nil {
+			ms := c.byID[moved.ID]
+			ms.spiffeIPos = s.spiffeIPos
+			c.byID[moved.ID] = ms
+		}
+		if len(same) == 1 {
+			// One entry left: back to bySPIFFEID.
+			delete(c.sameSPIFFEID, key)
+			c.bySPIFFEID[key] = same[0]
+			ms := c.byID[same[0].ID]
+			ms.spiffeIPos = 0
+			c.byID[same[0].ID] = ms
+		} else {
+			c.sameSPIFFEID[key] = same
+		}
 	}
 
 	if c.isAlias(e) {

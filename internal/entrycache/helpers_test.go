@@ -64,14 +64,24 @@ func checkInvariants(t *testing.T, c *Cache) {
 			nParent++
 		}
 	}
-	for sid, list := range c.bySPIFFEID {
-		if len(list) == 0 {
-			t.Fatalf("empty SPIFFE ID group %v left behind", sid)
+	for sid, e := range c.bySPIFFEID {
+		s, ok := c.byID[e.ID]
+		if !ok || s.e != e || e.SPIFFEID.String() != sid {
+			t.Fatalf("bySPIFFEID[%v] = %s is stale", sid, e.ID)
+		}
+		if _, both := c.sameSPIFFEID[sid]; both {
+			t.Fatalf("SPIFFE ID %v in both bySPIFFEID and sameSPIFFEID", sid)
+		}
+		nSPIFFE++
+	}
+	for sid, list := range c.sameSPIFFEID {
+		if len(list) < 2 {
+			t.Fatalf("sameSPIFFEID[%v] holds %d entries, want 2 or more", sid, len(list))
 		}
 		for i, e := range list {
 			s, ok := c.byID[e.ID]
-			if !ok || s.e != e || int(s.spiffeIPos) != i || e.SPIFFEID != sid {
-				t.Fatalf("bySPIFFEID[%v][%d] = %s is stale", sid, i, e.ID)
+			if !ok || s.e != e || int(s.spiffeIPos) != i || e.SPIFFEID.String() != sid {
+				t.Fatalf("sameSPIFFEID[%v][%d] = %s is stale", sid, i, e.ID)
 			}
 			nSPIFFE++
 		}

@@ -191,9 +191,9 @@ func TestMatchesReference(t *testing.T) {
 	checkInvariants(t, c)
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if n := len(c.byID) + len(c.byParent) + len(c.bySPIFFEID) + len(c.aliases) + len(c.order.blocks); n != 0 {
-		t.Errorf("after deleting every entry: byID %d, byParent %d, bySPIFFEID %d, aliases %d, blocks %d; want all 0",
-			len(c.byID), len(c.byParent), len(c.bySPIFFEID), len(c.aliases), len(c.order.blocks))
+	if n := len(c.byID) + len(c.byParent) + len(c.bySPIFFEID) + len(c.sameSPIFFEID) + len(c.aliases) + len(c.order.blocks); n != 0 {
+		t.Errorf("after deleting every entry: byID %d, byParent %d, bySPIFFEID %d, sameSPIFFEID %d, aliases %d, blocks %d; want all 0",
+			len(c.byID), len(c.byParent), len(c.bySPIFFEID), len(c.sameSPIFFEID), len(c.aliases), len(c.order.blocks))
 	}
 }
 
@@ -238,4 +238,48 @@ func TestOrderedLarge(t *testing.T) {
 			t.Errorf("block %d has %d entries", i, len(b))
 		}
 	}
+}
+
+// TestSameSPIFFEIDGroups walks one SPIFFE ID from one entry to three and
+// back, deleting from the middle, the end and the front, checking the
+// indexes and EntriesBySPIFFEID at every step.
+func TestSameSPIFFEIDGroups(t *testing.T) {
+	c := New(spiffeid.RequireTrustDomainFromString("example.org"))
+	sid := spiffeid.RequireFromString("spiffe://example.org/workload")
+	put := func(id, parent string) {
+		c.PutEntry(&datastore.Entry{ID: id, SPIFFEID: sid, ParentID: spiffeid.RequireFromString("spiffe://example.org/" + parent),
+			Selectors: []selector.Selector{{Type: "unix", Value: "uid:" + id}}})
+	}
+	want := func(ids ...string) {
+		t.Helper()
+		checkInvariants(t, c)
+		got := []string{}
+		for _, e := range c.EntriesBySPIFFEID(sid) {
+			got = append(got, e.ID)
+		}
+		slices.Sort(got)
+		slices.Sort(ids)
+		if !slices.Equal(got, ids) {
+			t.Fatalf("EntriesBySPIFFEID = %v, want %v", got, ids)
+		}
+	}
+	put("a", "p1")
+	want("a")
+	put("b", "p2")
+	want("a", "b")
+	put("c", "p3")
+	want("a", "b", "c")
+	c.DeleteEntry("b")
+	want("a", "c")
+	put("d", "p4")
+	want("a", "c", "d")
+	c.DeleteEntry("d")
+	want("a", "c")
+	c.DeleteEntry("a")
+	want("c")
+	put("a", "p1")
+	want("a", "c")
+	c.DeleteEntry("c")
+	c.DeleteEntry("a")
+	want()
 }
