@@ -28,14 +28,15 @@
 // it expands and allocates only its result. Every mutation is O(1) in the
 // hash indexes (removal from a group swaps with its last element, using
 // positions kept in the ID index) plus O(log n + 512) in the ID-ordered block
-// list behind List. Strings are never copied per index; entries of one
-// parent share that parent ID's bytes. See the benchmarks for numbers.
+// list behind List. Strings are never copied per index: the cache holds one
+// compact copy of each entry (its strings in one allocation, its selector
+// types interned), and entries of one parent share that parent ID's bytes.
+// See the benchmarks for numbers.
 package entrycache
 
 import (
 	"slices"
 	"sync"
-	"unsafe"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -47,12 +48,10 @@ import (
 // Cache indexes registration entries and node selectors. It is safe for
 // concurrent use; reads share a read lock and never wait for each other.
 //
-// Stored entries are treated as immutable: callers must not modify an entry
-// after passing it to PutEntry or Reset, nor one returned by any method. To
-// keep memory low the cache may store a shallow copy of a put entry whose
-// ParentID shares its bytes with the other entries of the same parent, so the
-// pointer a method returns may differ from the one that was put; its contents
-// are equal.
+// Entries returned by any method are shared and must not be modified. The
+// cache stores its own compact copy of every entry put (see compactLocked),
+// so the pointer a method returns differs from the one that was put; its
+// contents are equal, and the caller may reuse what it put.
 type Cache struct {
 	serverID spiffeid.ID
 
@@ -81,6 +80,8 @@ type Cache struct {
 	nodes map[spiffeid.ID][]selector.Selector
 	// order keeps entries sorted by ID for List.
 	order ordered
+	// types interns selector types (see compactLocked).
+	types map[string]string
 }
 
 type slot struct {
@@ -117,21 +118,29 @@ func (c *Cache) clearLocked(entries, nodes int) {
 	c.aliases = make(map[selector.Selector][]*datastore.Entry)
 	c.nodes = make(map[spiffeid.ID][]selector.Selector, nodes)
 	c.order = ordered{}
+	if c.types == nil {
+		c.types = map[string]string{}
+	}
 }
 
 // Reset replaces the whole content of the cache with entries and the
 // selectors of nodes. If several entries share an ID the last one wins; so
 // does the last of several nodes with the same ID.
+//
+// Reset consumes entries: it sets each element to nil once it holds its own
+// copy, so that a start-up load of a million entries does not keep the
+// store's copy of every one alive until the last is indexed.
 func (c *Cache) Reset(entries []*datastore.Entry, nodes []*datastore.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.clearLocked(len(entries), len(nodes))
 	all := make([]*datastore.Entry, 0, len(entries))
 	dups := false
-	for _, e := range entries {
+	for i, e := range entries {
 		if e == nil {
 			continue
 		}
+		entries[i] = nil
 		if old, ok := c.byID[e.ID]; ok {
 			c.unindexLocked(old)
 			dups = true
@@ -372,14 +381,8 @@ func (c *Cache) indexLocked(e *datastore.Entry) *datastore.Entry {
 	if g == nil {
 		g = &group{id: e.ParentID}
 		c.byParent[e.ParentID] = g
-	} else if unsafe.StringData(e.ParentID.String()) != unsafe.StringData(g.id.String()) {
-		// Entries loaded from a store may carry their own copy of the
-		// parent ID's bytes; keep one per parent. (The SQL stores already
-		// share them, so a start-up load copies nothing here.)
-		cp := *e
-		cp.ParentID = g.id
-		e = &cp
 	}
+	e = c.compactLocked(e, g.id)
 	s := slot{e: e, parentPos: int32(len(g.entries))}
 	g.entries = append(g.entries, e)
 

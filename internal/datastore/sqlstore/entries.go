@@ -462,12 +462,6 @@ func (s *Store) ListEntries(ctx context.Context) ([]*datastore.Entry, error) {
 			if len(e.Selectors) > 1 {
 				slices.SortFunc(e.Selectors, selector.Compare)
 			}
-			if cap(e.Selectors) > len(e.Selectors) {
-				// Appending left room to grow (three selectors in room for
-				// four); the server holds every entry for as long as it
-				// runs, so hold exactly what is there.
-				e.Selectors = slices.Clone(e.Selectors)
-			}
 		}
 		return nil
 	})
