@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -628,6 +629,17 @@ const (
 	// write buffer is shared (taken from a pool for a write and returned
 	// after the flush) instead of 32 KiB kept per connection.
 	connReadBuffer = 4 << 10
+	// agentWindow is the agent port's receive window, per stream and per
+	// connection, fixed. With grpc's default dynamic window the server
+	// answers nearly every request's DATA frame with a window update and a
+	// bandwidth-probing PING, and then wakes again to read the client's
+	// ACK: an extra exchange of frames per agent call, for a probe that
+	// only pays off for large uploads on long links. Agents send small
+	// requests (a batch of CSRs is the largest): 1 MiB lets any of them
+	// arrive without waiting for a window update on most links, and a
+	// larger one is flow-controlled in steps rather than refused (up to
+	// maxRecvMsgSize in one message).
+	agentWindow = 1 << 20
 	// maxConnectionIdle sends GOAWAY to a connection without a stream for
 	// this long (clients reconnect when they next call); agents and
 	// downstream servers call every few seconds.
@@ -666,6 +678,12 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.ReadBufferSize(connReadBuffer),
 		grpc.SharedWriteBuffer(true),
+		// A pool of stream goroutines, one per CPU, whose stacks have
+		// already grown to the handlers' depth, instead of a new goroutine
+		// per call (grpc starts one when every worker is busy).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.StaticStreamWindowSize(agentWindow),
+		grpc.StaticConnWindowSize(agentWindow),
 		grpc.KeepaliveEnforcementPolicy(keep),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, MaxConnectionIdle: maxConnectionIdle}),
 	)
