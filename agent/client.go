@@ -139,7 +139,7 @@ type conn struct {
 // dialServer connects to the tier's servers (failing over between them,
 // see serverconn) with tc; t learns which server each call reached.
 func dialServer(addrs []string, t *serverconn.Tracker, tc *tls.Config) (*grpc.ClientConn, error) {
-	cc, err := serverconn.Dial(addrs, t, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	cc, err := serverconn.Dial(addrs, t, append(serverconn.FixedWindow(), grpc.WithTransportCredentials(credentials.NewTLS(tc)))...)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

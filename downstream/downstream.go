@@ -195,7 +195,7 @@ func (u *Upstream) client() (*grpc.ClientConn, error) {
 		return u.conn, nil
 	}
 	tc := tlsconfig.MTLSClientConfig(u.source, u.source, tlsconfig.AuthorizeID(u.cfg.ParentID))
-	conn, err := serverconn.Dial(u.addrs, u.tracker, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	conn, err := serverconn.Dial(u.addrs, u.tracker, append(serverconn.FixedWindow(), grpc.WithTransportCredentials(credentials.NewTLS(tc)))...)
 	if err != nil {
 		return nil, fmt.Errorf("downstream: parent %s: %w", u.parent(), err)
 	}
