@@ -96,6 +96,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		Name:              "postgres",
 		AutoID:            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 		Dollar:            true,
+		Unnest:            true,
 		IsUniqueViolation: isUniqueViolation,
 		Lock: func(key string) (string, []any) {
 			h := fnv.New32a()

@@ -172,6 +172,9 @@ func (s *Store) findDuplicate(ctx context.Context, tx *sql.Tx, e *datastore.Entr
 // selectors and one event each with multi-row INSERTs of at most
 // maxRowsPerInsert rows. Events are appended in the order of entries.
 func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, entries []*datastore.Entry, now int64) error {
+	if s.d.Unnest {
+		return s.insertEntriesUnnest(ctx, tx, entries, now)
+	}
 	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
 		var b strings.Builder
 		b.WriteString(`INSERT INTO entries (` + entryColumns + `, dedupe_key) VALUES `)
@@ -230,6 +233,70 @@ func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, entries []*datast
 			args = append(args, e.ID, now)
 		}
 		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+	}
+	return nil
+}
+
+// insertEntriesUnnest is insertEntries for a database that expands arrays
+// (Dialect.Unnest): each statement passes every column of a chunk of rows
+// as one array.
+func (s *Store) insertEntriesUnnest(ctx context.Context, tx *sql.Tx, entries []*datastore.Entry, now int64) error {
+	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
+		n := len(chunk)
+		var (
+			ids, spiffeIDs, parentIDs, hints, dnss, feds, dedupes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+			x509TTLs, jwtTTLs                                     = make([]int32, n), make([]int32, n)
+			admins, downstreams, storeSVIDs, jtis, noPrefetches   = make([]bool, n), make([]bool, n), make([]bool, n), make([]bool, n), make([]bool, n)
+			revisions, createdAts, expiresAts                     = make([]int64, n), make([]int64, n), make([]int64, n)
+		)
+		for i, e := range chunk {
+			dns, fed, err := encodeEntryLists(e)
+			if err != nil {
+				return err
+			}
+			ids[i], spiffeIDs[i], parentIDs[i], hints[i], dnss[i], feds[i], dedupes[i] = e.ID, e.SPIFFEID.String(), e.ParentID.String(), e.Hint, dns, fed, dedupeKey(e)
+			x509TTLs[i], jwtTTLs[i] = e.X509SVIDTTL, e.JWTSVIDTTL
+			admins[i], downstreams[i], storeSVIDs[i], jtis[i], noPrefetches[i] = e.Admin, e.Downstream, e.StoreSVID, e.JWTSVIDIncludeJTI, e.DisableX509SVIDPrefetch
+			revisions[i], createdAts[i], expiresAts[i] = e.RevisionNumber, e.CreatedAt, e.ExpiresAt
+		}
+		// The arrays follow entryColumns, then dedupe_key.
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO entries (`+entryColumns+`, dedupe_key)
+			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::integer[], ?::integer[], ?::boolean[], ?::boolean[],
+				?::boolean[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[],
+				?::boolean[], ?::boolean[], ?::text[])`),
+			ids, spiffeIDs, parentIDs, x509TTLs, jwtTTLs, admins, downstreams,
+			storeSVIDs, hints, dnss, feds, revisions, createdAts, expiresAts,
+			jtis, noPrefetches, dedupes)
+		if err != nil {
+			return fmt.Errorf("insert entries: %w", err)
+		}
+	}
+	var owners, types, values []string
+	for _, e := range entries {
+		for _, sel := range e.Selectors {
+			owners, types, values = append(owners, e.ID), append(types, sel.Type), append(values, sel.Value)
+		}
+	}
+	for start := 0; start < len(owners); start += maxRowsPerInsert {
+		end := min(start+maxRowsPerInsert, len(owners))
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO entry_selectors (entry_id, type, value)
+			SELECT * FROM unnest(?::text[], ?::text[], ?::text[])`), owners[start:end], types[start:end], values[start:end])
+		if err != nil {
+			return fmt.Errorf("insert selectors: %w", err)
+		}
+	}
+	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
+		ids := make([]string, len(chunk))
+		for i, e := range chunk {
+			ids[i] = e.ID
+		}
+		// WITH ORDINALITY and ORDER BY: the events get their IDs in the
+		// order of the entries, as the row-per-placeholder form gives them.
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO entry_events (entry_id, created_at)
+			SELECT u.id, ?::bigint FROM unnest(?::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n`), now, ids)
+		if err != nil {
 			return fmt.Errorf("insert events: %w", err)
 		}
 	}

@@ -30,6 +30,12 @@ type Dialect struct {
 	AutoID string
 	// Dollar rewrites ? placeholders to $n.
 	Dollar bool
+	// Unnest says the database expands array parameters into rows with
+	// unnest (PostgreSQL): a batch of new entries is then inserted with one
+	// array parameter per column instead of one parameter per value, which
+	// the driver encodes, and the database parses and plans, far more
+	// cheaply than thousands of placeholders.
+	Unnest bool
 	// IsUniqueViolation reports whether err is a unique or primary key
 	// constraint violation.
 	IsUniqueViolation func(error) bool
