@@ -72,6 +72,7 @@ func list(t *testing.T, deps bool, patterns ...string) []pkg {
 var testKits = []string{
 	"internal/testkit",
 	"internal/testkit/freeport",
+	"internal/testkit/h2sniff",
 	"internal/datastore/datastoretest",
 	"internal/nodeattest/x509pop/x509poptest",
 	"upstream/internal/fakes",

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -13,67 +12,15 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/arborid/arbor/internal/testkit/h2sniff"
 )
 
-// HTTP/2 frame types (RFC 9113, section 6) and the PING ACK flag.
-const (
-	frameWindowUpdate = 0x8
-	framePing         = 0x6
-	flagAck           = 0x1
-)
-
-// frameCounter parses the HTTP/2 frames a client reads (after TLS) and
-// counts those the server sent of each type; pings counts only pings the
-// server started (not its ACKs of the client's).
-type frameCounter struct {
-	mu      sync.Mutex
-	buf     []byte
-	pings   int
-	updates int
-}
-
-func (f *frameCounter) feed(p []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.buf = append(f.buf, p...)
-	for len(f.buf) >= 9 {
-		n := int(f.buf[0])<<16 | int(f.buf[1])<<8 | int(f.buf[2])
-		if len(f.buf) < 9+n {
-			return
-		}
-		typ, flags := f.buf[3], f.buf[4]
-		switch {
-		case typ == framePing && flags&flagAck == 0:
-			f.pings++
-		case typ == frameWindowUpdate:
-			f.updates++
-		}
-		f.buf = f.buf[9+n:]
-	}
-}
-
-func (f *frameCounter) counts() (pings, updates int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.pings, f.updates
-}
-
-// sniffConn hands everything the client reads to a frameCounter.
-type sniffConn struct {
-	net.Conn
-	frames *frameCounter
-}
-
-func (c *sniffConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.frames.feed(p[:n])
-	return n, err
-}
-
-// sniffCreds is TLS whose handshaken connection is a sniffConn.
+// sniffCreds is TLS whose handshaken connection counts the frames the
+// client reads in tally.
 type sniffCreds struct {
 	credentials.TransportCredentials
-	frames *frameCounter
+	tally *h2sniff.Tally
 }
 
 func (c sniffCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -81,7 +28,7 @@ func (c sniffCreds) ClientHandshake(ctx context.Context, authority string, raw n
 	if err != nil {
 		return nil, nil, err
 	}
-	return &sniffConn{Conn: conn, frames: c.frames}, info, nil
+	return h2sniff.Wrap(conn, c.tally, false), info, nil
 }
 
 // An agent's call costs the server one request and one response: it does
@@ -96,10 +43,10 @@ func TestAgentCallsCarryNoServerPings(t *testing.T) {
 		h.createEntry(&types.Entry{ParentId: protoID(agent.ID.Path()), SpiffeId: protoID(fmt.Sprintf("/w/%d", i)),
 			Selectors: []*types.Selector{sel("unix", fmt.Sprintf("uid:%d", i))}})
 	}
-	frames := &frameCounter{}
+	tally := &h2sniff.Tally{}
 	tc := h.clientTLS()
 	tc.GetClientCertificate = tlsconfig.GetClientCertificate(svidSource{agent})
-	conn, err := grpc.NewClient(h.cfg.ListenAddr, grpc.WithTransportCredentials(sniffCreds{credentials.NewTLS(tc), frames}))
+	conn, err := grpc.NewClient(h.cfg.ListenAddr, grpc.WithTransportCredentials(sniffCreds{credentials.NewTLS(tc), tally}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,12 +66,12 @@ func TestAgentCallsCarryNoServerPings(t *testing.T) {
 		}
 	}
 	sync() // the connection's set-up frames
-	pings0, updates0 := frames.counts()
+	pings0, updates0 := tally.Pings(), tally.WindowUpdates()
 	const calls = 50
 	for range calls {
 		sync()
 	}
-	pings, updates := frames.counts()
+	pings, updates := tally.Pings(), tally.WindowUpdates()
 	if pings != pings0 {
 		t.Errorf("the server sent %d PINGs over %d syncs, want none", pings-pings0, calls)
 	}

@@ -3,7 +3,6 @@ package serverconn
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,58 +10,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/arborid/arbor/internal/testkit/h2sniff"
 )
-
-// pingCounter parses the HTTP/2 frames a server reads from its clients
-// (plaintext here) and counts the PINGs they start (not ACKs).
-type pingCounter struct {
-	mu    sync.Mutex
-	pings int
-}
-
-type sniffListener struct {
-	net.Listener
-	c *pingCounter
-}
-
-func (l sniffListener) Accept() (net.Conn, error) {
-	conn, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &sniffConn{Conn: conn, c: l.c, skip: len("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}, nil
-}
-
-type sniffConn struct {
-	net.Conn
-	c    *pingCounter
-	skip int // client preface bytes still to skip
-	buf  []byte
-}
-
-func (s *sniffConn) Read(p []byte) (int, error) {
-	n, err := s.Conn.Read(p)
-	b := p[:n]
-	if s.skip > 0 {
-		k := min(s.skip, len(b))
-		s.skip -= k
-		b = b[k:]
-	}
-	s.buf = append(s.buf, b...)
-	for len(s.buf) >= 9 {
-		size := int(s.buf[0])<<16 | int(s.buf[1])<<8 | int(s.buf[2])
-		if len(s.buf) < 9+size {
-			break
-		}
-		if s.buf[3] == 0x6 && s.buf[4]&0x1 == 0 { // PING, not an ACK
-			s.c.mu.Lock()
-			s.c.pings++
-			s.c.mu.Unlock()
-		}
-		s.buf = s.buf[9+size:]
-	}
-	return n, err
-}
 
 // Calls over a FixedWindow connection carry no client PINGs; over grpc's
 // default (dynamic) window nearly every response draws one, which the
@@ -81,10 +31,10 @@ func TestFixedWindowSendsNoPings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			counter := &pingCounter{}
+			tally := &h2sniff.Tally{}
 			srv := grpc.NewServer()
 			healthpb.RegisterHealthServer(srv, health.NewServer())
-			go srv.Serve(sniffListener{l, counter})
+			go srv.Serve(h2sniff.Listener{Listener: l, Tally: tally})
 			t.Cleanup(srv.Stop)
 
 			cc, err := Dial([]string{l.Addr().String()}, nil, append(tc.opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
@@ -101,9 +51,7 @@ func TestFixedWindowSendsNoPings(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			counter.mu.Lock()
-			pings := counter.pings
-			counter.mu.Unlock()
+			pings := tally.Pings()
 			if tc.wantNone && pings != 0 {
 				t.Fatalf("the client sent %d PINGs over %d calls, want none", pings, calls)
 			}
