@@ -29,7 +29,9 @@ func (c *Cache) compactLocked(e *datastore.Entry, parent spiffeid.ID) *datastore
 	n := len(e.ID) + len(sid) + len(e.Hint)
 	for _, s := range e.Selectors {
 		n += len(s.Value)
-		if _, ok := c.types[s.Type]; !ok && len(c.types) >= maxTypes {
+		if _, ok := c.types[s.Type]; !ok {
+			// Room for a type not interned yet, in case the table fills up
+			// before internType gets to it (a few bytes spare otherwise).
 			n += len(s.Type)
 		}
 	}

@@ -2,6 +2,7 @@ package entrycache
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -68,6 +69,21 @@ func TestSelectorTypesBeyondInternBound(t *testing.T) {
 	if len(c.types) != maxTypes {
 		t.Fatalf("interned %d types, want %d", len(c.types), maxTypes)
 	}
+	// An entry whose new types fill the table midway through its own
+	// selectors: the cache starts over at one short of the bound.
+	c2 := New(spiffeid.RequireTrustDomainFromString("example.org"))
+	for i := range maxTypes - 1 {
+		c2.PutEntry(&datastore.Entry{ID: fmt.Sprint("f", i), ParentID: parent,
+			SPIFFEID:  spiffeid.RequireFromString(fmt.Sprint("spiffe://example.org/f/", i)),
+			Selectors: []selector.Selector{{Type: fmt.Sprint("type", i), Value: "v"}}})
+	}
+	last := []selector.Selector{{Type: "new-a", Value: "1"}, {Type: "new-b", Value: "2"}, {Type: "new-c", Value: "3"}}
+	c2.PutEntry(&datastore.Entry{ID: "last", ParentID: parent, SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/last"), Selectors: last})
+	got, ok := c2.Entry("last")
+	if !ok || !slices.Equal(got.Selectors, last) || got.SPIFFEID.String() != "spiffe://example.org/last" || got.ID != "last" {
+		t.Fatalf("entry across the bound = %+v, want selectors %v", got, last)
+	}
+	checkInvariants(t, c2)
 	for i := range n {
 		e, ok := c.Entry(fmt.Sprint("e", i))
 		if !ok {
