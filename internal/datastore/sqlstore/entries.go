@@ -241,7 +241,7 @@ func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, entries []*datast
 
 // insertEntriesUnnest is insertEntries for a database that expands arrays
 // (Dialect.Unnest): each statement passes every column of a chunk of rows
-// as one array.
+// as one array, and each chunk's events reuse its array of IDs.
 func (s *Store) insertEntriesUnnest(ctx context.Context, tx *sql.Tx, entries []*datastore.Entry, now int64) error {
 	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
 		n := len(chunk)
@@ -272,6 +272,13 @@ func (s *Store) insertEntriesUnnest(ctx context.Context, tx *sql.Tx, entries []*
 		if err != nil {
 			return fmt.Errorf("insert entries: %w", err)
 		}
+		// WITH ORDINALITY and ORDER BY: the events get their IDs in the
+		// order of the entries, as the row-per-placeholder form gives them.
+		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO entry_events (entry_id, created_at)
+			SELECT u.id, ?::bigint FROM unnest(?::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n`), now, ids)
+		if err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
 	}
 	var owners, types, values []string
 	for _, e := range entries {
@@ -285,19 +292,6 @@ func (s *Store) insertEntriesUnnest(ctx context.Context, tx *sql.Tx, entries []*
 			SELECT * FROM unnest(?::text[], ?::text[], ?::text[])`), owners[start:end], types[start:end], values[start:end])
 		if err != nil {
 			return fmt.Errorf("insert selectors: %w", err)
-		}
-	}
-	for chunk := range slices.Chunk(entries, maxRowsPerInsert) {
-		ids := make([]string, len(chunk))
-		for i, e := range chunk {
-			ids[i] = e.ID
-		}
-		// WITH ORDINALITY and ORDER BY: the events get their IDs in the
-		// order of the entries, as the row-per-placeholder form gives them.
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO entry_events (entry_id, created_at)
-			SELECT u.id, ?::bigint FROM unnest(?::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n`), now, ids)
-		if err != nil {
-			return fmt.Errorf("insert events: %w", err)
 		}
 	}
 	return nil
